@@ -1,0 +1,1 @@
+"""Plumbing every service shares: settings, logs, errors, the gRPC server, health, secrets."""

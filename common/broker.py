@@ -1,0 +1,59 @@
+"""The RabbitMQ topology the job service publishes to and the workers consume from.
+
+Both sides declare it identically (declaring is idempotent, and RabbitMQ refuses
+a redeclare with different arguments, so the arguments live only here):
+
+- ``<queue>``: durable classic queue of JobDelivery messages. Its arguments are
+  fixed at creation, so the ones later features rely on are set from the start:
+  ``x-max-priority`` (job priorities) and a dead-letter route to ``<queue>.dead``.
+- ``<queue>.dead``: durable queue where rejected messages (undecodable ones, or
+  jobs that exhausted their attempts) wait for an operator.
+
+Connections are plain (not aio-pika's "robust" ones): each service runs its own
+reconnect loop, so it knows when it is disconnected and can say so in health.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+
+#: Messages carry a priority 0..MAX_PRIORITY; RabbitMQ keeps one sub-queue per level.
+MAX_PRIORITY = 3
+#: Content type of every message body (a serialized jobqueue.jobs.v1.JobDelivery).
+CONTENT_TYPE = "application/x-protobuf"
+#: Fully-qualified protobuf type of the body, sent as the AMQP `type` property.
+MESSAGE_TYPE = "jobqueue.jobs.v1.JobDelivery"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of the queues for one RABBITMQ_QUEUE setting."""
+
+    queue: str
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """Where rejected messages go."""
+        return f"{self.queue}.dead"
+
+
+async def connect(url: str, *, name: str) -> AbstractConnection:
+    """Open a connection (raises on failure; callers own the retry loop)."""
+    return await aio_pika.connect(url, timeout=5, client_properties={"connection_name": name})
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
+    """Declare the dead-letter queue and the job queue; returns the job queue."""
+    await channel.declare_queue(topology.dead_letter_queue, durable=True)
+    return await channel.declare_queue(
+        topology.queue,
+        durable=True,
+        arguments={
+            "x-max-priority": MAX_PRIORITY,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": topology.dead_letter_queue,
+        },
+    )

@@ -1,0 +1,38 @@
+"""PostgreSQL connections shared by the services that keep state (auth, jobs)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+#: Errors that mean "the database cannot be reached right now", answered UNAVAILABLE.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+async def create_pool(url: str, *, max_size: int) -> asyncpg.Pool:
+    """A pool that connects lazily, so a service starts (NOT_SERVING) while the database is down.
+
+    Connections are opened on demand and re-opened after an outage; the short
+    connect timeout turns an unreachable database into a quick UNAVAILABLE
+    instead of a hung call.
+    """
+    return await asyncpg.create_pool(
+        url,
+        min_size=0,
+        max_size=max_size,
+        timeout=5,
+        command_timeout=30,
+        max_inactive_connection_lifetime=300,
+    )
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Raise unless the database answers a trivial query."""
+    async with pool.acquire(timeout=2) as connection:
+        await connection.fetchval("SELECT 1")

@@ -1,0 +1,91 @@
+"""Health that follows the dependencies: SERVING only while every one of them answers.
+
+The reporter probes each dependency every ``interval`` seconds and sets the
+overall status ("") and each served service's status accordingly; each
+dependency also gets a status of its own under its name (e.g. "postgres"), so
+an operator can tell which one is down with ``grpc.health.v1.Health/Check``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from grpc_health.v1 import health, health_pb2
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[object]]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthReporter:
+    """Keeps a HealthServicer in step with the reachability of a service's dependencies."""
+
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        service_names: Sequence[str],
+        probes: Mapping[str, Probe],
+        *,
+        interval: float = 1.0,
+        timeout: float = 2.0,
+    ) -> None:
+        self.servicer = servicer
+        self._names = ["", *service_names]
+        self._probes = dict(probes)
+        self._interval = interval
+        self._timeout = timeout
+        self._up: dict[str, bool] = {}
+        self._stopping = False
+
+    @property
+    def serving(self) -> bool:
+        """Whether every dependency answered its last probe (and we are not stopping)."""
+        return not self._stopping and all(self._up.get(name, False) for name in self._probes)
+
+    async def _probe(self, name: str, probe: Probe) -> bool:
+        try:
+            await asyncio.wait_for(probe(), self._timeout)
+        except Exception as error:  # any failure means "not reachable"; the reason is logged
+            if self._up.get(name, True):
+                log.warning("dependency unreachable", extra={"dependency": name, "error": repr(error)})
+            return False
+        if not self._up.get(name, False):
+            log.info("dependency reachable", extra={"dependency": name})
+        return True
+
+    async def check_once(self) -> bool:
+        """Probe every dependency now and publish the result; returns whether serving."""
+        results = await asyncio.gather(*(self._probe(n, p) for n, p in self._probes.items()))
+        if self._stopping:
+            return False
+        for name, up in zip(self._probes, results, strict=True):
+            self._up[name] = up
+            await self.servicer.set(name, SERVING if up else NOT_SERVING)
+        status = SERVING if self.serving else NOT_SERVING
+        for name in self._names:
+            await self.servicer.set(name, status)
+        return self.serving
+
+    async def run(self) -> None:
+        """Probe forever; cancel the task to stop."""
+        while not self._stopping:
+            await self.check_once()
+            await asyncio.sleep(self._interval)
+
+    async def wait_serving(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait until every dependency answers (or ``stop`` is set); returns whether serving."""
+        while not (stop is not None and stop.is_set()):
+            if await self.check_once():
+                return True
+            await asyncio.sleep(self._interval)
+        return False
+
+    async def shutdown(self) -> None:
+        """Turn every status NOT_SERVING for good: the first step of a graceful stop."""
+        self._stopping = True
+        await self.servicer.enter_graceful_shutdown()

@@ -1,0 +1,147 @@
+"""The gRPC server every service runs: error mapping, health, reflection, graceful stop.
+
+``build_server`` returns ``(server, port)`` so tests can bind port 0 and run the
+real server in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, status_code
+
+log = logging.getLogger(__name__)
+
+#: Requests larger than this are refused with RESOURCE_EXHAUSTED before any handler runs.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) -> grpc.Status:
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    proto = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    return rpc_status.to_status(proto)
+
+
+def status_for(error: ServiceError) -> grpc.Status:
+    """The status (code, message, ErrorInfo and BadRequest details) a caller receives for ``error``."""
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)]
+    if isinstance(error, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+    return _rich_status(status_code(error), error.message, details)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns what a unary handler raises into a status; nothing else ever reaches a caller.
+
+    ServiceError -> its category's status with details; an exception listed in
+    ``transient`` (a dropped database connection, say) -> UNAVAILABLE, so
+    clients know to retry; anything else -> INTERNAL with no trace, logged here.
+    """
+
+    def __init__(self, transient: tuple[type[BaseException], ...] = ()) -> None:
+        self._transient = transient
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except ServiceError as error:
+                status = status_for(error)
+            except self._transient as error:
+                log.warning("dependency unavailable", extra={"method": method, "error": repr(error)})
+                status = _rich_status(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "a dependency is unavailable; retry later",
+                    [error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)],
+                )
+            except Exception:
+                log.exception("unhandled error", extra={"method": method})
+                status = _rich_status(grpc.StatusCode.INTERNAL, "internal error", [])
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def build_server(
+    *,
+    host: str,
+    port: int,
+    service_names: Sequence[str],
+    register: Callable[[grpc.aio.Server], None],
+    health_servicer: health.aio.HealthServicer,
+    transient: tuple[type[BaseException], ...] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """Create (not start) a server with the given servicers plus health and reflection.
+
+    ``register`` adds the service's own servicers. Returns the server and the
+    port actually bound (useful with ``port=0``).
+    """
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(transient)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    register(server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return server, bound
+
+
+def stop_signal() -> asyncio.Event:
+    """An event set on the first SIGTERM or SIGINT, for a service's graceful stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+# code_pb2 is imported for its side effect of registering google.rpc types with
+# the descriptor pool, which grpcurl needs to print error details.
+_ = code_pb2

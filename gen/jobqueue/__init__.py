@@ -1,0 +1,1 @@
+"""Job Queue Processor client library: generated messages and stubs, and ``jobqueue.client``."""

@@ -1,0 +1,98 @@
+"""Session-wide fixtures: a fresh database and queue name per test session, dev secrets, env for services.
+
+Tests talk to the real PostgreSQL and RabbitMQ on this machine (started by
+`make services`). If one cannot be reached the tests fail: they never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from common.secrets import ensure_dev_secrets
+from migrations.__main__ import migrate
+
+ADMIN_DATABASE_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """A short id that keeps this session's database and queues apart from any other's."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def database_url(run_id: str) -> Iterator[str]:
+    """A migrated database of this session's own, dropped at the end."""
+    name = f"jobqueue_test_{run_id}"
+    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path=f"/{name}"))
+    asyncio.run(migrate(url))
+    yield url
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(ADMIN_DATABASE_URL)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The shared broker; fails (never skips) if it cannot be reached."""
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(RABBITMQ_URL, timeout=5)
+        await connection.close()
+
+    asyncio.run(probe())
+    return RABBITMQ_URL
+
+
+@pytest.fixture(scope="session")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Development secrets (JWT key pair, worker token) for this session's services."""
+    return ensure_dev_secrets(tmp_path_factory.mktemp("secrets"))
+
+
+@pytest.fixture
+def queue_name(run_id: str) -> str:
+    """A queue of this test's own, so backlogs never leak between tests."""
+    return f"jobs_test_{run_id}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def purge_queues(rabbitmq_url: str, queue_name: str) -> AsyncIterator[None]:
+    """Delete this test's queues afterwards."""
+    yield
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue_name, f"{queue_name}.dead"):
+            await channel.queue_delete(name)
+
+
+@pytest.fixture
+def service_env(database_url: str, rabbitmq_url: str, secrets_dir: Path, queue_name: str) -> dict[str, str]:
+    """Environment for the services under test (ports are added by each test)."""
+    return {
+        "APP_ENV": "development",
+        "DATABASE_URL": database_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "RABBITMQ_QUEUE": queue_name,
+        "DEV_SECRETS_DIR": str(secrets_dir),
+        "LOG_LEVEL": "INFO",
+        # Cheap hashing keeps tests fast; production uses the default cost.
+        "BCRYPT_ROUNDS": "4",
+    }

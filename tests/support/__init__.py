@@ -1,0 +1,1 @@
+"""Helpers the tests share: real service processes, ports, TCP proxies."""
