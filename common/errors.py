@@ -107,5 +107,5 @@ def status_code(error: ServiceError) -> grpc.StatusCode:
     """The gRPC status for an error: that of the nearest category in its class hierarchy."""
     for cls in type(error).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return grpc.StatusCode.UNKNOWN

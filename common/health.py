@@ -4,6 +4,10 @@ The reporter probes each dependency every ``interval`` seconds and sets the
 overall status ("") and each served service's status accordingly; each
 dependency also gets a status of its own under its name (e.g. "postgres"), so
 an operator can tell which one is down with ``grpc.health.v1.Health/Check``.
+
+A service may name only some dependencies as ``required``: the job service
+keeps accepting jobs while RabbitMQ is down (they wait in its outbox), so the
+broker's outage shows under "rabbitmq" but does not make the service unready.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
+
+# grpc_health publishes this class as `health.aio.HealthServicer`; its type
+# stubs know it only by its module's own name.
+from grpc_health.v1._async import HealthServicer
+
+__all__ = ["NOT_SERVING", "SERVING", "HealthReporter", "HealthServicer"]
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +37,18 @@ class HealthReporter:
 
     def __init__(
         self,
-        servicer: health.aio.HealthServicer,
+        servicer: HealthServicer,
         service_names: Sequence[str],
         probes: Mapping[str, Probe],
         *,
+        required: Sequence[str] | None = None,
         interval: float = 1.0,
         timeout: float = 2.0,
     ) -> None:
         self.servicer = servicer
         self._names = ["", *service_names]
         self._probes = dict(probes)
+        self._required = list(self._probes if required is None else required)
         self._interval = interval
         self._timeout = timeout
         self._up: dict[str, bool] = {}
@@ -44,15 +56,18 @@ class HealthReporter:
 
     @property
     def serving(self) -> bool:
-        """Whether every dependency answered its last probe (and we are not stopping)."""
-        return not self._stopping and all(self._up.get(name, False) for name in self._probes)
+        """Whether every required dependency answered its last probe (and we are not stopping)."""
+        return not self._stopping and all(self._up.get(name, False) for name in self._required)
 
     async def _probe(self, name: str, probe: Probe) -> bool:
         try:
             await asyncio.wait_for(probe(), self._timeout)
-        except Exception as error:  # any failure means "not reachable"; the reason is logged
+        except Exception as error:  # noqa: BLE001 - any failure means "not reachable"; the reason is logged
             if self._up.get(name, True):
-                log.warning("dependency unreachable", extra={"dependency": name, "error": repr(error)})
+                log.warning(
+                    "dependency unreachable",
+                    extra={"dependency": name, "error": repr(error)},
+                )
             return False
         if not self._up.get(name, False):
             log.info("dependency reachable", extra={"dependency": name})
@@ -78,7 +93,7 @@ class HealthReporter:
             await asyncio.sleep(self._interval)
 
     async def wait_serving(self, stop: asyncio.Event | None = None) -> bool:
-        """Wait until every dependency answers (or ``stop`` is set); returns whether serving."""
+        """Wait until every required dependency answers (or ``stop`` is set); returns whether serving."""
         while not (stop is not None and stop.is_set()):
             if await self.check_once():
                 return True

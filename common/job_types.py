@@ -24,11 +24,14 @@ class PayloadError(ValueError):
 
 
 def text(payload: Any) -> str:
-    """A string of at most MAX_TEXT_BYTES bytes."""
+    """A string of at most MAX_TEXT_BYTES bytes, without NUL characters."""
     if not isinstance(payload, str):
         raise PayloadError("must be a string")
     if len(payload.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
         raise PayloadError(f"must be at most {MAX_TEXT_BYTES} bytes")
+    if "\x00" in payload:
+        # PostgreSQL text and jsonb cannot hold NUL; refuse it here rather than fail on store.
+        raise PayloadError("must not contain NUL characters")
     return payload
 
 
@@ -58,7 +61,11 @@ JOB_TYPES: dict[str, JobType] = {
     for t in (
         JobType("reverse_string", text, "a string; the result is the string reversed"),
         JobType("uppercase_text", text, "a string; the result is the string upper-cased"),
-        JobType("fibonacci_calc", fibonacci_n, f"a whole number 0..{MAX_FIBONACCI_N}; the result is F(n)"),
+        JobType(
+            "fibonacci_calc",
+            fibonacci_n,
+            f"a whole number 0..{MAX_FIBONACCI_N}; the result is F(n)",
+        ),
     )
 }
 

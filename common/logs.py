@@ -10,7 +10,10 @@ from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`
 # and is emitted as a field of its own.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -20,7 +20,7 @@ from common.settings import SettingsError
 
 PRIVATE_KEY = "jwt-ed25519.pem"
 PUBLIC_KEY = "jwt-ed25519.pub.pem"
-WORKER_TOKEN = "worker-token"
+WORKER_TOKEN = "worker-token"  # noqa: S105 - a file name, not a secret
 
 
 def _write_once(path: Path, data: bytes, mode: int) -> None:
@@ -47,7 +47,9 @@ def ensure_dev_secrets(directory: str | Path) -> Path:
     if not (folder / PRIVATE_KEY).exists():
         key = Ed25519PrivateKey.generate()
         private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
         _write_once(folder / PRIVATE_KEY, private, 0o600)
     if not (folder / PUBLIC_KEY).exists():

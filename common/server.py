@@ -10,16 +10,17 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, status_code
+from common.health import HealthServicer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,13 @@ def status_for(error: ServiceError) -> grpc.Status:
     return _rich_status(status_code(error), error.message, details)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # generic only in the type stubs
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class ErrorInterceptor(_Interceptor):
     """Turns what a unary handler raises into a status; nothing else ever reaches a caller.
 
     ServiceError -> its category's status with details; an exception listed in
@@ -65,13 +72,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        # The stubs type handlers as synchronous; on a grpc.aio server they are coroutines.
+        inner = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
         method = handler_call_details.method
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -82,7 +90,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except ServiceError as error:
                 status = status_for(error)
             except self._transient as error:
-                log.warning("dependency unavailable", extra={"method": method, "error": repr(error)})
+                log.warning(
+                    "dependency unavailable",
+                    extra={"method": method, "error": repr(error)},
+                )
                 status = _rich_status(
                     grpc.StatusCode.UNAVAILABLE,
                     "a dependency is unavailable; retry later",
@@ -91,7 +102,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except Exception:
                 log.exception("unhandled error", extra={"method": method})
                 status = _rich_status(grpc.StatusCode.INTERNAL, "internal error", [])
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            return await context.abort(status.code, status.details, status.trailing_metadata)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -106,7 +117,7 @@ def build_server(
     port: int,
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: HealthServicer,
     transient: tuple[type[BaseException], ...] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a server with the given servicers plus health and reflection.
@@ -124,7 +135,11 @@ def build_server(
     register(server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     bound = server.add_insecure_port(f"{host}:{port}")

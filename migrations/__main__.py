@@ -66,7 +66,8 @@ async def migrate(url: str) -> list[str]:
                    checksum   text        NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = dict(await connection.fetch("SELECT version, checksum FROM schema_migrations"))
+        rows = await connection.fetch("SELECT version, checksum FROM schema_migrations")
+        done: dict[str, str] = {row["version"]: row["checksum"] for row in rows}
         for path in pending_files():
             sql = path.read_text()
             checksum = hashlib.sha256(sql.encode()).hexdigest()

@@ -1,0 +1,131 @@
+"""Run the job service: ``python -m job_svc`` (``--help`` lists its settings)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+import aio_pika
+
+from common import broker, db, logs
+from common import secrets as dev_secrets
+from common.health import HealthReporter, HealthServicer
+from common.server import build_server, stop_signal
+from common.settings import SettingsError, describe, load
+from job_svc.auth import Authenticator
+from job_svc.broker import Publisher
+from job_svc.relay import OutboxRelay
+from job_svc.service import JobRules
+from job_svc.servicer import JobServicer
+from job_svc.settings import Settings
+from job_svc.store import JobStore
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+
+log = logging.getLogger("job_svc")
+SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    common = {"app_env": settings.app_env, "dev_dir": settings.dev_secrets_dir}
+    return Authenticator(
+        public_key_pem=dev_secrets.resolve(
+            inline=settings.jwt_public_key,
+            file=settings.jwt_public_key_file,
+            dev_name=dev_secrets.PUBLIC_KEY,
+            variable="JWT_PUBLIC_KEY",
+            **common,
+        ),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        worker_token=dev_secrets.resolve(
+            inline=settings.worker_token,
+            file=settings.worker_token_file,
+            dev_name=dev_secrets.WORKER_TOKEN,
+            variable="WORKER_TOKEN",
+            **common,
+        ),
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+    stop = stop_signal()
+    authenticator = _authenticator(settings)
+    pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
+    store = JobStore(pool)
+    publisher = Publisher(settings.rabbitmq_url, broker.Topology(settings.rabbitmq_queue))
+    relay = OutboxRelay(
+        store,
+        publisher,
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    health_servicer = HealthServicer()
+
+    async def broker_probe() -> None:
+        if not publisher.connected:
+            raise ConnectionError("not connected to RabbitMQ")
+
+    reporter = HealthReporter(
+        health_servicer,
+        [SERVICE_NAME],
+        {"postgres": lambda: db.ping(pool), "rabbitmq": broker_probe},
+        # Jobs are accepted into the outbox while the broker is down, so only
+        # the database decides whether this service is ready.
+        required=["postgres"],
+    )
+    server, port = build_server(
+        host=settings.job_host,
+        port=settings.job_port,
+        service_names=[SERVICE_NAME],
+        register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(
+            JobServicer(JobRules(store, relay), authenticator), s
+        ),
+        health_servicer=health_servicer,
+        transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
+    )
+    await server.start()
+    tasks = [asyncio.create_task(t) for t in (publisher.run(), relay.run(), reporter.run())]
+    log.info("job service listening", extra={"port": port, "queue": settings.rabbitmq_queue})
+    await stop.wait()
+
+    log.info("stopping: finishing in-flight calls")
+    await reporter.shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    # Jobs accepted during the grace period are in the outbox; publish what we
+    # can now, and any other relay (or this one after a restart) gets the rest.
+    relay_task = tasks[1]
+    relay_task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(relay.drain(), 5)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await publisher.close()
+    await pool.close()
+    log.info("job service stopped")
+
+
+def main() -> int:
+    """Entry point: exit status 0 after a graceful stop, 2 for a configuration error."""
+    if "--help" in sys.argv[1:]:
+        print(f"python -m job_svc: the job service.\n\nEnvironment:\n{describe(Settings)}")
+        return 0
+    try:
+        settings = load(Settings)
+    except SettingsError as error:
+        print(f"job_svc: {error}", file=sys.stderr)
+        return 2
+    logs.setup("job_svc", settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as error:
+        log.error("configuration error", extra={"error": str(error)})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

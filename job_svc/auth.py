@@ -1,0 +1,87 @@
+"""Who is calling: verifies user access tokens (public key only) and the worker token."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Iterable
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from job_svc.errors import (
+    ExpiredToken,
+    InvalidToken,
+    MissingCredentials,
+    UsersOnly,
+    WorkersOnly,
+)
+
+Metadata = Iterable[tuple[str, str | bytes]] | None
+
+
+class Authenticator:
+    """Checks the `authorization` metadata of a call against the role the call needs."""
+
+    def __init__(self, *, public_key_pem: bytes, issuer: str, audience: str, worker_token: bytes) -> None:
+        # Loading once up front both validates the configured key and saves
+        # re-parsing the PEM on every call.
+        self._key = _load_public(public_key_pem)
+        self._issuer = issuer
+        self._audience = audience
+        self._worker_token = worker_token
+
+    def user(self, metadata: Metadata) -> uuid.UUID:
+        """The id of the user whose access token the call carries."""
+        token = _bearer(metadata)
+        if self._is_worker(token):
+            raise UsersOnly("the worker token may only call UpdateJob")
+        return self._verify(token)
+
+    def worker(self, metadata: Metadata) -> None:
+        """Return only if the call carries the worker token."""
+        token = _bearer(metadata)
+        if not self._is_worker(token):
+            self._verify(token)  # a bad token is UNAUTHENTICATED, a user's is PERMISSION_DENIED
+            raise WorkersOnly("only workers may call UpdateJob")
+
+    def _is_worker(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self._worker_token)
+
+    def _verify(self, token: str) -> uuid.UUID:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=["EdDSA"],
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise ExpiredToken("access token has expired; log in again") from None
+        except jwt.InvalidTokenError:
+            raise InvalidToken("access token is not valid") from None
+        try:
+            return uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise InvalidToken("access token is not valid") from None
+
+
+def _bearer(metadata: Metadata) -> str:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise MissingCredentials("authorization metadata must be 'Bearer <token>'")
+            return token.strip()
+    raise MissingCredentials("missing authorization metadata: send 'authorization: Bearer <token>'")
+
+
+def _load_public(pem: bytes) -> Ed25519PublicKey:
+    key = load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("JWT public key must be an Ed25519 key")
+    return key

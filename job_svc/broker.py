@@ -1,0 +1,125 @@
+"""Publishing job messages to RabbitMQ with publisher confirms (the job service's only AMQP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from google.protobuf import json_format, struct_pb2
+
+from common import broker
+from job_svc.errors import BrokerUnavailable
+from jobqueue.jobs.v1 import delivery_pb2
+
+log = logging.getLogger(__name__)
+
+
+def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any) -> bytes:
+    """The queue message for a job: a serialized JobDelivery."""
+    value = json_format.ParseDict(payload, struct_pb2.Value())
+    return delivery_pb2.JobDelivery(job_id=str(job_id), type=job_type, payload=value).SerializeToString()
+
+
+class Publisher:
+    """Keeps one confirmed channel open, reconnecting by itself; publishes batches of messages."""
+
+    def __init__(self, url: str, topology: broker.Topology) -> None:
+        self._url = url
+        self._topology = topology
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a confirmed channel to the broker is open right now."""
+        return self._channel is not None and not self._channel.is_closed
+
+    async def wait_connected(self) -> None:
+        """Wait until a channel is open."""
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        """Connect, and reconnect after every loss, until cancelled."""
+        delay = 0.1
+        while True:
+            try:
+                await self._session()
+                delay = 0.1
+                log.warning("lost the connection to RabbitMQ; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure to connect is retried; the reason is logged
+                log.warning(
+                    "cannot reach RabbitMQ",
+                    extra={"error": repr(error), "retry_in": round(delay, 2)},
+                )
+            finally:
+                self._channel = None
+                self._ready.clear()
+                if self._connection is not None and not self._connection.is_closed:
+                    await self._connection.close()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _session(self) -> None:
+        """Connect, declare, and return when the connection or channel closes."""
+        lost = asyncio.Event()
+        self._connection = await broker.connect(self._url, name="job_svc publisher")
+        self._connection.close_callbacks.add(lambda *_: lost.set())
+        channel = await self._connection.channel(publisher_confirms=True)
+        channel.close_callbacks.add(lambda *_: lost.set())
+        await broker.declare(channel, self._topology)
+        self._channel = channel
+        self._ready.set()
+        log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
+        await lost.wait()
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (job id, body) pairs as persistent messages; returns once the broker confirmed all.
+
+        Raises BrokerUnavailable if there is no channel or any message was not
+        confirmed; the caller keeps the messages and tries again later.
+        """
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        exchange = channel.default_exchange
+        try:
+            # Confirms for concurrent publishes on one channel arrive pipelined,
+            # so a batch costs about one round trip instead of one per message.
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            body,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            content_type=broker.CONTENT_TYPE,
+                            type=broker.MESSAGE_TYPE,
+                            message_id=job_id,
+                        ),
+                        routing_key=self._topology.queue,
+                        mandatory=True,
+                        timeout=10,
+                    )
+                    for job_id, body in messages
+                )
+            )
+        except (
+            aio_pika.exceptions.AMQPError,
+            ConnectionError,
+            TimeoutError,
+            RuntimeError,
+        ) as error:
+            raise BrokerUnavailable(f"publish failed: {error!r}") from error
+
+    async def close(self) -> None:
+        """Close the connection, if any (the run task should be cancelled first)."""
+        if self._connection is not None and not self._connection.is_closed:
+            await self._connection.close()

@@ -1,0 +1,71 @@
+"""Errors the job service returns to callers; common.errors maps each category to a gRPC status."""
+
+from __future__ import annotations
+
+from common.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+
+class MissingCredentials(Unauthenticated):
+    """Raised when a call has no `authorization: Bearer <token>` metadata."""
+
+    reason = "MISSING_CREDENTIALS"
+
+
+class InvalidToken(Unauthenticated):
+    """Raised when the bearer token is malformed, forged, or for another issuer or audience."""
+
+    reason = "INVALID_TOKEN"
+
+
+class ExpiredToken(Unauthenticated):
+    """Raised when the bearer token was valid once but has expired; log in again."""
+
+    reason = "TOKEN_EXPIRED"
+
+
+class WorkersOnly(PermissionDenied):
+    """Raised when a user's token calls the worker-only UpdateJob."""
+
+    reason = "WORKERS_ONLY"
+
+
+class UsersOnly(PermissionDenied):
+    """Raised when the worker token calls a user's method (the worker owns no jobs)."""
+
+    reason = "USERS_ONLY"
+
+
+class JobNotFound(NotFound):
+    """Raised when no job has the id, or it belongs to another user (the two are indistinguishable)."""
+
+    reason = "JOB_NOT_FOUND"
+
+
+class JobFinished(FailedPrecondition):
+    """Raised when a report concerns a job that already reached a final status."""
+
+    reason = "JOB_FINISHED"
+
+
+class StaleAttempt(FailedPrecondition):
+    """Raised when a report names an attempt that is no longer the job's current one."""
+
+    reason = "STALE_ATTEMPT"
+
+
+class NotRunning(FailedPrecondition):
+    """Raised when a final report arrives for a job no worker has started."""
+
+    reason = "NOT_RUNNING"
+
+
+class BrokerUnavailable(Unavailable):
+    """Raised inside the relay when RabbitMQ cannot take messages right now; the outbox keeps them."""
+
+    reason = "BROKER_UNAVAILABLE"

@@ -1,0 +1,66 @@
+"""The job service's domain values: plain dataclasses, no protobuf, no SQL."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """A job's status; the values are what the `jobs.status` column holds."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def final(self) -> bool:
+        """Whether a job in this status can never change again."""
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored job, as the jobs table holds it."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    type: str
+    payload: Any
+    status: Status
+    result: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Which of a user's jobs to list, and where the page starts."""
+
+    owner_id: uuid.UUID
+    page_size: int
+    status: Status | None = None
+    type: str | None = None
+    #: (created_at, id) of the last job on the previous page; None for the first page.
+    after: tuple[datetime, uuid.UUID] | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's report on a job (the domain form of UpdateJobRequest)."""
+
+    job_id: uuid.UUID
+    status: Status
+    claim_id: uuid.UUID | None = None
+    attempt: int = 0
+    result: str | None = None
+    error: str | None = None

@@ -1,0 +1,70 @@
+"""The outbox relay: moves stored-but-unpublished job messages to RabbitMQ.
+
+CreateJob writes a job and its message in one transaction and wakes the relay.
+The relay locks a batch of outbox rows, publishes them with confirms, and
+deletes them in the same transaction, so a row disappears only after the broker
+has the message. A crash between publish and commit publishes the batch again:
+delivery is at-least-once and the workers' fenced reports make that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from job_svc.broker import Publisher
+from job_svc.errors import BrokerUnavailable
+from job_svc.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Publishes the outbox, woken by new jobs and polling for rows it was not told about."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        publisher: Publisher,
+        *,
+        batch_size: int,
+        poll_seconds: float,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell the relay there is something new to publish."""
+        self._wake.set()
+
+    async def drain(self) -> int:
+        """Publish until the outbox is empty (or the broker fails); returns how many were published."""
+        published = 0
+        while True:
+            async with self._store.outbox_batch(self._batch_size) as batch:
+                if batch:
+                    await self._publisher.publish([(str(row.job_id), row.body) for row in batch])
+            published += len(batch)
+            if len(batch) < self._batch_size:
+                return published
+
+    async def run(self) -> None:
+        """Relay forever; cancel the task to stop."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+            self._wake.clear()
+            if not self._publisher.connected:
+                # Rows stay in the outbox, and CreateJob keeps succeeding, until the broker is back.
+                await self._publisher.wait_connected()
+            try:
+                await self.drain()
+            except BrokerUnavailable as error:
+                log.warning("relay paused: broker unavailable", extra={"error": error.message})
+            except Exception as error:  # noqa: BLE001 - a database outage: retry on the next round
+                log.warning("relay paused: cannot read the outbox", extra={"error": repr(error)})
+                await asyncio.sleep(self._poll_seconds)

@@ -1,0 +1,171 @@
+"""The job service's rules: what a valid request is, who may see what, how reports are fenced."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from common.errors import FieldViolation, InvalidArgument
+from common.job_types import JOB_TYPES, PayloadError, parse_payload
+from job_svc.broker import encode_delivery
+from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
+from job_svc.model import Job, ListQuery, Report, Status
+from job_svc.relay import OutboxRelay
+from job_svc.store import JobStore
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+#: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
+MAX_RESULT_CHARS = 1 << 20
+#: Largest error message a worker may report.
+MAX_ERROR_CHARS = 8192
+
+
+def parse_id(value: str, field: str = "id") -> uuid.UUID:
+    """A UUID from a request field, or INVALID_ARGUMENT naming the field."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, "must be a UUID")]) from None
+
+
+def encode_page_token(job: Job, query: ListQuery) -> str:
+    """An opaque token for the page after ``job``, bound to the query's filters."""
+    data = [job.created_at.isoformat(), str(job.id), query.status, query.type]
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def decode_page_token(token: str, status: Status | None, job_type: str | None) -> tuple[datetime, uuid.UUID]:
+    """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters."""
+    bad = InvalidArgument([FieldViolation("page_token", "is not a token this service issued for these filters")])
+    try:
+        created, job_id, token_status, token_type = json.loads(base64.urlsafe_b64decode(token.encode()))
+        cursor = (datetime.fromisoformat(created), uuid.UUID(job_id))
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise bad from None
+    if cursor[0].tzinfo is None or token_status != status or token_type != job_type:
+        raise bad
+    return cursor
+
+
+class JobRules:
+    """Validates and carries out each JobService call on domain values."""
+
+    def __init__(self, store: JobStore, relay: OutboxRelay) -> None:
+        self._store = store
+        self._relay = relay
+
+    async def create(self, owner: uuid.UUID, job_type: str, payload: Any) -> Job:
+        """Validate and store a new job with its queue message."""
+        if job_type not in JOB_TYPES:
+            known = ", ".join(sorted(JOB_TYPES))
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "type",
+                        f"unknown job type {job_type!r}; expected one of: {known}",
+                    )
+                ]
+            )
+        if payload is None:
+            raise InvalidArgument([FieldViolation("payload", "is required")])
+        try:
+            parse_payload(job_type, payload)
+        except PayloadError as error:
+            raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
+        job_id = uuid.uuid4()
+        job = await self._store.create(job_id, owner, job_type, payload, encode_delivery(job_id, job_type, payload))
+        self._relay.wake()
+        return job
+
+    async def get(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
+        """One of the owner's jobs."""
+        job = await self._store.get(job_id, owner_id=owner)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        return job
+
+    async def list(
+        self,
+        owner: uuid.UUID,
+        page_size: int,
+        page_token: str,
+        status: Status | None,
+        job_type: str | None,
+    ) -> tuple[list[Job], str]:
+        """A page of the owner's jobs, newest first, and the token of the next page ('' if none)."""
+        violations = []
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            violations.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
+        if job_type is not None and job_type not in JOB_TYPES:
+            violations.append(FieldViolation("type", f"unknown job type {job_type!r}"))
+        if violations:
+            raise InvalidArgument(violations)
+        after = decode_page_token(page_token, status, job_type) if page_token else None
+        size = page_size or DEFAULT_PAGE_SIZE
+        query = ListQuery(
+            owner_id=owner,
+            page_size=size + 1,
+            status=status,
+            type=job_type,
+            after=after,
+        )
+        jobs = await self._store.list(query)
+        if len(jobs) <= size:
+            return jobs, ""
+        return jobs[:size], encode_page_token(jobs[size - 1], query)
+
+    async def report(self, report: Report) -> Job:
+        """Apply a worker's report, fenced by claim and attempt."""
+        _check_report(report)
+        if report.status is Status.RUNNING:
+            assert report.claim_id is not None  # checked above
+            job = await self._store.start(report.job_id, report.claim_id)
+        else:
+            job = await self._store.finish(report)
+        if job is not None:
+            return job
+        return self._explain_refusal(report, await self._store.get(report.job_id))
+
+    @staticmethod
+    def _explain_refusal(report: Report, job: Job | None) -> Job:
+        """Why the fenced update matched no row: or, for a repeated final report, the job as it is."""
+        if job is None:
+            raise JobNotFound(f"job {report.job_id} not found")
+        if job.status.final:
+            if job.status is report.status and job.attempts == report.attempt:
+                return job  # the same report again (e.g. after a lost reply): already applied
+            raise JobFinished(f"job {report.job_id} is already {job.status.value}")
+        if job.status is Status.QUEUED:
+            raise NotRunning(f"job {report.job_id} has not been started")
+        raise StaleAttempt(f"attempt {report.attempt} of job {report.job_id} is stale; current is {job.attempts}")
+
+
+def _check_report(report: Report) -> None:
+    violations = []
+    if report.status is Status.RUNNING:
+        if report.claim_id is None:
+            violations.append(FieldViolation("claim_id", "is required with JOB_STATUS_RUNNING"))
+    elif report.status in (Status.COMPLETED, Status.FAILED):
+        if report.attempt < 1:
+            violations.append(FieldViolation("attempt", "must be the attempt number RUNNING returned"))
+        completed = report.status is Status.COMPLETED
+        for field, value, wanted, limit in (
+            ("result", report.result, completed, MAX_RESULT_CHARS),
+            ("error", report.error, not completed, MAX_ERROR_CHARS),
+        ):
+            if (value is not None) != wanted:
+                verb = "is required" if wanted else "is not allowed"
+                violations.append(FieldViolation(field, f"{verb} with JOB_STATUS_{report.status.value}"))
+            elif value is not None and len(value) > limit:
+                violations.append(FieldViolation(field, f"must be at most {limit} characters"))
+            elif value is not None and "\x00" in value:
+                violations.append(FieldViolation(field, "must not contain NUL characters"))
+    else:
+        violations.append(FieldViolation("status", "must be RUNNING, COMPLETED or FAILED"))
+    if violations:
+        raise InvalidArgument(violations)

@@ -1,0 +1,120 @@
+"""The gRPC edge of the job service: protobuf in, domain values to JobRules, protobuf out."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from common.errors import FieldViolation, InvalidArgument
+from job_svc.auth import Authenticator
+from job_svc.model import Job, Report, Status
+from job_svc.service import JobRules, parse_id
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS_TO_PROTO = {
+    Status.QUEUED: jobs_pb2.JOB_STATUS_QUEUED,
+    Status.RUNNING: jobs_pb2.JOB_STATUS_RUNNING,
+    Status.COMPLETED: jobs_pb2.JOB_STATUS_COMPLETED,
+    Status.FAILED: jobs_pb2.JOB_STATUS_FAILED,
+    Status.CANCELLED: jobs_pb2.JOB_STATUS_CANCELLED,
+}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_to_proto(job: Job) -> jobs_pb2.Job:
+    """The API form of a stored job."""
+    return jobs_pb2.Job(
+        id=str(job.id),
+        type=job.type,
+        payload=json_format.ParseDict(job.payload, struct_pb2.Value()),
+        status=_STATUS_TO_PROTO[job.status],
+        result=job.result,
+        error=job.error,
+        attempts=job.attempts,
+        owner_id=str(job.owner_id),
+        created_at=_timestamp(job.created_at),
+        updated_at=_timestamp(job.updated_at),
+        started_at=_timestamp(job.started_at),
+        finished_at=_timestamp(job.finished_at),
+    )
+
+
+def payload_from_proto(value: struct_pb2.Value, present: bool) -> Any:
+    """A payload as a plain JSON value; whole numbers become ints so they store as written."""
+    if not present or value.WhichOneof("kind") is None:
+        return None
+    if value.WhichOneof("kind") == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidArgument([FieldViolation("payload", "must be a finite number")])
+        return int(number) if number.is_integer() and abs(number) <= 2**53 else number
+    return json_format.MessageToDict(value)
+
+
+def status_from_proto(value: int, field: str, *, allow_unspecified: bool) -> Status | None:
+    """The domain status for an enum value; INVALID_ARGUMENT for values outside the enum."""
+    if value == jobs_pb2.JOB_STATUS_UNSPECIFIED and allow_unspecified:
+        return None
+    try:
+        return _STATUS_FROM_PROTO[jobs_pb2.JobStatus.ValueType(value)]
+    except KeyError:
+        raise InvalidArgument([FieldViolation(field, f"{value} is not a valid JobStatus here")]) from None
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):
+    """jobqueue.jobs.v1.JobService."""
+
+    def __init__(self, rules: JobRules, authenticator: Authenticator) -> None:
+        self._rules = rules
+        self._auth = authenticator
+
+    async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
+        owner = self._auth.user(context.invocation_metadata())
+        payload = payload_from_proto(request.payload, request.HasField("payload"))
+        job = await self._rules.create(owner, request.type, payload)
+        return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
+
+    async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
+        owner = self._auth.user(context.invocation_metadata())
+        job = await self._rules.get(owner, parse_id(request.id))
+        return jobs_pb2.GetJobResponse(job=job_to_proto(job))
+
+    async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
+        owner = self._auth.user(context.invocation_metadata())
+        jobs, next_token = await self._rules.list(
+            owner,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            status=status_from_proto(request.status, "status", allow_unspecified=True),
+            job_type=request.type or None,
+        )
+        return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=next_token)
+
+    async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
+        self._auth.worker(context.invocation_metadata())
+        status = status_from_proto(request.status, "status", allow_unspecified=False)
+        assert status is not None
+        report = Report(
+            job_id=parse_id(request.id),
+            status=status,
+            claim_id=parse_id(request.claim_id, "claim_id") if request.claim_id else None,
+            attempt=request.attempt,
+            result=request.result if request.HasField("result") else None,
+            error=request.error if request.HasField("error") else None,
+        )
+        job = await self._rules.report(report)
+        return jobs_pb2.UpdateJobResponse(job=job_to_proto(job))

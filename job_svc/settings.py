@@ -1,0 +1,31 @@
+"""Configuration of the job service, read once at start from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.settings import setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the job service; `python -m job_svc --help` lists them."""
+
+    job_host: str = setting("0.0.0.0", "Interface the gRPC server listens on.")
+    job_port: int = setting(5002, "Port of the gRPC server (JobService, health, reflection).")
+    database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs.")
+    db_pool_size: int = setting(10, "Most PostgreSQL connections held at once.")
+    rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ the relay publishes jobs to.")
+    rabbitmq_queue: str = setting("job_queue", "Queue the workers consume (dead letters go to <queue>.dead).")
+    outbox_batch_size: int = setting(500, "Most outbox rows the relay publishes in one round.")
+    outbox_poll_seconds: float = setting(1.0, "How often the relay looks for rows nobody woke it for.")
+    shutdown_grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
+    app_env: str = setting("development", "`production` refuses to start without configured secrets.")
+    dev_secrets_dir: str = setting("var/secrets", "Where development secrets are generated and shared.")
+    jwt_public_key: str = setting("", "PEM public key verifying access tokens (or JWT_PUBLIC_KEY_FILE).")
+    jwt_public_key_file: str = setting("", "File holding the PEM public key.")
+    jwt_issuer: str = setting("jobqueue-auth", "Required `iss` claim of access tokens.")
+    jwt_audience: str = setting("jobqueue", "Required `aud` claim of access tokens.")
+    worker_token: str = setting("", "Secret the workers present to call UpdateJob (or WORKER_TOKEN_FILE).")
+    worker_token_file: str = setting("", "File holding the worker token.")
+    log_level: str = setting("INFO", "Least severe log level written.")

@@ -1,0 +1,169 @@
+"""Every SQL statement of the job service: jobs, their fenced status changes, and the outbox."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from job_svc.model import Job, ListQuery, Report, Status
+
+_COLUMNS = (
+    "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at"
+)
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        type=row["type"],
+        payload=json.loads(row["payload"]),
+        status=Status(row["status"]),
+        result=row["result"],
+        error=row["error"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A message waiting to be published."""
+
+    id: int
+    job_id: uuid.UUID
+    body: bytes
+
+
+class JobStore:
+    """The jobs and job_outbox tables."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        job_id: uuid.UUID,
+        owner_id: uuid.UUID,
+        job_type: str,
+        payload: Any,
+        body: bytes,
+    ) -> Job:
+        """Store a QUEUED job and its outbox message in one statement (one transaction)."""
+        row = await self._pool.fetchrow(
+            f"""WITH job AS (
+                    INSERT INTO jobs (id, owner_id, type, payload) VALUES ($1, $2, $3, $4::jsonb)
+                    RETURNING {_COLUMNS}),
+                outbox AS (INSERT INTO job_outbox (job_id, body) SELECT id, $5 FROM job)
+                SELECT * FROM job""",
+            job_id,
+            owner_id,
+            job_type,
+            json.dumps(payload),
+            body,
+        )
+        assert row is not None  # INSERT ... RETURNING always yields the row
+        return _job(row)
+
+    async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
+        """The job with this id (only if ``owner_id`` owns it, when given)."""
+        if owner_id is None:
+            row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        else:
+            row = await self._pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND owner_id = $2",
+                job_id,
+                owner_id,
+            )
+        return None if row is None else _job(row)
+
+    async def list(self, query: ListQuery) -> list[Job]:
+        """Up to ``query.page_size`` of the owner's jobs, newest first, after the cursor."""
+        # Only the predicates in use are written out, so each combination gets a
+        # plan that walks the (owner, [status,] created_at, id) index.
+        where = ["owner_id = $1"]
+        args: list[Any] = [query.owner_id]
+        if query.status is not None:
+            args.append(query.status.value)
+            where.append(f"status = ${len(args)}")
+        if query.type is not None:
+            args.append(query.type)
+            where.append(f"type = ${len(args)}")
+        if query.after is not None:
+            args.extend(query.after)
+            where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(query.page_size)
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        return [_job(row) for row in rows]
+
+    async def start(self, job_id: uuid.UUID, claim_id: uuid.UUID) -> Job | None:
+        """Mark the job RUNNING for this claim; None if it is not QUEUED or RUNNING.
+
+        A new claim counts a new attempt and takes the job over from any earlier
+        claim (whose worker died or was superseded); repeating the current claim
+        changes nothing, so a retried RUNNING report is harmless.
+        """
+        row = await self._pool.fetchrow(
+            f"""UPDATE jobs SET
+                    status = 'RUNNING',
+                    attempts = CASE WHEN claim_id IS NOT DISTINCT FROM $2 THEN attempts ELSE attempts + 1 END,
+                    started_at = CASE WHEN claim_id IS NOT DISTINCT FROM $2 THEN started_at ELSE now() END,
+                    claim_id = $2,
+                    updated_at = now()
+                WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
+                RETURNING {_COLUMNS}""",
+            job_id,
+            claim_id,
+        )
+        return None if row is None else _job(row)
+
+    async def finish(self, report: Report) -> Job | None:
+        """Record a final outcome if the job is RUNNING the reported attempt; None otherwise."""
+        row = await self._pool.fetchrow(
+            f"""UPDATE jobs SET status = $2, result = $3, error = $4, finished_at = now(), updated_at = now()
+                WHERE id = $1 AND status = 'RUNNING' AND attempts = $5
+                RETURNING {_COLUMNS}""",
+            report.job_id,
+            report.status.value,
+            report.result,
+            report.error,
+            report.attempt,
+        )
+        return None if row is None else _job(row)
+
+    @asynccontextmanager
+    async def outbox_batch(self, limit: int) -> AsyncIterator[Sequence[OutboxRow]]:
+        """Lock up to ``limit`` outbox rows; they are deleted only if the block exits normally.
+
+        SKIP LOCKED lets several relays (several job service processes) share
+        the outbox without waiting on, or publishing, each other's rows.
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                "SELECT id, job_id, body FROM job_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            batch = [OutboxRow(r["id"], r["job_id"], bytes(r["body"])) for r in rows]
+            yield batch
+            if batch:
+                await connection.execute(
+                    "DELETE FROM job_outbox WHERE id = ANY($1::bigint[])",
+                    [r.id for r in batch],
+                )
+
+    async def outbox_size(self) -> int:
+        """How many messages wait to be published."""
+        return int(await self._pool.fetchval("SELECT count(*) FROM job_outbox"))

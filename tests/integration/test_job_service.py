@@ -1,0 +1,347 @@
+"""The job service as a real process (`python -m job_svc`) against the real PostgreSQL and RabbitMQ.
+
+Tokens are minted with the dev private key, exactly as auth_svc would sign them,
+so these tests exercise the job service's own verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2
+
+from jobqueue.jobs.v1 import delivery_pb2, jobs_pb2, jobs_pb2_grpc
+from tests.support.clients import bearer, error_info, mint_token, worker_metadata
+from tests.support.processes import ServiceProcess, free_port, health_status
+from tests.support.proxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class JobService:
+    """A running job service, the proxy between it and RabbitMQ, and a stub."""
+
+    def __init__(self, process: ServiceProcess, address: str, proxy: TcpProxy, queue: str) -> None:
+        self.process = process
+        self.address = address
+        self.broker_proxy = proxy
+        self.queue = queue
+        self.channel = grpc.insecure_channel(address)
+        self.stub = jobs_pb2_grpc.JobServiceStub(self.channel)
+
+
+@pytest.fixture(scope="module")
+def jobs(
+    database_url: str, rabbitmq_url: str, secrets_dir: Path, run_id: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JobService]:
+    broker = urlsplit(rabbitmq_url)
+    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    proxy_port = proxy.start()
+    queue = f"jobs_it_{run_id}"
+    port = free_port()
+    env = {
+        "APP_ENV": "development",
+        "DATABASE_URL": database_url,
+        "RABBITMQ_URL": broker._replace(netloc=f"guest:guest@127.0.0.1:{proxy_port}").geturl(),
+        "RABBITMQ_QUEUE": queue,
+        "DEV_SECRETS_DIR": str(secrets_dir),
+        "JOB_PORT": str(port),
+        "OUTBOX_POLL_SECONDS": "0.2",
+    }
+    process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
+    address = f"127.0.0.1:{port}"
+    process.wait_healthy(address)
+    service = JobService(process, address, proxy, queue)
+    yield service
+    service.channel.close()
+    code = process.stop()
+    proxy.stop()
+    asyncio.run(_delete_queues(rabbitmq_url, queue))
+    assert code == 0, process.output()
+
+
+async def _delete_queues(url: str, queue: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue, f"{queue}.dead"):
+            await channel.queue_delete(name)
+
+
+async def _take_messages(url: str, queue: str, count: int, timeout: float = 20.0) -> list[aio_pika.IncomingMessage]:
+    """Consume ``count`` messages from ``queue`` (acking them)."""
+    connection = await aio_pika.connect(url)
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.get_queue(queue)
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            message = await q.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            got.append(message)
+    return got  # type: ignore[return-value]
+
+
+def _create(jobs: JobService, token: str, job_type: str, payload: struct_pb2.Value) -> jobs_pb2.Job:
+    reply = jobs.stub.CreateJob(jobs_pb2.CreateJobRequest(type=job_type, payload=payload), metadata=bearer(token))
+    return reply.job
+
+
+def text(value: str) -> struct_pb2.Value:
+    return struct_pb2.Value(string_value=value)
+
+
+def number(value: float) -> struct_pb2.Value:
+    return struct_pb2.Value(number_value=value)
+
+
+def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    owner = uuid.uuid4()
+    job = _create(jobs, mint_token(secrets_dir, owner), "reverse_string", text("hello world"))
+    assert job.status == jobs_pb2.JOB_STATUS_QUEUED
+    assert job.owner_id == str(owner)
+    assert job.payload.string_value == "hello world"
+    assert job.attempts == 0
+    assert not job.HasField("result")
+
+    [message] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1))
+    assert message.content_type == "application/x-protobuf"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    delivery = delivery_pb2.JobDelivery.FromString(message.body)
+    assert (delivery.job_id, delivery.type, delivery.payload.string_value) == (job.id, "reverse_string", "hello world")
+
+
+def test_users_see_only_their_own_jobs(jobs: JobService, secrets_dir: Path) -> None:
+    alice, bob = mint_token(secrets_dir), mint_token(secrets_dir)
+    job = _create(jobs, alice, "uppercase_text", text("mine"))
+    assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=bearer(alice)).job.id == job.id
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=bearer(bob))
+    assert error_info(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    listed = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=bearer(bob))
+    assert job.id not in [j.id for j in listed.jobs]
+
+
+def test_list_pages_newest_first_and_filters(jobs: JobService, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    created = [_create(jobs, token, "fibonacci_calc", number(n)).id for n in range(7)]
+    created.append(_create(jobs, token, "reverse_string", text("x")).id)
+    seen: list[str] = []
+    page_token = ""
+    while True:
+        page = jobs.stub.ListJobs(
+            jobs_pb2.ListJobsRequest(page_size=3, page_token=page_token, type="fibonacci_calc"), metadata=bearer(token)
+        )
+        seen.extend(j.id for j in page.jobs)
+        assert len(page.jobs) <= 3
+        if not page.next_page_token:
+            break
+        page_token = page.next_page_token
+    assert seen == list(reversed(created[:7]))
+    everything = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=500), metadata=bearer(token))
+    assert [j.id for j in everything.jobs] == list(reversed(created))
+    queued = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(status=jobs_pb2.JOB_STATUS_COMPLETED), metadata=bearer(token))
+    assert list(queued.jobs) == []
+
+
+def _expect(call: object, code: grpc.StatusCode, reason: str | None = None, fields: list[str] | None = None) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    got_code, got_reason, got_fields = error_info(caught.value)
+    assert got_code == code, caught.value
+    if reason is not None:
+        assert got_reason == reason
+    if fields is not None:
+        assert got_fields == fields
+    details = caught.value.details() or ""  # type: ignore[attr-defined]
+    assert "Traceback" not in details
+
+
+def test_bad_input_is_invalid_argument_naming_the_field(jobs: JobService, secrets_dir: Path) -> None:
+    token = bearer(mint_token(secrets_dir))
+    create = jobs.stub.CreateJob
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases: list[tuple[jobs_pb2.CreateJobRequest, str]] = [
+        (jobs_pb2.CreateJobRequest(type="", payload=text("x")), "type"),
+        (jobs_pb2.CreateJobRequest(type="rm_rf", payload=text("x")), "type"),
+        (jobs_pb2.CreateJobRequest(type="reverse_string"), "payload"),
+        (jobs_pb2.CreateJobRequest(type="reverse_string", payload=number(3)), "payload"),
+        (jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x" * 65_537)), "payload"),
+        (jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("a\x00b")), "payload"),
+        (jobs_pb2.CreateJobRequest(type="uppercase_text", payload=struct_pb2.Value(bool_value=True)), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=text("10")), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(-1)), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(2.5)), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(100_001)), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(float("nan"))), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(float("inf"))), "payload"),
+        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=struct_pb2.Value(null_value=0)), "payload"),
+    ]
+    for request, field in cases:
+        _expect(lambda r=request: create(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
+    for request, field in [
+        (jobs_pb2.ListJobsRequest(page_size=-1), "page_size"),
+        (jobs_pb2.ListJobsRequest(page_size=501), "page_size"),
+        (jobs_pb2.ListJobsRequest(type="nope"), "type"),
+        (jobs_pb2.ListJobsRequest(status=99), "status"),  # type: ignore[arg-type]
+        (jobs_pb2.ListJobsRequest(page_token="garbage!"), "page_token"),
+    ]:
+        _expect(lambda r=request: jobs.stub.ListJobs(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
+    # A page token only fits the filters it was issued for.
+    _create(jobs, token[0][1].split()[1], "reverse_string", text("a"))
+    _create(jobs, token[0][1].split()[1], "reverse_string", text("b"))
+    page = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=1), metadata=token)
+    _expect(
+        lambda: jobs.stub.ListJobs(
+            jobs_pb2.ListJobsRequest(page_size=1, page_token=page.next_page_token, type="reverse_string"),
+            metadata=token,
+        ),
+        invalid,
+        fields=["page_token"],
+    )
+    _expect(lambda: jobs.stub.GetJob(jobs_pb2.GetJobRequest(id="not-a-uuid"), metadata=token), invalid, fields=["id"])
+    _expect(
+        lambda: jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=str(uuid.uuid4())), metadata=token),
+        grpc.StatusCode.NOT_FOUND,
+        "JOB_NOT_FOUND",
+    )
+    assert health_status(jobs.address) == SERVING
+
+
+def _foreign_token(secrets_dir: Path) -> str:
+    other = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    now = int(time.time())
+    claims = {"sub": str(uuid.uuid4()), "iat": now, "exp": now + 600, "iss": "jobqueue-auth", "aud": "jobqueue"}
+    return jwt.encode(claims, other, algorithm="EdDSA")
+
+
+def test_bad_credentials_are_unauthenticated(jobs: JobService, secrets_dir: Path) -> None:
+    request = jobs_pb2.ListJobsRequest()
+    unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+    now = int(time.time())
+    cases: list[tuple[tuple[tuple[str, str], ...], str]] = [
+        ((), "MISSING_CREDENTIALS"),
+        ((("authorization", "Basic dXNlcjpwYXNz"),), "MISSING_CREDENTIALS"),
+        ((("authorization", "Bearer "),), "MISSING_CREDENTIALS"),
+        (bearer("garbage"), "INVALID_TOKEN"),
+        (bearer(_foreign_token(secrets_dir)), "INVALID_TOKEN"),
+        (bearer(mint_token(secrets_dir, iat=now - 7200, exp=now - 3600)), "TOKEN_EXPIRED"),
+        (bearer(mint_token(secrets_dir, aud="someone-else")), "INVALID_TOKEN"),
+        (bearer(mint_token(secrets_dir, iss="mallory")), "INVALID_TOKEN"),
+        (bearer(mint_token(secrets_dir, sub="not-a-uuid")), "INVALID_TOKEN"),
+        (bearer(jwt.encode({"sub": str(uuid.uuid4()), "exp": now + 60}, key=None, algorithm="none")), "INVALID_TOKEN"),
+        (bearer(jwt.encode({"sub": str(uuid.uuid4()), "exp": now + 60}, "x" * 32, algorithm="HS256")), "INVALID_TOKEN"),
+    ]
+    for metadata, reason in cases:
+        _expect(lambda m=metadata: jobs.stub.ListJobs(request, metadata=m), unauthenticated, reason)
+    assert health_status(jobs.address) == SERVING
+
+
+def test_update_job_is_for_workers_only(jobs: JobService, secrets_dir: Path) -> None:
+    user = bearer(mint_token(secrets_dir))
+    job = _create(jobs, user[0][1].split()[1], "reverse_string", text("x"))
+    report = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+    _expect(lambda: jobs.stub.UpdateJob(report, metadata=user), grpc.StatusCode.PERMISSION_DENIED, "WORKERS_ONLY")
+    _expect(lambda: jobs.stub.UpdateJob(report), grpc.StatusCode.UNAUTHENTICATED)
+    worker = worker_metadata(secrets_dir)
+    _expect(
+        lambda: jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=worker),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "USERS_ONLY",
+    )
+    # The user's attempt changed nothing.
+    assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=user).job.status == jobs_pb2.JOB_STATUS_QUEUED
+
+
+def test_reports_are_fenced_by_claim_and_attempt(jobs: JobService, secrets_dir: Path) -> None:
+    worker = worker_metadata(secrets_dir)
+    owner = bearer(mint_token(secrets_dir))
+    job = _create(jobs, owner[0][1].split()[1], "reverse_string", text("abc"))
+    update = jobs.stub.UpdateJob
+    running = jobs_pb2.JOB_STATUS_RUNNING
+    completed = jobs_pb2.JOB_STATUS_COMPLETED
+
+    def finish(attempt: int, **fields: str) -> jobs_pb2.Job:
+        status = completed if "result" in fields else jobs_pb2.JOB_STATUS_FAILED
+        request = jobs_pb2.UpdateJobRequest(id=job.id, status=status, attempt=attempt, **fields)
+        return update(request, metadata=worker).job
+
+    _expect(lambda: finish(1, result="cba"), grpc.StatusCode.FAILED_PRECONDITION, "NOT_RUNNING")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    claim = jobs_pb2.UpdateJobRequest(id=job.id, status=running, claim_id=first)
+    assert update(claim, metadata=worker).job.attempts == 1
+    assert update(claim, metadata=worker).job.attempts == 1  # the same claim again is not a new attempt
+    takeover = jobs_pb2.UpdateJobRequest(id=job.id, status=running, claim_id=second)
+    assert update(takeover, metadata=worker).job.attempts == 2
+    _expect(lambda: finish(1, result="stale"), grpc.StatusCode.FAILED_PRECONDITION, "STALE_ATTEMPT")
+    done = finish(2, result="cba")
+    assert (done.status, done.result, done.attempts) == (completed, "cba", 2)
+    assert done.HasField("finished_at")
+    assert finish(2, result="cba").status == completed  # a repeated final report is harmless
+    _expect(lambda: finish(2, error="late failure"), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    _expect(lambda: update(claim, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    final = jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job
+    assert (final.status, final.result, final.attempts) == (completed, "cba", 2)
+
+
+def test_malformed_reports_are_invalid_argument(jobs: JobService, secrets_dir: Path) -> None:
+    worker = worker_metadata(secrets_dir)
+    job_id = _create(jobs, mint_token(secrets_dir), "reverse_string", text("abc")).id
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases: list[tuple[jobs_pb2.UpdateJobRequest, list[str]]] = [
+        (jobs_pb2.UpdateJobRequest(id="nope", status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4())), ["id"]),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_RUNNING), ["claim_id"]),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id="x"), ["claim_id"]),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_QUEUED), ["status"]),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_UNSPECIFIED), ["status"]),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1), ["result"]),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_COMPLETED, result="x"), ["attempt"]),
+        (
+            jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=1, error="e", result="r"),
+            ["result"],
+        ),
+        (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=1, error="\x00"), ["error"]),
+    ]
+    for request, fields in cases:
+        _expect(lambda r=request: jobs.stub.UpdateJob(r, metadata=worker), invalid, "INVALID_ARGUMENT", fields)
+    assert health_status(jobs.address) == SERVING
+
+
+def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # drain earlier tests' messages
+    token = mint_token(secrets_dir)
+    jobs.broker_proxy.cut()
+    try:
+        deadline = time.monotonic() + 10
+        while health_status(jobs.address, "rabbitmq") != NOT_SERVING:
+            assert time.monotonic() < deadline, "rabbitmq health never turned NOT_SERVING"
+            time.sleep(0.1)
+        created = {_create(jobs, token, "uppercase_text", text(f"job {i}")).id for i in range(20)}
+        assert health_status(jobs.address) == SERVING  # still accepting jobs
+    finally:
+        jobs.broker_proxy.restore()
+    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 20, timeout=30))
+    assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages} == created
