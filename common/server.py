@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -35,7 +35,8 @@ def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) ->
         holder.Pack(detail)
         packed.append(holder)
     proto = status_pb2.Status(code=code.value[0], message=message, details=packed)
-    return rpc_status.to_status(proto)
+    status: grpc.Status = rpc_status.to_status(proto)
+    return status
 
 
 def status_for(error: ServiceError) -> grpc.Status:
@@ -53,13 +54,7 @@ def status_for(error: ServiceError) -> grpc.Status:
     return _rich_status(status_code(error), error.message, details)
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # generic only in the type stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class ErrorInterceptor(_Interceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns what a unary handler raises into a status; nothing else ever reaches a caller.
 
     ServiceError -> its category's status with details; an exception listed in
@@ -72,9 +67,9 @@ class ErrorInterceptor(_Interceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -142,9 +137,12 @@ def build_server(
         ],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpc's way of saying the address is taken or invalid
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}")
+        raise OSError(f"cannot listen on {host}:{port}: is another process using the port?")
     return server, bound
 
 

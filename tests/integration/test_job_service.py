@@ -172,7 +172,7 @@ def _expect(call: object, code: grpc.StatusCode, reason: str | None = None, fiel
         assert got_reason == reason
     if fields is not None:
         assert got_fields == fields
-    details = caught.value.details() or ""  # type: ignore[attr-defined]
+    details = caught.value.details() or ""
     assert "Traceback" not in details
 
 
@@ -194,18 +194,24 @@ def test_bad_input_is_invalid_argument_naming_the_field(jobs: JobService, secret
         (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(100_001)), "payload"),
         (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(float("nan"))), "payload"),
         (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=number(float("inf"))), "payload"),
-        (jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=struct_pb2.Value(null_value=0)), "payload"),
+        (
+            jobs_pb2.CreateJobRequest(
+                type="fibonacci_calc", payload=struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+            ),
+            "payload",
+        ),
     ]
     for request, field in cases:
         _expect(lambda r=request: create(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
-    for request, field in [
+    list_cases: list[tuple[jobs_pb2.ListJobsRequest, str]] = [
         (jobs_pb2.ListJobsRequest(page_size=-1), "page_size"),
         (jobs_pb2.ListJobsRequest(page_size=501), "page_size"),
         (jobs_pb2.ListJobsRequest(type="nope"), "type"),
         (jobs_pb2.ListJobsRequest(status=99), "status"),  # type: ignore[arg-type]
         (jobs_pb2.ListJobsRequest(page_token="garbage!"), "page_token"),
-    ]:
-        _expect(lambda r=request: jobs.stub.ListJobs(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
+    ]
+    for list_request, field in list_cases:
+        _expect(lambda r=list_request: jobs.stub.ListJobs(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
     # A page token only fits the filters it was issued for.
     _create(jobs, token[0][1].split()[1], "reverse_string", text("a"))
     _create(jobs, token[0][1].split()[1], "reverse_string", text("b"))
@@ -250,7 +256,7 @@ def test_bad_credentials_are_unauthenticated(jobs: JobService, secrets_dir: Path
         (bearer(mint_token(secrets_dir, aud="someone-else")), "INVALID_TOKEN"),
         (bearer(mint_token(secrets_dir, iss="mallory")), "INVALID_TOKEN"),
         (bearer(mint_token(secrets_dir, sub="not-a-uuid")), "INVALID_TOKEN"),
-        (bearer(jwt.encode({"sub": str(uuid.uuid4()), "exp": now + 60}, key=None, algorithm="none")), "INVALID_TOKEN"),
+        (bearer(jwt.encode({"sub": str(uuid.uuid4()), "exp": now + 60}, key="", algorithm="none")), "INVALID_TOKEN"),
         (bearer(jwt.encode({"sub": str(uuid.uuid4()), "exp": now + 60}, "x" * 32, algorithm="HS256")), "INVALID_TOKEN"),
     ]
     for metadata, reason in cases:

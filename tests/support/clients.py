@@ -41,7 +41,7 @@ def worker_metadata(secrets_dir: Path) -> tuple[tuple[str, str], ...]:
 
 def error_info(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[str]]:
     """(code, ErrorInfo reason, BadRequest fields) of a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     reason = ""
     fields: list[str] = []
     for detail in status.details if status else []:
@@ -53,4 +53,4 @@ def error_info(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[str]]:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             fields = [v.field for v in bad.field_violations]
-    return error.code(), reason, fields  # type: ignore[attr-defined]
+    return error.code(), reason, fields

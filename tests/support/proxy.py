@@ -38,6 +38,10 @@ class TcpProxy:
         """Drop every connection through the proxy and refuse new ones until ``restore()``."""
         asyncio.run_coroutine_threadsafe(self._cut_all(), self._loop).result()
 
+    def is_cut(self) -> bool:
+        """Whether connections are being refused."""
+        return self._cut
+
     def restore(self) -> None:
         """Let connections through again."""
         self._cut = False
@@ -75,7 +79,7 @@ class TcpProxy:
                 return
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
             writers.append(upstream_writer)
-            if self._cut:  # cut while we were connecting
+            if self.is_cut():  # cut while we were connecting
                 return
             self._writers.update(writers)
             await asyncio.gather(

@@ -1,0 +1,1 @@
+"""The auth service (``jobqueue.auth.v1.AuthService``): accounts, bcrypt passwords and EdDSA access tokens."""

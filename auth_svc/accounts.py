@@ -1,0 +1,48 @@
+"""The two things the auth service does, Register and Login, over its store, hasher and token issuer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from auth_svc import rules
+from auth_svc.errors import InvalidCredentials
+from auth_svc.passwords import PasswordHasher
+from auth_svc.store import User, UserStore
+from auth_svc.tokens import IssuedToken, TokenIssuer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a successful login returns: the account and its access token."""
+
+    user: User
+    token: IssuedToken
+
+
+class Accounts:
+    """Registers users and logs them in."""
+
+    def __init__(self, store: UserStore, passwords: PasswordHasher, tokens: TokenIssuer) -> None:
+        self._store = store
+        self._passwords = passwords
+        self._tokens = tokens
+
+    async def register(self, email: str, password: str, name: str) -> User:
+        """Create an account; raises InvalidArgument (every bad field) or EmailTaken."""
+        registration = rules.check_registration(email, password, name)
+        password_hash = await self._passwords.hash(registration.password)
+        user = await self._store.create(email=registration.email, name=registration.name, password_hash=password_hash)
+        log.info("user registered", extra={"user_id": str(user.id)})
+        return user
+
+    async def login(self, email: str, password: str) -> Session:
+        """A session for valid credentials; raises InvalidCredentials for any wrong or unknown pair."""
+        normalised = rules.check_login(email, password)
+        user = await self._store.find_by_email(normalised)
+        matched = await self._passwords.verify(password, None if user is None else user.password_hash)
+        if user is None or not matched:
+            raise InvalidCredentials()
+        return Session(user, self._tokens.issue(str(user.id), user.email))

@@ -1,0 +1,84 @@
+"""The auth service's configuration, read once from the environment at start (``python -m auth_svc --help``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from common import secrets
+from common.settings import SettingsError, setting
+
+APP_ENVS = ("development", "production")
+#: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.
+MIN_ROUNDS, MAX_ROUNDS = 4, 31
+MIN_PRODUCTION_ROUNDS = 10
+
+
+@dataclass(frozen=True, repr=False)
+class AuthSettings:
+    """Everything the auth service reads from its environment; invalid combinations raise SettingsError."""
+
+    app_env: str = setting("development", "development or production; production refuses dev secrets and weak hashing")
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    auth_host: str = setting("0.0.0.0", "address the gRPC server listens on")
+    auth_port: int = setting(5001, "port the gRPC server listens on")
+    database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding the users table")
+    db_pool_size: int = setting(10, "most database connections held open at once")
+    bcrypt_rounds: int = setting(
+        12, f"bcrypt cost ({MIN_ROUNDS}..{MAX_ROUNDS}); at least {MIN_PRODUCTION_ROUNDS} in production"
+    )
+    token_ttl_seconds: int = setting(3600, "how long an access token is accepted after login")
+    jwt_issuer: str = setting("jobqueue-auth", "the tokens' iss claim")
+    jwt_audience: str = setting("jobqueue", "the tokens' aud claim")
+    jwt_private_key: str = setting("", "Ed25519 private key (PEM) that signs tokens")
+    jwt_private_key_file: str = setting("", "path of a file holding JWT_PRIVATE_KEY (used when that is empty)")
+    dev_secrets_dir: str = setting("var/secrets", "outside production, where a missing key is generated and kept")
+
+    def __post_init__(self) -> None:
+        if self.app_env not in APP_ENVS:
+            # A typo such as "prod" must not quietly fall back to development's generated key.
+            raise SettingsError(f"APP_ENV={self.app_env!r} must be one of {', '.join(APP_ENVS)}")
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
+        if not 0 <= self.auth_port <= 65535:
+            raise SettingsError(f"AUTH_PORT={self.auth_port} is not a TCP port")
+        if self.db_pool_size < 1:
+            raise SettingsError(f"DB_POOL_SIZE={self.db_pool_size} must be at least 1")
+        if self.token_ttl_seconds < 1:
+            raise SettingsError(f"TOKEN_TTL_SECONDS={self.token_ttl_seconds} must be at least 1")
+        if not MIN_ROUNDS <= self.bcrypt_rounds <= MAX_ROUNDS:
+            raise SettingsError(f"BCRYPT_ROUNDS={self.bcrypt_rounds} must be between {MIN_ROUNDS} and {MAX_ROUNDS}")
+        if self.production and self.bcrypt_rounds < MIN_PRODUCTION_ROUNDS:
+            raise SettingsError(
+                f"BCRYPT_ROUNDS={self.bcrypt_rounds} is too weak for APP_ENV=production "
+                f"(at least {MIN_PRODUCTION_ROUNDS})"
+            )
+
+    def __repr__(self) -> str:
+        # An inline key must never reach a log line or a traceback.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if values["jwt_private_key"]:
+            values["jwt_private_key"] = "***"
+        return f"AuthSettings({', '.join(f'{name}={value!r}' for name, value in values.items())})"
+
+    @property
+    def production(self) -> bool:
+        """Whether APP_ENV=production."""
+        return self.app_env == "production"
+
+    @property
+    def uses_dev_key(self) -> bool:
+        """Whether no key is configured, so the generated development key signs tokens."""
+        return not (self.jwt_private_key or self.jwt_private_key_file)
+
+    def private_key_pem(self) -> bytes:
+        """The configured signing key's PEM; raises SettingsError if there is none and APP_ENV=production."""
+        return secrets.resolve(
+            inline=self.jwt_private_key,
+            file=self.jwt_private_key_file,
+            dev_name=secrets.PRIVATE_KEY,
+            app_env=self.app_env,
+            dev_dir=self.dev_secrets_dir,
+            variable="JWT_PRIVATE_KEY",
+        )

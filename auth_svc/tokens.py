@@ -1,0 +1,66 @@
+"""Access tokens: EdDSA (Ed25519) JWTs that the job service verifies with the public key alone.
+
+Claims (the contract job_svc checks): ``sub`` (the user's UUID), ``email``,
+``iat``, ``exp``, ``iss`` and ``aud``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common.settings import SettingsError
+
+ALGORITHM = "EdDSA"
+TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A signed token and the instant its ``exp`` claim names."""
+
+    token: str
+    expires_at: datetime
+
+
+def load_private_key(pem: bytes, *, variable: str = "JWT_PRIVATE_KEY") -> Ed25519PrivateKey:
+    """The Ed25519 private key in ``pem``; raises SettingsError (naming ``variable``) for anything else."""
+    # An inline key in an env file or compose YAML often arrives with its line
+    # breaks written as the two characters "\n".
+    text = pem.replace(b"\\n", b"\n")
+    try:
+        key = serialization.load_pem_private_key(text, password=None)
+    except (ValueError, TypeError):
+        raise SettingsError(f"{variable} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SettingsError(f"{variable} must be an Ed25519 key (tokens are signed with EdDSA)")
+    return key
+
+
+class TokenIssuer:
+    """Mints access tokens for users."""
+
+    def __init__(self, key: Ed25519PrivateKey, *, issuer: str, audience: str, ttl_seconds: int) -> None:
+        self._key = key
+        self._issuer = issuer
+        self._audience = audience
+        self._ttl = timedelta(seconds=ttl_seconds)
+
+    def issue(self, subject: str, email: str, *, now: datetime | None = None) -> IssuedToken:
+        """A token for user ``subject`` valid from ``now`` (default: the current time) for the TTL."""
+        # JWT times are whole seconds; truncating first keeps expires_at equal to the exp claim.
+        issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
+        expires_at = issued_at + self._ttl
+        claims = {
+            "sub": subject,
+            "email": email,
+            "iat": issued_at,
+            "exp": expires_at,
+            "iss": self._issuer,
+            "aud": self._audience,
+        }
+        return IssuedToken(jwt.encode(claims, self._key, algorithm=ALGORITHM), expires_at)
