@@ -49,4 +49,4 @@ def setup(service: str, level: str = "INFO") -> None:
     # aio-pika and aiormq narrate every reconnect attempt at INFO/WARNING with
     # tracebacks; our own adapters log the outage once, in a line an operator can read.
     for noisy in ("aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -1,0 +1,231 @@
+"""Per-delivery logic: claim, run, report, and only then ack; every failure contained in its delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf import struct_pb2
+
+from jobqueue.jobs.v1 import delivery_pb2
+from worker_svc.consumer import DeliveryHandler
+from worker_svc.reporter import ReportAbandoned, ReportRefused
+from worker_svc.runner import Result
+
+JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
+
+Scripted = Any  # a value to return, or an exception to raise
+
+
+@dataclass
+class FakeMessage:
+    """Records how the handler settled it."""
+
+    body: bytes
+    message_id: str | None = "m-1"
+    settled: list[tuple[str, bool | None]] = field(default_factory=list)
+    fail_settling: bool = False
+
+    async def _settle(self, how: str, requeue: bool | None) -> None:
+        if self.fail_settling:
+            raise ConnectionError("channel closed")
+        self.settled.append((how, requeue))
+
+    async def ack(self) -> None:
+        await self._settle("ack", None)
+
+    async def nack(self, requeue: bool = True) -> None:
+        await self._settle("nack", requeue)
+
+    async def reject(self, requeue: bool = False) -> None:
+        await self._settle("reject", requeue)
+
+
+@dataclass
+class FakeReporter:
+    """Answers claims and reports from a script; records them, in order, in ``log``."""
+
+    claim_reply: Scripted = 1
+    complete_reply: Scripted = True
+    fail_reply: Scripted = True
+    log: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @staticmethod
+    def _answer(reply: Scripted) -> Any:
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def claim(self, job_id: str, claim_id: str) -> int | None:
+        self.log.append(("claim", job_id, claim_id))
+        return cast(int | None, self._answer(self.claim_reply))
+
+    async def complete(self, job_id: str, attempt: int, result: str) -> bool:
+        self.log.append(("complete", job_id, attempt, result))
+        return cast(bool, self._answer(self.complete_reply))
+
+    async def fail(self, job_id: str, attempt: int, error: str) -> bool:
+        self.log.append(("fail", job_id, attempt, error))
+        return cast(bool, self._answer(self.fail_reply))
+
+
+@dataclass
+class FakeRunner:
+    """Returns (or raises) ``reply`` for every job; records the jobs it ran."""
+
+    reply: Scripted = field(default_factory=lambda: Result(True, "dlrow olleh"))
+    ran: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def run(self, job_type: str, payload: Any) -> Result:
+        self.ran.append((job_type, payload))
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        return cast(Result, self.reply)
+
+
+def body(job_type: str = "reverse_string", payload: str = "hello world") -> bytes:
+    message = delivery_pb2.JobDelivery(job_id=JOB_ID, type=job_type, payload=struct_pb2.Value(string_value=payload))
+    return message.SerializeToString()
+
+
+async def handle(
+    reporter: FakeReporter, runner: FakeRunner | None = None, message: FakeMessage | None = None
+) -> FakeMessage:
+    message = message or FakeMessage(body())
+    handler = DeliveryHandler(reporter, runner or FakeRunner(), requeue_delay=0)
+    await handler.handle(cast(AbstractIncomingMessage, message))
+    return message
+
+
+async def test_claims_runs_reports_then_acks() -> None:
+    reporter, runner = FakeReporter(claim_reply=4), FakeRunner()
+    message = await handle(reporter, runner)
+    assert [entry[0] for entry in reporter.log] == ["claim", "complete"]
+    assert reporter.log[1] == ("complete", JOB_ID, 4, "dlrow olleh")
+    assert runner.ran == [("reverse_string", "hello world")]
+    assert message.settled == [("ack", None)]
+
+
+async def test_every_delivery_gets_a_fresh_claim_id() -> None:
+    reporter = FakeReporter()
+    await handle(reporter)
+    await handle(reporter)
+    claims = [entry[2] for entry in reporter.log if entry[0] == "claim"]
+    assert len(claims) == 2
+    assert claims[0] != claims[1]
+
+
+async def test_ack_waits_for_the_report() -> None:
+    release = asyncio.Event()
+    message = FakeMessage(body())
+
+    class SlowReporter(FakeReporter):
+        async def complete(self, job_id: str, attempt: int, result: str) -> bool:
+            await release.wait()
+            return await super().complete(job_id, attempt, result)
+
+    task = asyncio.create_task(handle(SlowReporter(), message=message))
+    await asyncio.sleep(0.05)
+    assert message.settled == []
+    release.set()
+    await task
+    assert message.settled == [("ack", None)]
+
+
+async def test_a_failed_job_is_reported_failed_and_acked() -> None:
+    reporter = FakeReporter(claim_reply=2)
+    message = await handle(reporter, FakeRunner(Result(False, "payload: must be a string")))
+    assert reporter.log[1] == ("fail", JOB_ID, 2, "payload: must be a string")
+    assert message.settled == [("ack", None)]
+
+
+async def test_superseded_claim_is_acked_without_running() -> None:
+    reporter, runner = FakeReporter(claim_reply=None), FakeRunner()
+    message = await handle(reporter, runner)
+    assert runner.ran == []
+    assert [entry[0] for entry in reporter.log] == ["claim"]
+    assert message.settled == [("ack", None)]
+
+
+async def test_superseded_final_report_is_acked() -> None:
+    message = await handle(FakeReporter(complete_reply=False))
+    assert message.settled == [("ack", None)]
+
+
+@pytest.mark.parametrize("raw", [b"", b"garbage", b"\n\x03abc"])
+async def test_malformed_body_is_dead_lettered_and_counted(raw: bytes) -> None:
+    reporter = FakeReporter()
+    handler = DeliveryHandler(reporter, FakeRunner(), requeue_delay=0)
+    first, second = FakeMessage(raw), FakeMessage(raw)
+    await handler.handle(cast(AbstractIncomingMessage, first))
+    await handler.handle(cast(AbstractIncomingMessage, second))
+    assert first.settled == second.settled == [("reject", False)]
+    assert handler.malformed == 2
+    assert reporter.log == []
+
+
+@pytest.mark.parametrize("stage", ["claim", "complete"])
+async def test_abandoned_report_leaves_the_message_unacked(stage: str) -> None:
+    reporter = FakeReporter()
+    setattr(reporter, f"{stage}_reply", ReportAbandoned("stopping"))
+    message = await handle(reporter)
+    assert message.settled == []
+
+
+async def test_claim_error_hands_the_message_back() -> None:
+    reporter = FakeReporter(claim_reply=ReportRefused(grpc.StatusCode.UNAUTHENTICATED, "bad token"))
+    runner = FakeRunner()
+    message = await handle(reporter, runner)
+    assert runner.ran == []
+    assert [entry[0] for entry in reporter.log] == ["claim"]
+    assert message.settled == [("nack", True)]
+
+
+async def test_handler_crash_is_reported_failed() -> None:
+    reporter = FakeReporter(claim_reply=3)
+    message = await handle(reporter, FakeRunner(RuntimeError("boom")))
+    assert reporter.log[1] == ("fail", JOB_ID, 3, "internal worker error (RuntimeError)")
+    assert message.settled == [("ack", None)]
+
+
+async def test_refused_result_is_reported_failed_with_the_reason() -> None:
+    refused = ReportRefused(grpc.StatusCode.INVALID_ARGUMENT, "result: too long")
+    reporter = FakeReporter(complete_reply=refused)
+    message = await handle(reporter)
+    kind, _, attempt, error = reporter.log[-1]
+    assert (kind, attempt) == ("fail", 1)
+    assert "INVALID_ARGUMENT: result: too long" in error
+    assert message.settled == [("ack", None)]
+
+
+async def test_when_even_failed_cannot_be_reported_the_message_is_handed_back() -> None:
+    reporter = FakeReporter(fail_reply=RuntimeError("job service bug"))
+    message = await handle(reporter, FakeRunner(RuntimeError("boom")))
+    assert message.settled == [("nack", True)]
+
+
+async def test_a_closed_channel_at_ack_time_is_survived() -> None:
+    message = await handle(FakeReporter(), message=FakeMessage(body(), fail_settling=True))
+    assert message.settled == []
+
+
+async def test_one_delivery_failing_does_not_affect_another() -> None:
+    class Runner(FakeRunner):
+        async def run(self, job_type: str, payload: Any) -> Result:
+            if payload == "bad":
+                raise RuntimeError("boom")
+            return Result(True, payload[::-1])
+
+    reporter = FakeReporter(fail_reply=RuntimeError("down"))
+    handler = DeliveryHandler(reporter, Runner(), requeue_delay=0)
+    bad, good = FakeMessage(body(payload="bad")), FakeMessage(body(payload="good"))
+    await asyncio.gather(
+        handler.handle(cast(AbstractIncomingMessage, bad)), handler.handle(cast(AbstractIncomingMessage, good))
+    )
+    assert bad.settled == [("nack", True)]
+    assert good.settled == [("ack", None)]
+    assert ("complete", JOB_ID, 1, "doog") in reporter.log

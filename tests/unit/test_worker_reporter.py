@@ -1,0 +1,193 @@
+"""The worker's UpdateJob client: which status codes mean stored, superseded, retry or refused, and what it sends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+
+from jobqueue.jobs.v1 import jobs_pb2
+from worker_svc.reporter import Outcome, ReportAbandoned, Reporter, ReportRefused, outcome_of
+
+JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
+UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJob"
+CHECK = "/grpc.health.v1.Health/Check"
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (grpc.StatusCode.OK, Outcome.STORED),
+        (grpc.StatusCode.FAILED_PRECONDITION, Outcome.SUPERSEDED),
+        (grpc.StatusCode.NOT_FOUND, Outcome.SUPERSEDED),
+        (grpc.StatusCode.UNAVAILABLE, Outcome.RETRY),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, Outcome.RETRY),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.RETRY),
+        (grpc.StatusCode.ABORTED, Outcome.RETRY),
+        (grpc.StatusCode.UNAUTHENTICATED, Outcome.REFUSED),
+        (grpc.StatusCode.PERMISSION_DENIED, Outcome.REFUSED),
+        (grpc.StatusCode.INVALID_ARGUMENT, Outcome.REFUSED),
+        (grpc.StatusCode.INTERNAL, Outcome.REFUSED),
+        (grpc.StatusCode.UNKNOWN, Outcome.REFUSED),
+        (grpc.StatusCode.UNIMPLEMENTED, Outcome.REFUSED),
+    ],
+)
+def test_outcome_of_each_status_code(code: grpc.StatusCode, outcome: Outcome) -> None:
+    assert outcome_of(code) is outcome
+
+
+def test_every_status_code_has_an_outcome() -> None:
+    assert all(isinstance(outcome_of(code), Outcome) for code in grpc.StatusCode)
+
+
+@dataclass
+class Call:
+    """One call the fake channel received."""
+
+    method: str
+    request: Any
+    timeout: float | None
+    metadata: Any
+
+
+@dataclass
+class FakeChannel:
+    """Stands in for a grpc.aio.Channel: answers each method from a script of replies or status codes."""
+
+    script: dict[str, list[Message | grpc.StatusCode]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    closed: bool = False
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        async def invoke(request: Any, **options: Any) -> Any:
+            self.calls.append(Call(method, request, options.get("timeout"), options.get("metadata")))
+            replies = self.script[method]
+            # The last reply repeats for as long as it is asked for.
+            reply = replies.pop(0) if len(replies) > 1 else replies[0]
+            if isinstance(reply, grpc.StatusCode):
+                empty = grpc.aio.Metadata()
+                raise grpc.aio.AioRpcError(reply, empty, empty, details=f"fake {reply.name}", debug_error_string="")
+            return reply
+
+        return invoke
+
+    async def close(self, grace: float | None) -> None:
+        self.closed = True
+
+    def updates(self) -> list[jobs_pb2.UpdateJobRequest]:
+        return [call.request for call in self.calls if call.method == UPDATE]
+
+
+def job(attempts: int) -> jobs_pb2.UpdateJobResponse:
+    return jobs_pb2.UpdateJobResponse(job=jobs_pb2.Job(id=JOB_ID, attempts=attempts))
+
+
+def reporter_on(*replies: Message | grpc.StatusCode, timeout: float = 3.0) -> tuple[Reporter, FakeChannel]:
+    channel = FakeChannel({UPDATE: list(replies)})
+    reporter = Reporter(
+        cast(grpc.aio.Channel, channel), b"s3cret", timeout=timeout, backoff_base=0.001, backoff_cap=0.005
+    )
+    return reporter, channel
+
+
+async def test_claim_sends_running_with_the_claim_the_token_and_a_deadline() -> None:
+    reporter, channel = reporter_on(job(attempts=3), timeout=4.0)
+    assert await reporter.claim(JOB_ID, "claim-1") == 3
+    (call,) = channel.calls
+    assert call.request == jobs_pb2.UpdateJobRequest(id=JOB_ID, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id="claim-1")
+    assert call.timeout == 4.0
+    assert ("authorization", "Bearer s3cret") in call.metadata
+
+
+async def test_final_reports_carry_the_attempt_and_result_or_error() -> None:
+    reporter, channel = reporter_on(job(attempts=2))
+    assert await reporter.complete(JOB_ID, 2, "55") is True
+    assert await reporter.fail(JOB_ID, 2, "payload: must be a string") is True
+    completed, failed = channel.updates()
+    assert completed == jobs_pb2.UpdateJobRequest(
+        id=JOB_ID, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=2, result="55"
+    )
+    assert failed == jobs_pb2.UpdateJobRequest(
+        id=JOB_ID, status=jobs_pb2.JOB_STATUS_FAILED, attempt=2, error="payload: must be a string"
+    )
+    assert not completed.HasField("error")
+    assert not failed.HasField("result")
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND])
+async def test_superseded_reports(code: grpc.StatusCode) -> None:
+    reporter, channel = reporter_on(code)
+    assert await reporter.claim(JOB_ID, "claim-1") is None
+    assert await reporter.complete(JOB_ID, 1, "x") is False
+    assert await reporter.fail(JOB_ID, 1, "x") is False
+    assert len(channel.calls) == 3
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+async def test_unreachable_job_service_is_retried_with_the_same_report(code: grpc.StatusCode) -> None:
+    reporter, channel = reporter_on(code, code, code, job(attempts=1))
+    assert await reporter.claim(JOB_ID, "claim-1") == 1
+    requests = channel.updates()
+    assert len(requests) == 4
+    # The same claim_id every time, so a RUNNING report whose reply was lost does not count a new attempt.
+    assert all(request == requests[0] for request in requests)
+
+
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INTERNAL]
+)
+async def test_refused_reports_raise_without_retrying(code: grpc.StatusCode) -> None:
+    reporter, channel = reporter_on(code)
+    with pytest.raises(ReportRefused) as caught:
+        await reporter.complete(JOB_ID, 1, "x")
+    assert caught.value.code is code
+    assert len(channel.calls) == 1
+
+
+async def test_while_stopping_an_unreachable_job_service_is_given_up_on_in_bounded_time() -> None:
+    reporter, channel = reporter_on(grpc.StatusCode.UNAVAILABLE)
+    reporter.begin_stop(0.2)
+    started = time.monotonic()
+    with pytest.raises(ReportAbandoned):
+        await reporter.complete(JOB_ID, 1, "x")
+    assert 0.15 <= time.monotonic() - started < 2.0
+    assert len(channel.calls) > 1
+
+
+async def test_while_stopping_a_reachable_job_service_still_gets_the_report() -> None:
+    reporter, _ = reporter_on(grpc.StatusCode.UNAVAILABLE, job(attempts=1))
+    reporter.begin_stop(5.0)
+    assert await reporter.complete(JOB_ID, 1, "x") is True
+
+
+@pytest.mark.parametrize(
+    ("reply", "healthy"),
+    [
+        (health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING), True),
+        (health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING), False),
+        (grpc.StatusCode.UNAVAILABLE, False),
+    ],
+)
+async def test_probe_passes_only_when_the_job_service_is_serving(
+    reply: Message | grpc.StatusCode, healthy: bool
+) -> None:
+    channel = FakeChannel({CHECK: [reply]})
+    reporter = Reporter(cast(grpc.aio.Channel, channel), b"t")
+    if healthy:
+        await reporter.probe()
+    else:
+        with pytest.raises((ConnectionError, grpc.aio.AioRpcError), match=r"NOT_SERVING|UNAVAILABLE"):
+            await reporter.probe()
+    assert channel.calls[0].request == health_pb2.HealthCheckRequest(service="")
+
+
+async def test_close_closes_the_channel() -> None:
+    reporter, channel = reporter_on(job(attempts=1))
+    await reporter.close()
+    assert channel.closed

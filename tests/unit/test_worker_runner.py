@@ -1,0 +1,69 @@
+"""Running jobs: unknown types and bad payloads fail the job; heavy handlers run in the process pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from common.job_types import MAX_FIBONACCI_N
+from worker_svc.runner import UNKNOWN_TYPE, Result, Runner
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[Runner]:
+    runner = Runner(processes=1)
+    yield runner
+    await runner.close()
+
+
+async def test_unknown_type_fails_the_job(runner: Runner) -> None:
+    assert await runner.run("no_such_type", "x") == Result(False, UNKNOWN_TYPE)
+
+
+@pytest.mark.parametrize(
+    ("job_type", "payload", "error"),
+    [
+        ("reverse_string", 5.0, "payload: must be a string"),
+        ("uppercase_text", None, "payload: must be a string"),
+        ("fibonacci_calc", "10", "payload: must be a whole number"),
+        ("fibonacci_calc", 2.5, "payload: must be a whole number"),
+        ("fibonacci_calc", float("nan"), "payload: must be a whole number"),
+        ("fibonacci_calc", -1.0, "payload: must be between 0 and 100000"),
+        ("fibonacci_calc", 100_001.0, "payload: must be between 0 and 100000"),
+    ],
+)
+async def test_payload_that_breaks_its_rule_fails_the_job(
+    runner: Runner, job_type: str, payload: object, error: str
+) -> None:
+    assert await runner.run(job_type, payload) == Result(False, error)
+
+
+async def test_string_jobs(runner: Runner) -> None:
+    assert await runner.run("reverse_string", "hello world") == Result(True, "dlrow olleh")
+    assert await runner.run("uppercase_text", "hello world") == Result(True, "HELLO WORLD")
+
+
+async def test_fibonacci_runs_in_the_pool(runner: Runner) -> None:
+    limit = sys.get_int_max_str_digits()
+    await runner.start()
+    assert await runner.run("fibonacci_calc", 10.0) == Result(True, "55")
+    largest = await runner.run("fibonacci_calc", float(MAX_FIBONACCI_N))
+    assert largest.ok
+    assert len(largest.text) == 20_899
+    assert largest.text.startswith("25974069347221724166")
+    assert sys.get_int_max_str_digits() == limit
+
+
+async def test_a_dead_pool_process_is_replaced(runner: Runner) -> None:
+    await runner.start()
+    # The only way to reach the pool's processes is its private table.
+    for pid in list(runner._pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        await runner.run("fibonacci_calc", 10.0)
+    assert await runner.run("fibonacci_calc", 10.0) == Result(True, "55")

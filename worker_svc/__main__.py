@@ -1,0 +1,116 @@
+"""Run the worker: ``python -m worker_svc`` (``--help`` lists its settings).
+
+Wiring only: settings -> logs -> reporter -> process pool -> health server ->
+consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
+in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
+down, reporting NOT_SERVING and retrying until they are back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+from common import logs
+from common.broker import Topology
+from common.health import NOT_SERVING, HealthReporter, HealthServicer
+from common.server import build_server, stop_signal
+from common.settings import SettingsError, describe, load
+from worker_svc.broker import QueueConsumer
+from worker_svc.consumer import DeliveryHandler
+from worker_svc.reporter import Reporter, open_channel
+from worker_svc.runner import Runner
+from worker_svc.settings import Settings
+
+log = logging.getLogger("worker_svc")
+
+USAGE = """usage: python -m worker_svc
+
+Consumes the job queue, runs each job and reports every state change to the
+job service (UpdateJob). Serves grpc.health.v1 and reflection on
+WORKER_HEALTH_HOST:WORKER_HEALTH_PORT; health is SERVING only while both
+RabbitMQ and the job service are reachable (statuses "rabbitmq" and
+"job_service" tell which is not).
+
+Environment variables:
+"""
+
+
+async def serve(settings: Settings, token: bytes) -> int:
+    """Run until SIGTERM/SIGINT, then stop gracefully; returns the exit code."""
+    stop = stop_signal()
+    reporter = Reporter(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
+    runner = Runner(settings.handler_processes)
+    handler = DeliveryHandler(reporter, runner)
+    consumer = QueueConsumer(
+        settings.rabbitmq_url,
+        Topology(settings.rabbitmq_queue),
+        handler.handle,
+        prefetch=settings.prefetch_count,
+    )
+    servicer = HealthServicer()
+    # The servicer starts out SERVING; nothing is reachable until the first probe says so.
+    await servicer.set("", NOT_SERVING)
+    try:
+        server, port = build_server(
+            host=settings.worker_health_host,
+            port=settings.worker_health_port,
+            service_names=[],
+            register=lambda _server: None,
+            health_servicer=servicer,
+        )
+    except OSError as error:
+        log.error("cannot serve health checks", extra={"error": str(error)})
+        await reporter.close()
+        await runner.close()
+        return 1
+    monitor = HealthReporter(servicer, [], {"rabbitmq": consumer.probe, "job_service": reporter.probe})
+    await server.start()
+    log.info(
+        "worker started",
+        extra={"health_port": port, "queue": settings.rabbitmq_queue, "job_service": settings.job_service_addr},
+    )
+    consumer.start()
+    # Give the broker a moment before the first health probe, so a normal
+    # start does not log RabbitMQ as unreachable.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(consumer.wait_connected(), runner.start()), 2)
+    monitoring = asyncio.create_task(monitor.run(), name="health")
+
+    await stop.wait()
+    log.info("stopping")
+    await monitor.shutdown()
+    monitoring.cancel()
+    await asyncio.gather(monitoring, return_exceptions=True)
+    reporter.begin_stop(settings.stop_report_retry_seconds)
+    await consumer.stop(settings.shutdown_grace_seconds)
+    await server.stop(1)
+    await reporter.close()
+    await runner.close()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: parse nothing but ``--help``, read settings, run."""
+    if argv:
+        if argv[0] in ("-h", "--help"):
+            print(USAGE + describe(Settings))
+            return 0
+        print(f"worker_svc: unexpected arguments {argv!r}; configure it with environment variables\n", file=sys.stderr)
+        print(USAGE + describe(Settings), file=sys.stderr)
+        return 2
+    try:
+        settings = load(Settings)
+        token = settings.token()
+    except SettingsError as error:
+        print(f"worker_svc: {error}", file=sys.stderr)
+        return 2
+    logs.setup("worker_svc", settings.log_level)
+    return asyncio.run(serve(settings, token))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,192 @@
+"""What the worker does with one delivery (the worker's half of the UpdateJob protocol).
+
+decode -> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
+-> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
+
+A message is acknowledged only once the job service has stored a report that
+settles it (or has said the job is no longer ours), so a worker that dies at
+any point leaves the message to be redelivered. A malformed body is rejected
+without requeue, which dead-letters it. Each delivery runs in a task of its
+own and every failure is contained in it: nothing here ever stops consumption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError
+
+from jobqueue.jobs.v1 import delivery_pb2
+from worker_svc.broker import BROKER_ERRORS
+from worker_svc.reporter import ReportAbandoned, ReportRefused
+from worker_svc.runner import Result
+
+log = logging.getLogger(__name__)
+
+
+class MalformedDelivery(ValueError):
+    """Raised by decode when a message body is not a JobDelivery the worker can act on."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A decoded message: which job, of which type, with which payload (a JSON value)."""
+
+    job_id: str
+    job_type: str
+    payload: Any
+
+
+def json_value(value: struct_pb2.Value) -> Any:
+    """The JSON value a google.protobuf.Value holds (None for null or unset)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {key: json_value(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [json_value(item) for item in value.list_value.values]
+    return None
+
+
+def decode(body: bytes) -> Delivery:
+    """The delivery a message body carries; raises MalformedDelivery if it is not usable.
+
+    An unknown job type is not malformed: the job exists and is reported FAILED.
+    """
+    if not body:
+        raise MalformedDelivery("body is empty")
+    try:
+        message = delivery_pb2.JobDelivery.FromString(body)
+    except DecodeError:
+        raise MalformedDelivery("body is not a serialized JobDelivery") from None
+    try:
+        job_id = str(uuid.UUID(message.job_id))
+    except ValueError:
+        raise MalformedDelivery("job_id is not a UUID") from None
+    if not message.type:
+        raise MalformedDelivery("type is empty")
+    return Delivery(job_id=job_id, job_type=message.type, payload=json_value(message.payload))
+
+
+class Reports(Protocol):
+    """Where job state changes go (worker_svc.reporter.Reporter); see its methods for the contract."""
+
+    async def claim(self, job_id: str, claim_id: str) -> int | None:
+        """Report RUNNING; the attempt number, or None if the job is no longer ours."""
+
+    async def complete(self, job_id: str, attempt: int, result: str) -> bool:
+        """Report COMPLETED; False if superseded."""
+
+    async def fail(self, job_id: str, attempt: int, error: str) -> bool:
+        """Report FAILED; False if superseded."""
+
+
+class Jobs(Protocol):
+    """What runs a job (worker_svc.runner.Runner)."""
+
+    async def run(self, job_type: str, payload: Any) -> Result:
+        """The job's result; raises only for failures that are not the job's fault."""
+
+
+class DeliveryHandler:
+    """Handles each delivery from the job queue; see the module doc."""
+
+    def __init__(self, reporter: Reports, runner: Jobs, *, requeue_delay: float = 1.0) -> None:
+        self._reporter = reporter
+        self._runner = runner
+        # Handing a message straight back when the job service refuses our
+        # reports would spin it between workers as fast as the network allows.
+        self._requeue_delay = requeue_delay
+        #: Messages dead-lettered because their body was unusable, since start.
+        self.malformed = 0
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Process one delivery to the end: acked, rejected, handed back, or left for redelivery."""
+        try:
+            delivery = decode(message.body)
+        except MalformedDelivery as error:
+            self.malformed += 1
+            log.warning(
+                "malformed message dead-lettered",
+                extra={
+                    "error": str(error),
+                    "body_bytes": len(message.body),
+                    "message_id": message.message_id,
+                    "malformed_total": self.malformed,
+                },
+            )
+            await _settle(message.reject(requeue=False), "reject")
+            return
+        fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type}
+        attempt: int | None = None
+        try:
+            attempt = await self._reporter.claim(delivery.job_id, str(uuid.uuid4()))
+            if attempt is None:
+                log.info("job no longer ours (finished, cancelled or unknown); not running it", extra=fields)
+                await _settle(message.ack(), "ack", fields)
+                return
+            fields["attempt"] = attempt
+            result = await self._runner.run(delivery.job_type, delivery.payload)
+            if result.ok:
+                await self._reporter.complete(delivery.job_id, attempt, result.text)
+                log.debug("job completed", extra=fields)
+            else:
+                await self._reporter.fail(delivery.job_id, attempt, result.text)
+                log.info("job failed", extra={**fields, "error": result.text})
+            await _settle(message.ack(), "ack", fields)
+        except ReportAbandoned as error:
+            log.warning(
+                "handing job back: no report could be stored before stopping", extra={**fields, "error": str(error)}
+            )
+        except Exception as error:
+            log.exception("job handling failed", extra=fields)
+            await self._recover(message, delivery, attempt, error)
+
+    async def _recover(
+        self, message: AbstractIncomingMessage, delivery: Delivery, attempt: int | None, error: Exception
+    ) -> None:
+        """After an unexpected error: settle the job as FAILED if we hold an attempt, else hand the message back."""
+        fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type, "attempt": attempt}
+        if attempt is not None:
+            if isinstance(error, ReportRefused):
+                reason = f"the job service refused the worker's report ({error})"
+            else:
+                reason = f"internal worker error ({type(error).__name__})"
+            try:
+                await self._reporter.fail(delivery.job_id, attempt, reason)
+            except ReportAbandoned:
+                return
+            except Exception:
+                log.exception("could not report the job FAILED; handing it back", extra=fields)
+            else:
+                await _settle(message.ack(), "ack", fields)
+                return
+        await asyncio.sleep(self._requeue_delay)
+        await _settle(message.nack(requeue=True), "nack", fields)
+
+
+async def _settle(operation: Awaitable[None], name: str, fields: dict[str, Any] | None = None) -> None:
+    """Ack/nack/reject a message, tolerating a channel that closed meanwhile.
+
+    The broker then redelivers the message; since its report (if any) is
+    stored, the next worker's claim is answered "superseded" and it just acks.
+    """
+    try:
+        await operation
+    except BROKER_ERRORS as error:
+        log.warning(
+            "could not settle message; it will be redelivered",
+            extra={**(fields or {}), "operation": name, "error": repr(error)},
+        )

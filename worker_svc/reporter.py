@@ -1,0 +1,175 @@
+"""The worker's side of UpdateJob: claim a job, report its outcome, and know when to retry or let go.
+
+Every report is retried while the job service is unreachable (UNAVAILABLE,
+DEADLINE_EXCEEDED), with capped backoff, for as long as the worker runs: the
+message stays unacknowledged meanwhile, so nothing is lost and nothing is run
+twice. Once the worker is stopping, a report gives up after a bounded time and
+its message is handed back for redelivery. FAILED_PRECONDITION and NOT_FOUND
+mean another attempt (or a cancel) already decided the job: "superseded".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from worker_svc.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+
+
+class Outcome(enum.Enum):
+    """What a status code from UpdateJob means for the report."""
+
+    #: The job service stored the report.
+    STORED = "stored"
+    #: The job is no longer ours to report on (finished, cancelled, another attempt, unknown id).
+    SUPERSEDED = "superseded"
+    #: The job service could not take it now; the same report may succeed later.
+    RETRY = "retry"
+    #: The job service will not take this report; repeating it will not help.
+    REFUSED = "refused"
+
+
+_OUTCOMES: dict[grpc.StatusCode, Outcome] = {
+    grpc.StatusCode.OK: Outcome.STORED,
+    grpc.StatusCode.FAILED_PRECONDITION: Outcome.SUPERSEDED,
+    grpc.StatusCode.NOT_FOUND: Outcome.SUPERSEDED,
+    grpc.StatusCode.UNAVAILABLE: Outcome.RETRY,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Outcome.RETRY,
+    # Both mean "not now" (overload, a conflicting transaction), never "not this report".
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Outcome.RETRY,
+    grpc.StatusCode.ABORTED: Outcome.RETRY,
+}
+
+
+def outcome_of(code: grpc.StatusCode) -> Outcome:
+    """The outcome of a report the job service answered with ``code``; unlisted codes are REFUSED."""
+    return _OUTCOMES.get(code, Outcome.REFUSED)
+
+
+class ReportRefused(Exception):
+    """Raised when the job service refuses a report for a reason retrying cannot fix (a bad token, a bug)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class ReportAbandoned(Exception):
+    """Raised while stopping when the job service stayed unreachable for the allowed time."""
+
+
+def open_channel(address: str, *, reconnect_cap: float = 5.0) -> grpc.aio.Channel:
+    """A channel to the job service at ``address`` (host:port) for a Reporter."""
+    return grpc.aio.insecure_channel(
+        address,
+        # gRPC's own reconnect backoff grows to 2 minutes by default, which
+        # would keep reports failing long after the job service is back.
+        options=[("grpc.max_reconnect_backoff_ms", int(reconnect_cap * 1000))],
+    )
+
+
+class Reporter:
+    """The worker's client of the job service, for its reports and for its health; owns ``channel``."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        token: bytes,
+        *,
+        timeout: float = 5.0,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 5.0,
+    ) -> None:
+        self._channel = channel
+        self._stub = jobs_pb2_grpc.JobServiceStub(channel)
+        self._check = channel.unary_unary(
+            _CHECK_METHOD,
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        self._metadata = (("authorization", f"Bearer {token.decode()}"),)
+        self._timeout = timeout
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._give_up_at: float | None = None
+        self._unreachable = False
+
+    async def claim(self, job_id: str, claim_id: str) -> int | None:
+        """Report the job RUNNING under ``claim_id``; returns the attempt number, or None if superseded."""
+        request = jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=claim_id)
+        job = await self._report(request)
+        return None if job is None else job.attempts
+
+    async def complete(self, job_id: str, attempt: int, result: str) -> bool:
+        """Report the job COMPLETED; returns False if superseded."""
+        request = jobs_pb2.UpdateJobRequest(
+            id=job_id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt, result=result
+        )
+        return await self._report(request) is not None
+
+    async def fail(self, job_id: str, attempt: int, error: str) -> bool:
+        """Report the job FAILED; returns False if superseded."""
+        request = jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error=error)
+        return await self._report(request) is not None
+
+    def begin_stop(self, give_up_after: float) -> None:
+        """From now on, a report that cannot be delivered within ``give_up_after`` seconds is abandoned."""
+        self._give_up_at = time.monotonic() + give_up_after
+
+    async def probe(self) -> None:
+        """Raise unless the job service answers its health check with SERVING (a HealthReporter probe)."""
+        reply = await self._check(health_pb2.HealthCheckRequest(service=""), timeout=self._timeout)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ConnectionError(f"job service is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+
+    async def close(self) -> None:
+        """Close the channel; calls still in flight are cancelled."""
+        await self._channel.close(None)
+
+    async def _report(self, request: jobs_pb2.UpdateJobRequest) -> jobs_pb2.Job | None:
+        """Send one report until it is stored (the job) or superseded (None); see the module doc."""
+        backoff: Backoff | None = None
+        while True:
+            try:
+                response = await self._stub.UpdateJob(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.aio.AioRpcError as error:
+                code, details = error.code(), error.details() or ""
+            else:
+                self._reachable()
+                return response.job
+            outcome = outcome_of(code)
+            if outcome is Outcome.REFUSED:
+                self._reachable()
+                raise ReportRefused(code, details)
+            fields = {"job_id": request.id, "status": jobs_pb2.JobStatus.Name(request.status), "code": code.name}
+            if outcome is Outcome.SUPERSEDED:
+                self._reachable()
+                log.info("report superseded", extra={**fields, "details": details})
+                return None
+            if not self._unreachable:
+                self._unreachable = True
+                log.warning("job service unreachable; retrying reports", extra=fields)
+            backoff = backoff or Backoff(self._backoff_base, self._backoff_cap)
+            delay = backoff.next_delay()
+            if self._give_up_at is not None:
+                remaining = self._give_up_at - time.monotonic()
+                if remaining <= 0:
+                    raise ReportAbandoned(f"job service unreachable while stopping ({code.name})")
+                delay = min(delay, remaining)
+            await asyncio.sleep(delay)
+
+    def _reachable(self) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            log.info("job service reachable again")

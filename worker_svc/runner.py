@@ -1,0 +1,97 @@
+"""Running a job: pick its handler, check its payload, and compute the result off the event loop when heavy.
+
+A job's own problems (unknown type, payload that breaks its rule) are a
+Result with ok=False: permanent failures, reported FAILED. Anything else that
+goes wrong is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from common.job_types import PayloadError, parse_payload
+from worker_svc.handlers import HANDLERS
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_TYPE = "unknown job type"
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a job went: ``ok`` with the result text, or not ``ok`` with the error text."""
+
+    ok: bool
+    text: str
+
+
+def _ignore_stop_signals() -> None:
+    """Initializer of each handler process.
+
+    Ctrl-C signals the whole process group; if the pool processes died of it,
+    the jobs they were running would look like crashes instead of being handed
+    back by the main process's graceful stop, which owns the pool's lifetime.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _ready() -> bool:
+    return True
+
+
+class Runner:
+    """Runs jobs: cheap handlers inline, CPU-bound ones in a pool of ``processes`` processes."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self._processes = processes
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # "spawn", not the Linux default "fork": forking a process that runs
+        # gRPC and asyncio threads can copy their locks in a held state.
+        return ProcessPoolExecutor(
+            self._processes, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_stop_signals
+        )
+
+    async def start(self) -> None:
+        """Start the pool processes now, so the first heavy job does not wait for them."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self._processes)))
+
+    async def run(self, job_type: str, payload: Any) -> Result:
+        """The result of the job; raises only for failures that are not the job's fault."""
+        handler = HANDLERS.get(job_type)
+        if handler is None:
+            return Result(False, UNKNOWN_TYPE)
+        try:
+            value = parse_payload(job_type, payload)
+        except PayloadError as error:
+            return Result(False, f"payload: {error}")
+        except KeyError:
+            # A handler whose type is missing from JOB_TYPES; a unit test keeps the two tables equal.
+            return Result(False, UNKNOWN_TYPE)
+        if not handler.cpu_bound:
+            return Result(True, handler.run(value))
+        pool = self._pool
+        try:
+            return Result(True, await asyncio.get_running_loop().run_in_executor(pool, handler.run, value))
+        except BrokenProcessPool:
+            # A pool process died (killed, out of memory); every later job would
+            # fail the same way unless the pool is replaced.
+            if pool is self._pool:
+                log.error("handler process died; starting a new pool", extra={"job_type": job_type})
+                self._pool = self._new_pool()
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    async def close(self) -> None:
+        """Stop the pool processes (after the jobs they are running)."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)

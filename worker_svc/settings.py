@@ -1,0 +1,71 @@
+"""The worker's configuration, read once from the environment at start (``python -m worker_svc --help`` lists it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common import secrets
+from common.settings import SettingsError, setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the worker service, with its default and meaning."""
+
+    app_env: str = setting("development", "development or production; production requires every secret to be set")
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    dev_secrets_dir: str = setting("var/secrets", "where development secrets are generated when none is configured")
+    rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "the RabbitMQ broker to consume from")
+    rabbitmq_queue: str = setting("job_queue", "the job queue; rejected messages go to <queue>.dead")
+    prefetch_count: int = setting(10, "how many unacknowledged messages this worker holds at once")
+    job_service_addr: str = setting("127.0.0.1:5002", "host:port of the job service, which takes UpdateJob reports")
+    worker_token: str = setting("", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)")
+    worker_token_file: str = setting("", "path of a file holding the worker token")
+    worker_health_host: str = setting("0.0.0.0", "interface of the health/reflection gRPC server")
+    worker_health_port: int = setting(5003, "port of the health/reflection gRPC server")
+    # One process by default: fibonacci_calc, the only heavy handler, takes a few milliseconds even
+    # at the largest n, so one process keeps up with what one event loop can feed it, and on the
+    # 2-core machine the product is sized for the other core stays with the event loop (AMQP and
+    # gRPC). Throughput grows by running more worker copies, each with its own pool.
+    handler_processes: int = setting(
+        1,
+        "processes for CPU-heavy handlers (fibonacci_calc); 1 leaves a core to the event loop: "
+        "scale with more worker copies instead",
+    )
+    report_timeout_seconds: float = setting(5.0, "deadline of each UpdateJob call")
+    shutdown_grace_seconds: float = setting(
+        30.0, "on SIGTERM, how long in-flight jobs may take to finish before they are handed back unacknowledged"
+    )
+    stop_report_retry_seconds: float = setting(
+        10.0,
+        "on SIGTERM, how long an undeliverable report is retried before its message is handed back "
+        "(keep it below SHUTDOWN_GRACE_SECONDS)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        for name in ("prefetch_count", "handler_processes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()} must be at least 1")
+        # 0 asks the OS for a free port, which tests use.
+        if not 0 <= self.worker_health_port <= 65_535:
+            raise SettingsError("WORKER_HEALTH_PORT must be between 0 and 65535")
+        for name in ("report_timeout_seconds", "shutdown_grace_seconds", "stop_report_retry_seconds"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+
+    def token(self) -> bytes:
+        """The worker token: inline, else from its file, else (outside production) the dev secret."""
+        token = secrets.resolve(
+            inline=self.worker_token,
+            file=self.worker_token_file,
+            dev_name=secrets.WORKER_TOKEN,
+            app_env=self.app_env,
+            dev_dir=self.dev_secrets_dir,
+            variable="WORKER_TOKEN",
+        )
+        # It travels as a gRPC metadata value, which must be printable ASCII.
+        if not token or not all(0x21 <= byte <= 0x7E for byte in token):
+            raise SettingsError("WORKER_TOKEN must be non-empty printable ASCII without spaces")
+        return token
