@@ -1,0 +1,419 @@
+"""Run the whole system as local processes: auth, jobs and N workers; Ctrl-C stops them in order.
+
+This is what ``make run`` executes. Auth and jobs start first; workers start once
+both report SERVING on grpc.health.v1, so a worker's first report finds the job
+service up. Each child's output is passed through with its name in front.
+
+Stopping (SIGINT, SIGTERM or SIGHUP) goes workers -> job -> auth, waiting for each
+stage, so a worker finishing its last job can still report it. A child that has
+not exited after --stop-timeout seconds is killed (and we say so); a second
+Ctrl-C kills at once. If any child exits on its own, the rest are stopped and we
+exit 1. Exit status: 0 only if every child exited 0 after a requested stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Our own messages carry this name, in the same column as the children's.
+SELF = "run"
+#: A child line longer than this is passed on in pieces rather than held in memory.
+MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Child:
+    """One process to run: what to execute, and where it sits in the start and stop order."""
+
+    name: str
+    argv: tuple[str, ...]
+    #: Variables set on top of the inherited environment.
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: If set, later start stages wait until this grpc.health.v1 address reports SERVING.
+    health_address: str | None = None
+    #: Lower stages start first.
+    start_stage: int = 0
+    #: Lower stages are stopped (and waited for) first.
+    stop_stage: int = 0
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    """An integer environment variable; ValueError naming the variable if it does not parse."""
+    raw = environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def probe_host(bind_host: str) -> str:
+    """Where this machine reaches a server bound to ``bind_host`` (a wildcard means loopback)."""
+    return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::", "[::]") else bind_host
+
+
+def worker_health_ports(base: int, count: int) -> list[int]:
+    """One health port per worker, counting up from ``base``, so workers can share a machine."""
+    return [base + i for i in range(count)]
+
+
+def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable) -> list[Child]:
+    """The children of a local run: auth and job (started first, stopped last), then the workers."""
+    auth = f"{probe_host(environ.get('AUTH_HOST', ''))}:{env_int(environ, 'AUTH_PORT', 5001)}"
+    job = f"{probe_host(environ.get('JOB_HOST', ''))}:{env_int(environ, 'JOB_PORT', 5002)}"
+    ports = worker_health_ports(env_int(environ, "WORKER_HEALTH_PORT", 5003), workers)
+    return [
+        Child("auth", (python, "-m", "auth_svc"), health_address=auth, start_stage=0, stop_stage=2),
+        Child("job", (python, "-m", "job_svc"), health_address=job, start_stage=0, stop_stage=1),
+        *(
+            Child(
+                f"worker-{i + 1}",
+                (python, "-m", "worker_svc"),
+                # Workers follow the job service to whatever port it was given.
+                env={"WORKER_HEALTH_PORT": str(port), "JOB_SERVICE_ADDR": environ.get("JOB_SERVICE_ADDR", job)},
+                start_stage=1,
+                stop_stage=0,
+            )
+            for i, port in enumerate(ports)
+        ),
+    ]
+
+
+def _stages(children: Sequence[Child], key: Callable[[Child], int]) -> list[list[Child]]:
+    return [[c for c in children if key(c) == stage] for stage in sorted({key(c) for c in children})]
+
+
+def start_stages(children: Sequence[Child]) -> list[list[Child]]:
+    """Children grouped by start stage, first stage first (plan order kept within a stage)."""
+    return _stages(children, lambda c: c.start_stage)
+
+
+def stop_stages(children: Sequence[Child]) -> list[list[Child]]:
+    """Children grouped by stop stage, the one to stop first first."""
+    return _stages(children, lambda c: c.stop_stage)
+
+
+def label(name: str, width: int) -> bytes:
+    """The prefix of every line from ``name``, padded so that columns line up."""
+    return f"{name:<{width}} | ".encode()
+
+
+class LinePrefixer:
+    """Turns a child's output chunks into whole lines, each starting with the child's label."""
+
+    def __init__(self, prefix: bytes, max_line: int = MAX_LINE) -> None:
+        self._prefix = prefix
+        self._max_line = max_line
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The complete lines now available, prefixed; a partial line waits for its end."""
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        while len(self._pending) > self._max_line:
+            lines.append(self._pending[: self._max_line])
+            self._pending = self._pending[self._max_line :]
+        return b"".join(self._prefix + line + b"\n" for line in lines)
+
+    def flush(self) -> bytes:
+        """What remains at end of output, as a last line (empty if nothing remains)."""
+        rest, self._pending = self._pending, b""
+        return self._prefix + rest + b"\n" if rest else b""
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return cast(Callable[[int, int], int], ctypes.CDLL(None, use_errno=True).prctl)
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up here, not in the forked child, where loading a library is unsafe.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    """What a child runs between fork and exec: die with us, so even a SIGKILLed run leaves no orphans."""
+
+    def setup() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            # We may have died before prctl took effect; then nobody would signal this child.
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return setup
+
+
+def describe_exit(code: int) -> str:
+    """An exit status in words: ``code 3`` or ``signal SIGKILL``."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+        return f"signal {-code}"
+    return f"code {code}"
+
+
+class Supervisor:
+    """Starts the children stage by stage, relays their output, and stops them in order."""
+
+    def __init__(
+        self,
+        children: Sequence[Child],
+        *,
+        out: BinaryIO,
+        environ: Mapping[str, str],
+        cwd: Path = ROOT,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 30.0,
+        hints: Sequence[str] = (),
+    ) -> None:
+        self.children = list(children)
+        self._hints = list(hints)
+        self._out = out
+        self._environ = dict(environ)
+        self._cwd = cwd
+        self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
+        self._width = max(len(n) for n in [SELF, *(c.name for c in self.children)])
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._exits: dict[str, asyncio.Task[int]] = {}
+        self._pumps: list[asyncio.Task[None]] = []
+        self._out_broken = False
+
+    def _write(self, data: bytes) -> None:
+        if self._out_broken or not data:
+            return
+        try:
+            self._out.write(data)
+            self._out.flush()
+        except BrokenPipeError:
+            # The reader went away (`make run | head`); keep draining the children so they never block.
+            self._out_broken = True
+
+    def say(self, message: str) -> None:
+        """Print a message of our own, in the children's format."""
+        self._write(b"".join(label(SELF, self._width) + line.encode() + b"\n" for line in message.splitlines()))
+
+    async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
+        prefixer = LinePrefixer(label(child.name, self._width))
+        while chunk := await stream.read(MAX_LINE):
+            self._write(prefixer.feed(chunk))
+        self._write(prefixer.flush())
+
+    async def _spawn(self, child: Child) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *child.argv,
+            cwd=self._cwd,
+            env={**self._environ, "PYTHONUNBUFFERED": "1", **child.env},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            # Its own process group keeps the terminal's Ctrl-C away from the
+            # children: only we get it, so we can stop them in order.
+            process_group=0,
+            preexec_fn=_child_setup(os.getpid()),
+        )
+        self._processes[child.name] = process
+        self._exits[child.name] = asyncio.ensure_future(process.wait())
+        assert process.stdout is not None  # stdout=PIPE
+        self._pumps.append(asyncio.ensure_future(self._pump(child, process.stdout)))
+
+    async def _wait_serving(self, child: Child, address: str, stop: asyncio.Event) -> str | None:
+        """None once ``child`` is SERVING (or a stop was asked for); otherwise why it never got there."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._startup_timeout
+        async with grpc.aio.insecure_channel(address) as channel:
+            # The method by hand: the grpc_health stubs do not declare HealthStub.Check.
+            check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+            check = channel.unary_unary(
+                "/grpc.health.v1.Health/Check",
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+            while not stop.is_set():
+                exited = self._exits[child.name]
+                if exited.done():
+                    return f"{child.name} exited with {describe_exit(exited.result())} before it was ready"
+                if loop.time() > deadline:
+                    return f"{child.name} was not SERVING on {address} after {self._startup_timeout:g} s"
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return None
+                await asyncio.sleep(0.2)
+        return None
+
+    async def _watch(self, stop: asyncio.Event) -> str | None:
+        """Wait for a stop request (None) or for a child to exit on its own (why that is a failure)."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([stopping, *self._exits.values()], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if stop.is_set():
+            return None
+        name, exited = next((n, t) for n, t in self._exits.items() if t.done())
+        return f"{name} exited unexpectedly with {describe_exit(exited.result())}"
+
+    async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> int:
+        """Run until ``stop`` is set or a child fails; then stop every child. Returns the exit status.
+
+        Setting ``force`` while stopping kills whatever is still running.
+        """
+        failure: str | None = None
+        try:
+            for stage in start_stages(self.children):
+                for child in stage:
+                    await self._spawn(child)
+                for child in stage:
+                    if child.health_address is not None and failure is None:
+                        failure = await self._wait_serving(child, child.health_address, stop)
+                if failure is not None or stop.is_set():
+                    break
+            else:
+                self.say(self.banner())
+                failure = await self._watch(stop)
+        finally:
+            if failure is not None:
+                self.say(f"{failure}; stopping the rest")
+            else:
+                self.say("stopping: workers, then job, then auth (Ctrl-C again to kill)")
+            codes = await self._stop_all(force or asyncio.Event())
+        bad = {name: code for name, code in codes.items() if code != 0}
+        for name, code in bad.items():
+            self.say(f"{name} exited with {describe_exit(code)}")
+        if failure is None and not bad:
+            self.say("all stopped cleanly")
+            return 0
+        return 1
+
+    async def _stop_all(self, force: asyncio.Event) -> dict[str, int]:
+        started = [c for c in self.children if c.name in self._processes]
+        for stage in stop_stages(started):
+            for child in stage:
+                if not self._exits[child.name].done():
+                    # Only the child itself: its own helpers (a process pool, say)
+                    # are its business to stop, after its in-flight work is done.
+                    with contextlib.suppress(ProcessLookupError):
+                        self._processes[child.name].send_signal(signal.SIGTERM)
+            waits = [self._exits[c.name] for c in stage]
+            forced = asyncio.ensure_future(force.wait())
+            either: list[asyncio.Future[Any]] = [asyncio.gather(*waits), forced]
+            try:
+                await asyncio.wait(either, timeout=self._stop_timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                forced.cancel()
+            for child in stage:
+                if not self._exits[child.name].done():
+                    self.say(f"{child.name} did not stop within {self._stop_timeout:g} s; killing it")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self._processes[child.name].pid, signal.SIGKILL)
+                    await self._exits[child.name]
+        # Output still in the pipes is worth showing, but a grandchild that
+        # kept a pipe open must not hold us forever.
+        _, late = await asyncio.wait(self._pumps, timeout=5.0) if self._pumps else (set(), set())
+        for pump in late:
+            pump.cancel()
+        return {name: exited.result() for name, exited in self._exits.items()}
+
+    def banner(self) -> str:
+        """What runs where, and how to stop it."""
+        lines = ["Job Queue Processor is running:"]
+        for child in self.children:
+            where = f"grpc {child.health_address}" if child.health_address else ""
+            if "WORKER_HEALTH_PORT" in child.env:
+                where = f"health port {child.env['WORKER_HEALTH_PORT']}"
+            pid = self._processes[child.name].pid
+            command = " ".join([Path(child.argv[0]).name, *child.argv[1:]])
+            lines.append(f"  {child.name:<{self._width}}  {where:<26} pid {pid}  ({command})")
+        return "\n".join([*lines, *self._hints, "Ctrl-C to stop."])
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    """The command line, with defaults from the environment."""
+    parser = argparse.ArgumentParser(
+        description="Run auth_svc, job_svc and N worker_svc processes locally; Ctrl-C stops them "
+        "(workers first, then job, then auth).",
+        epilog="Environment: WORKERS (default worker count, 2), AUTH_HOST/AUTH_PORT (5001) and JOB_HOST/JOB_PORT "
+        "(5002) where the services are probed, WORKER_HEALTH_PORT (5003: worker i gets 5003+i). Every variable "
+        "is passed on to the services; see each one's --help for theirs.",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=env_int(environ, "WORKERS", 2), help="how many workers (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for auth and job to report SERVING (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        help="seconds each stop stage may take before its processes are killed (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    return args
+
+
+async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (force if stop.is_set() else stop).set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, on_signal)
+    children = plan(args.workers, environ)
+    job_address = next(c.health_address for c in children if c.name == "job")
+    supervisor = Supervisor(
+        children,
+        out=sys.stdout.buffer,
+        environ=environ,
+        startup_timeout=args.startup_timeout,
+        stop_timeout=args.stop_timeout,
+        hints=[
+            "Logs: one JSON object per line, after the process name; LOG_LEVEL=DEBUG shows more.",
+            f"Try: .venv/bin/grpcurl -plaintext {job_address} list",
+        ],
+    )
+    supervisor.say(f"starting auth and job, then {args.workers} worker(s), from {ROOT}")
+    return await supervisor.run(stop, force)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    environ = dict(os.environ)
+    try:
+        args = parse_args(argv, environ)
+        plan(0, environ)  # fail on a malformed port variable before starting anything
+    except ValueError as error:
+        print(f"run_system: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(args, environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
