@@ -87,7 +87,12 @@ async def serve(settings: Settings) -> None:
         transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
     )
     await server.start()
-    tasks = [asyncio.create_task(t) for t in (publisher.run(), relay.run(), reporter.run())]
+    publisher_task = asyncio.create_task(publisher.run())
+    # Give the broker a moment before the first health probe, so a normal start
+    # does not log RabbitMQ as unreachable.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(publisher.wait_connected(), 2)
+    tasks = [publisher_task, *(asyncio.create_task(t) for t in (relay.run(), reporter.run()))]
     log.info("job service listening", extra={"port": port, "queue": settings.rabbitmq_queue})
     await stop.wait()
 

@@ -1,0 +1,143 @@
+"""The README's walkthroughs, run as written against the system started the way `make run` starts it.
+
+The commands are read from README.md itself (between the walkthrough markers),
+so the README cannot drift from what works. Only the addresses are changed, to
+the ports this test's system listens on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import ROOT, free_port, health_status
+
+SERVING = 1
+README = (ROOT / "README.md").read_text()
+
+
+def readme_block(name: str) -> str:
+    """The fenced code block between `<!-- walkthrough:NAME ... -->` and `<!-- /walkthrough:NAME -->`."""
+    match = re.search(
+        rf"<!-- walkthrough:{name}\b.*?-->\s*```\w*\n(.*?)```\s*<!-- /walkthrough:{name} -->", README, re.S
+    )
+    assert match, f"README.md has no walkthrough:{name} block"
+    return match.group(1)
+
+
+class RunningSystem:
+    def __init__(self, process: subprocess.Popen[bytes], env: dict[str, str], log: Path) -> None:
+        self.process = process
+        self.env = env
+        self.log = log
+
+    def localize(self, text: str) -> str:
+        return text.replace("localhost:5001", f"127.0.0.1:{self.env['AUTH_PORT']}").replace(
+            "localhost:5002", f"127.0.0.1:{self.env['JOB_PORT']}"
+        )
+
+
+@pytest.fixture
+def make_run(service_env: dict[str, str], tmp_path: Path, purge_queues: None) -> Iterator[RunningSystem]:
+    """`scripts/run_system.py --workers 2`, the command behind `make run`, with this test's ports and queue."""
+    env = {
+        **os.environ,
+        **service_env,
+        "AUTH_PORT": str(free_port()),
+        "JOB_PORT": str(free_port()),
+        "WORKER_HEALTH_PORT": str(free_port()),
+        # grpcurl, and the python3 the README's commands call, come from the project's virtualenv.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    log = tmp_path / "run_system.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "scripts/run_system.py", "--workers", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        workers = [f"127.0.0.1:{int(env['WORKER_HEALTH_PORT']) + i}" for i in range(2)]
+        deadline = time.monotonic() + 60
+        for address in [f"127.0.0.1:{env['AUTH_PORT']}", f"127.0.0.1:{env['JOB_PORT']}", *workers]:
+            while health_status(address) != SERVING:
+                assert process.poll() is None, f"run_system exited:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"{address} never SERVING:\n{log.read_text()}"
+                time.sleep(0.2)
+        yield RunningSystem(process, env, log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # Ctrl-C
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, log.read_text()
+
+
+def test_the_grpcurl_walkthrough_works_as_written(make_run: RunningSystem) -> None:
+    script = make_run.localize(readme_block("grpcurl"))
+    done = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail\n{script}\necho "TOKEN=$TOKEN"'],
+        env=make_run.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "jobqueue.jobs.v1.JobService" in done.stdout
+    assert '"status": "SERVING"' in done.stdout
+    assert done.stdout.count('"status": "JOB_STATUS_QUEUED"') >= 3  # each CreateJob answered at once
+    token = done.stdout.rsplit("TOKEN=", 1)[1].strip()
+
+    list_command = make_run.localize(
+        'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"page_size": 10}\' '
+        "localhost:5002 jobqueue.jobs.v1.JobService/ListJobs"
+    )
+    assert list_command.split(" -d ")[0].replace("$TOKEN", "") in make_run.localize(script).replace("$TOKEN", "")
+    deadline = time.monotonic() + 60
+    while True:
+        listed = subprocess.run(
+            ["bash", "-c", list_command],
+            env={**make_run.env, "TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        jobs = json.loads(listed.stdout)["jobs"]
+        if all(job["status"] == "JOB_STATUS_COMPLETED" for job in jobs):
+            break
+        assert time.monotonic() < deadline, listed.stdout
+        time.sleep(0.2)
+    results = {job["type"]: job["result"] for job in jobs}
+    assert results == {"reverse_string": "dlrow olleh", "uppercase_text": "HELLO WORLD", "fibonacci_calc": "55"}
+
+
+def test_the_python_walkthrough_works_as_written(make_run: RunningSystem) -> None:
+    program = make_run.localize(readme_block("python"))
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env=make_run.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["reverse_string dlrow olleh", "uppercase_text HELLO WORLD", "fibonacci_calc 55"]
+    assert any(line.endswith(" 55") for line in lines[3:])
