@@ -140,8 +140,8 @@ class DeliveryHandler:
             fields["attempt"] = attempt
             result = await self._runner.run(delivery.job_type, delivery.payload)
             if result.ok:
-                await self._reporter.complete(delivery.job_id, attempt, result.text)
-                log.debug("job completed", extra=fields)
+                if await self._reporter.complete(delivery.job_id, attempt, result.text):
+                    log.debug("job completed", extra=fields)
             else:
                 await self._reporter.fail(delivery.job_id, attempt, result.text)
                 log.info("job failed", extra={**fields, "error": result.text})

@@ -17,4 +17,5 @@ def system(service_env: dict[str, str], tmp_path: Path, purge_queues: None) -> I
     running.start_auth()
     running.start_jobs()
     yield running
-    running.stop()
+    codes = running.stop()
+    assert all(code == 0 for code in codes.values()), f"not every service stopped cleanly: {codes}"

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import aio_pika
 
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.support.clients import mint_token
@@ -12,27 +17,48 @@ from tests.support.load import check_outcomes, list_all, mixed, submit, wait_all
 from tests.support.system import System
 
 
-def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: Path) -> None:
-    token = mint_token(secrets_dir)
-    specs = asyncio.run(submit(system.job_address, token, mixed(1200)))
-    doomed = system.start_worker()
-    system.start_worker()
+def log_entries(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines in a service's output."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
-    # Kill one worker while the backlog is being worked through, with messages in flight.
+
+def wait_started(system: System, token: str, count: int) -> int:
+    """Wait until at least ``count`` jobs have left QUEUED; returns how many have."""
     deadline = time.monotonic() + 60
     while True:
         listed = asyncio.run(list_all(system.job_address, token)).values()
-        done = sum(j.status != jobs_pb2.JOB_STATUS_QUEUED for j in listed)
-        if done >= 200:
-            break
+        started = sum(j.status != jobs_pb2.JOB_STATUS_QUEUED for j in listed)
+        if started >= count:
+            return started
         assert time.monotonic() < deadline, "workers made no progress"
         time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(1200)))
+    # DEBUG logs a line for each COMPLETED report the job service accepted.
+    doomed = system.start_worker(LOG_LEVEL="DEBUG")
+    system.start_worker(LOG_LEVEL="DEBUG")
+
+    # Kill one worker while the backlog is being worked through, with messages in flight.
+    started = wait_started(system, token, 200)
     doomed.kill()
-    assert done < len(specs), "the backlog finished before the kill; the test proves nothing"
+    assert started < len(specs), "the backlog finished before the kill; the test proves nothing"
 
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=180))
     check_outcomes(jobs, specs)
     assert all(job.attempts >= 1 for job in jobs.values())
+    # Exactly once: no job had two COMPLETED reports accepted. (A job the killed
+    # worker completed just before dying may have no log line; its status says it.)
+    accepted = Counter(
+        entry["job_id"] for entry in log_entries(system.worker_logs()) if entry.get("msg") == "job completed"
+    )
+    assert max(accepted.values()) == 1
+    assert set(accepted) <= set(specs)
+    assert len(accepted) >= len(specs) - 10  # at most the killed worker's prefetch went unlogged
+    redelivered = [job for job in jobs.values() if job.attempts > 1]
+    assert redelivered, "no job was redelivered: the kill hit no message in flight"
 
 
 def test_jobs_submitted_while_the_broker_is_cut_all_complete(system: System, secrets_dir: Path) -> None:
@@ -48,5 +74,51 @@ def test_jobs_submitted_while_the_broker_is_cut_all_complete(system: System, sec
         assert len(queued) == len(specs), "jobs ran while the broker was unreachable"
     finally:
         system.broker_proxy.restore()
+    jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=120))
+    check_outcomes(jobs, specs)
+
+
+async def _publish_raw(url: str, queue: str, bodies: list[bytes]) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for body in bodies:
+            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+
+
+async def _queue_depth(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+def test_malformed_messages_are_dead_lettered_and_never_block_a_worker(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token = mint_token(secrets_dir)
+    worker = system.start_worker(PREFETCH_COUNT="1")
+    garbage = [b"", b"\xff\x00 not protobuf", b"\x0a\x03abc", b'{"type": "reverse_string", "payload": "json"}']
+    asyncio.run(_publish_raw(rabbitmq_url, queue_name, garbage))
+    specs = asyncio.run(submit(system.job_address, token, mixed(30)))
+    jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=60))
+    check_outcomes(jobs, specs)
+    assert asyncio.run(_queue_depth(rabbitmq_url, f"{queue_name}.dead")) == len(garbage)
+    assert worker.process.poll() is None
+    assert sum(e.get("msg") == "malformed message dead-lettered" for e in log_entries(worker.output())) == len(garbage)
+
+
+def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(600)))
+    first = system.start_worker()
+    wait_started(system, token, 100)
+    assert first.stop() == 0, first.output()
+    running = [
+        j for j in asyncio.run(list_all(system.job_address, token)).values() if j.status == jobs_pb2.JOB_STATUS_RUNNING
+    ]
+    assert running == [], "a stopped worker left jobs RUNNING"
+    system.start_worker()
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=120))
     check_outcomes(jobs, specs)

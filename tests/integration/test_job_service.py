@@ -351,3 +351,53 @@ def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns
         jobs.broker_proxy.restore()
     messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 20, timeout=30))
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages} == created
+
+
+def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR0917 - fixtures
+    database_url: str, rabbitmq_url: str, secrets_dir: Path, queue_name: str, purge_queues: None, tmp_path: Path
+) -> None:
+    database = urlsplit(database_url)
+    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
+    proxied = database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.start()}").geturl()
+    port = free_port()
+    env = {
+        "DATABASE_URL": proxied,
+        "RABBITMQ_URL": rabbitmq_url,
+        "RABBITMQ_QUEUE": queue_name,
+        "DEV_SECRETS_DIR": str(secrets_dir),
+        "JOB_PORT": str(port),
+    }
+    process = ServiceProcess("job_svc", env, tmp_path / "job_svc.log")
+    address = f"127.0.0.1:{port}"
+    token = mint_token(secrets_dir)
+    request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"))
+    try:
+        process.wait_healthy(address)
+        with grpc.insecure_channel(address) as channel:
+            stub = jobs_pb2_grpc.JobServiceStub(channel)
+            proxy.cut()
+            deadline = time.monotonic() + 15
+            while health_status(address) != NOT_SERVING:
+                assert time.monotonic() < deadline, "health never turned NOT_SERVING"
+                time.sleep(0.1)
+            assert health_status(address, "postgres") == NOT_SERVING
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.CreateJob(request, metadata=bearer(token), timeout=20)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            proxy.restore()
+            process.wait_healthy(address)
+            assert stub.CreateJob(request, metadata=bearer(token), timeout=10).job.status == jobs_pb2.JOB_STATUS_QUEUED
+    finally:
+        code = process.stop()
+        proxy.stop()
+    assert code == 0, process.output()
+
+
+def test_production_refuses_to_start_without_configured_secrets(database_url: str, tmp_path: Path) -> None:
+    for module in ("job_svc", "worker_svc"):
+        env = {"APP_ENV": "production", "DATABASE_URL": database_url, "DEV_SECRETS_DIR": str(tmp_path / "none")}
+        process = ServiceProcess(module, env, tmp_path / f"{module}.log")
+        assert process.process.wait(30) == 2, process.output()
+        assert "must be set when APP_ENV=production" in process.output()
+        assert not (tmp_path / "none").exists(), "production generated development secrets"
+        process.stop()

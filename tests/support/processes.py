@@ -42,6 +42,8 @@ class ServiceProcess:
 
     def __init__(self, module: str, env: Mapping[str, str], log_path: Path) -> None:
         self.module = module
+        #: Set once the test killed the process on purpose (its exit code then means nothing).
+        self.killed = False
         self.log_path = log_path
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log = log_path.open("ab")
@@ -81,6 +83,7 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
+        self.killed = True
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()

@@ -70,10 +70,12 @@ class System:
         return "".join(w.output() for w in self.workers)
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM everything, workers first (as `make run` does); returns each exit code."""
+        """SIGTERM everything, workers first (as `make run` does); returns the exit codes of all not killed."""
         codes: dict[str, int] = {}
         for i, worker in enumerate(self.workers, 1):
-            codes[f"worker-{i}"] = worker.stop()
+            code = worker.stop()
+            if not worker.killed:
+                codes[f"worker-{i}"] = code
         for name, process in (("job_svc", self.jobs), ("auth_svc", self.auth)):
             if process is not None:
                 codes[name] = process.stop()
