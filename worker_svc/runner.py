@@ -8,9 +8,12 @@ goes wrong is raised to the caller.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -32,15 +35,24 @@ class Result:
     text: str
 
 
-def _ignore_stop_signals() -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_handler_process(parent: int) -> None:
     """Initializer of each handler process.
 
     Ctrl-C signals the whole process group; if the pool processes died of it,
     the jobs they were running would look like crashes instead of being handed
     back by the main process's graceful stop, which owns the pool's lifetime.
+    Since they ignore SIGTERM, they are told to die with SIGKILL when the worker
+    itself dies (Linux): a SIGKILLed worker would otherwise leave them idle forever.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the worker died before prctl took effect
+            os._exit(1)
 
 
 def _ready() -> bool:
@@ -58,7 +70,10 @@ class Runner:
         # "spawn", not the Linux default "fork": forking a process that runs
         # gRPC and asyncio threads can copy their locks in a held state.
         return ProcessPoolExecutor(
-            self._processes, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_stop_signals
+            self._processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_handler_process,
+            initargs=(os.getpid(),),
         )
 
     async def start(self) -> None:

@@ -14,6 +14,7 @@ import aio_pika
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.support.clients import mint_token
 from tests.support.load import check_outcomes, list_all, mixed, submit, wait_all_final
+from tests.support.processes import alive, children
 from tests.support.system import System
 
 
@@ -43,12 +44,15 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
 
     # Kill one worker while the backlog is being worked through, with messages in flight.
     started = wait_started(system, token, 200)
+    handler_processes = children(doomed.pid)
+    assert handler_processes, "the worker has no handler process"
     doomed.kill()
     assert started < len(specs), "the backlog finished before the kill; the test proves nothing"
 
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=180))
     check_outcomes(jobs, specs)
     assert all(job.attempts >= 1 for job in jobs.values())
+    assert not [pid for pid in handler_processes if alive(pid)], "the killed worker left its handler processes"
     # Exactly once: no job had two COMPLETED reports accepted. (A job the killed
     # worker completed just before dying may have no log line; its status says it.)
     accepted = Counter(
