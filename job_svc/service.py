@@ -59,8 +59,8 @@ class JobRules:
         self._store = store
         self._relay = relay
 
-    async def create(self, owner: uuid.UUID, job_type: str, payload: Any) -> Job:
-        """Validate and store a new job with its queue message."""
+    async def create(self, owner: uuid.UUID, job_type: str, payload: Any, request_id: uuid.UUID | None = None) -> Job:
+        """Validate and store a new job with its queue message (or return the one ``request_id`` created)."""
         if job_type not in JOB_TYPES:
             known = ", ".join(sorted(JOB_TYPES))
             raise InvalidArgument(
@@ -78,8 +78,10 @@ class JobRules:
         except PayloadError as error:
             raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
         job_id = uuid.uuid4()
-        job = await self._store.create(job_id, owner, job_type, payload, encode_delivery(job_id, job_type, payload))
-        self._relay.wake()
+        body = encode_delivery(job_id, job_type, payload)
+        job, created = await self._store.create(job_id, owner, job_type, payload, body, request_id=request_id)
+        if created:
+            self._relay.wake()
         return job
 
     async def get(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:

@@ -85,7 +85,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
         owner = self._auth.user(context.invocation_metadata())
         payload = payload_from_proto(request.payload, request.HasField("payload"))
-        job = await self._rules.create(owner, request.type, payload)
+        request_id = parse_id(request.request_id, "request_id") if request.request_id else None
+        job = await self._rules.create(owner, request.type, payload, request_id)
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:

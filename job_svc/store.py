@@ -57,11 +57,18 @@ class JobStore:
         job_type: str,
         payload: Any,
         body: bytes,
-    ) -> Job:
-        """Store a QUEUED job and its outbox message in one statement (one transaction)."""
+        *,
+        request_id: uuid.UUID | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a QUEUED job and its outbox message in one statement (one transaction).
+
+        Returns the job and whether it is new: if the owner already used
+        ``request_id``, nothing is written and the earlier job is returned.
+        """
         row = await self._pool.fetchrow(
             f"""WITH job AS (
-                    INSERT INTO jobs (id, owner_id, type, payload) VALUES ($1, $2, $3, $4::jsonb)
+                    INSERT INTO jobs (id, owner_id, type, payload, request_id) VALUES ($1, $2, $3, $4::jsonb, $6)
+                    ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                     RETURNING {_COLUMNS}),
                 outbox AS (INSERT INTO job_outbox (job_id, body) SELECT id, $5 FROM job)
                 SELECT * FROM job""",
@@ -70,9 +77,17 @@ class JobStore:
             job_type,
             json.dumps(payload),
             body,
+            request_id,
         )
-        assert row is not None  # INSERT ... RETURNING always yields the row
-        return _job(row)
+        if row is not None:
+            return _job(row), True
+        # The conflicting insert has committed (ON CONFLICT waited for it), so a
+        # fresh statement sees its row.
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM jobs WHERE owner_id = $1 AND request_id = $2", owner_id, request_id
+        )
+        assert row is not None  # nothing deletes jobs
+        return _job(row), False
 
     async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
         """The job with this id (only if ``owner_id`` owns it, when given)."""

@@ -46,8 +46,10 @@ Errors: every call raises :class:`JobQueueError` when the service refuses it;
 Payloads the API could never accept (a bool, an int JSON cannot carry exactly)
 are refused locally with ``ValueError`` before any call.
 
-Retries: only :meth:`JobsClient.wait` retries, because polling is idempotent;
-``submit`` is not retried (a lost reply would otherwise create a second job).
+Retries: :meth:`JobsClient.wait` retries, because polling is idempotent, and so
+does :meth:`JobsClient.submit`, because every submission carries a
+``request_id``: the job service answers a repeat with the job the first call
+created, so a lost reply never creates a second job.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -313,10 +316,26 @@ class JobsClient(_Client):
         """The metadata sent with every call, for calling ``stub`` directly."""
         return self._metadata
 
-    async def submit(self, job_type: str, payload: Payload) -> jobs_pb2.Job:
-        """Store a job and queue it; returns it QUEUED. Not retried: a retry could create a second job."""
-        request = jobs_pb2.CreateJobRequest(type=job_type, payload=to_value(payload))
-        return (await self._call(self.stub.CreateJob, request)).job
+    async def submit(
+        self, job_type: str, payload: Payload, *, request_id: str | None = None, attempts: int = 3
+    ) -> jobs_pb2.Job:
+        """Store a job and queue it; returns it QUEUED.
+
+        The request carries ``request_id`` (a fresh UUID unless given), so an
+        UNAVAILABLE or DEADLINE_EXCEEDED answer is retried, up to ``attempts``
+        calls in all, without any risk of creating the job twice.
+        """
+        request = jobs_pb2.CreateJobRequest(
+            type=job_type, payload=to_value(payload), request_id=request_id or str(uuid.uuid4())
+        )
+        for attempt in range(1, attempts + 1):
+            try:
+                return (await self._call(self.stub.CreateJob, request)).job
+            except JobQueueError as error:
+                if not error.retryable or attempt >= attempts:
+                    raise
+            await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get(self, job_id: str) -> jobs_pb2.Job:
         """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job."""

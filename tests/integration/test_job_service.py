@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,8 +35,9 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class JobService:
     """A running job service, the proxy between it and RabbitMQ, and a stub."""
 
-    def __init__(self, process: ServiceProcess, address: str, proxy: TcpProxy, queue: str) -> None:
+    def __init__(self, process: ServiceProcess, address: str, proxy: TcpProxy, queue: str, env: dict[str, str]) -> None:
         self.process = process
+        self.process_env = env
         self.address = address
         self.broker_proxy = proxy
         self.queue = queue
@@ -64,7 +66,7 @@ def jobs(
     process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
     address = f"127.0.0.1:{port}"
     process.wait_healthy(address)
-    service = JobService(process, address, proxy, queue)
+    service = JobService(process, address, proxy, queue, env)
     yield service
     service.channel.close()
     code = process.stop()
@@ -401,3 +403,52 @@ def test_production_refuses_to_start_without_configured_secrets(database_url: st
         assert "must be set when APP_ENV=production" in process.output()
         assert not (tmp_path / "none").exists(), "production generated development secrets"
         process.stop()
+
+
+def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))  # start from an empty queue
+    alice, bob = mint_token(secrets_dir), mint_token(secrets_dir)
+    request_id = str(uuid.uuid4())
+    request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("once"), request_id=request_id)
+
+    first = jobs.stub.CreateJob(request, metadata=bearer(alice)).job
+    assert jobs.stub.CreateJob(request, metadata=bearer(alice)).job.id == first.id
+    with ThreadPoolExecutor(16) as pool:
+        concurrent = set(pool.map(lambda _: jobs.stub.CreateJob(request, metadata=bearer(alice)).job.id, range(32)))
+    assert concurrent == {first.id}
+    # Keys are per user: Bob's identical key is a different job.
+    assert jobs.stub.CreateJob(request, metadata=bearer(bob)).job.id != first.id
+
+    # A job service process that never saw the first call (a restart) answers the same.
+    port = free_port()
+    env = {
+        "DATABASE_URL": jobs.process_env["DATABASE_URL"],
+        "RABBITMQ_URL": rabbitmq_url,
+        "RABBITMQ_QUEUE": jobs.queue,
+        "DEV_SECRETS_DIR": str(secrets_dir),
+        "JOB_PORT": str(port),
+    }
+    second = ServiceProcess("job_svc", env, tmp_path / "job_svc-2.log")
+    try:
+        second.wait_healthy(f"127.0.0.1:{port}")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            again = jobs_pb2_grpc.JobServiceStub(channel).CreateJob(request, metadata=bearer(alice)).job
+        assert again.id == first.id
+    finally:
+        assert second.stop() == 0, second.output()
+
+    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=3))
+    published = [delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages]
+    assert published.count(first.id) == 1
+    assert len(published) == 2  # Alice's job and Bob's, nothing else
+
+    _expect(
+        lambda: jobs.stub.CreateJob(
+            jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"), request_id="not-a-uuid"),
+            metadata=bearer(alice),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        fields=["request_id"],
+    )

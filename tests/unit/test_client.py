@@ -6,6 +6,7 @@ Calls go to fake stubs here; the helper against the running system is covered en
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
@@ -16,7 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from common.errors import FieldViolation as ServerFieldViolation
-from common.errors import InvalidArgument, NotFound
+from common.errors import InvalidArgument, NotFound, Unavailable
 from common.server import status_for
 from jobqueue.client import (
     FINAL_STATUSES,
@@ -318,3 +319,25 @@ async def test_a_refused_call_raises_job_queue_error(client: JobsClient) -> None
         await client.submit("nope", "x")
     assert caught.value.field_violations == (FieldViolation("type", "unknown job type"),)
     assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_submit_retries_an_unavailable_service_with_the_same_request_id(client: JobsClient) -> None:
+    down = _rpc_error(status_for(Unavailable("database unreachable")))
+    created = jobs_pb2.CreateJobResponse(job=jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))
+    create = FakeMethod([down, down, created])
+    client.stub = cast(Any, FakeStub(CreateJob=create))
+    assert (await client.submit("reverse_string", "x")).id == "j1"
+    request_ids = {call[0].request_id for call in create.calls}
+    assert len(create.calls) == 3
+    assert len(request_ids) == 1
+    assert uuid.UUID(request_ids.pop())
+
+
+async def test_submit_gives_up_after_its_attempts_and_never_retries_a_refusal(client: JobsClient) -> None:
+    down = _rpc_error(status_for(Unavailable("database unreachable")))
+    create = FakeMethod([down, down])
+    client.stub = cast(Any, FakeStub(CreateJob=create))
+    with pytest.raises(JobQueueError) as caught:
+        await client.submit("reverse_string", "x", request_id=str(uuid.UUID(int=7)), attempts=2)
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert [call[0].request_id for call in create.calls] == [str(uuid.UUID(int=7))] * 2

@@ -151,6 +151,7 @@ class CreateJobRequest(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The job type. One of:
       "reverse_string": payload is a string; the result is it reversed.
@@ -158,6 +159,13 @@ class CreateJobRequest(_message.Message):
       "fibonacci_calc": payload is a whole number n, 0 <= n <= 100000; the
                         result is F(n) in decimal digits.
     String payloads are at most 65536 bytes once UTF-8 encoded.
+    """
+    request_id: _builtins.str
+    """Optional idempotency key (Google AIP-155): a UUID the caller picks for this
+    submission. Repeating CreateJob with the same request_id (say, after a lost
+    reply or a timeout), even concurrently or after a job service restart,
+    returns the job the first call created and creates nothing. Keys are per
+    user and never expire. Empty means no deduplication.
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
@@ -168,10 +176,11 @@ class CreateJobRequest(_message.Message):
         *,
         type: _builtins.str = ...,
         payload: _struct_pb2.Value | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

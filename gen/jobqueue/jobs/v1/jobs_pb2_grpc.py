@@ -77,7 +77,8 @@ class JobServiceServicer:
         """CreateJob stores a job and queues it for a worker. It returns once the job
         is durably stored; the job is delivered to a worker even if the message
         broker is down at that moment. A bad type or payload answers
-        INVALID_ARGUMENT with a google.rpc.BadRequest naming the field.
+        INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
+        request_id, retrying is safe: the repeat returns the original job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

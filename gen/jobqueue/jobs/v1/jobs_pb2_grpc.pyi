@@ -44,7 +44,8 @@ class JobServiceStub:
     """CreateJob stores a job and queues it for a worker. It returns once the job
     is durably stored; the job is delivered to a worker even if the message
     broker is down at that moment. A bad type or payload answers
-    INVALID_ARGUMENT with a google.rpc.BadRequest naming the field.
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
+    request_id, retrying is safe: the repeat returns the original job.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]
     """GetJob returns one of the caller's jobs."""
@@ -74,7 +75,8 @@ class JobServiceAsyncStub(JobServiceStub):
     """CreateJob stores a job and queues it for a worker. It returns once the job
     is durably stored; the job is delivered to a worker even if the message
     broker is down at that moment. A bad type or payload answers
-    INVALID_ARGUMENT with a google.rpc.BadRequest naming the field.
+    INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
+    request_id, retrying is safe: the repeat returns the original job.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]  # type: ignore[assignment]
     """GetJob returns one of the caller's jobs."""
@@ -107,7 +109,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateJob stores a job and queues it for a worker. It returns once the job
         is durably stored; the job is delivered to a worker even if the message
         broker is down at that moment. A bad type or payload answers
-        INVALID_ARGUMENT with a google.rpc.BadRequest naming the field.
+        INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
+        request_id, retrying is safe: the repeat returns the original job.
         """
 
     @_abc_1.abstractmethod
