@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2
 
 from common import broker
 from job_svc.errors import BrokerUnavailable
+from job_svc.model import OutboxMessage
 from jobqueue.jobs.v1 import delivery_pb2
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ class Publisher:
         log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
         await lost.wait()
 
-    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Publish (job id, body) pairs as persistent messages; returns once the broker confirmed all.
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        """Publish outbox messages as persistent messages; returns once the broker confirmed all.
 
         Raises BrokerUnavailable if there is no channel or any message was not
         confirmed; the caller keeps the messages and tries again later.
@@ -98,17 +99,18 @@ class Publisher:
                 *(
                     exchange.publish(
                         aio_pika.Message(
-                            body,
+                            message.body,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             content_type=broker.CONTENT_TYPE,
                             type=broker.MESSAGE_TYPE,
-                            message_id=job_id,
+                            message_id=str(message.job_id),
+                            priority=int(message.priority),
                         ),
                         routing_key=self._topology.queue,
                         mandatory=True,
                         timeout=10,
                     )
-                    for job_id, body in messages
+                    for message in messages
                 )
             )
         except (

@@ -24,6 +24,24 @@ class Status(enum.StrEnum):
         return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
 
+class Priority(enum.IntEnum):
+    """How urgent a job is; the value is the AMQP priority of its message."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A job's queue message waiting in the outbox to be published."""
+
+    id: int
+    job_id: uuid.UUID
+    body: bytes
+    priority: Priority
+
+
 @dataclass(frozen=True)
 class Job:
     """A stored job, as the jobs table holds it."""
@@ -40,6 +58,7 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)

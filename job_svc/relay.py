@@ -47,7 +47,7 @@ class OutboxRelay:
         while True:
             async with self._store.outbox_batch(self._batch_size) as batch:
                 if batch:
-                    await self._publisher.publish([(str(row.job_id), row.body) for row in batch])
+                    await self._publisher.publish(batch)
             published += len(batch)
             if len(batch) < self._batch_size:
                 return published

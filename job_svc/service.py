@@ -13,7 +13,7 @@ from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
 from job_svc.broker import encode_delivery
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
-from job_svc.model import Job, ListQuery, Report, Status
+from job_svc.model import Job, ListQuery, Priority, Report, Status
 from job_svc.relay import OutboxRelay
 from job_svc.store import JobStore
 
@@ -59,7 +59,15 @@ class JobRules:
         self._store = store
         self._relay = relay
 
-    async def create(self, owner: uuid.UUID, job_type: str, payload: Any, request_id: uuid.UUID | None = None) -> Job:
+    async def create(
+        self,
+        owner: uuid.UUID,
+        job_type: str,
+        payload: Any,
+        *,
+        priority: Priority = Priority.NORMAL,
+        request_id: uuid.UUID | None = None,
+    ) -> Job:
         """Validate and store a new job with its queue message (or return the one ``request_id`` created)."""
         if job_type not in JOB_TYPES:
             known = ", ".join(sorted(JOB_TYPES))
@@ -79,7 +87,9 @@ class JobRules:
             raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
         job_id = uuid.uuid4()
         body = encode_delivery(job_id, job_type, payload)
-        job, created = await self._store.create(job_id, owner, job_type, payload, body, request_id=request_id)
+        job, created = await self._store.create(
+            job_id, owner, job_type, payload, body, priority=priority, request_id=request_id
+        )
         if created:
             self._relay.wake()
         return job

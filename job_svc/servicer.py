@@ -11,7 +11,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from common.errors import FieldViolation, InvalidArgument
 from job_svc.auth import Authenticator
-from job_svc.model import Job, Report, Status
+from job_svc.model import Job, Priority, Report, Status
 from job_svc.service import JobRules, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -25,6 +25,15 @@ _STATUS_TO_PROTO = {
     Status.CANCELLED: jobs_pb2.JOB_STATUS_CANCELLED,
 }
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+_PRIORITY_TO_PROTO = {
+    Priority.LOW: jobs_pb2.JOB_PRIORITY_LOW,
+    Priority.NORMAL: jobs_pb2.JOB_PRIORITY_NORMAL,
+    Priority.HIGH: jobs_pb2.JOB_PRIORITY_HIGH,
+}
+_PRIORITY_FROM_PROTO = {
+    jobs_pb2.JOB_PRIORITY_UNSPECIFIED: Priority.NORMAL,
+    **{v: k for k, v in _PRIORITY_TO_PROTO.items()},
+}
 
 
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -50,6 +59,7 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         updated_at=_timestamp(job.updated_at),
         started_at=_timestamp(job.started_at),
         finished_at=_timestamp(job.finished_at),
+        priority=_PRIORITY_TO_PROTO[job.priority],
     )
 
 
@@ -86,7 +96,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         owner = self._auth.user(context.invocation_metadata())
         payload = payload_from_proto(request.payload, request.HasField("payload"))
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
-        job = await self._rules.create(owner, request.type, payload, request_id)
+        priority = _PRIORITY_FROM_PROTO.get(request.priority)
+        if priority is None:
+            raise InvalidArgument([FieldViolation("priority", f"{request.priority} is not a valid JobPriority")])
+        job = await self._rules.create(owner, request.type, payload, priority=priority, request_id=request_id)
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:

@@ -6,15 +6,15 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from job_svc.model import Job, ListQuery, Report, Status
+from job_svc.model import Job, ListQuery, OutboxMessage, Priority, Report, Status
 
 _COLUMNS = (
-    "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at"
+    "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at,"
+    " priority"
 )
 
 
@@ -32,16 +32,8 @@ def _job(row: asyncpg.Record) -> Job:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        priority=Priority(row["priority"]),
     )
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    """A message waiting to be published."""
-
-    id: int
-    job_id: uuid.UUID
-    body: bytes
 
 
 class JobStore:
@@ -58,6 +50,7 @@ class JobStore:
         payload: Any,
         body: bytes,
         *,
+        priority: Priority = Priority.NORMAL,
         request_id: uuid.UUID | None = None,
     ) -> tuple[Job, bool]:
         """Store a QUEUED job and its outbox message in one statement (one transaction).
@@ -67,10 +60,11 @@ class JobStore:
         """
         row = await self._pool.fetchrow(
             f"""WITH job AS (
-                    INSERT INTO jobs (id, owner_id, type, payload, request_id) VALUES ($1, $2, $3, $4::jsonb, $6)
+                    INSERT INTO jobs (id, owner_id, type, payload, request_id, priority)
+                    VALUES ($1, $2, $3, $4::jsonb, $6, $7)
                     ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                     RETURNING {_COLUMNS}),
-                outbox AS (INSERT INTO job_outbox (job_id, body) SELECT id, $5 FROM job)
+                outbox AS (INSERT INTO job_outbox (job_id, body, priority) SELECT id, $5, priority FROM job)
                 SELECT * FROM job""",
             job_id,
             owner_id,
@@ -78,6 +72,7 @@ class JobStore:
             json.dumps(payload),
             body,
             request_id,
+            priority,
         )
         if row is not None:
             return _job(row), True
@@ -160,7 +155,7 @@ class JobStore:
         return None if row is None else _job(row)
 
     @asynccontextmanager
-    async def outbox_batch(self, limit: int) -> AsyncIterator[Sequence[OutboxRow]]:
+    async def outbox_batch(self, limit: int) -> AsyncIterator[Sequence[OutboxMessage]]:
         """Lock up to ``limit`` outbox rows; they are deleted only if the block exits normally.
 
         SKIP LOCKED lets several relays (several job service processes) share
@@ -168,10 +163,10 @@ class JobStore:
         """
         async with self._pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(
-                "SELECT id, job_id, body FROM job_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT id, job_id, body, priority FROM job_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 limit,
             )
-            batch = [OutboxRow(r["id"], r["job_id"], bytes(r["body"])) for r in rows]
+            batch = [OutboxMessage(r["id"], r["job_id"], bytes(r["body"]), Priority(r["priority"])) for r in rows]
             yield batch
             if batch:
                 await connection.execute(

@@ -317,7 +317,13 @@ class JobsClient(_Client):
         return self._metadata
 
     async def submit(
-        self, job_type: str, payload: Payload, *, request_id: str | None = None, attempts: int = 3
+        self,
+        job_type: str,
+        payload: Payload,
+        *,
+        priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+        request_id: str | None = None,
+        attempts: int = 3,
     ) -> jobs_pb2.Job:
         """Store a job and queue it; returns it QUEUED.
 
@@ -326,7 +332,7 @@ class JobsClient(_Client):
         calls in all, without any risk of creating the job twice.
         """
         request = jobs_pb2.CreateJobRequest(
-            type=job_type, payload=to_value(payload), request_id=request_id or str(uuid.uuid4())
+            type=job_type, payload=to_value(payload), priority=priority, request_id=request_id or str(uuid.uuid4())
         )
         for attempt in range(1, attempts + 1):
             try:

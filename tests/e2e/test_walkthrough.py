@@ -123,8 +123,13 @@ def test_the_grpcurl_walkthrough_works_as_written(make_run: RunningSystem) -> No
             break
         assert time.monotonic() < deadline, listed.stdout
         time.sleep(0.2)
-    results = {job["type"]: job["result"] for job in jobs}
-    assert results == {"reverse_string": "dlrow olleh", "uppercase_text": "HELLO WORLD", "fibonacci_calc": "55"}
+    results = {(job["type"], job["result"]) for job in jobs}
+    assert results == {
+        ("reverse_string", "dlrow olleh"),
+        ("uppercase_text", "HELLO WORLD"),
+        ("fibonacci_calc", "55"),
+        ("reverse_string", "tnegru"),
+    }
 
 
 def test_the_python_walkthrough_works_as_written(make_run: RunningSystem) -> None:

@@ -127,6 +127,8 @@ def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
 
     [message] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1))
     assert message.content_type == "application/x-protobuf"
+    assert message.priority == 2  # JOB_PRIORITY_NORMAL when none is given
+    assert job.priority == jobs_pb2.JOB_PRIORITY_NORMAL
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     delivery = delivery_pb2.JobDelivery.FromString(message.body)
     assert (delivery.job_id, delivery.type, delivery.payload.string_value) == (job.id, "reverse_string", "hello world")
@@ -451,4 +453,28 @@ def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         fields=["request_id"],
+    )
+
+
+def test_priority_is_stored_and_sent_as_the_message_priority(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    token = bearer(mint_token(secrets_dir))
+    created = {}
+    for priority in (jobs_pb2.JOB_PRIORITY_LOW, jobs_pb2.JOB_PRIORITY_NORMAL, jobs_pb2.JOB_PRIORITY_HIGH):
+        request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("p"), priority=priority)
+        job = jobs.stub.CreateJob(request, metadata=token).job
+        assert job.priority == priority
+        assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=token).job.priority == priority
+        created[job.id] = int(priority)
+    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 3))
+    assert {delivery_pb2.JobDelivery.FromString(m.body).job_id: m.priority for m in messages} == created
+    _expect(
+        lambda: jobs.stub.CreateJob(
+            jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("p"), priority=7),  # type: ignore[arg-type]
+            metadata=token,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        fields=["priority"],
     )

@@ -57,6 +57,34 @@ JOB_STATUS_CANCELLED: JobStatus.ValueType  # 5
 """Withdrawn before it finished. Final."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _JobPriority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobPriority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_PRIORITY_UNSPECIFIED: _JobPriority.ValueType  # 0
+    """Not given; treated as JOB_PRIORITY_NORMAL."""
+    JOB_PRIORITY_LOW: _JobPriority.ValueType  # 1
+    """Runs when nothing more urgent waits."""
+    JOB_PRIORITY_NORMAL: _JobPriority.ValueType  # 2
+    """The default."""
+    JOB_PRIORITY_HIGH: _JobPriority.ValueType  # 3
+    """Runs before every waiting NORMAL and LOW job."""
+
+class JobPriority(_JobPriority, metaclass=_JobPriorityEnumTypeWrapper):
+    """JobPriority orders waiting jobs: a worker takes higher-priority jobs first."""
+
+JOB_PRIORITY_UNSPECIFIED: JobPriority.ValueType  # 0
+"""Not given; treated as JOB_PRIORITY_NORMAL."""
+JOB_PRIORITY_LOW: JobPriority.ValueType  # 1
+"""Runs when nothing more urgent waits."""
+JOB_PRIORITY_NORMAL: JobPriority.ValueType  # 2
+"""The default."""
+JOB_PRIORITY_HIGH: JobPriority.ValueType  # 3
+"""Runs before every waiting NORMAL and LOW job."""
+Global___JobPriority: _TypeAlias = JobPriority  # noqa: Y015
+
 @_typing.final
 class Job(_message.Message):
     """A unit of work and everything known about how it went."""
@@ -75,6 +103,7 @@ class Job(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id (a UUID), assigned by CreateJob."""
     type: _builtins.str
@@ -92,6 +121,8 @@ class Job(_message.Message):
     """How many times a worker has started the job."""
     owner_id: _builtins.str
     """The id of the user who submitted the job."""
+    priority: Global___JobPriority.ValueType
+    """The priority it was submitted with (never UNSPECIFIED)."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input, exactly as submitted."""
@@ -127,10 +158,11 @@ class Job(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        priority: Global___JobPriority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "payload", b"payload", "result", b"result", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "owner_id", b"owner_id", "payload", b"payload", "result", b"result", "started_at", b"started_at", "status", b"status", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "result", b"result", "started_at", b"started_at", "status", b"status", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
@@ -152,6 +184,7 @@ class CreateJobRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The job type. One of:
       "reverse_string": payload is a string; the result is it reversed.
@@ -167,6 +200,8 @@ class CreateJobRequest(_message.Message):
     returns the job the first call created and creates nothing. Keys are per
     user and never expire. Empty means no deduplication.
     """
+    priority: Global___JobPriority.ValueType
+    """How urgent the job is; UNSPECIFIED means JOB_PRIORITY_NORMAL."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input for the job type, as a JSON value: "hello world", 10."""
@@ -177,10 +212,11 @@ class CreateJobRequest(_message.Message):
         type: _builtins.str = ...,
         payload: _struct_pb2.Value | None = ...,
         request_id: _builtins.str = ...,
+        priority: Global___JobPriority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "priority", b"priority", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
