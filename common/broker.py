@@ -8,6 +8,8 @@ a redeclare with different arguments, so the arguments live only here):
   ``x-max-priority`` (job priorities) and a dead-letter route to ``<queue>.dead``.
 - ``<queue>.dead``: durable queue where rejected messages (undecodable ones, or
   jobs that exhausted their attempts) wait for an operator.
+- ``<queue>.control``: fanout exchange of notices to every worker (a RUNNING
+  job was cancelled); each worker binds a private, auto-deleted queue to it.
 
 Connections are plain (not aio-pika's "robust" ones): each service runs its own
 reconnect loop, so it knows when it is disconnected and can say so in health.
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
 #: Messages carry a priority 0..MAX_PRIORITY; RabbitMQ keeps one sub-queue per level.
 MAX_PRIORITY = 3
@@ -26,6 +28,8 @@ MAX_PRIORITY = 3
 CONTENT_TYPE = "application/x-protobuf"
 #: Fully-qualified protobuf type of the body, sent as the AMQP `type` property.
 MESSAGE_TYPE = "jobqueue.jobs.v1.JobDelivery"
+#: The same for a notice on the control exchange.
+CANCELLATION_TYPE = "jobqueue.jobs.v1.JobCancellation"
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,20 @@ class Topology:
         """Where rejected messages go."""
         return f"{self.queue}.dead"
 
+    @property
+    def control_exchange(self) -> str:
+        """Fanout exchange of JobCancellation notices to every worker."""
+        return f"{self.queue}.control"
+
 
 async def connect(url: str, *, name: str) -> AbstractConnection:
     """Open a connection (raises on failure; callers own the retry loop)."""
     return await aio_pika.connect(url, timeout=5, client_properties={"connection_name": name})
+
+
+async def declare_control(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """Declare the fanout exchange of control notices (cancellations) to every worker."""
+    return await channel.declare_exchange(topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> AbstractQueue:

@@ -81,7 +81,7 @@ async def serve(settings: Settings) -> None:
         port=settings.job_port,
         service_names=[SERVICE_NAME],
         register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(
-            JobServicer(JobRules(store, relay), authenticator), s
+            JobServicer(JobRules(store, relay, publisher), authenticator), s
         ),
         health_servicer=health_servicer,
         transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),

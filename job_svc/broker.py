@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from google.protobuf import json_format, struct_pb2
 
 from common import broker
@@ -35,6 +35,7 @@ class Publisher:
         self._topology = topology
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._control: AbstractExchange | None = None
         self._ready = asyncio.Event()
 
     @property
@@ -77,6 +78,7 @@ class Publisher:
         channel = await self._connection.channel(publisher_confirms=True)
         channel.close_callbacks.add(lambda *_: lost.set())
         await broker.declare(channel, self._topology)
+        self._control = await broker.declare_control(channel, self._topology)
         self._channel = channel
         self._ready.set()
         log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
@@ -120,6 +122,19 @@ class Publisher:
             RuntimeError,
         ) as error:
             raise BrokerUnavailable(f"publish failed: {error!r}") from error
+
+    async def announce_cancellation(self, job_id: uuid.UUID) -> None:
+        """Tell every worker that ``job_id`` was cancelled (best effort: see JobCancellation)."""
+        control = self._control
+        if control is None or not self.connected:
+            log.warning("cannot announce a cancellation: RabbitMQ unreachable", extra={"job_id": str(job_id)})
+            return
+        body = delivery_pb2.JobCancellation(job_id=str(job_id)).SerializeToString()
+        message = aio_pika.Message(body, content_type=broker.CONTENT_TYPE, type=broker.CANCELLATION_TYPE)
+        try:
+            await control.publish(message, routing_key="", timeout=5)
+        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError) as error:
+            log.warning("cannot announce a cancellation", extra={"job_id": str(job_id), "error": repr(error)})
 
     async def close(self) -> None:
         """Close the connection, if any (the run task should be cancelled first)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
-from job_svc.broker import encode_delivery
+from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
 from job_svc.model import Job, ListQuery, Priority, Report, Status
 from job_svc.relay import OutboxRelay
@@ -55,9 +55,10 @@ def decode_page_token(token: str, status: Status | None, job_type: str | None) -
 class JobRules:
     """Validates and carries out each JobService call on domain values."""
 
-    def __init__(self, store: JobStore, relay: OutboxRelay) -> None:
+    def __init__(self, store: JobStore, relay: OutboxRelay, publisher: Publisher) -> None:
         self._store = store
         self._relay = relay
+        self._publisher = publisher
 
     async def create(
         self,
@@ -130,6 +131,17 @@ class JobRules:
         if len(jobs) <= size:
             return jobs, ""
         return jobs[:size], encode_page_token(jobs[size - 1], query)
+
+    async def cancel(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
+        """Cancel one of the owner's jobs; a RUNNING one's worker is told to stop."""
+        cancelled = await self._store.cancel(job_id, owner)
+        if cancelled is None:
+            job = await self.get(owner, job_id)  # NOT_FOUND if it is not the owner's
+            raise JobFinished(f"job {job_id} is already {job.status.value}")
+        job, previous = cancelled
+        if previous is Status.RUNNING:
+            await self._publisher.announce_cancellation(job_id)
+        return job
 
     async def report(self, report: Report) -> Job:
         """Apply a worker's report, fenced by claim and attempt."""

@@ -118,6 +118,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         )
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=next_token)
 
+    async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.CancelJobResponse:
+        owner = self._auth.user(context.invocation_metadata())
+        job = await self._rules.cancel(owner, parse_id(request.id))
+        return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
+
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         self._auth.worker(context.invocation_metadata())
         status = status_from_proto(request.status, "status", allow_unspecified=False)

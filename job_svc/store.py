@@ -140,6 +140,22 @@ class JobStore:
         )
         return None if row is None else _job(row)
 
+    async def cancel(self, job_id: uuid.UUID, owner_id: uuid.UUID) -> tuple[Job, Status] | None:
+        """Cancel the owner's job if it is QUEUED or RUNNING; the job and the status it had, else None."""
+        row = await self._pool.fetchrow(
+            # The CTE locks the row and remembers its status before the change.
+            f"""WITH before AS (
+                    SELECT id AS job_id, status AS previous FROM jobs WHERE id = $1 AND owner_id = $2 FOR UPDATE)
+                UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner',
+                                finished_at = now(), updated_at = now()
+                FROM before
+                WHERE id = before.job_id AND previous IN ('QUEUED', 'RUNNING')
+                RETURNING {_COLUMNS}, previous""",
+            job_id,
+            owner_id,
+        )
+        return None if row is None else (_job(row), Status(row["previous"]))
+
     async def finish(self, report: Report) -> Job | None:
         """Record a final outcome if the job is RUNNING the reported attempt; None otherwise."""
         row = await self._pool.fetchrow(

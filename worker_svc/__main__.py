@@ -49,6 +49,7 @@ async def serve(settings: Settings, token: bytes) -> int:
         Topology(settings.rabbitmq_queue),
         handler.handle,
         prefetch=settings.prefetch_count,
+        on_control=handler.handle_control,
     )
     servicer = HealthServicer()
     # The servicer starts out SERVING; nothing is reachable until the first probe says so.

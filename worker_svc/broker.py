@@ -20,7 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from common.broker import Topology, connect, declare
+from common.broker import Topology, connect, declare, declare_control
 from worker_svc.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,14 @@ class QueueConsumer:
         on_message: OnMessage,
         *,
         prefetch: int = 10,
+        on_control: OnMessage | None = None,
         name: str = "worker_svc",
         backoff: Backoff | None = None,
     ) -> None:
         self._url = url
         self._topology = topology
         self._on_message = on_message
+        self._on_control = on_control
         self._prefetch = prefetch
         self._name = name
         self._backoff = backoff or Backoff(base=0.2, cap=10.0)
@@ -147,6 +149,11 @@ class QueueConsumer:
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await declare(channel, self._topology)
         self._subscription = (queue, await queue.consume(self._deliver))
+        if self._on_control is not None:
+            # A private queue on the fanout exchange: every worker hears every notice.
+            notices = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await notices.bind(await declare_control(channel, self._topology))
+            await notices.consume(self._on_control, no_ack=True)
         self._subscribed.set()
         log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
         stopping = asyncio.create_task(self._stopping.wait())

@@ -111,6 +111,8 @@ class DeliveryHandler:
         self._requeue_delay = requeue_delay
         #: Messages dead-lettered because their body was unusable, since start.
         self.malformed = 0
+        #: The handler runs in progress, by job id, so a cancellation can stop one.
+        self._running: dict[str, asyncio.Future[Result]] = {}
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Process one delivery to the end: acked, rejected, handed back, or left for redelivery."""
@@ -138,7 +140,12 @@ class DeliveryHandler:
                 await _settle(message.ack(), "ack", fields)
                 return
             fields["attempt"] = attempt
-            result = await self._runner.run(delivery.job_type, delivery.payload)
+            result = await self._run(delivery)
+            if result is None:
+                # The job is CANCELLED already; the job service would refuse any report.
+                log.info("job cancelled while running; handler stopped", extra=fields)
+                await _settle(message.ack(), "ack", fields)
+                return
             if result.ok:
                 if await self._reporter.complete(delivery.job_id, attempt, result.text):
                     log.debug("job completed", extra=fields)
@@ -153,6 +160,42 @@ class DeliveryHandler:
         except Exception as error:
             log.exception("job handling failed", extra=fields)
             await self._recover(message, delivery, attempt, error)
+
+    async def _run(self, delivery: Delivery) -> Result | None:
+        """The handler's result, or None if the job was cancelled (see ``cancel``) while it ran."""
+        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload))
+        self._running[delivery.job_id] = run
+        try:
+            return await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being stopped, not the job: hand the message back
+            return None
+        finally:
+            self._running.pop(delivery.job_id, None)
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop the handler of ``job_id`` if it runs here; returns whether it did.
+
+        A handler in the process pool finishes its computation there, but its
+        result is dropped; an inline one stops at once.
+        """
+        run = self._running.get(job_id)
+        if run is None or run.done():
+            return False
+        run.cancel()
+        return True
+
+    async def handle_control(self, message: AbstractIncomingMessage) -> None:
+        """Act on a notice from the control exchange (a JobCancellation); never raises."""
+        try:
+            notice = delivery_pb2.JobCancellation.FromString(message.body)
+        except DecodeError:
+            log.warning("malformed control notice ignored", extra={"body_bytes": len(message.body)})
+            return
+        if self.cancel(notice.job_id):
+            log.info("stopping a cancelled job", extra={"job_id": notice.job_id})
 
     async def _recover(
         self, message: AbstractIncomingMessage, delivery: Delivery, attempt: int | None, error: Exception

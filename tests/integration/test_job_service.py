@@ -478,3 +478,67 @@ def test_priority_is_stored_and_sent_as_the_message_priority(
         grpc.StatusCode.INVALID_ARGUMENT,
         fields=["priority"],
     )
+
+
+async def _listen_for_cancellations(url: str, queue: str, ready: asyncio.Event, got: list[str]) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(f"{queue}.control", aio_pika.ExchangeType.FANOUT, durable=True)
+        private = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await private.bind(exchange)
+        ready.set()
+        async with private.iterator(timeout=20) as messages:
+            async for message in messages:
+                got.append(delivery_pb2.JobCancellation.FromString(message.body).job_id)
+                await message.ack()
+                return
+
+
+def test_cancel_a_queued_job_and_it_never_runs(jobs: JobService, secrets_dir: Path) -> None:
+    owner = bearer(mint_token(secrets_dir))
+    worker = worker_metadata(secrets_dir)
+    job = _create(jobs, owner[0][1].split()[1], "reverse_string", text("never"))
+    cancelled = jobs.stub.CancelJob(jobs_pb2.CancelJobRequest(id=job.id), metadata=owner).job
+    assert cancelled.status == jobs_pb2.JOB_STATUS_CANCELLED
+    assert cancelled.HasField("finished_at")
+    assert cancelled.attempts == 0
+    claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+    _expect(lambda: jobs.stub.UpdateJob(claim, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    again = jobs_pb2.CancelJobRequest(id=job.id)
+    _expect(lambda: jobs.stub.CancelJob(again, metadata=owner), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    stranger = bearer(mint_token(secrets_dir))
+    _expect(lambda: jobs.stub.CancelJob(again, metadata=stranger), grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    _expect(lambda: jobs.stub.CancelJob(again, metadata=worker), grpc.StatusCode.PERMISSION_DENIED, "USERS_ONLY")
+    _expect(
+        lambda: jobs.stub.CancelJob(jobs_pb2.CancelJobRequest(id="x"), metadata=owner),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        fields=["id"],
+    )
+    assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job.status == (
+        jobs_pb2.JOB_STATUS_CANCELLED
+    )
+
+
+def test_cancel_a_running_job_tells_the_workers_and_refuses_its_report(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    owner = bearer(mint_token(secrets_dir))
+    worker = worker_metadata(secrets_dir)
+    job = _create(jobs, owner[0][1].split()[1], "reverse_string", text("stop me"))
+    claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+    attempt = jobs.stub.UpdateJob(claim, metadata=worker).job.attempts
+
+    async def cancel_while_listening() -> list[str]:
+        ready, got = asyncio.Event(), list[str]()
+        listener = asyncio.create_task(_listen_for_cancellations(rabbitmq_url, jobs.queue, ready, got))
+        await ready.wait()
+        await asyncio.to_thread(jobs.stub.CancelJob, jobs_pb2.CancelJobRequest(id=job.id), metadata=owner)
+        await listener
+        return got
+
+    assert asyncio.run(cancel_while_listening()) == [job.id]
+    late = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt, result="em pots")
+    _expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    final = jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job
+    assert (final.status, final.HasField("result")) == (jobs_pb2.JOB_STATUS_CANCELLED, False)

@@ -229,3 +229,51 @@ async def test_one_delivery_failing_does_not_affect_another() -> None:
     assert bad.settled == [("nack", True)]
     assert good.settled == [("ack", None)]
     assert ("complete", JOB_ID, 1, "doog") in reporter.log
+
+
+class BlockingRunner(FakeRunner):
+    """A handler that runs until it is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+
+    async def run(self, job_type: str, payload: Any) -> Result:
+        self.started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def cancellation(job_id: str = JOB_ID) -> FakeMessage:
+    return FakeMessage(delivery_pb2.JobCancellation(job_id=job_id).SerializeToString())
+
+
+async def test_a_cancellation_notice_stops_the_running_handler_and_acks_without_a_report() -> None:
+    reporter, runner = FakeReporter(claim_reply=1), BlockingRunner()
+    handler = DeliveryHandler(reporter, runner, requeue_delay=0)
+    message = FakeMessage(body())
+    task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, message)))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    await handler.handle_control(cast(AbstractIncomingMessage, cancellation("some-other-job")))
+    assert not task.done()
+    await handler.handle_control(cast(AbstractIncomingMessage, cancellation()))
+    await asyncio.wait_for(task, 5)
+    assert [entry[0] for entry in reporter.log] == ["claim"]  # no COMPLETED or FAILED report
+    assert message.settled == [("ack", None)]
+
+
+async def test_stopping_the_worker_is_not_mistaken_for_a_cancellation() -> None:
+    reporter, runner = FakeReporter(claim_reply=1), BlockingRunner()
+    handler = DeliveryHandler(reporter, runner, requeue_delay=0)
+    message = FakeMessage(body())
+    task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, message)))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert message.settled == []  # left unacknowledged, so the broker redelivers it
+
+
+async def test_a_garbage_control_notice_is_ignored() -> None:
+    handler = DeliveryHandler(FakeReporter(), FakeRunner(), requeue_delay=0)
+    await handler.handle_control(cast(AbstractIncomingMessage, FakeMessage(b"\xff\xff garbage")))

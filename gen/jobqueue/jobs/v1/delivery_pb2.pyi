@@ -52,3 +52,30 @@ class JobDelivery(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobDelivery: _TypeAlias = JobDelivery  # noqa: Y015
+
+@_typing.final
+class JobCancellation(_message.Message):
+    """JobCancellation is broadcast to every worker (on the fanout exchange
+    `<queue>.control`, content type application/x-protobuf) when a RUNNING job is
+    cancelled, so the worker running it can stop the handler. It is a hint, not
+    a guarantee: the job is already CANCELLED in the job service, which refuses
+    any later report for it, so a lost notice only costs the rest of the run.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The cancelled job's id."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobCancellation: _TypeAlias = JobCancellation  # noqa: Y015

@@ -56,6 +56,11 @@ class JobServiceStub:
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/CancelJob',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
         self.UpdateJob = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/UpdateJob',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobRequest.SerializeToString,
@@ -98,6 +103,16 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
+        CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
+        worker is told to stop the handler; whatever that worker reports afterwards
+        is refused. A job that already finished answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateJob(self, request, context):
         """UpdateJob is how a worker reports progress; only the worker token may call
         it (a user's token answers PERMISSION_DENIED). Reports are fenced: a job
@@ -126,6 +141,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
             'UpdateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateJob,
@@ -221,6 +241,33 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/ListJobs',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/CancelJob',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

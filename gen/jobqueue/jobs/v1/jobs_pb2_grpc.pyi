@@ -51,6 +51,12 @@ class JobServiceStub:
     """GetJob returns one of the caller's jobs."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]
+    """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
+    CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
+    worker is told to stop the handler; whatever that worker reports afterwards
+    is refused. A job that already finished answers FAILED_PRECONDITION.
+    """
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]
     """UpdateJob is how a worker reports progress; only the worker token may call
     it (a user's token answers PERMISSION_DENIED). Reports are fenced: a job
@@ -82,6 +88,12 @@ class JobServiceAsyncStub(JobServiceStub):
     """GetJob returns one of the caller's jobs."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
+    CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
+    worker is told to stop the handler; whatever that worker reports afterwards
+    is refused. A job that already finished answers FAILED_PRECONDITION.
+    """
     UpdateJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]  # type: ignore[assignment]
     """UpdateJob is how a worker reports progress; only the worker token may call
     it (a user's token answers PERMISSION_DENIED). Reports are fenced: a job
@@ -128,6 +140,18 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ListJobsResponse, _abc.Awaitable[_jobs_pb2.ListJobsResponse]]:
         """ListJobs returns the caller's jobs, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _jobs_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.CancelJobResponse, _abc.Awaitable[_jobs_pb2.CancelJobResponse]]:
+        """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
+        CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
+        worker is told to stop the handler; whatever that worker reports afterwards
+        is refused. A job that already finished answers FAILED_PRECONDITION.
+        """
 
     @_abc_1.abstractmethod
     def UpdateJob(
