@@ -126,3 +126,66 @@ def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system:
     system.start_worker()
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=120))
     check_outcomes(jobs, specs)
+
+
+def test_two_job_services_share_the_database_and_the_queue(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    second = system.start_another_job_service()
+    system.start_worker()
+    system.start_worker()
+    specs = asyncio.run(submit(system.job_address, token, mixed(300)))
+    specs.update(asyncio.run(submit(second, token, mixed(300))))
+    jobs = asyncio.run(wait_all_final(second, token, set(specs), timeout=120))
+    check_outcomes(jobs, specs)
+
+
+def test_the_job_service_killed_and_restarted_mid_load_loses_nothing(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(1000)))
+    system.start_worker()
+    system.start_worker()
+    wait_started(system, token, 150)
+    assert system.jobs is not None
+    system.jobs.kill()
+    time.sleep(2)  # workers meet a dead job service: their reports must wait, not get lost
+    system.start_jobs()
+    jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=180))
+    check_outcomes(jobs, specs)
+    assert all(worker.process.poll() is None for worker in system.workers)
+
+
+async def _duplicate_queue(url: str, queue: str, copies: int) -> int:
+    """Take every message off ``queue`` and put ``copies`` of each back; returns how many were taken."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        source = await channel.get_queue(queue)
+        bodies = []
+        while (message := await source.get(fail=False)) is not None:
+            bodies.append(message.body)
+            await message.ack()
+        for body in bodies * copies:
+            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        return len(bodies)
+
+
+def test_duplicate_deliveries_have_exactly_one_outcome(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(60)))
+    deadline = time.monotonic() + 30
+    while asyncio.run(_queue_depth(rabbitmq_url, queue_name)) < len(specs):
+        assert time.monotonic() < deadline, "the outbox was not published"
+        time.sleep(0.1)
+    assert asyncio.run(_duplicate_queue(rabbitmq_url, queue_name, copies=3)) == len(specs)
+    system.start_worker(LOG_LEVEL="DEBUG")
+    system.start_worker(LOG_LEVEL="DEBUG")
+    jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=60))
+    check_outcomes(jobs, specs)
+    deadline = time.monotonic() + 30
+    while asyncio.run(_queue_depth(rabbitmq_url, queue_name)) > 0:  # every copy consumed and settled
+        assert time.monotonic() < deadline, "duplicate copies were left in the queue"
+        time.sleep(0.1)
+    completed = Counter(e["job_id"] for e in log_entries(system.worker_logs()) if e.get("msg") == "job completed")
+    assert completed == Counter(dict.fromkeys(specs, 1)), "a job had more than one accepted outcome"

@@ -111,3 +111,4 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._log.close()

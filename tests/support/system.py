@@ -34,6 +34,7 @@ class System:
         self.auth: ServiceProcess | None = None
         self.jobs: ServiceProcess | None = None
         self.workers: list[ServiceProcess] = []
+        self.more_jobs: list[ServiceProcess] = []
 
     @property
     def auth_address(self) -> str:
@@ -52,6 +53,16 @@ class System:
         self.jobs = ServiceProcess("job_svc", self.env, self.logs / "job_svc.log")
         self.jobs.wait_healthy(self.job_address)
         return self.jobs
+
+    def start_another_job_service(self) -> str:
+        """One more job service on the same database and queue; returns its address."""
+        port = free_port()
+        process = ServiceProcess(
+            "job_svc", {**self.env, "JOB_PORT": str(port)}, self.logs / f"job_svc-{len(self.more_jobs) + 2}.log"
+        )
+        self.more_jobs.append(process)
+        process.wait_healthy(f"127.0.0.1:{port}")
+        return f"127.0.0.1:{port}"
 
     def start_worker(self, *, wait: bool = True, **env: str) -> ServiceProcess:
         index = len(self.workers) + 1
@@ -76,8 +87,12 @@ class System:
             code = worker.stop()
             if not worker.killed:
                 codes[f"worker-{i}"] = code
+        for i, extra in enumerate(self.more_jobs, 2):
+            codes[f"job_svc-{i}"] = extra.stop()
         for name, process in (("job_svc", self.jobs), ("auth_svc", self.auth)):
             if process is not None:
-                codes[name] = process.stop()
+                code = process.stop()
+                if not process.killed:
+                    codes[name] = code
         self.broker_proxy.stop()
         return codes
