@@ -93,6 +93,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self._auth = authenticator
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
+        """Validate, store and queue a job for the calling user."""
         owner = self._auth.user(context.invocation_metadata())
         payload = payload_from_proto(request.payload, request.HasField("payload"))
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
@@ -103,11 +104,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
+        """One of the caller's jobs."""
         owner = self._auth.user(context.invocation_metadata())
         job = await self._rules.get(owner, parse_id(request.id))
         return jobs_pb2.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
+        """A page of the caller's jobs, newest first."""
         owner = self._auth.user(context.invocation_metadata())
         jobs, next_token = await self._rules.list(
             owner,
@@ -119,11 +122,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=next_token)
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.CancelJobResponse:
+        """Withdraw one of the caller's jobs."""
         owner = self._auth.user(context.invocation_metadata())
         job = await self._rules.cancel(owner, parse_id(request.id))
         return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
 
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
+        """A worker's fenced report on a job."""
         self._auth.worker(context.invocation_metadata())
         status = status_from_proto(request.status, "status", allow_unspecified=False)
         assert status is not None

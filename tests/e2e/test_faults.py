@@ -15,6 +15,7 @@ from jobqueue.jobs.v1 import jobs_pb2
 from tests.support.clients import mint_token
 from tests.support.load import check_outcomes, list_all, mixed, submit, wait_all_final
 from tests.support.processes import alive, children
+from tests.support.queues import publish_raw, queue_depth
 from tests.support.system import System
 
 
@@ -82,33 +83,17 @@ def test_jobs_submitted_while_the_broker_is_cut_all_complete(system: System, sec
     check_outcomes(jobs, specs)
 
 
-async def _publish_raw(url: str, queue: str, bodies: list[bytes]) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for body in bodies:
-            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
-
-
-async def _queue_depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-
-
 def test_malformed_messages_are_dead_lettered_and_never_block_a_worker(
     system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
 ) -> None:
     token = mint_token(secrets_dir)
     worker = system.start_worker(PREFETCH_COUNT="1")
     garbage = [b"", b"\xff\x00 not protobuf", b"\x0a\x03abc", b'{"type": "reverse_string", "payload": "json"}']
-    asyncio.run(_publish_raw(rabbitmq_url, queue_name, garbage))
+    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage))
     specs = asyncio.run(submit(system.job_address, token, mixed(30)))
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=60))
     check_outcomes(jobs, specs)
-    assert asyncio.run(_queue_depth(rabbitmq_url, f"{queue_name}.dead")) == len(garbage)
+    assert asyncio.run(queue_depth(rabbitmq_url, f"{queue_name}.dead")) == len(garbage)
     assert worker.process.poll() is None
     assert sum(e.get("msg") == "malformed message dead-lettered" for e in log_entries(worker.output())) == len(garbage)
 
@@ -175,7 +160,7 @@ def test_duplicate_deliveries_have_exactly_one_outcome(
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(60)))
     deadline = time.monotonic() + 30
-    while asyncio.run(_queue_depth(rabbitmq_url, queue_name)) < len(specs):
+    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
     assert asyncio.run(_duplicate_queue(rabbitmq_url, queue_name, copies=3)) == len(specs)
@@ -184,7 +169,7 @@ def test_duplicate_deliveries_have_exactly_one_outcome(
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=60))
     check_outcomes(jobs, specs)
     deadline = time.monotonic() + 30
-    while asyncio.run(_queue_depth(rabbitmq_url, queue_name)) > 0:  # every copy consumed and settled
+    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) > 0:  # every copy consumed and settled
         assert time.monotonic() < deadline, "duplicate copies were left in the queue"
         time.sleep(0.1)
     completed = Counter(e["job_id"] for e in log_entries(system.worker_logs()) if e.get("msg") == "job completed")

@@ -6,13 +6,13 @@ import asyncio
 import time
 from pathlib import Path
 
-import aio_pika
 import grpc
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.support.clients import bearer, mint_token
 from tests.support.load import wait_all_final
+from tests.support.queues import queue_depth
 from tests.support.system import System
 
 
@@ -31,14 +31,6 @@ async def _submit(address: str, token: str, count: int, priority: jobs_pb2.JobPr
         return [reply.job.id for reply in replies]
 
 
-async def _queue_depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-
-
 def test_a_high_priority_job_starts_before_a_thousand_queued_normal_ones(
     system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
 ) -> None:
@@ -47,7 +39,7 @@ def test_a_high_priority_job_starts_before_a_thousand_queued_normal_ones(
     normal = asyncio.run(_submit(system.job_address, token, 1000, jobs_pb2.JOB_PRIORITY_UNSPECIFIED))
     [high] = asyncio.run(_submit(system.job_address, token, 1, jobs_pb2.JOB_PRIORITY_HIGH))
     deadline = time.monotonic() + 30
-    while asyncio.run(_queue_depth(rabbitmq_url, queue_name)) < 1002:  # everything published, nothing taken
+    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < 1002:  # everything published, nothing taken
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
 
