@@ -17,7 +17,7 @@ from common.settings import SettingsError, describe, load
 from job_svc.auth import Authenticator
 from job_svc.broker import Publisher
 from job_svc.relay import OutboxRelay
-from job_svc.service import JobRules
+from job_svc.service import JobRules, RetryPolicy
 from job_svc.servicer import JobServicer
 from job_svc.settings import Settings
 from job_svc.store import JobStore
@@ -76,13 +76,12 @@ async def serve(settings: Settings) -> None:
         # the database decides whether this service is ready.
         required=["postgres"],
     )
+    rules = JobRules(store, relay, publisher, RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds))
     server, port = build_server(
         host=settings.job_host,
         port=settings.job_port,
         service_names=[SERVICE_NAME],
-        register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(
-            JobServicer(JobRules(store, relay, publisher), authenticator), s
-        ),
+        register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(rules, authenticator), s),
         health_servicer=health_servicer,
         transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
     )

@@ -59,6 +59,9 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     priority: Priority = Priority.NORMAL
+    max_attempts: int = 3
+    #: When a failed attempt's retry is due (QUEUED only); None when none waits.
+    run_after: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,7 @@ class Report:
     attempt: int = 0
     result: str | None = None
     error: str | None = None
+    #: With FAILED: the failure was transient, so the job may be retried.
+    retryable: bool = False
+    #: With a retryable FAILED: how long the retry waits, if the job has attempts left.
+    retry_delay: float = 0.0

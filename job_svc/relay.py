@@ -1,4 +1,4 @@
-"""The outbox relay: moves stored-but-unpublished job messages to RabbitMQ.
+"""The outbox relay: moves stored-but-unpublished job messages to RabbitMQ, and due retries into the outbox.
 
 CreateJob writes a job and its message in one transaction and wakes the relay.
 The relay locks a batch of outbox rows, publishes them with confirms, and
@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
-from job_svc.broker import Publisher
+from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import BrokerUnavailable
 from job_svc.store import JobStore
 
@@ -54,6 +55,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay forever; cancel the task to stop."""
+        next_timer_check = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
@@ -62,6 +64,11 @@ class OutboxRelay:
                 # Rows stay in the outbox, and CreateJob keeps succeeding, until the broker is back.
                 await self._publisher.wait_connected()
             try:
+                # Retries that are due join the outbox; checked once per poll
+                # interval, not on every wake-up from CreateJob.
+                if time.monotonic() >= next_timer_check:
+                    next_timer_check = time.monotonic() + self._poll_seconds
+                    await self._store.enqueue_due(self._batch_size, encode_delivery)
                 await self.drain()
             except BrokerUnavailable as error:
                 log.warning("relay paused: broker unavailable", extra={"error": error.message})

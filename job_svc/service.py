@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
+import random
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +20,8 @@ from job_svc.model import Job, ListQuery, Priority, Report, Status
 from job_svc.relay import OutboxRelay
 from job_svc.store import JobStore
 
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 10
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 #: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
@@ -52,13 +57,28 @@ def decode_page_token(token: str, status: Status | None, job_type: str | None) -
     return cursor
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a retry waits: ``base * 2**(attempt - 1)`` seconds, at most ``cap``, less up to half as jitter."""
+
+    base: float
+    cap: float
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before the attempt after ``attempt`` (the first attempt is 1)."""
+        ceiling = min(self.cap, self.base * float(2 ** min(attempt - 1, 30)))
+        # Jitter spreads out jobs that failed together (say, in one outage).
+        return ceiling * random.uniform(0.5, 1.0)
+
+
 class JobRules:
     """Validates and carries out each JobService call on domain values."""
 
-    def __init__(self, store: JobStore, relay: OutboxRelay, publisher: Publisher) -> None:
+    def __init__(self, store: JobStore, relay: OutboxRelay, publisher: Publisher, retry: RetryPolicy) -> None:
         self._store = store
         self._relay = relay
         self._publisher = publisher
+        self._retry = retry
 
     async def create(
         self,
@@ -67,6 +87,7 @@ class JobRules:
         payload: Any,
         *,
         priority: Priority = Priority.NORMAL,
+        max_attempts: int = 0,
         request_id: uuid.UUID | None = None,
     ) -> Job:
         """Validate and store a new job with its queue message (or return the one ``request_id`` created)."""
@@ -86,10 +107,25 @@ class JobRules:
             parse_payload(job_type, payload)
         except PayloadError as error:
             raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
+        if not 0 <= max_attempts <= MAX_ATTEMPTS:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means {DEFAULT_MAX_ATTEMPTS})"
+                    )
+                ]
+            )
         job_id = uuid.uuid4()
         body = encode_delivery(job_id, job_type, payload)
         job, created = await self._store.create(
-            job_id, owner, job_type, payload, body, priority=priority, request_id=request_id
+            job_id,
+            owner,
+            job_type,
+            payload,
+            body,
+            priority=priority,
+            max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS,
+            request_id=request_id,
         )
         if created:
             self._relay.wake()
@@ -150,7 +186,8 @@ class JobRules:
             assert report.claim_id is not None  # checked above
             job = await self._store.start(report.job_id, report.claim_id)
         else:
-            job = await self._store.finish(report)
+            delay = self._retry.delay(report.attempt) if report.retryable else 0.0
+            job = await self._store.finish(dataclasses.replace(report, retry_delay=delay))
         if job is not None:
             return job
         return self._explain_refusal(report, await self._store.get(report.job_id))
@@ -164,6 +201,8 @@ class JobRules:
             if job.status is report.status and job.attempts == report.attempt:
                 return job  # the same report again (e.g. after a lost reply): already applied
             raise JobFinished(f"job {report.job_id} is already {job.status.value}")
+        if job.status is Status.QUEUED and report.retryable and job.attempts == report.attempt:
+            return job  # the same retryable failure again: the retry is already scheduled
         if job.status is Status.QUEUED:
             raise NotRunning(f"job {report.job_id} has not been started")
         raise StaleAttempt(f"attempt {report.attempt} of job {report.job_id} is stale; current is {job.attempts}")
@@ -175,6 +214,8 @@ def _check_report(report: Report) -> None:
         if report.claim_id is None:
             violations.append(FieldViolation("claim_id", "is required with JOB_STATUS_RUNNING"))
     elif report.status in (Status.COMPLETED, Status.FAILED):
+        if report.retryable and report.status is not Status.FAILED:
+            violations.append(FieldViolation("retryable", "is only allowed with JOB_STATUS_FAILED"))
         if report.attempt < 1:
             violations.append(FieldViolation("attempt", "must be the attempt number RUNNING returned"))
         completed = report.status is Status.COMPLETED

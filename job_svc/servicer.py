@@ -60,6 +60,8 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         started_at=_timestamp(job.started_at),
         finished_at=_timestamp(job.finished_at),
         priority=_PRIORITY_TO_PROTO[job.priority],
+        max_attempts=job.max_attempts,
+        next_attempt_at=_timestamp(job.run_after),
     )
 
 
@@ -100,7 +102,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         priority = _PRIORITY_FROM_PROTO.get(request.priority)
         if priority is None:
             raise InvalidArgument([FieldViolation("priority", f"{request.priority} is not a valid JobPriority")])
-        job = await self._rules.create(owner, request.type, payload, priority=priority, request_id=request_id)
+        job = await self._rules.create(
+            owner,
+            request.type,
+            payload,
+            priority=priority,
+            max_attempts=request.max_attempts,
+            request_id=request_id,
+        )
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
@@ -139,6 +148,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             attempt=request.attempt,
             result=request.result if request.HasField("result") else None,
             error=request.error if request.HasField("error") else None,
+            retryable=request.retryable,
         )
         job = await self._rules.report(report)
         return jobs_pb2.UpdateJobResponse(job=job_to_proto(job))

@@ -19,6 +19,8 @@ class Settings:
     rabbitmq_queue: str = setting("job_queue", "Queue the workers consume (dead letters go to <queue>.dead).")
     outbox_batch_size: int = setting(500, "Most outbox rows the relay publishes in one round.")
     outbox_poll_seconds: float = setting(1.0, "How often the relay looks for rows nobody woke it for.")
+    retry_base_seconds: float = setting(1.0, "Wait before the 2nd attempt of a failed job; doubles each time.")
+    retry_max_seconds: float = setting(300.0, "Longest wait between attempts.")
     shutdown_grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
     app_env: str = setting("development", "`production` refuses to start without configured secrets.")
     dev_secrets_dir: str = setting("var/secrets", "Where development secrets are generated and shared.")

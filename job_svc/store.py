@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ from job_svc.model import Job, ListQuery, OutboxMessage, Priority, Report, Statu
 
 _COLUMNS = (
     "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at,"
-    " priority"
+    " priority, max_attempts, run_after"
 )
 
 
@@ -33,6 +33,8 @@ def _job(row: asyncpg.Record) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         priority=Priority(row["priority"]),
+        max_attempts=row["max_attempts"],
+        run_after=row["run_after"],
     )
 
 
@@ -51,6 +53,7 @@ class JobStore:
         body: bytes,
         *,
         priority: Priority = Priority.NORMAL,
+        max_attempts: int = 3,
         request_id: uuid.UUID | None = None,
     ) -> tuple[Job, bool]:
         """Store a QUEUED job and its outbox message in one statement (one transaction).
@@ -60,8 +63,8 @@ class JobStore:
         """
         row = await self._pool.fetchrow(
             f"""WITH job AS (
-                    INSERT INTO jobs (id, owner_id, type, payload, request_id, priority)
-                    VALUES ($1, $2, $3, $4::jsonb, $6, $7)
+                    INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts)
+                    VALUES ($1, $2, $3, $4::jsonb, $6, $7, $8)
                     ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                     RETURNING {_COLUMNS}),
                 outbox AS (INSERT INTO job_outbox (job_id, body, priority) SELECT id, $5, priority FROM job)
@@ -73,6 +76,7 @@ class JobStore:
             body,
             request_id,
             priority,
+            max_attempts,
         )
         if row is not None:
             return _job(row), True
@@ -146,7 +150,7 @@ class JobStore:
             # The CTE locks the row and remembers its status before the change.
             f"""WITH before AS (
                     SELECT id AS job_id, status AS previous FROM jobs WHERE id = $1 AND owner_id = $2 FOR UPDATE)
-                UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner',
+                UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner', run_after = NULL,
                                 finished_at = now(), updated_at = now()
                 FROM before
                 WHERE id = before.job_id AND previous IN ('QUEUED', 'RUNNING')
@@ -157,18 +161,57 @@ class JobStore:
         return None if row is None else (_job(row), Status(row["previous"]))
 
     async def finish(self, report: Report) -> Job | None:
-        """Record a final outcome if the job is RUNNING the reported attempt; None otherwise."""
+        """Record the outcome of the reported attempt if the job is RUNNING it; None otherwise.
+
+        A retryable failure with attempts left sends the job back to QUEUED,
+        due again after ``report.retry_delay`` seconds; any other outcome is final.
+        """
         row = await self._pool.fetchrow(
-            f"""UPDATE jobs SET status = $2, result = $3, error = $4, finished_at = now(), updated_at = now()
-                WHERE id = $1 AND status = 'RUNNING' AND attempts = $5
+            f"""WITH outcome AS (
+                    SELECT id AS job_id, ($6 AND attempts < max_attempts) AS retry
+                    FROM jobs WHERE id = $1 AND status = 'RUNNING' AND attempts = $5 FOR UPDATE)
+                UPDATE jobs SET
+                    status = CASE WHEN retry THEN 'QUEUED' ELSE $2 END,
+                    result = $3,
+                    error = $4,
+                    run_after = CASE WHEN retry THEN now() + make_interval(secs => $7) END,
+                    finished_at = CASE WHEN retry THEN NULL ELSE now() END,
+                    updated_at = now()
+                FROM outcome WHERE id = outcome.job_id
                 RETURNING {_COLUMNS}""",
             report.job_id,
             report.status.value,
             report.result,
             report.error,
             report.attempt,
+            report.retryable,
+            report.retry_delay,
         )
         return None if row is None else _job(row)
+
+    async def enqueue_due(self, limit: int, encode: Callable[[uuid.UUID, str, Any], bytes]) -> int:
+        """Move up to ``limit`` retries that are due into the outbox; returns how many.
+
+        ``encode(job_id, type, payload)`` builds each queue message. SKIP LOCKED
+        lets several job service processes share the work.
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                """SELECT id, type, payload, priority FROM jobs
+                   WHERE run_after <= now() AND status = 'QUEUED'
+                   ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                limit,
+            )
+            if rows:
+                await connection.executemany(
+                    "INSERT INTO job_outbox (job_id, body, priority) VALUES ($1, $2, $3)",
+                    [(r["id"], encode(r["id"], r["type"], json.loads(r["payload"])), r["priority"]) for r in rows],
+                )
+                await connection.execute(
+                    "UPDATE jobs SET run_after = NULL, updated_at = now() WHERE id = ANY($1::uuid[])",
+                    [r["id"] for r in rows],
+                )
+            return len(rows)
 
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[Sequence[OutboxMessage]]:

@@ -62,6 +62,7 @@ def jobs(
         "DEV_SECRETS_DIR": str(secrets_dir),
         "JOB_PORT": str(port),
         "OUTBOX_POLL_SECONDS": "0.2",
+        "RETRY_BASE_SECONDS": "0.2",
     }
     process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
     address = f"127.0.0.1:{port}"
@@ -292,9 +293,9 @@ def test_reports_are_fenced_by_claim_and_attempt(jobs: JobService, secrets_dir: 
     running = jobs_pb2.JOB_STATUS_RUNNING
     completed = jobs_pb2.JOB_STATUS_COMPLETED
 
-    def finish(attempt: int, **fields: str) -> jobs_pb2.Job:
-        status = completed if "result" in fields else jobs_pb2.JOB_STATUS_FAILED
-        request = jobs_pb2.UpdateJobRequest(id=job.id, status=status, attempt=attempt, **fields)
+    def finish(attempt: int, *, result: str | None = None, error: str | None = None) -> jobs_pb2.Job:
+        status = completed if result is not None else jobs_pb2.JOB_STATUS_FAILED
+        request = jobs_pb2.UpdateJobRequest(id=job.id, status=status, attempt=attempt, result=result, error=error)
         return update(request, metadata=worker).job
 
     _expect(lambda: finish(1, result="cba"), grpc.StatusCode.FAILED_PRECONDITION, "NOT_RUNNING")
@@ -542,3 +543,69 @@ def test_cancel_a_running_job_tells_the_workers_and_refuses_its_report(
     _expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
     final = jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job
     assert (final.status, final.HasField("result")) == (jobs_pb2.JOB_STATUS_CANCELLED, False)
+
+
+def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    owner = bearer(mint_token(secrets_dir))
+    worker = worker_metadata(secrets_dir)
+    request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("flaky"), max_attempts=2)
+    job = jobs.stub.CreateJob(request, metadata=owner).job
+    assert job.max_attempts == 2
+    [first] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1))
+
+    def attempt_and_fail() -> jobs_pb2.Job:
+        claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+        attempt = jobs.stub.UpdateJob(claim, metadata=worker).job.attempts
+        failed = jobs_pb2.UpdateJobRequest(
+            id=job.id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error="handler crashed", retryable=True
+        )
+        reply = jobs.stub.UpdateJob(failed, metadata=worker).job
+        assert jobs.stub.UpdateJob(failed, metadata=worker).job.status == reply.status  # a repeat is harmless
+        return reply
+
+    waiting = attempt_and_fail()
+    assert (waiting.status, waiting.attempts, waiting.error) == (jobs_pb2.JOB_STATUS_QUEUED, 1, "handler crashed")
+    assert waiting.HasField("next_attempt_at")
+    assert not waiting.HasField("finished_at")
+    # The retry is published again once its backoff has passed.
+    [again] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1, timeout=15))
+    assert delivery_pb2.JobDelivery.FromString(again.body) == delivery_pb2.JobDelivery.FromString(first.body)
+    assert not jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job.HasField("next_attempt_at")
+
+    final = attempt_and_fail()
+    assert (final.status, final.attempts, final.error) == (jobs_pb2.JOB_STATUS_FAILED, 2, "handler crashed")
+    assert final.HasField("finished_at")
+    assert not final.HasField("next_attempt_at")
+    assert asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1, timeout=2)) == []
+
+
+def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
+    jobs: JobService, secrets_dir: Path
+) -> None:
+    owner = bearer(mint_token(secrets_dir))
+    worker = worker_metadata(secrets_dir)
+    job = jobs.stub.CreateJob(jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x")), metadata=owner).job
+    assert job.max_attempts == 3
+    claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+    attempt = jobs.stub.UpdateJob(claim, metadata=worker).job.attempts
+    failed = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error="bad")
+    assert jobs.stub.UpdateJob(failed, metadata=worker).job.status == jobs_pb2.JOB_STATUS_FAILED
+    for bad in (-1, 11):
+        _expect(
+            lambda n=bad: jobs.stub.CreateJob(
+                jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"), max_attempts=n), metadata=owner
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            fields=["max_attempts"],
+        )
+    completed_retryable = jobs_pb2.UpdateJobRequest(
+        id=job.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1, result="x", retryable=True
+    )
+    _expect(
+        lambda: jobs.stub.UpdateJob(completed_retryable, metadata=worker),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        fields=["retryable"],
+    )

@@ -104,6 +104,8 @@ class Job(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id (a UUID), assigned by CreateJob."""
     type: _builtins.str
@@ -116,13 +118,17 @@ class Job(_message.Message):
     which may be far too large for a JSON number.
     """
     error: _builtins.str
-    """Why the job failed, present once it is FAILED."""
+    """Why the job failed, present once it is FAILED; while a failed attempt
+    waits to be retried (QUEUED with next_attempt_at), that attempt's error.
+    """
     attempts: _builtins.int
     """How many times a worker has started the job."""
     owner_id: _builtins.str
     """The id of the user who submitted the job."""
     priority: Global___JobPriority.ValueType
     """The priority it was submitted with (never UNSPECIFIED)."""
+    max_attempts: _builtins.int
+    """How many attempts the job gets before it is FAILED for good."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input, exactly as submitted."""
@@ -143,6 +149,12 @@ class Job(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When it reached a final status; absent until then."""
 
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When a QUEUED job whose last attempt failed will be tried again; absent
+        when no retry is waiting.
+        """
+
     def __init__(
         self,
         *,
@@ -159,10 +171,12 @@ class Job(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         priority: Global___JobPriority.ValueType = ...,
+        max_attempts: _builtins.int = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "payload", b"payload", "result", b"result", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "result", b"result", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "result", b"result", "started_at", b"started_at", "status", b"status", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "result", b"result", "started_at", b"started_at", "status", b"status", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
@@ -185,6 +199,7 @@ class CreateJobRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The job type. One of:
       "reverse_string": payload is a string; the result is it reversed.
@@ -202,6 +217,12 @@ class CreateJobRequest(_message.Message):
     """
     priority: Global___JobPriority.ValueType
     """How urgent the job is; UNSPECIFIED means JOB_PRIORITY_NORMAL."""
+    max_attempts: _builtins.int
+    """How many times a worker may start the job when its attempts fail for a
+    transient reason (a crashed handler, say): 1 to 10; 0 means 3. Attempts
+    wait for an exponential, jittered backoff in between. A payload the
+    handler rejects fails at once, whatever this says.
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input for the job type, as a JSON value: "hello world", 10."""
@@ -213,10 +234,11 @@ class CreateJobRequest(_message.Message):
         payload: _struct_pb2.Value | None = ...,
         request_id: _builtins.str = ...,
         priority: Global___JobPriority.ValueType = ...,
+        max_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "priority", b"priority", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -414,6 +436,7 @@ class UpdateJobRequest(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RETRYABLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     status: Global___JobStatus.ValueType
@@ -433,6 +456,11 @@ class UpdateJobRequest(_message.Message):
     """The answer, with JOB_STATUS_COMPLETED."""
     error: _builtins.str
     """Why the job failed, with JOB_STATUS_FAILED."""
+    retryable: _builtins.bool
+    """With JOB_STATUS_FAILED: the failure was transient, so the job may be
+    tried again. If it has attempts left it goes back to QUEUED (the reply
+    shows it with next_attempt_at); otherwise it is FAILED for good.
+    """
     def __init__(
         self,
         *,
@@ -442,10 +470,11 @@ class UpdateJobRequest(_message.Message):
         attempt: _builtins.int = ...,
         result: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
+        retryable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "error", b"error", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt", b"attempt", "claim_id", b"claim_id", "error", b"error", "id", b"id", "result", b"result", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt", b"attempt", "claim_id", b"claim_id", "error", b"error", "id", b"id", "result", b"result", "retryable", b"retryable", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
