@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc.broker import BROKER_ERRORS
-from worker_svc.reporter import ReportAbandoned, ReportRefused
+from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import Result
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ class Reports(Protocol):
     async def complete(self, job_id: str, attempt: int, result: str) -> bool:
         """Report COMPLETED; False if superseded."""
 
-    async def fail(self, job_id: str, attempt: int, error: str) -> bool:
-        """Report FAILED; False if superseded."""
+    async def fail(self, job_id: str, attempt: int, error: str, *, retryable: bool = False) -> Failure:
+        """Report FAILED; what became of the job."""
 
 
 class Jobs(Protocol):
@@ -203,18 +203,25 @@ class DeliveryHandler:
         """After an unexpected error: settle the job as FAILED if we hold an attempt, else hand the message back."""
         fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type, "attempt": attempt}
         if attempt is not None:
-            if isinstance(error, ReportRefused):
-                reason = f"the job service refused the worker's report ({error})"
-            else:
+            # A refused report would be refused again; a crash may well not recur.
+            retryable = not isinstance(error, ReportRefused)
+            if retryable:
                 reason = f"internal worker error ({type(error).__name__})"
+            else:
+                reason = f"the job service refused the worker's report ({error})"
             try:
-                await self._reporter.fail(delivery.job_id, attempt, reason)
+                outcome = await self._reporter.fail(delivery.job_id, attempt, reason, retryable=retryable)
             except ReportAbandoned:
                 return
             except Exception:
                 log.exception("could not report the job FAILED; handing it back", extra=fields)
             else:
-                await _settle(message.ack(), "ack", fields)
+                if outcome is Failure.FINAL and retryable:
+                    # Out of attempts: keep the message for an operator in <queue>.dead.
+                    log.warning("job failed for good; message dead-lettered", extra=fields)
+                    await _settle(message.reject(requeue=False), "reject", fields)
+                else:
+                    await _settle(message.ack(), "ack", fields)
                 return
         await asyncio.sleep(self._requeue_delay)
         await _settle(message.nack(requeue=True), "nack", fields)

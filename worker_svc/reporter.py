@@ -65,6 +65,17 @@ class ReportRefused(Exception):
         self.details = details
 
 
+class Failure(enum.Enum):
+    """What a stored FAILED report did to the job."""
+
+    #: Another attempt or a cancellation had already settled the job.
+    SUPERSEDED = "superseded"
+    #: The job went back to the queue for another attempt after a backoff.
+    RETRYING = "retrying"
+    #: The job is FAILED for good.
+    FINAL = "final"
+
+
 class ReportAbandoned(Exception):
     """Raised while stopping when the job service stayed unreachable for the allowed time."""
 
@@ -118,10 +129,15 @@ class Reporter:
         )
         return await self._report(request) is not None
 
-    async def fail(self, job_id: str, attempt: int, error: str) -> bool:
-        """Report the job FAILED; returns False if superseded."""
-        request = jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error=error)
-        return await self._report(request) is not None
+    async def fail(self, job_id: str, attempt: int, error: str, *, retryable: bool = False) -> Failure:
+        """Report the job FAILED (``retryable``: the failure was transient); returns what became of it."""
+        request = jobs_pb2.UpdateJobRequest(
+            id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error=error, retryable=retryable
+        )
+        job = await self._report(request)
+        if job is None:
+            return Failure.SUPERSEDED
+        return Failure.RETRYING if job.status == jobs_pb2.JOB_STATUS_QUEUED else Failure.FINAL
 
     def begin_stop(self, give_up_after: float) -> None:
         """From now on, a report that cannot be delivered within ``give_up_after`` seconds is abandoned."""

@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc.consumer import DeliveryHandler
-from worker_svc.reporter import ReportAbandoned, ReportRefused
+from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import Result
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
@@ -51,8 +51,9 @@ class FakeReporter:
 
     claim_reply: Scripted = 1
     complete_reply: Scripted = True
-    fail_reply: Scripted = True
+    fail_reply: Scripted = Failure.RETRYING
     log: list[tuple[Any, ...]] = field(default_factory=list)
+    retryable: list[bool] = field(default_factory=list)
 
     @staticmethod
     def _answer(reply: Scripted) -> Any:
@@ -68,9 +69,10 @@ class FakeReporter:
         self.log.append(("complete", job_id, attempt, result))
         return cast(bool, self._answer(self.complete_reply))
 
-    async def fail(self, job_id: str, attempt: int, error: str) -> bool:
+    async def fail(self, job_id: str, attempt: int, error: str, *, retryable: bool = False) -> Failure:
         self.log.append(("fail", job_id, attempt, error))
-        return cast(bool, self._answer(self.fail_reply))
+        self.retryable.append(retryable)
+        return cast(Failure, self._answer(self.fail_reply))
 
 
 @dataclass
@@ -185,10 +187,24 @@ async def test_claim_error_hands_the_message_back() -> None:
     assert message.settled == [("nack", True)]
 
 
-async def test_handler_crash_is_reported_failed() -> None:
+async def test_handler_crash_is_reported_as_a_retryable_failure() -> None:
     reporter = FakeReporter(claim_reply=3)
     message = await handle(reporter, FakeRunner(RuntimeError("boom")))
     assert reporter.log[1] == ("fail", JOB_ID, 3, "internal worker error (RuntimeError)")
+    assert reporter.retryable == [True]
+    assert message.settled == [("ack", None)]  # the job service queues the retry itself
+
+
+async def test_a_crash_on_the_last_attempt_dead_letters_the_message() -> None:
+    reporter = FakeReporter(claim_reply=3, fail_reply=Failure.FINAL)
+    message = await handle(reporter, FakeRunner(RuntimeError("boom")))
+    assert message.settled == [("reject", False)]
+
+
+async def test_a_payload_the_handler_rejects_is_not_retried() -> None:
+    reporter = FakeReporter(claim_reply=1, fail_reply=Failure.FINAL)
+    message = await handle(reporter, FakeRunner(Result(False, "payload: must be a string")))
+    assert reporter.retryable == [False]
     assert message.settled == [("ack", None)]
 
 
@@ -198,6 +214,7 @@ async def test_refused_result_is_reported_failed_with_the_reason() -> None:
     message = await handle(reporter)
     kind, _, attempt, error = reporter.log[-1]
     assert (kind, attempt) == ("fail", 1)
+    assert reporter.retryable == [False]
     assert "INVALID_ARGUMENT: result: too long" in error
     assert message.settled == [("ack", None)]
 

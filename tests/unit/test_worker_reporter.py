@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from jobqueue.jobs.v1 import jobs_pb2
-from worker_svc.reporter import Outcome, ReportAbandoned, Reporter, ReportRefused, outcome_of
+from worker_svc.reporter import Failure, Outcome, ReportAbandoned, Reporter, ReportRefused, outcome_of
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJob"
@@ -84,8 +84,10 @@ class FakeChannel:
         return [call.request for call in self.calls if call.method == UPDATE]
 
 
-def job(attempts: int) -> jobs_pb2.UpdateJobResponse:
-    return jobs_pb2.UpdateJobResponse(job=jobs_pb2.Job(id=JOB_ID, attempts=attempts))
+def job(
+    attempts: int, status: jobs_pb2.JobStatus.ValueType = jobs_pb2.JOB_STATUS_UNSPECIFIED
+) -> jobs_pb2.UpdateJobResponse:
+    return jobs_pb2.UpdateJobResponse(job=jobs_pb2.Job(id=JOB_ID, attempts=attempts, status=status))
 
 
 def reporter_on(*replies: Message | grpc.StatusCode, timeout: float = 3.0) -> tuple[Reporter, FakeChannel]:
@@ -108,7 +110,7 @@ async def test_claim_sends_running_with_the_claim_the_token_and_a_deadline() -> 
 async def test_final_reports_carry_the_attempt_and_result_or_error() -> None:
     reporter, channel = reporter_on(job(attempts=2))
     assert await reporter.complete(JOB_ID, 2, "55") is True
-    assert await reporter.fail(JOB_ID, 2, "payload: must be a string") is True
+    assert await reporter.fail(JOB_ID, 2, "payload: must be a string") is Failure.FINAL
     completed, failed = channel.updates()
     assert completed == jobs_pb2.UpdateJobRequest(
         id=JOB_ID, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=2, result="55"
@@ -125,7 +127,7 @@ async def test_superseded_reports(code: grpc.StatusCode) -> None:
     reporter, channel = reporter_on(code)
     assert await reporter.claim(JOB_ID, "claim-1") is None
     assert await reporter.complete(JOB_ID, 1, "x") is False
-    assert await reporter.fail(JOB_ID, 1, "x") is False
+    assert await reporter.fail(JOB_ID, 1, "x") is Failure.SUPERSEDED
     assert len(channel.calls) == 3
 
 
@@ -191,3 +193,10 @@ async def test_close_closes_the_channel() -> None:
     reporter, channel = reporter_on(job(attempts=1))
     await reporter.close()
     assert channel.closed
+
+
+async def test_a_retryable_failure_says_whether_the_job_will_be_retried() -> None:
+    reporter, channel = reporter_on(job(attempts=1, status=jobs_pb2.JOB_STATUS_QUEUED))
+    assert await reporter.fail(JOB_ID, 1, "crashed", retryable=True) is Failure.RETRYING
+    (request,) = channel.updates()
+    assert request.retryable
