@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,7 +15,7 @@ import aio_pika
 
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.support.clients import mint_token
-from tests.support.load import check_outcomes, list_all, mixed, submit, wait_all_final
+from tests.support.load import Spec, check_outcomes, list_all, mixed, submit, wait_all_final
 from tests.support.processes import alive, children
 from tests.support.queues import publish_raw, queue_depth
 from tests.support.system import System
@@ -174,3 +176,26 @@ def test_duplicate_deliveries_have_exactly_one_outcome(
         time.sleep(0.1)
     completed = Counter(e["job_id"] for e in log_entries(system.worker_logs()) if e.get("msg") == "job completed")
     assert completed == Counter(dict.fromkeys(specs, 1)), "a job had more than one accepted outcome"
+
+
+def _handler_processes(worker_pid: int) -> list[int]:
+    """The worker's process-pool children that run handlers (not multiprocessing's resource tracker)."""
+    return [pid for pid in children(worker_pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, [Spec("fibonacci_calc", 60_000 + i) for i in range(150)]))
+    worker = system.start_worker(PREFETCH_COUNT="20")
+    wait_started(system, token, 10)
+    [pool_process] = _handler_processes(worker.pid)
+    os.kill(pool_process, signal.SIGKILL)  # as the OOM killer would
+    jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=120))
+    check_outcomes(jobs, specs)
+    retried = [job for job in jobs.values() if job.attempts == 2]
+    assert retried, "no job was running in the killed handler process"
+    assert all(not job.HasField("error") for job in retried)
+    assert worker.process.poll() is None
+    assert asyncio.run(queue_depth(rabbitmq_url, f"{queue_name}.dead")) == 0

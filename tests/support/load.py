@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 import time
 from dataclasses import dataclass
 
@@ -15,11 +17,26 @@ from tests.support.clients import bearer
 FINAL = {jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED}
 
 
+@functools.cache
 def fibonacci(n: int) -> int:
-    a, b = 0, 1
-    for _ in range(n):
-        a, b = b, a + b
-    return a
+    """F(n) by the textbook doubling identities (kept independent of the worker's code)."""
+    if n <= 2:
+        return (0, 1, 1)[n]
+    half = fibonacci(n // 2)
+    next_half = fibonacci(n // 2 + 1)
+    if n % 2 == 0:
+        return half * (2 * next_half - half)
+    return half * half + next_half * next_half
+
+
+def decimal(n: int) -> str:
+    """All the digits of ``n``, past Python's default int-to-str limit."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        return str(n)
+    finally:
+        sys.set_int_max_str_digits(limit)
 
 
 @dataclass(frozen=True)
@@ -41,7 +58,7 @@ class Spec:
             return str(self.payload)[::-1]
         if self.type == "uppercase_text":
             return str(self.payload).upper()
-        return str(fibonacci(int(self.payload)))
+        return decimal(fibonacci(int(self.payload)))
 
 
 def mixed(count: int) -> list[Spec]:
