@@ -76,7 +76,8 @@ async def serve(settings: Settings) -> None:
         # the database decides whether this service is ready.
         required=["postgres"],
     )
-    rules = JobRules(store, relay, publisher, RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds))
+    retry = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+    rules = JobRules(store, relay, publisher, retry, lease_grace=settings.lease_grace_seconds)
     server, port = build_server(
         host=settings.job_host,
         port=settings.job_port,

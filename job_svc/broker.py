@@ -21,10 +21,13 @@ from jobqueue.jobs.v1 import delivery_pb2
 log = logging.getLogger(__name__)
 
 
-def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any) -> bytes:
+def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any, timeout_seconds: int) -> bytes:
     """The queue message for a job: a serialized JobDelivery."""
     value = json_format.ParseDict(payload, struct_pb2.Value())
-    return delivery_pb2.JobDelivery(job_id=str(job_id), type=job_type, payload=value).SerializeToString()
+    delivery = delivery_pb2.JobDelivery(
+        job_id=str(job_id), type=job_type, payload=value, timeout_seconds=timeout_seconds
+    )
+    return delivery.SerializeToString()
 
 
 class Publisher:

@@ -60,6 +60,7 @@ class Job:
     finished_at: datetime | None
     priority: Priority = Priority.NORMAL
     max_attempts: int = 3
+    timeout_seconds: int = 60
     #: When a failed attempt's retry is due (QUEUED only); None when none waits.
     run_after: datetime | None = None
 

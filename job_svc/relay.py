@@ -64,10 +64,12 @@ class OutboxRelay:
                 # Rows stay in the outbox, and CreateJob keeps succeeding, until the broker is back.
                 await self._publisher.wait_connected()
             try:
-                # Retries that are due join the outbox; checked once per poll
-                # interval, not on every wake-up from CreateJob.
+                # Expired claims are taken back and due retries join the outbox;
+                # checked once per poll interval, not on every wake-up from CreateJob.
                 if time.monotonic() >= next_timer_check:
                     next_timer_check = time.monotonic() + self._poll_seconds
+                    if expired := await self._store.expire_leases(self._batch_size):
+                        log.warning("took back jobs whose workers sent no report in time", extra={"count": expired})
                     await self._store.enqueue_due(self._batch_size, encode_delivery)
                 await self.drain()
             except BrokerUnavailable as error:

@@ -21,6 +21,8 @@ from job_svc.relay import OutboxRelay
 from job_svc.store import JobStore
 
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT_SECONDS = 60
+MAX_TIMEOUT_SECONDS = 3600
 MAX_ATTEMPTS = 10
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -74,7 +76,10 @@ class RetryPolicy:
 class JobRules:
     """Validates and carries out each JobService call on domain values."""
 
-    def __init__(self, store: JobStore, relay: OutboxRelay, publisher: Publisher, retry: RetryPolicy) -> None:
+    def __init__(
+        self, store: JobStore, relay: OutboxRelay, publisher: Publisher, retry: RetryPolicy, *, lease_grace: float
+    ) -> None:
+        self._lease_grace = lease_grace
         self._store = store
         self._relay = relay
         self._publisher = publisher
@@ -88,6 +93,7 @@ class JobRules:
         *,
         priority: Priority = Priority.NORMAL,
         max_attempts: int = 0,
+        timeout_seconds: int = 0,
         request_id: uuid.UUID | None = None,
     ) -> Job:
         """Validate and store a new job with its queue message (or return the one ``request_id`` created)."""
@@ -115,8 +121,18 @@ class JobRules:
                     )
                 ]
             )
+        if not 0 <= timeout_seconds <= MAX_TIMEOUT_SECONDS:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "timeout_seconds",
+                        f"must be between 1 and {MAX_TIMEOUT_SECONDS} (0 means {DEFAULT_TIMEOUT_SECONDS})",
+                    )
+                ]
+            )
+        timeout_seconds = timeout_seconds or DEFAULT_TIMEOUT_SECONDS
         job_id = uuid.uuid4()
-        body = encode_delivery(job_id, job_type, payload)
+        body = encode_delivery(job_id, job_type, payload, timeout_seconds)
         job, created = await self._store.create(
             job_id,
             owner,
@@ -125,6 +141,7 @@ class JobRules:
             body,
             priority=priority,
             max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS,
+            timeout_seconds=timeout_seconds,
             request_id=request_id,
         )
         if created:
@@ -184,7 +201,7 @@ class JobRules:
         _check_report(report)
         if report.status is Status.RUNNING:
             assert report.claim_id is not None  # checked above
-            job = await self._store.start(report.job_id, report.claim_id)
+            job = await self._store.start(report.job_id, report.claim_id, self._lease_grace)
         else:
             delay = self._retry.delay(report.attempt) if report.retryable else 0.0
             job = await self._store.finish(dataclasses.replace(report, retry_delay=delay))

@@ -62,6 +62,7 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         priority=_PRIORITY_TO_PROTO[job.priority],
         max_attempts=job.max_attempts,
         next_attempt_at=_timestamp(job.run_after),
+        timeout_seconds=job.timeout_seconds,
     )
 
 
@@ -108,6 +109,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             payload,
             priority=priority,
             max_attempts=request.max_attempts,
+            timeout_seconds=request.timeout_seconds,
             request_id=request_id,
         )
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))

@@ -21,6 +21,9 @@ class Settings:
     outbox_poll_seconds: float = setting(1.0, "How often the relay looks for rows nobody woke it for.")
     retry_base_seconds: float = setting(1.0, "Wait before the 2nd attempt of a failed job; doubles each time.")
     retry_max_seconds: float = setting(300.0, "Longest wait between attempts.")
+    lease_grace_seconds: float = setting(
+        10.0, "How long past a job's timeout a silent worker keeps it before it is taken back and retried."
+    )
     shutdown_grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
     app_env: str = setting("development", "`production` refuses to start without configured secrets.")
     dev_secrets_dir: str = setting("var/secrets", "Where development secrets are generated and shared.")

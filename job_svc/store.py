@@ -14,7 +14,7 @@ from job_svc.model import Job, ListQuery, OutboxMessage, Priority, Report, Statu
 
 _COLUMNS = (
     "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at,"
-    " priority, max_attempts, run_after"
+    " priority, max_attempts, run_after, timeout_seconds"
 )
 
 
@@ -35,6 +35,7 @@ def _job(row: asyncpg.Record) -> Job:
         priority=Priority(row["priority"]),
         max_attempts=row["max_attempts"],
         run_after=row["run_after"],
+        timeout_seconds=row["timeout_seconds"],
     )
 
 
@@ -54,6 +55,7 @@ class JobStore:
         *,
         priority: Priority = Priority.NORMAL,
         max_attempts: int = 3,
+        timeout_seconds: int = 60,
         request_id: uuid.UUID | None = None,
     ) -> tuple[Job, bool]:
         """Store a QUEUED job and its outbox message in one statement (one transaction).
@@ -63,8 +65,8 @@ class JobStore:
         """
         row = await self._pool.fetchrow(
             f"""WITH job AS (
-                    INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts)
-                    VALUES ($1, $2, $3, $4::jsonb, $6, $7, $8)
+                    INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds)
+                    VALUES ($1, $2, $3, $4::jsonb, $6, $7, $8, $9)
                     ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                     RETURNING {_COLUMNS}),
                 outbox AS (INSERT INTO job_outbox (job_id, body, priority) SELECT id, $5, priority FROM job)
@@ -77,6 +79,7 @@ class JobStore:
             request_id,
             priority,
             max_attempts,
+            timeout_seconds,
         )
         if row is not None:
             return _job(row), True
@@ -123,12 +126,13 @@ class JobStore:
         )
         return [_job(row) for row in rows]
 
-    async def start(self, job_id: uuid.UUID, claim_id: uuid.UUID) -> Job | None:
+    async def start(self, job_id: uuid.UUID, claim_id: uuid.UUID, lease_grace: float) -> Job | None:
         """Mark the job RUNNING for this claim; None if it is not QUEUED or RUNNING.
 
         A new claim counts a new attempt and takes the job over from any earlier
         claim (whose worker died or was superseded); repeating the current claim
-        changes nothing, so a retried RUNNING report is harmless.
+        changes nothing, so a retried RUNNING report is harmless. The claim
+        holds the job for its timeout plus ``lease_grace`` seconds.
         """
         row = await self._pool.fetchrow(
             f"""UPDATE jobs SET
@@ -136,11 +140,14 @@ class JobStore:
                     attempts = CASE WHEN claim_id IS NOT DISTINCT FROM $2 THEN attempts ELSE attempts + 1 END,
                     started_at = CASE WHEN claim_id IS NOT DISTINCT FROM $2 THEN started_at ELSE now() END,
                     claim_id = $2,
+                    run_after = NULL,
+                    lease_until = now() + make_interval(secs => timeout_seconds + $3),
                     updated_at = now()
                 WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
                 RETURNING {_COLUMNS}""",
             job_id,
             claim_id,
+            lease_grace,
         )
         return None if row is None else _job(row)
 
@@ -150,8 +157,8 @@ class JobStore:
             # The CTE locks the row and remembers its status before the change.
             f"""WITH before AS (
                     SELECT id AS job_id, status AS previous FROM jobs WHERE id = $1 AND owner_id = $2 FOR UPDATE)
-                UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner', run_after = NULL,
-                                finished_at = now(), updated_at = now()
+                UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner',
+                                run_after = NULL, lease_until = NULL, finished_at = now(), updated_at = now()
                 FROM before
                 WHERE id = before.job_id AND previous IN ('QUEUED', 'RUNNING')
                 RETURNING {_COLUMNS}, previous""",
@@ -175,6 +182,7 @@ class JobStore:
                     result = $3,
                     error = $4,
                     run_after = CASE WHEN retry THEN now() + make_interval(secs => $7) END,
+                    lease_until = NULL,
                     finished_at = CASE WHEN retry THEN NULL ELSE now() END,
                     updated_at = now()
                 FROM outcome WHERE id = outcome.job_id
@@ -189,15 +197,40 @@ class JobStore:
         )
         return None if row is None else _job(row)
 
-    async def enqueue_due(self, limit: int, encode: Callable[[uuid.UUID, str, Any], bytes]) -> int:
+    async def expire_leases(self, limit: int) -> int:
+        """Take back up to ``limit`` RUNNING jobs whose claim expired; returns how many.
+
+        Their worker hung or vanished without a report. Each counts as a failed
+        attempt: queued again (due at once) while attempts remain, else FAILED.
+        """
+        rows = await self._pool.fetch(
+            """WITH expired AS (
+                   SELECT id AS job_id, attempts < max_attempts AS retry FROM jobs
+                   WHERE lease_until < now() AND status = 'RUNNING'
+                   LIMIT $1 FOR UPDATE SKIP LOCKED)
+               UPDATE jobs SET
+                   status = CASE WHEN retry THEN 'QUEUED' ELSE 'FAILED' END,
+                   error = format('attempt %s timed out: no report within %s s', attempts, timeout_seconds),
+                   run_after = CASE WHEN retry THEN now() END,
+                   finished_at = CASE WHEN retry THEN NULL ELSE now() END,
+                   lease_until = NULL,
+                   claim_id = NULL,
+                   updated_at = now()
+               FROM expired WHERE id = expired.job_id
+               RETURNING id""",
+            limit,
+        )
+        return len(rows)
+
+    async def enqueue_due(self, limit: int, encode: Callable[[uuid.UUID, str, Any, int], bytes]) -> int:
         """Move up to ``limit`` retries that are due into the outbox; returns how many.
 
-        ``encode(job_id, type, payload)`` builds each queue message. SKIP LOCKED
+        ``encode(job_id, type, payload, timeout_seconds)`` builds each queue message. SKIP LOCKED
         lets several job service processes share the work.
         """
         async with self._pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(
-                """SELECT id, type, payload, priority FROM jobs
+                """SELECT id, type, payload, priority, timeout_seconds FROM jobs
                    WHERE run_after <= now() AND status = 'QUEUED'
                    ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 limit,
@@ -205,7 +238,14 @@ class JobStore:
             if rows:
                 await connection.executemany(
                     "INSERT INTO job_outbox (job_id, body, priority) VALUES ($1, $2, $3)",
-                    [(r["id"], encode(r["id"], r["type"], json.loads(r["payload"])), r["priority"]) for r in rows],
+                    [
+                        (
+                            r["id"],
+                            encode(r["id"], r["type"], json.loads(r["payload"]), r["timeout_seconds"]),
+                            r["priority"],
+                        )
+                        for r in rows
+                    ],
                 )
                 await connection.execute(
                     "UPDATE jobs SET run_after = NULL, updated_at = now() WHERE id = ANY($1::uuid[])",

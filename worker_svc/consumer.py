@@ -31,6 +31,10 @@ from worker_svc.runner import Result
 log = logging.getLogger(__name__)
 
 
+class HandlerTimeout(Exception):
+    """Raised when a handler runs past its job's timeout (a retryable failure)."""
+
+
 class MalformedDelivery(ValueError):
     """Raised by decode when a message body is not a JobDelivery the worker can act on."""
 
@@ -42,6 +46,8 @@ class Delivery:
     job_id: str
     job_type: str
     payload: Any
+    #: How long the handler may run (messages from before timeouts existed carry 0: the default).
+    timeout_seconds: int = 60
 
 
 def json_value(value: struct_pb2.Value) -> Any:
@@ -77,7 +83,12 @@ def decode(body: bytes) -> Delivery:
         raise MalformedDelivery("job_id is not a UUID") from None
     if not message.type:
         raise MalformedDelivery("type is empty")
-    return Delivery(job_id=job_id, job_type=message.type, payload=json_value(message.payload))
+    return Delivery(
+        job_id=job_id,
+        job_type=message.type,
+        payload=json_value(message.payload),
+        timeout_seconds=message.timeout_seconds or Delivery.timeout_seconds,
+    )
 
 
 class Reports(Protocol):
@@ -157,6 +168,9 @@ class DeliveryHandler:
             log.warning(
                 "handing job back: no report could be stored before stopping", extra={**fields, "error": str(error)}
             )
+        except HandlerTimeout as error:
+            log.warning("job timed out; handler stopped", extra={**fields, "error": str(error)})
+            await self._recover(message, delivery, attempt, error)
         except Exception as error:
             log.exception("job handling failed", extra=fields)
             await self._recover(message, delivery, attempt, error)
@@ -166,7 +180,11 @@ class DeliveryHandler:
         run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload))
         self._running[delivery.job_id] = run
         try:
-            return await run
+            return await asyncio.wait_for(run, delivery.timeout_seconds)
+        except TimeoutError:
+            # The handler is stopped (a pool process finishes its computation,
+            # unused); the attempt fails and may be retried.
+            raise HandlerTimeout(f"timed out after {delivery.timeout_seconds} s") from None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -205,7 +223,9 @@ class DeliveryHandler:
         if attempt is not None:
             # A refused report would be refused again; a crash may well not recur.
             retryable = not isinstance(error, ReportRefused)
-            if retryable:
+            if isinstance(error, HandlerTimeout):
+                reason = str(error)
+            elif retryable:
                 reason = f"internal worker error ({type(error).__name__})"
             else:
                 reason = f"the job service refused the worker's report ({error})"

@@ -199,3 +199,27 @@ def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(
     assert all(not job.HasField("error") for job in retried)
     assert worker.process.poll() is None
     assert asyncio.run(queue_depth(rabbitmq_url, f"{queue_name}.dead")) == 0
+
+
+def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    slow = [Spec("fibonacci_calc", 50_000 + i) for i in range(200)]
+    specs = asyncio.run(submit(system.job_address, token, slow, timeout_seconds=2))
+    hung = system.start_worker(PREFETCH_COUNT="10")
+    wait_started(system, token, 20)
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # reports already on the wire when it stopped land first
+        listed = asyncio.run(list_all(system.job_address, token))
+        held = {job_id for job_id, job in listed.items() if job.status == jobs_pb2.JOB_STATUS_RUNNING}
+        assert held, "the hung worker held no RUNNING job; the test proves nothing"
+        system.start_worker()
+        # While the first worker is still hung, its RUNNING jobs are taken back and finished elsewhere.
+        jobs = asyncio.run(wait_all_final(system.job_address, token, held, timeout=60))
+        summary = sorted((jobs_pb2.JobStatus.Name(j.status), j.attempts, j.error[:60]) for j in jobs.values())
+        assert all(job.status == jobs_pb2.JOB_STATUS_COMPLETED and job.attempts >= 2 for job in jobs.values()), summary
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=120))
+    check_outcomes(jobs, specs)
+    assert hung.process.poll() is None

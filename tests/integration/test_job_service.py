@@ -63,6 +63,7 @@ def jobs(
         "JOB_PORT": str(port),
         "OUTBOX_POLL_SECONDS": "0.2",
         "RETRY_BASE_SECONDS": "0.2",
+        "LEASE_GRACE_SECONDS": "0.5",
     }
     process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
     address = f"127.0.0.1:{port}"
@@ -609,3 +610,45 @@ def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
         grpc.StatusCode.INVALID_ARGUMENT,
         fields=["retryable"],
     )
+
+
+def test_a_claim_without_a_report_in_time_is_taken_back(jobs: JobService, secrets_dir: Path, rabbitmq_url: str) -> None:
+    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    owner = bearer(mint_token(secrets_dir))
+    worker = worker_metadata(secrets_dir)
+
+    def claimed(max_attempts: int) -> jobs_pb2.Job:
+        request = jobs_pb2.CreateJobRequest(
+            type="reverse_string", payload=text("slow"), timeout_seconds=1, max_attempts=max_attempts
+        )
+        job = jobs.stub.CreateJob(request, metadata=owner).job
+        assert job.timeout_seconds == 1
+        claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+        return jobs.stub.UpdateJob(claim, metadata=worker).job
+
+    def wait_for(job_id: str, status: jobs_pb2.JobStatus.ValueType) -> jobs_pb2.Job:
+        deadline = time.monotonic() + 15
+        while (job := jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job_id), metadata=owner).job).status != status:
+            assert time.monotonic() < deadline, f"job stayed {jobs_pb2.JobStatus.Name(job.status)}"
+            time.sleep(0.1)
+        return job
+
+    retried, last_chance = claimed(max_attempts=2), claimed(max_attempts=1)
+    taken_back = wait_for(retried.id, jobs_pb2.JOB_STATUS_QUEUED)
+    assert taken_back.attempts == 1
+    assert "timed out" in taken_back.error
+    failed = wait_for(last_chance.id, jobs_pb2.JOB_STATUS_FAILED)
+    assert "timed out" in failed.error
+    # The retry is published again, and the silent worker's late report is refused.
+    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 3, timeout=10))
+    assert retried.id in [delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages]
+    late = jobs_pb2.UpdateJobRequest(id=retried.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1, result="wols")
+    _expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION)
+    for bad in (-1, 3601):
+        _expect(
+            lambda n=bad: jobs.stub.CreateJob(
+                jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"), timeout_seconds=n), metadata=owner
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            fields=["timeout_seconds"],
+        )

@@ -75,7 +75,9 @@ def mixed(count: int) -> list[Spec]:
     return specs
 
 
-async def submit(address: str, token: str, specs: list[Spec], concurrency: int = 32) -> dict[str, Spec]:
+async def submit(
+    address: str, token: str, specs: list[Spec], concurrency: int = 32, timeout_seconds: int = 0
+) -> dict[str, Spec]:
     """CreateJob for every spec; returns job id -> spec. Every call must succeed."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
@@ -84,7 +86,9 @@ async def submit(address: str, token: str, specs: list[Spec], concurrency: int =
         async def one(spec: Spec) -> tuple[str, Spec]:
             async with limit:
                 reply = await stub.CreateJob(
-                    jobs_pb2.CreateJobRequest(type=spec.type, payload=spec.value), metadata=bearer(token), timeout=10
+                    jobs_pb2.CreateJobRequest(type=spec.type, payload=spec.value, timeout_seconds=timeout_seconds),
+                    metadata=bearer(token),
+                    timeout=10,
                 )
                 return reply.job.id, spec
 

@@ -29,6 +29,9 @@ class System:
             "JOB_PORT": str(self.job_port),
             "JOB_SERVICE_ADDR": f"127.0.0.1:{self.job_port}",
             "OUTBOX_POLL_SECONDS": "0.2",
+            # Short timers, so retries and taken-back claims happen within a test's patience.
+            "RETRY_BASE_SECONDS": "0.2",
+            "LEASE_GRACE_SECONDS": "1",
         }
         self.logs = logs
         self.auth: ServiceProcess | None = None

@@ -294,3 +294,14 @@ async def test_stopping_the_worker_is_not_mistaken_for_a_cancellation() -> None:
 async def test_a_garbage_control_notice_is_ignored() -> None:
     handler = DeliveryHandler(FakeReporter(), FakeRunner(), requeue_delay=0)
     await handler.handle_control(cast(AbstractIncomingMessage, FakeMessage(b"\xff\xff garbage")))
+
+
+async def test_a_handler_past_its_timeout_is_stopped_and_fails_retryably() -> None:
+    reporter, runner = FakeReporter(claim_reply=1), BlockingRunner()
+    delivery = delivery_pb2.JobDelivery(
+        job_id=JOB_ID, type="reverse_string", payload=struct_pb2.Value(string_value="x"), timeout_seconds=1
+    )
+    message = await asyncio.wait_for(handle(reporter, runner, FakeMessage(delivery.SerializeToString())), 5)
+    assert reporter.log[-1] == ("fail", JOB_ID, 1, "timed out after 1 s")
+    assert reporter.retryable == [True]
+    assert message.settled == [("ack", None)]

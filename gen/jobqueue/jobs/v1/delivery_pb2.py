@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobqueue/jobs/v1/delivery.proto\x12\x10jobqueue.jobs.v1\x1a\x1cgoogle/protobuf/struct.proto\"T\n\x0bJobDelivery\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"!\n\x0fJobCancellation\x12\x0e\n\x06job_id\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobqueue/jobs/v1/delivery.proto\x12\x10jobqueue.jobs.v1\x1a\x1cgoogle/protobuf/struct.proto\"m\n\x0bJobDelivery\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x05\"!\n\x0fJobCancellation\x12\x0e\n\x06job_id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobqueue.jobs.v1.delivery_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBDELIVERY']._serialized_start=83
-  _globals['_JOBDELIVERY']._serialized_end=167
-  _globals['_JOBCANCELLATION']._serialized_start=169
-  _globals['_JOBCANCELLATION']._serialized_end=202
+  _globals['_JOBDELIVERY']._serialized_end=192
+  _globals['_JOBCANCELLATION']._serialized_start=194
+  _globals['_JOBCANCELLATION']._serialized_end=227
 # @@protoc_insertion_point(module_scope)

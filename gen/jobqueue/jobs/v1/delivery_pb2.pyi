@@ -30,10 +30,15 @@ class JobDelivery(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     type: _builtins.str
     """The job type, as given to CreateJob."""
+    timeout_seconds: _builtins.int
+    """How long the worker lets the handler run before it stops it and reports a
+    retryable failure (CreateJobRequest.timeout_seconds).
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input, as given to CreateJob."""
@@ -44,10 +49,11 @@ class JobDelivery(_message.Message):
         job_id: _builtins.str = ...,
         type: _builtins.str = ...,
         payload: _struct_pb2.Value | None = ...,
+        timeout_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "payload", b"payload", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "payload", b"payload", "timeout_seconds", b"timeout_seconds", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,39 +26,39 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjobqueue/jobs/v1/jobs.proto\x12\x10jobqueue.jobs.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08priority\x18\r \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x0e \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07_resultB\x08\n\x06_error\"\xa4\x01\n\x10\x43reateJobRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x08priority\x18\x04 \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"s\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x0c\n\x04type\x18\x04 \x01(\t\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"\xbf\x01\n\x10UpdateJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x10\n\x08\x63laim_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tretryable\x18\x07 \x01(\x08\x42\t\n\x07_resultB\x08\n\x06_error\"7\n\x11UpdateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*q\n\x0bJobPriority\x12\x1c\n\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_PRIORITY_LOW\x10\x01\x12\x17\n\x13JOB_PRIORITY_NORMAL\x10\x02\x12\x15\n\x11JOB_PRIORITY_HIGH\x10\x03\x32\xae\x03\n\nJobService\x12T\n\tCreateJob\x12\".jobqueue.jobs.v1.CreateJobRequest\x1a#.jobqueue.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.jobqueue.jobs.v1.GetJobRequest\x1a .jobqueue.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.jobqueue.jobs.v1.ListJobsRequest\x1a\".jobqueue.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".jobqueue.jobs.v1.CancelJobRequest\x1a#.jobqueue.jobs.v1.CancelJobResponse\x12T\n\tUpdateJob\x12\".jobqueue.jobs.v1.UpdateJobRequest\x1a#.jobqueue.jobs.v1.UpdateJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjobqueue/jobs/v1/jobs.proto\x12\x10jobqueue.jobs.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08priority\x18\r \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x0e \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftimeout_seconds\x18\x10 \x01(\x05\x42\t\n\x07_resultB\x08\n\x06_error\"\xbd\x01\n\x10\x43reateJobRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x08priority\x18\x04 \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x05\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"s\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x0c\n\x04type\x18\x04 \x01(\t\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"\xbf\x01\n\x10UpdateJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x10\n\x08\x63laim_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tretryable\x18\x07 \x01(\x08\x42\t\n\x07_resultB\x08\n\x06_error\"7\n\x11UpdateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*q\n\x0bJobPriority\x12\x1c\n\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_PRIORITY_LOW\x10\x01\x12\x17\n\x13JOB_PRIORITY_NORMAL\x10\x02\x12\x15\n\x11JOB_PRIORITY_HIGH\x10\x03\x32\xae\x03\n\nJobService\x12T\n\tCreateJob\x12\".jobqueue.jobs.v1.CreateJobRequest\x1a#.jobqueue.jobs.v1.CreateJobResponse\x12K\n\x06GetJob\x12\x1f.jobqueue.jobs.v1.GetJobRequest\x1a .jobqueue.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.jobqueue.jobs.v1.ListJobsRequest\x1a\".jobqueue.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".jobqueue.jobs.v1.CancelJobRequest\x1a#.jobqueue.jobs.v1.CancelJobResponse\x12T\n\tUpdateJob\x12\".jobqueue.jobs.v1.UpdateJobRequest\x1a#.jobqueue.jobs.v1.UpdateJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobqueue.jobs.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=1494
-  _globals['_JOBSTATUS']._serialized_end=1655
-  _globals['_JOBPRIORITY']._serialized_start=1657
-  _globals['_JOBPRIORITY']._serialized_end=1770
+  _globals['_JOBSTATUS']._serialized_start=1544
+  _globals['_JOBSTATUS']._serialized_end=1705
+  _globals['_JOBPRIORITY']._serialized_start=1707
+  _globals['_JOBPRIORITY']._serialized_end=1820
   _globals['_JOB']._serialized_start=113
-  _globals['_JOB']._serialized_end=645
-  _globals['_CREATEJOBREQUEST']._serialized_start=648
-  _globals['_CREATEJOBREQUEST']._serialized_end=812
-  _globals['_CREATEJOBRESPONSE']._serialized_start=814
-  _globals['_CREATEJOBRESPONSE']._serialized_end=869
-  _globals['_GETJOBREQUEST']._serialized_start=871
-  _globals['_GETJOBREQUEST']._serialized_end=898
-  _globals['_GETJOBRESPONSE']._serialized_start=900
-  _globals['_GETJOBRESPONSE']._serialized_end=952
-  _globals['_LISTJOBSREQUEST']._serialized_start=954
-  _globals['_LISTJOBSREQUEST']._serialized_end=1069
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1071
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1151
-  _globals['_CANCELJOBREQUEST']._serialized_start=1153
-  _globals['_CANCELJOBREQUEST']._serialized_end=1183
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1185
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1240
-  _globals['_UPDATEJOBREQUEST']._serialized_start=1243
-  _globals['_UPDATEJOBREQUEST']._serialized_end=1434
-  _globals['_UPDATEJOBRESPONSE']._serialized_start=1436
-  _globals['_UPDATEJOBRESPONSE']._serialized_end=1491
-  _globals['_JOBSERVICE']._serialized_start=1773
-  _globals['_JOBSERVICE']._serialized_end=2203
+  _globals['_JOB']._serialized_end=670
+  _globals['_CREATEJOBREQUEST']._serialized_start=673
+  _globals['_CREATEJOBREQUEST']._serialized_end=862
+  _globals['_CREATEJOBRESPONSE']._serialized_start=864
+  _globals['_CREATEJOBRESPONSE']._serialized_end=919
+  _globals['_GETJOBREQUEST']._serialized_start=921
+  _globals['_GETJOBREQUEST']._serialized_end=948
+  _globals['_GETJOBRESPONSE']._serialized_start=950
+  _globals['_GETJOBRESPONSE']._serialized_end=1002
+  _globals['_LISTJOBSREQUEST']._serialized_start=1004
+  _globals['_LISTJOBSREQUEST']._serialized_end=1119
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1121
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1201
+  _globals['_CANCELJOBREQUEST']._serialized_start=1203
+  _globals['_CANCELJOBREQUEST']._serialized_end=1233
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1235
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1290
+  _globals['_UPDATEJOBREQUEST']._serialized_start=1293
+  _globals['_UPDATEJOBREQUEST']._serialized_end=1484
+  _globals['_UPDATEJOBRESPONSE']._serialized_start=1486
+  _globals['_UPDATEJOBRESPONSE']._serialized_end=1541
+  _globals['_JOBSERVICE']._serialized_start=1823
+  _globals['_JOBSERVICE']._serialized_end=2253
 # @@protoc_insertion_point(module_scope)

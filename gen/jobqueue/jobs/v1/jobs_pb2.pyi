@@ -106,6 +106,7 @@ class Job(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id (a UUID), assigned by CreateJob."""
     type: _builtins.str
@@ -129,6 +130,8 @@ class Job(_message.Message):
     """The priority it was submitted with (never UNSPECIFIED)."""
     max_attempts: _builtins.int
     """How many attempts the job gets before it is FAILED for good."""
+    timeout_seconds: _builtins.int
+    """How long one attempt may run, in seconds."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input, exactly as submitted."""
@@ -173,10 +176,11 @@ class Job(_message.Message):
         priority: Global___JobPriority.ValueType = ...,
         max_attempts: _builtins.int = ...,
         next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        timeout_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "result", b"result", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "result", b"result", "started_at", b"started_at", "status", b"status", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "result", b"result", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
@@ -200,6 +204,7 @@ class CreateJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The job type. One of:
       "reverse_string": payload is a string; the result is it reversed.
@@ -223,6 +228,13 @@ class CreateJobRequest(_message.Message):
     wait for an exponential, jittered backoff in between. A payload the
     handler rejects fails at once, whatever this says.
     """
+    timeout_seconds: _builtins.int
+    """How long one attempt may run: 1 to 3600 seconds; 0 means 60. An attempt
+    that runs longer is stopped by its worker, and one whose worker hangs or
+    vanishes without a report is taken back by the job service a few seconds
+    later; either way it counts as a failed attempt and is retried while
+    max_attempts allows.
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
         """The input for the job type, as a JSON value: "hello world", 10."""
@@ -235,10 +247,11 @@ class CreateJobRequest(_message.Message):
         request_id: _builtins.str = ...,
         priority: Global___JobPriority.ValueType = ...,
         max_attempts: _builtins.int = ...,
+        timeout_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "request_id", b"request_id", "timeout_seconds", b"timeout_seconds", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
