@@ -11,7 +11,7 @@ WORKERS ?= 2
 # Python sources we lint and type-check (gen/ is generated and excluded).
 SOURCES := common auth_svc job_svc worker_svc migrations scripts tests gen/jobqueue/client.py
 
-.PHONY: help install services migrate run gen gen-check lint hadolint test clean
+.PHONY: help install services migrate run gen gen-check lint hadolint test test-faults clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ hadolint: install  ## lint every Dockerfile
 
 test: install services lint gen-check hadolint  ## everything CI checks: lint, generated code, all tests
 	$(PY) -m pytest
+
+test-faults: install services  ## only the fault-injection suite (tests/faults), with its summary table
+	$(PY) -m pytest tests/faults
 
 clean:  ## remove the virtualenv, tools and local state
 	rm -rf $(VENV) .tools var

@@ -19,6 +19,7 @@ import pytest
 
 from common.secrets import ensure_dev_secrets
 from migrations.__main__ import migrate
+from tests.support.system import System
 
 ADMIN_DATABASE_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -96,3 +97,14 @@ def service_env(database_url: str, rabbitmq_url: str, secrets_dir: Path, queue_n
         # Cheap hashing keeps tests fast; production uses the default cost.
         "BCRYPT_ROUNDS": "4",
     }
+
+
+@pytest.fixture
+def system(service_env: dict[str, str], tmp_path: Path, purge_queues: None) -> Iterator[System]:
+    """Auth and jobs running behind proxies to PostgreSQL and RabbitMQ; each test starts the workers it needs."""
+    running = System(service_env, tmp_path)
+    running.start_auth()
+    running.start_jobs()
+    yield running
+    codes = running.stop()
+    assert all(code == 0 for code in codes.values()), f"not every service stopped cleanly: {codes}"

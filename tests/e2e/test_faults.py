@@ -15,7 +15,7 @@ import aio_pika
 
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.support.clients import mint_token
-from tests.support.load import Spec, check_outcomes, list_all, mixed, submit, wait_all_final
+from tests.support.load import Spec, check_outcomes, list_all, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children
 from tests.support.queues import publish_raw, queue_depth
 from tests.support.system import System
@@ -26,18 +26,6 @@ def log_entries(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def wait_started(system: System, token: str, count: int) -> int:
-    """Wait until at least ``count`` jobs have left QUEUED; returns how many have."""
-    deadline = time.monotonic() + 60
-    while True:
-        listed = asyncio.run(list_all(system.job_address, token)).values()
-        started = sum(j.status != jobs_pb2.JOB_STATUS_QUEUED for j in listed)
-        if started >= count:
-            return started
-        assert time.monotonic() < deadline, "workers made no progress"
-        time.sleep(0.05)
-
-
 def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(1200)))
@@ -46,7 +34,7 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
     system.start_worker(LOG_LEVEL="DEBUG")
 
     # Kill one worker while the backlog is being worked through, with messages in flight.
-    started = wait_started(system, token, 200)
+    started = wait_started(system.job_address, token, 200)
     handler_processes = children(doomed.pid)
     assert handler_processes, "the worker has no handler process"
     doomed.kill()
@@ -104,7 +92,7 @@ def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system:
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(600)))
     first = system.start_worker()
-    wait_started(system, token, 100)
+    wait_started(system.job_address, token, 100)
     assert first.stop() == 0, first.output()
     running = [
         j for j in asyncio.run(list_all(system.job_address, token)).values() if j.status == jobs_pb2.JOB_STATUS_RUNNING
@@ -131,7 +119,7 @@ def test_the_job_service_killed_and_restarted_mid_load_loses_nothing(system: Sys
     specs = asyncio.run(submit(system.job_address, token, mixed(1000)))
     system.start_worker()
     system.start_worker()
-    wait_started(system, token, 150)
+    wait_started(system.job_address, token, 150)
     assert system.jobs is not None
     system.jobs.kill()
     time.sleep(2)  # workers meet a dead job service: their reports must wait, not get lost
@@ -189,7 +177,7 @@ def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, [Spec("fibonacci_calc", 60_000 + i) for i in range(150)]))
     worker = system.start_worker(PREFETCH_COUNT="20")
-    wait_started(system, token, 10)
+    wait_started(system.job_address, token, 10)
     [pool_process] = _handler_processes(worker.pid)
     os.kill(pool_process, signal.SIGKILL)  # as the OOM killer would
     jobs = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=120))
@@ -206,7 +194,7 @@ def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_di
     slow = [Spec("fibonacci_calc", 50_000 + i) for i in range(200)]
     specs = asyncio.run(submit(system.job_address, token, slow, timeout_seconds=2))
     hung = system.start_worker(PREFETCH_COUNT="10")
-    wait_started(system, token, 20)
+    wait_started(system.job_address, token, 20)
     os.kill(hung.pid, signal.SIGSTOP)
     try:
         time.sleep(0.5)  # reports already on the wire when it stopped land first

@@ -132,3 +132,15 @@ def check_outcomes(jobs: dict[str, jobs_pb2.Job], specs: dict[str, Spec]) -> Non
         if job.status != jobs_pb2.JOB_STATUS_COMPLETED or job.result != specs[job_id].expected
     ]
     assert not wrong, f"{len(wrong)} jobs wrong, e.g. {wrong[:3]}"
+
+
+def wait_started(address: str, token: str, count: int, timeout: float = 60) -> int:
+    """Wait until at least ``count`` of the token's jobs have left QUEUED; returns how many have."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = asyncio.run(list_all(address, token)).values()
+        started = sum(j.status != jobs_pb2.JOB_STATUS_QUEUED for j in listed)
+        if started >= count:
+            return started
+        assert time.monotonic() < deadline, "workers made no progress"
+        time.sleep(0.05)

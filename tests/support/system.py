@@ -1,7 +1,7 @@
 """The whole system as local processes, the same entry points `make run` and compose start.
 
-RabbitMQ is reached through a TcpProxy the test owns, so a test can cut the
-broker off from every service without touching the shared server.
+RabbitMQ and PostgreSQL are reached through TcpProxies the test owns, so a test
+can cut either off from every service without touching the shared servers.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ class System:
         broker = urlsplit(env["RABBITMQ_URL"])
         self.broker_proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
         proxied = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{self.broker_proxy.start()}")
+        database = urlsplit(env["DATABASE_URL"])
+        self.database_proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
+        proxied_database = database._replace(netloc=f"{database.username}@127.0.0.1:{self.database_proxy.start()}")
         self.auth_port = free_port()
         self.job_port = free_port()
         self.env = {
             **env,
             "RABBITMQ_URL": proxied.geturl(),
+            "DATABASE_URL": proxied_database.geturl(),
             "AUTH_PORT": str(self.auth_port),
             "JOB_PORT": str(self.job_port),
             "JOB_SERVICE_ADDR": f"127.0.0.1:{self.job_port}",
@@ -98,4 +102,5 @@ class System:
                 if not process.killed:
                     codes[name] = code
         self.broker_proxy.stop()
+        self.database_proxy.stop()
         return codes
