@@ -48,6 +48,9 @@ _OUTCOMES: dict[grpc.StatusCode, Outcome] = {
     # Both mean "not now" (overload, a conflicting transaction), never "not this report".
     grpc.StatusCode.RESOURCE_EXHAUSTED: Outcome.RETRY,
     grpc.StatusCode.ABORTED: Outcome.RETRY,
+    # A job service shutting down drops calls it had not started with CANCELLED;
+    # the worker's own cancellations surface as asyncio.CancelledError instead.
+    grpc.StatusCode.CANCELLED: Outcome.RETRY,
 }
 
 

@@ -107,7 +107,10 @@ FINAL_STATUSES: frozenset[jobs_pb2.JobStatus.ValueType] = frozenset(
 )
 
 # Codes after which asking again may succeed: a service restarting, a slow reply.
-_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# CANCELLED reaches a caller only from the server's side (a service shutting
+# down drops calls it had not started); a caller's own cancellation raises
+# asyncio.CancelledError instead.
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -194,7 +197,7 @@ class JobQueueError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether the same call may succeed later unchanged (UNAVAILABLE, DEADLINE_EXCEEDED)."""
+        """Whether the same call may succeed later unchanged (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED)."""
         return self.code in _TRANSIENT
 
     @classmethod

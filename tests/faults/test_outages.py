@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
+
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.faults.conftest import FaultRow, record
-from tests.support.clients import mint_token
+from tests.support.clients import bearer, mint_token
 from tests.support.load import FINAL, Spec, check_outcomes, list_all, mixed, submit, wait_started
 from tests.support.processes import health_status
 from tests.support.system import System
@@ -89,3 +94,46 @@ def test_postgresql_cut_for_30_seconds_during_processing(system: System, secrets
     assert all(w.process.poll() is None for w in system.workers), "a worker died during the outage"
     system.database_proxy.restore()
     settle(system, token, specs, "postgresql cut 30 s during processing", time.monotonic())
+
+
+async def _submit_retrying(address: str, token: str, specs: list[Spec]) -> dict[str, Spec]:
+    """CreateJob for each spec, retried with its request_id until accepted, as a careful client would."""
+    accepted: dict[str, Spec] = {}
+    refusals: Counter[grpc.StatusCode] = Counter()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        limit = asyncio.Semaphore(16)
+
+        async def one(spec: Spec) -> None:
+            request = jobs_pb2.CreateJobRequest(type=spec.type, payload=spec.value, request_id=str(uuid.uuid4()))
+            async with limit:
+                for _ in range(300):
+                    try:
+                        reply = await stub.CreateJob(request, metadata=bearer(token), timeout=5)
+                    except grpc.aio.AioRpcError as error:
+                        refusals[error.code()] += 1
+                        await asyncio.sleep(0.2)
+                        continue
+                    accepted[reply.job.id] = spec
+                    return
+
+        await asyncio.gather(*(one(s) for s in specs))
+    # A stopping service refuses new calls (UNAVAILABLE) or drops ones it had not started (CANCELLED);
+    # either way the request_id makes the retry safe.
+    assert set(refusals) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, refusals
+    return accepted
+
+
+def test_job_service_sigterm_under_load_drains_and_loses_nothing(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    for _ in range(2):
+        system.start_worker(LOG_LEVEL="DEBUG")
+    assert system.jobs is not None
+    loader = ThreadPoolExecutor(1).submit(lambda: asyncio.run(_submit_retrying(system.job_address, token, mixed(JOBS))))
+    wait_started(system.job_address, token, 100)
+    assert system.jobs.stop() == 0, system.jobs.output()  # SIGTERM while CreateJob calls are in flight
+    restarted_at = time.monotonic()
+    system.start_jobs()
+    specs = loader.result(timeout=120)
+    assert len(specs) == JOBS  # one job per submission, however often it was retried
+    settle(system, token, specs, "job service SIGTERM under load", restarted_at)

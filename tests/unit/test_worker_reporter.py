@@ -30,6 +30,7 @@ CHECK = "/grpc.health.v1.Health/Check"
         (grpc.StatusCode.DEADLINE_EXCEEDED, Outcome.RETRY),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, Outcome.RETRY),
         (grpc.StatusCode.ABORTED, Outcome.RETRY),
+        (grpc.StatusCode.CANCELLED, Outcome.RETRY),
         (grpc.StatusCode.UNAUTHENTICATED, Outcome.REFUSED),
         (grpc.StatusCode.PERMISSION_DENIED, Outcome.REFUSED),
         (grpc.StatusCode.INVALID_ARGUMENT, Outcome.REFUSED),
