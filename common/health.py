@@ -92,14 +92,6 @@ class HealthReporter:
             await self.check_once()
             await asyncio.sleep(self._interval)
 
-    async def wait_serving(self, stop: asyncio.Event | None = None) -> bool:
-        """Wait until every required dependency answers (or ``stop`` is set); returns whether serving."""
-        while not (stop is not None and stop.is_set()):
-            if await self.check_once():
-                return True
-            await asyncio.sleep(self._interval)
-        return False
-
     async def shutdown(self) -> None:
         """Turn every status NOT_SERVING for good: the first step of a graceful stop."""
         self._stopping = True

@@ -272,7 +272,3 @@ class JobStore:
                     "DELETE FROM job_outbox WHERE id = ANY($1::bigint[])",
                     [r.id for r in batch],
                 )
-
-    async def outbox_size(self) -> int:
-        """How many messages wait to be published."""
-        return int(await self._pool.fetchval("SELECT count(*) FROM job_outbox"))
