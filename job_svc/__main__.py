@@ -12,6 +12,7 @@ import aio_pika
 from common import broker, db, logs
 from common import secrets as dev_secrets
 from common.health import HealthReporter, HealthServicer
+from common.job_types import load_modules
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from job_svc.auth import Authenticator
@@ -93,7 +94,10 @@ async def serve(settings: Settings) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(publisher.wait_connected(), 2)
     tasks = [publisher_task, *(asyncio.create_task(t) for t in (relay.run(), reporter.run()))]
-    log.info("job service listening", extra={"port": port, "queue": settings.rabbitmq_queue})
+    log.info(
+        "job service listening",
+        extra={"port": port, "queue": settings.rabbitmq_queue, "job_type_modules": list(settings.modules())},
+    )
     await stop.wait()
 
     log.info("stopping: finishing in-flight calls")
@@ -120,6 +124,8 @@ def main() -> int:
         return 0
     try:
         settings = load(Settings)
+        # Before anything connects: a module that cannot be loaded stops the service here, with its name.
+        load_modules(settings.modules())
     except SettingsError as error:
         print(f"job_svc: {error}", file=sys.stderr)
         return 2

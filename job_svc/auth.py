@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -14,11 +15,23 @@ from job_svc.errors import (
     ExpiredToken,
     InvalidToken,
     MissingCredentials,
+    OperatorsOnly,
     UsersOnly,
     WorkersOnly,
 )
 
 Metadata = Iterable[tuple[str, str | bytes]] | None
+
+#: The role (in an access token's ``roles`` claim) that may see and re-run every user's dead jobs.
+OPERATOR_ROLE = "operator"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A user, as their access token names them."""
+
+    id: uuid.UUID
+    operator: bool = False
 
 
 class Authenticator:
@@ -32,12 +45,19 @@ class Authenticator:
         self._audience = audience
         self._worker_token = worker_token
 
-    def user(self, metadata: Metadata) -> uuid.UUID:
-        """The id of the user whose access token the call carries."""
+    def user(self, metadata: Metadata) -> Caller:
+        """The user whose access token the call carries."""
         token = _bearer(metadata)
         if self._is_worker(token):
             raise UsersOnly("the worker token may only call UpdateJob")
         return self._verify(token)
+
+    def operator(self, metadata: Metadata) -> Caller:
+        """The caller, if their access token carries the operator role."""
+        caller = self.user(metadata)
+        if not caller.operator:
+            raise OperatorsOnly("only operators may list or re-run every user's dead jobs")
+        return caller
 
     def worker(self, metadata: Metadata) -> None:
         """Return only if the call carries the worker token."""
@@ -49,7 +69,7 @@ class Authenticator:
     def _is_worker(self, token: str) -> bool:
         return hmac.compare_digest(token.encode(), self._worker_token)
 
-    def _verify(self, token: str) -> uuid.UUID:
+    def _verify(self, token: str) -> Caller:
         try:
             claims = jwt.decode(
                 token,
@@ -63,10 +83,14 @@ class Authenticator:
             raise ExpiredToken("access token has expired; log in again") from None
         except jwt.InvalidTokenError:
             raise InvalidToken("access token is not valid") from None
+        roles = claims.get("roles", [])
         try:
-            return uuid.UUID(str(claims["sub"]))
+            subject = uuid.UUID(str(claims["sub"]))
         except ValueError:
             raise InvalidToken("access token is not valid") from None
+        if not isinstance(roles, list):
+            raise InvalidToken("access token is not valid")
+        return Caller(subject, operator=OPERATOR_ROLE in roles)
 
 
 def _bearer(metadata: Metadata) -> str:

@@ -41,6 +41,12 @@ class UsersOnly(PermissionDenied):
     reason = "USERS_ONLY"
 
 
+class OperatorsOnly(PermissionDenied):
+    """Raised when a user without the operator role calls an operators' method."""
+
+    reason = "OPERATORS_ONLY"
+
+
 class JobNotFound(NotFound):
     """Raised when no job has the id, or it belongs to another user (the two are indistinguishable)."""
 
@@ -48,7 +54,7 @@ class JobNotFound(NotFound):
 
 
 class JobFinished(FailedPrecondition):
-    """Raised when a report concerns a job that already reached a final status."""
+    """Raised when a report or a cancellation concerns a job that already reached a final status."""
 
     reason = "JOB_FINISHED"
 
@@ -57,6 +63,12 @@ class StaleAttempt(FailedPrecondition):
     """Raised when a report names an attempt that is no longer the job's current one."""
 
     reason = "STALE_ATTEMPT"
+
+
+class NotFailed(FailedPrecondition):
+    """Raised when a re-run names a job that is not FAILED."""
+
+    reason = "JOB_NOT_FAILED"
 
 
 class NotRunning(FailedPrecondition):

@@ -8,14 +8,16 @@ import dataclasses
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
+from job_svc.auth import Caller
 from job_svc.broker import Publisher, encode_delivery
-from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
+from job_svc.errors import JobFinished, JobNotFound, NotFailed, NotRunning, StaleAttempt
 from job_svc.model import Job, ListQuery, Priority, Report, Status
 from job_svc.relay import OutboxRelay
 from job_svc.store import JobStore
@@ -26,6 +28,8 @@ MAX_TIMEOUT_SECONDS = 3600
 MAX_ATTEMPTS = 10
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: How many dead jobs RerunDeadJobs re-queues per transaction.
+RERUN_BATCH = 500
 #: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
 MAX_RESULT_CHARS = 1 << 20
 #: Largest error message a worker may report.
@@ -40,23 +44,44 @@ def parse_id(value: str, field: str = "id") -> uuid.UUID:
         raise InvalidArgument([FieldViolation(field, "must be a UUID")]) from None
 
 
-def encode_page_token(job: Job, query: ListQuery) -> str:
-    """An opaque token for the page after ``job``, bound to the query's filters."""
-    data = [job.created_at.isoformat(), str(job.id), query.status, query.type]
+def encode_page_token(at: datetime, job_id: uuid.UUID, filters: list[str | None]) -> str:
+    """An opaque token for the page after the job at (``at``, ``job_id``), bound to the list's filters."""
+    data = [at.isoformat(), str(job_id), *filters]
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
 
-def decode_page_token(token: str, status: Status | None, job_type: str | None) -> tuple[datetime, uuid.UUID]:
+def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, uuid.UUID]:
     """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters."""
     bad = InvalidArgument([FieldViolation("page_token", "is not a token this service issued for these filters")])
     try:
-        created, job_id, token_status, token_type = json.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor = (datetime.fromisoformat(created), uuid.UUID(job_id))
+        at, job_id, *token_filters = json.loads(base64.urlsafe_b64decode(token.encode()))
+        cursor = (datetime.fromisoformat(at), uuid.UUID(job_id))
     except (ValueError, TypeError, binascii.Error, UnicodeError):
         raise bad from None
-    if cursor[0].tzinfo is None or token_status != status or token_type != job_type:
+    if cursor[0].tzinfo is None or token_filters != filters:
         raise bad
     return cursor
+
+
+def _check_attempts(value: int) -> int:
+    """A requested number of attempts (0 meaning the default), or INVALID_ARGUMENT."""
+    if not 0 <= value <= MAX_ATTEMPTS:
+        raise InvalidArgument(
+            [FieldViolation("max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means {DEFAULT_MAX_ATTEMPTS})")]
+        )
+    return value or DEFAULT_MAX_ATTEMPTS
+
+
+def _check_listing(page_size: int, job_type: str | None) -> int:
+    """The page size to fetch for a listing request, or INVALID_ARGUMENT for its bad fields."""
+    violations = []
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        violations.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
+    if job_type is not None and job_type not in JOB_TYPES:
+        violations.append(FieldViolation("type", f"unknown job type {job_type!r}"))
+    if violations:
+        raise InvalidArgument(violations)
+    return page_size or DEFAULT_PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -113,14 +138,7 @@ class JobRules:
             parse_payload(job_type, payload)
         except PayloadError as error:
             raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
-        if not 0 <= max_attempts <= MAX_ATTEMPTS:
-            raise InvalidArgument(
-                [
-                    FieldViolation(
-                        "max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means {DEFAULT_MAX_ATTEMPTS})"
-                    )
-                ]
-            )
+        max_attempts = _check_attempts(max_attempts)
         if not 0 <= timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise InvalidArgument(
                 [
@@ -140,7 +158,7 @@ class JobRules:
             payload,
             body,
             priority=priority,
-            max_attempts=max_attempts or DEFAULT_MAX_ATTEMPTS,
+            max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
             request_id=request_id,
         )
@@ -164,15 +182,9 @@ class JobRules:
         job_type: str | None,
     ) -> tuple[list[Job], str]:
         """A page of the owner's jobs, newest first, and the token of the next page ('' if none)."""
-        violations = []
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            violations.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
-        if job_type is not None and job_type not in JOB_TYPES:
-            violations.append(FieldViolation("type", f"unknown job type {job_type!r}"))
-        if violations:
-            raise InvalidArgument(violations)
-        after = decode_page_token(page_token, status, job_type) if page_token else None
-        size = page_size or DEFAULT_PAGE_SIZE
+        size = _check_listing(page_size, job_type)
+        filters: list[str | None] = [status, job_type]
+        after = decode_page_token(page_token, filters) if page_token else None
         query = ListQuery(
             owner_id=owner,
             page_size=size + 1,
@@ -183,7 +195,8 @@ class JobRules:
         jobs = await self._store.list(query)
         if len(jobs) <= size:
             return jobs, ""
-        return jobs[:size], encode_page_token(jobs[size - 1], query)
+        last = jobs[size - 1]
+        return jobs[:size], encode_page_token(last.created_at, last.id, filters)
 
     async def cancel(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
         """Cancel one of the owner's jobs; a RUNNING one's worker is told to stop."""
@@ -195,6 +208,46 @@ class JobRules:
         if previous is Status.RUNNING:
             await self._publisher.announce_cancellation(job_id)
         return job
+
+    async def rerun(self, caller: Caller, job_id: uuid.UUID, max_attempts: int) -> Job:
+        """Queue a FAILED job again with more attempts: the caller's own, or anyone's for an operator."""
+        grant = _check_attempts(max_attempts)
+        job = await self._store.rerun(job_id, grant, encode_delivery, owner_id=None if caller.operator else caller.id)
+        if job is None:
+            found = await self._store.get(job_id, owner_id=None if caller.operator else caller.id)
+            if found is None:
+                raise JobNotFound(f"job {job_id} not found")
+            raise NotFailed(f"job {job_id} is {found.status.value}; only a FAILED job can be re-run")
+        self._relay.wake()
+        return job
+
+    async def list_dead(self, page_size: int, page_token: str, job_type: str | None) -> tuple[Sequence[Job], str]:
+        """A page of every owner's FAILED jobs, most recently failed first, and the next page's token."""
+        size = _check_listing(page_size, job_type)
+        filters: list[str | None] = ["dead", job_type]
+        after = decode_page_token(page_token, filters) if page_token else None
+        jobs = await self._store.list_dead(size + 1, job_type, after)
+        if len(jobs) <= size:
+            return jobs, ""
+        last = jobs[size - 1]
+        assert last.finished_at is not None  # FAILED jobs are finished
+        return jobs[:size], encode_page_token(last.finished_at, last.id, filters)
+
+    async def rerun_dead(self, job_type: str | None, max_attempts: int) -> int:
+        """Queue again every job that was FAILED when the call began (of ``job_type``, if given); how many."""
+        if job_type is not None and job_type not in JOB_TYPES:
+            raise InvalidArgument([FieldViolation("type", f"unknown job type {job_type!r}")])
+        grant = _check_attempts(max_attempts)
+        failed_by = await self._store.now()
+        total = 0
+        while True:
+            # Batches keep each transaction (and its row locks) short.
+            count = await self._store.rerun_dead(job_type, failed_by, grant, RERUN_BATCH, encode_delivery)
+            total += count
+            if count:
+                self._relay.wake()
+            if count < RERUN_BATCH:
+                return total
 
     async def report(self, report: Report) -> Job:
         """Apply a worker's report, fenced by claim and attempt."""

@@ -97,7 +97,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
         """Validate, store and queue a job for the calling user."""
-        owner = self._auth.user(context.invocation_metadata())
+        owner = self._auth.user(context.invocation_metadata()).id
         payload = payload_from_proto(request.payload, request.HasField("payload"))
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
         priority = _PRIORITY_FROM_PROTO.get(request.priority)
@@ -116,13 +116,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
         """One of the caller's jobs."""
-        owner = self._auth.user(context.invocation_metadata())
+        owner = self._auth.user(context.invocation_metadata()).id
         job = await self._rules.get(owner, parse_id(request.id))
         return jobs_pb2.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
         """A page of the caller's jobs, newest first."""
-        owner = self._auth.user(context.invocation_metadata())
+        owner = self._auth.user(context.invocation_metadata()).id
         jobs, next_token = await self._rules.list(
             owner,
             page_size=request.page_size,
@@ -134,9 +134,31 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.CancelJobResponse:
         """Withdraw one of the caller's jobs."""
-        owner = self._auth.user(context.invocation_metadata())
+        owner = self._auth.user(context.invocation_metadata()).id
         job = await self._rules.cancel(owner, parse_id(request.id))
         return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
+
+    async def RerunJob(self, request: jobs_pb2.RerunJobRequest, context: Context) -> jobs_pb2.RerunJobResponse:
+        """Run a FAILED job again: the caller's own, or any for an operator."""
+        caller = self._auth.user(context.invocation_metadata())
+        job = await self._rules.rerun(caller, parse_id(request.id), request.max_attempts)
+        return jobs_pb2.RerunJobResponse(job=job_to_proto(job))
+
+    async def ListDeadJobs(
+        self, request: jobs_pb2.ListDeadJobsRequest, context: Context
+    ) -> jobs_pb2.ListDeadJobsResponse:
+        """A page of every user's FAILED jobs, for an operator."""
+        self._auth.operator(context.invocation_metadata())
+        jobs, next_token = await self._rules.list_dead(request.page_size, request.page_token, request.type or None)
+        return jobs_pb2.ListDeadJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=next_token)
+
+    async def RerunDeadJobs(
+        self, request: jobs_pb2.RerunDeadJobsRequest, context: Context
+    ) -> jobs_pb2.RerunDeadJobsResponse:
+        """Run every dead job (of one type, if given) again, for an operator."""
+        self._auth.operator(context.invocation_metadata())
+        count = await self._rules.rerun_dead(request.type or None, request.max_attempts)
+        return jobs_pb2.RerunDeadJobsResponse(rerun_count=count)
 
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""

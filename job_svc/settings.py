@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.job_types import module_names
 from common.settings import setting
 
 
@@ -34,3 +35,15 @@ class Settings:
     worker_token: str = setting("", "Secret the workers present to call UpdateJob (or WORKER_TOKEN_FILE).")
     worker_token_file: str = setting("", "File holding the worker token.")
     log_level: str = setting("INFO", "Least severe log level written.")
+    job_type_modules: str = setting(
+        "",
+        "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
+        "common.job_types.JobType with handlers); give the workers the same list.",
+    )
+
+    def __post_init__(self) -> None:
+        self.modules()
+
+    def modules(self) -> tuple[str, ...]:
+        """The module names in JOB_TYPE_MODULES (their job types are added at start, in __main__)."""
+        return module_names(self.job_type_modules)

@@ -6,11 +6,16 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from job_svc.model import Job, ListQuery, OutboxMessage, Priority, Report, Status
+
+#: Builds a job's queue message from its id, type, payload and timeout_seconds.
+Encoder = Callable[[uuid.UUID, str, Any, int], bytes]
+_Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _COLUMNS = (
     "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at,"
@@ -222,11 +227,10 @@ class JobStore:
         )
         return len(rows)
 
-    async def enqueue_due(self, limit: int, encode: Callable[[uuid.UUID, str, Any, int], bytes]) -> int:
+    async def enqueue_due(self, limit: int, encode: Encoder) -> int:
         """Move up to ``limit`` retries that are due into the outbox; returns how many.
 
-        ``encode(job_id, type, payload, timeout_seconds)`` builds each queue message. SKIP LOCKED
-        lets several job service processes share the work.
+        SKIP LOCKED lets several job service processes share the work.
         """
         async with self._pool.acquire() as connection, connection.transaction():
             rows = await connection.fetch(
@@ -236,22 +240,74 @@ class JobStore:
                 limit,
             )
             if rows:
-                await connection.executemany(
-                    "INSERT INTO job_outbox (job_id, body, priority) VALUES ($1, $2, $3)",
-                    [
-                        (
-                            r["id"],
-                            encode(r["id"], r["type"], json.loads(r["payload"]), r["timeout_seconds"]),
-                            r["priority"],
-                        )
-                        for r in rows
-                    ],
-                )
+                await _queue_messages(connection, rows, encode)
                 await connection.execute(
                     "UPDATE jobs SET run_after = NULL, updated_at = now() WHERE id = ANY($1::uuid[])",
                     [r["id"] for r in rows],
                 )
             return len(rows)
+
+    async def list_dead(
+        self, page_size: int, job_type: str | None, after: tuple[datetime, uuid.UUID] | None
+    ) -> Sequence[Job]:
+        """Up to ``page_size`` FAILED jobs of every owner, most recently failed first, after the cursor."""
+        where = ["status = 'FAILED'"]
+        args: list[Any] = []
+        if job_type is not None:
+            args.append(job_type)
+            where.append(f"type = ${len(args)}")
+        if after is not None:
+            args.extend(after)
+            where.append(f"(finished_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(page_size)
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY finished_at DESC, id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        return [_job(row) for row in rows]
+
+    async def rerun(self, job_id: uuid.UUID, grant: int, encode: Encoder, owner_id: uuid.UUID | None) -> Job | None:
+        """Queue the FAILED job again with ``grant`` more attempts; None if it is not FAILED (or not the owner's).
+
+        ``owner_id`` None means any owner's job (an operator's re-run).
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                """SELECT id, type, payload, priority, timeout_seconds FROM jobs
+                   WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) AND status = 'FAILED'
+                   FOR UPDATE""",
+                job_id,
+                owner_id,
+            )
+            jobs = await _requeue(connection, rows, grant, encode)
+        return jobs[0] if jobs else None
+
+    async def rerun_dead(
+        self, job_type: str | None, failed_by: datetime, grant: int, limit: int, encode: Encoder
+    ) -> int:
+        """Queue again up to ``limit`` jobs that were FAILED by ``failed_by``, each with ``grant`` more attempts.
+
+        Returns how many. The cut-off keeps a job that fails again during a
+        long sweep from being swept twice; SKIP LOCKED leaves jobs that a
+        concurrent sweep or RerunJob holds to it.
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                """SELECT id, type, payload, priority, timeout_seconds FROM jobs
+                   WHERE status = 'FAILED' AND finished_at <= $1 AND ($2::text IS NULL OR type = $2)
+                   ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED""",
+                failed_by,
+                job_type,
+                limit,
+            )
+            return len(await _requeue(connection, rows, grant, encode))
+
+    async def now(self) -> datetime:
+        """The database's clock, which every timestamp in the jobs table comes from."""
+        value = await self._pool.fetchval("SELECT now()")
+        assert isinstance(value, datetime)
+        return value
 
     @asynccontextmanager
     async def outbox_batch(self, limit: int) -> AsyncIterator[Sequence[OutboxMessage]]:
@@ -272,3 +328,34 @@ class JobStore:
                     "DELETE FROM job_outbox WHERE id = ANY($1::bigint[])",
                     [r.id for r in batch],
                 )
+
+
+async def _queue_messages(connection: _Connection, rows: Sequence[asyncpg.Record], encode: Encoder) -> None:
+    """Put a queue message for each job row (id, type, payload, priority, timeout_seconds) in the outbox."""
+    await connection.executemany(
+        "INSERT INTO job_outbox (job_id, body, priority) VALUES ($1, $2, $3)",
+        [
+            (r["id"], encode(r["id"], r["type"], json.loads(r["payload"]), r["timeout_seconds"]), r["priority"])
+            for r in rows
+        ],
+    )
+
+
+async def _requeue(connection: _Connection, rows: Sequence[asyncpg.Record], grant: int, encode: Encoder) -> list[Job]:
+    """Send the locked FAILED job rows back to QUEUED with ``grant`` more attempts, and queue their messages.
+
+    ``attempts`` keeps counting (reports stay fenced by it); the last error stays
+    until the next attempt's outcome replaces it.
+    """
+    if not rows:
+        return []
+    await _queue_messages(connection, rows, encode)
+    updated = await connection.fetch(
+        f"""UPDATE jobs SET status = 'QUEUED', max_attempts = attempts + $2, finished_at = NULL,
+                            run_after = NULL, lease_until = NULL, claim_id = NULL, updated_at = now()
+            WHERE id = ANY($1::uuid[])
+            RETURNING {_COLUMNS}""",
+        [r["id"] for r in rows],
+        grant,
+    )
+    return [_job(row) for row in updated]

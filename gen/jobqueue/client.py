@@ -350,6 +350,35 @@ class JobsClient(_Client):
         """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job."""
         return (await self._call(self.stub.GetJob, jobs_pb2.GetJobRequest(id=job_id))).job
 
+    async def cancel(self, job_id: str) -> jobs_pb2.Job:
+        """Withdraw one of the caller's jobs; FAILED_PRECONDITION if it already finished."""
+        return (await self._call(self.stub.CancelJob, jobs_pb2.CancelJobRequest(id=job_id))).job
+
+    async def rerun(self, job_id: str, *, max_attempts: int = 0) -> jobs_pb2.Job:
+        """Run a FAILED job again with ``max_attempts`` more attempts (0: the server's default).
+
+        The caller's own job, or anyone's for an operator.
+        """
+        request = jobs_pb2.RerunJobRequest(id=job_id, max_attempts=max_attempts)
+        return (await self._call(self.stub.RerunJob, request)).job
+
+    async def list_dead(self, *, job_type: str = "", page_size: int = 0) -> AsyncIterator[jobs_pb2.Job]:
+        """Every user's FAILED jobs, most recently failed first, page after page (operators only)."""
+        page_token = ""
+        while True:
+            request = jobs_pb2.ListDeadJobsRequest(page_size=page_size, page_token=page_token, type=job_type)
+            reply = await self._call(self.stub.ListDeadJobs, request)
+            for job in reply.jobs:
+                yield job
+            if not reply.next_page_token:
+                return
+            page_token = reply.next_page_token
+
+    async def rerun_dead(self, *, job_type: str = "", max_attempts: int = 0) -> int:
+        """Run every dead job (of ``job_type``, if given) again; how many (operators only)."""
+        request = jobs_pb2.RerunDeadJobsRequest(type=job_type, max_attempts=max_attempts)
+        return (await self._call(self.stub.RerunDeadJobs, request)).rerun_count
+
     # `timeout` rather than asyncio.timeout (ASYNC109): it bounds each poll's
     # gRPC deadline too, and the TimeoutError can say what status was last seen.
     async def wait(

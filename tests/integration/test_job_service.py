@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,113 +20,35 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import struct_pb2
-from grpc_health.v1 import health_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2, jobs_pb2, jobs_pb2_grpc
+from tests.integration.jobservice import (
+    NOT_SERVING,
+    SERVING,
+    JobService,
+    create_job,
+    expect,
+    number,
+    take_messages,
+    text,
+)
 from tests.support.clients import bearer, error_info, mint_token, worker_metadata
 from tests.support.processes import ServiceProcess, free_port, health_status
 from tests.support.proxy import TcpProxy
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class JobService:
-    """A running job service, the proxy between it and RabbitMQ, and a stub."""
-
-    def __init__(self, process: ServiceProcess, address: str, proxy: TcpProxy, queue: str, env: dict[str, str]) -> None:
-        self.process = process
-        self.process_env = env
-        self.address = address
-        self.broker_proxy = proxy
-        self.queue = queue
-        self.channel = grpc.insecure_channel(address)
-        self.stub = jobs_pb2_grpc.JobServiceStub(self.channel)
-
-
-@pytest.fixture(scope="module")
-def jobs(
-    database_url: str, rabbitmq_url: str, secrets_dir: Path, run_id: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[JobService]:
-    broker = urlsplit(rabbitmq_url)
-    proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
-    proxy_port = proxy.start()
-    queue = f"jobs_it_{run_id}"
-    port = free_port()
-    env = {
-        "APP_ENV": "development",
-        "DATABASE_URL": database_url,
-        "RABBITMQ_URL": broker._replace(netloc=f"guest:guest@127.0.0.1:{proxy_port}").geturl(),
-        "RABBITMQ_QUEUE": queue,
-        "DEV_SECRETS_DIR": str(secrets_dir),
-        "JOB_PORT": str(port),
-        "OUTBOX_POLL_SECONDS": "0.2",
-        "RETRY_BASE_SECONDS": "0.2",
-        "LEASE_GRACE_SECONDS": "0.5",
-    }
-    process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
-    address = f"127.0.0.1:{port}"
-    process.wait_healthy(address)
-    service = JobService(process, address, proxy, queue, env)
-    yield service
-    service.channel.close()
-    code = process.stop()
-    proxy.stop()
-    asyncio.run(_delete_queues(rabbitmq_url, queue))
-    assert code == 0, process.output()
-
-
-async def _delete_queues(url: str, queue: str) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        for name in (queue, f"{queue}.dead"):
-            await channel.queue_delete(name)
-
-
-async def _take_messages(url: str, queue: str, count: int, timeout: float = 20.0) -> list[aio_pika.IncomingMessage]:
-    """Consume ``count`` messages from ``queue`` (acking them)."""
-    connection = await aio_pika.connect(url)
-    got: list[aio_pika.abc.AbstractIncomingMessage] = []
-    async with connection:
-        channel = await connection.channel()
-        q = await channel.get_queue(queue)
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            message = await q.get(fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
-            await message.ack()
-            got.append(message)
-    return got  # type: ignore[return-value]
-
-
-def _create(jobs: JobService, token: str, job_type: str, payload: struct_pb2.Value) -> jobs_pb2.Job:
-    reply = jobs.stub.CreateJob(jobs_pb2.CreateJobRequest(type=job_type, payload=payload), metadata=bearer(token))
-    return reply.job
-
-
-def text(value: str) -> struct_pb2.Value:
-    return struct_pb2.Value(string_value=value)
-
-
-def number(value: float) -> struct_pb2.Value:
-    return struct_pb2.Value(number_value=value)
 
 
 def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
     owner = uuid.uuid4()
-    job = _create(jobs, mint_token(secrets_dir, owner), "reverse_string", text("hello world"))
+    job = create_job(jobs, mint_token(secrets_dir, owner), "reverse_string", text("hello world"))
     assert job.status == jobs_pb2.JOB_STATUS_QUEUED
     assert job.owner_id == str(owner)
     assert job.payload.string_value == "hello world"
     assert job.attempts == 0
     assert not job.HasField("result")
 
-    [message] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1))
+    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1))
     assert message.content_type == "application/x-protobuf"
     assert message.priority == 2  # JOB_PRIORITY_NORMAL when none is given
     assert job.priority == jobs_pb2.JOB_PRIORITY_NORMAL
@@ -138,7 +59,7 @@ def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
 
 def test_users_see_only_their_own_jobs(jobs: JobService, secrets_dir: Path) -> None:
     alice, bob = mint_token(secrets_dir), mint_token(secrets_dir)
-    job = _create(jobs, alice, "uppercase_text", text("mine"))
+    job = create_job(jobs, alice, "uppercase_text", text("mine"))
     assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=bearer(alice)).job.id == job.id
     with pytest.raises(grpc.RpcError) as caught:
         jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=bearer(bob))
@@ -149,8 +70,8 @@ def test_users_see_only_their_own_jobs(jobs: JobService, secrets_dir: Path) -> N
 
 def test_list_pages_newest_first_and_filters(jobs: JobService, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
-    created = [_create(jobs, token, "fibonacci_calc", number(n)).id for n in range(7)]
-    created.append(_create(jobs, token, "reverse_string", text("x")).id)
+    created = [create_job(jobs, token, "fibonacci_calc", number(n)).id for n in range(7)]
+    created.append(create_job(jobs, token, "reverse_string", text("x")).id)
     seen: list[str] = []
     page_token = ""
     while True:
@@ -167,19 +88,6 @@ def test_list_pages_newest_first_and_filters(jobs: JobService, secrets_dir: Path
     assert [j.id for j in everything.jobs] == list(reversed(created))
     queued = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(status=jobs_pb2.JOB_STATUS_COMPLETED), metadata=bearer(token))
     assert list(queued.jobs) == []
-
-
-def _expect(call: object, code: grpc.StatusCode, reason: str | None = None, fields: list[str] | None = None) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    got_code, got_reason, got_fields = error_info(caught.value)
-    assert got_code == code, caught.value
-    if reason is not None:
-        assert got_reason == reason
-    if fields is not None:
-        assert got_fields == fields
-    details = caught.value.details() or ""
-    assert "Traceback" not in details
 
 
 def test_bad_input_is_invalid_argument_naming_the_field(jobs: JobService, secrets_dir: Path) -> None:
@@ -208,7 +116,7 @@ def test_bad_input_is_invalid_argument_naming_the_field(jobs: JobService, secret
         ),
     ]
     for request, field in cases:
-        _expect(lambda r=request: create(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
+        expect(lambda r=request: create(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
     list_cases: list[tuple[jobs_pb2.ListJobsRequest, str]] = [
         (jobs_pb2.ListJobsRequest(page_size=-1), "page_size"),
         (jobs_pb2.ListJobsRequest(page_size=501), "page_size"),
@@ -217,12 +125,12 @@ def test_bad_input_is_invalid_argument_naming_the_field(jobs: JobService, secret
         (jobs_pb2.ListJobsRequest(page_token="garbage!"), "page_token"),
     ]
     for list_request, field in list_cases:
-        _expect(lambda r=list_request: jobs.stub.ListJobs(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
+        expect(lambda r=list_request: jobs.stub.ListJobs(r, metadata=token), invalid, "INVALID_ARGUMENT", [field])
     # A page token only fits the filters it was issued for.
-    _create(jobs, token[0][1].split()[1], "reverse_string", text("a"))
-    _create(jobs, token[0][1].split()[1], "reverse_string", text("b"))
+    create_job(jobs, token[0][1].split()[1], "reverse_string", text("a"))
+    create_job(jobs, token[0][1].split()[1], "reverse_string", text("b"))
     page = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=1), metadata=token)
-    _expect(
+    expect(
         lambda: jobs.stub.ListJobs(
             jobs_pb2.ListJobsRequest(page_size=1, page_token=page.next_page_token, type="reverse_string"),
             metadata=token,
@@ -230,8 +138,8 @@ def test_bad_input_is_invalid_argument_naming_the_field(jobs: JobService, secret
         invalid,
         fields=["page_token"],
     )
-    _expect(lambda: jobs.stub.GetJob(jobs_pb2.GetJobRequest(id="not-a-uuid"), metadata=token), invalid, fields=["id"])
-    _expect(
+    expect(lambda: jobs.stub.GetJob(jobs_pb2.GetJobRequest(id="not-a-uuid"), metadata=token), invalid, fields=["id"])
+    expect(
         lambda: jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=str(uuid.uuid4())), metadata=token),
         grpc.StatusCode.NOT_FOUND,
         "JOB_NOT_FOUND",
@@ -266,18 +174,18 @@ def test_bad_credentials_are_unauthenticated(jobs: JobService, secrets_dir: Path
         (bearer(jwt.encode({"sub": str(uuid.uuid4()), "exp": now + 60}, "x" * 32, algorithm="HS256")), "INVALID_TOKEN"),
     ]
     for metadata, reason in cases:
-        _expect(lambda m=metadata: jobs.stub.ListJobs(request, metadata=m), unauthenticated, reason)
+        expect(lambda m=metadata: jobs.stub.ListJobs(request, metadata=m), unauthenticated, reason)
     assert health_status(jobs.address) == SERVING
 
 
 def test_update_job_is_for_workers_only(jobs: JobService, secrets_dir: Path) -> None:
     user = bearer(mint_token(secrets_dir))
-    job = _create(jobs, user[0][1].split()[1], "reverse_string", text("x"))
+    job = create_job(jobs, user[0][1].split()[1], "reverse_string", text("x"))
     report = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
-    _expect(lambda: jobs.stub.UpdateJob(report, metadata=user), grpc.StatusCode.PERMISSION_DENIED, "WORKERS_ONLY")
-    _expect(lambda: jobs.stub.UpdateJob(report), grpc.StatusCode.UNAUTHENTICATED)
+    expect(lambda: jobs.stub.UpdateJob(report, metadata=user), grpc.StatusCode.PERMISSION_DENIED, "WORKERS_ONLY")
+    expect(lambda: jobs.stub.UpdateJob(report), grpc.StatusCode.UNAUTHENTICATED)
     worker = worker_metadata(secrets_dir)
-    _expect(
+    expect(
         lambda: jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=worker),
         grpc.StatusCode.PERMISSION_DENIED,
         "USERS_ONLY",
@@ -289,7 +197,7 @@ def test_update_job_is_for_workers_only(jobs: JobService, secrets_dir: Path) -> 
 def test_reports_are_fenced_by_claim_and_attempt(jobs: JobService, secrets_dir: Path) -> None:
     worker = worker_metadata(secrets_dir)
     owner = bearer(mint_token(secrets_dir))
-    job = _create(jobs, owner[0][1].split()[1], "reverse_string", text("abc"))
+    job = create_job(jobs, owner[0][1].split()[1], "reverse_string", text("abc"))
     update = jobs.stub.UpdateJob
     running = jobs_pb2.JOB_STATUS_RUNNING
     completed = jobs_pb2.JOB_STATUS_COMPLETED
@@ -299,27 +207,27 @@ def test_reports_are_fenced_by_claim_and_attempt(jobs: JobService, secrets_dir: 
         request = jobs_pb2.UpdateJobRequest(id=job.id, status=status, attempt=attempt, result=result, error=error)
         return update(request, metadata=worker).job
 
-    _expect(lambda: finish(1, result="cba"), grpc.StatusCode.FAILED_PRECONDITION, "NOT_RUNNING")
+    expect(lambda: finish(1, result="cba"), grpc.StatusCode.FAILED_PRECONDITION, "NOT_RUNNING")
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     claim = jobs_pb2.UpdateJobRequest(id=job.id, status=running, claim_id=first)
     assert update(claim, metadata=worker).job.attempts == 1
     assert update(claim, metadata=worker).job.attempts == 1  # the same claim again is not a new attempt
     takeover = jobs_pb2.UpdateJobRequest(id=job.id, status=running, claim_id=second)
     assert update(takeover, metadata=worker).job.attempts == 2
-    _expect(lambda: finish(1, result="stale"), grpc.StatusCode.FAILED_PRECONDITION, "STALE_ATTEMPT")
+    expect(lambda: finish(1, result="stale"), grpc.StatusCode.FAILED_PRECONDITION, "STALE_ATTEMPT")
     done = finish(2, result="cba")
     assert (done.status, done.result, done.attempts) == (completed, "cba", 2)
     assert done.HasField("finished_at")
     assert finish(2, result="cba").status == completed  # a repeated final report is harmless
-    _expect(lambda: finish(2, error="late failure"), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
-    _expect(lambda: update(claim, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    expect(lambda: finish(2, error="late failure"), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    expect(lambda: update(claim, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
     final = jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job
     assert (final.status, final.result, final.attempts) == (completed, "cba", 2)
 
 
 def test_malformed_reports_are_invalid_argument(jobs: JobService, secrets_dir: Path) -> None:
     worker = worker_metadata(secrets_dir)
-    job_id = _create(jobs, mint_token(secrets_dir), "reverse_string", text("abc")).id
+    job_id = create_job(jobs, mint_token(secrets_dir), "reverse_string", text("abc")).id
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     cases: list[tuple[jobs_pb2.UpdateJobRequest, list[str]]] = [
         (jobs_pb2.UpdateJobRequest(id="nope", status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4())), ["id"]),
@@ -336,14 +244,14 @@ def test_malformed_reports_are_invalid_argument(jobs: JobService, secrets_dir: P
         (jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=1, error="\x00"), ["error"]),
     ]
     for request, fields in cases:
-        _expect(lambda r=request: jobs.stub.UpdateJob(r, metadata=worker), invalid, "INVALID_ARGUMENT", fields)
+        expect(lambda r=request: jobs.stub.UpdateJob(r, metadata=worker), invalid, "INVALID_ARGUMENT", fields)
     assert health_status(jobs.address) == SERVING
 
 
 def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # drain earlier tests' messages
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # drain earlier tests' messages
     token = mint_token(secrets_dir)
     jobs.broker_proxy.cut()
     try:
@@ -351,11 +259,11 @@ def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns
         while health_status(jobs.address, "rabbitmq") != NOT_SERVING:
             assert time.monotonic() < deadline, "rabbitmq health never turned NOT_SERVING"
             time.sleep(0.1)
-        created = {_create(jobs, token, "uppercase_text", text(f"job {i}")).id for i in range(20)}
+        created = {create_job(jobs, token, "uppercase_text", text(f"job {i}")).id for i in range(20)}
         assert health_status(jobs.address) == SERVING  # still accepting jobs
     finally:
         jobs.broker_proxy.restore()
-    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 20, timeout=30))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 20, timeout=30))
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages} == created
 
 
@@ -412,7 +320,7 @@ def test_production_refuses_to_start_without_configured_secrets(database_url: st
 def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str, tmp_path: Path
 ) -> None:
-    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))  # start from an empty queue
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))  # start from an empty queue
     alice, bob = mint_token(secrets_dir), mint_token(secrets_dir)
     request_id = str(uuid.uuid4())
     request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("once"), request_id=request_id)
@@ -443,12 +351,12 @@ def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
     finally:
         assert second.stop() == 0, second.output()
 
-    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=3))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=3))
     published = [delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages]
     assert published.count(first.id) == 1
     assert len(published) == 2  # Alice's job and Bob's, nothing else
 
-    _expect(
+    expect(
         lambda: jobs.stub.CreateJob(
             jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"), request_id="not-a-uuid"),
             metadata=bearer(alice),
@@ -461,7 +369,7 @@ def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
 def test_priority_is_stored_and_sent_as_the_message_priority(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
     token = bearer(mint_token(secrets_dir))
     created = {}
     for priority in (jobs_pb2.JOB_PRIORITY_LOW, jobs_pb2.JOB_PRIORITY_NORMAL, jobs_pb2.JOB_PRIORITY_HIGH):
@@ -470,9 +378,9 @@ def test_priority_is_stored_and_sent_as_the_message_priority(
         assert job.priority == priority
         assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=token).job.priority == priority
         created[job.id] = int(priority)
-    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 3))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 3))
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id: m.priority for m in messages} == created
-    _expect(
+    expect(
         lambda: jobs.stub.CreateJob(
             jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("p"), priority=7),  # type: ignore[arg-type]
             metadata=token,
@@ -500,19 +408,19 @@ async def _listen_for_cancellations(url: str, queue: str, ready: asyncio.Event, 
 def test_cancel_a_queued_job_and_it_never_runs(jobs: JobService, secrets_dir: Path) -> None:
     owner = bearer(mint_token(secrets_dir))
     worker = worker_metadata(secrets_dir)
-    job = _create(jobs, owner[0][1].split()[1], "reverse_string", text("never"))
+    job = create_job(jobs, owner[0][1].split()[1], "reverse_string", text("never"))
     cancelled = jobs.stub.CancelJob(jobs_pb2.CancelJobRequest(id=job.id), metadata=owner).job
     assert cancelled.status == jobs_pb2.JOB_STATUS_CANCELLED
     assert cancelled.HasField("finished_at")
     assert cancelled.attempts == 0
     claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
-    _expect(lambda: jobs.stub.UpdateJob(claim, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    expect(lambda: jobs.stub.UpdateJob(claim, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
     again = jobs_pb2.CancelJobRequest(id=job.id)
-    _expect(lambda: jobs.stub.CancelJob(again, metadata=owner), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    expect(lambda: jobs.stub.CancelJob(again, metadata=owner), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
     stranger = bearer(mint_token(secrets_dir))
-    _expect(lambda: jobs.stub.CancelJob(again, metadata=stranger), grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
-    _expect(lambda: jobs.stub.CancelJob(again, metadata=worker), grpc.StatusCode.PERMISSION_DENIED, "USERS_ONLY")
-    _expect(
+    expect(lambda: jobs.stub.CancelJob(again, metadata=stranger), grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    expect(lambda: jobs.stub.CancelJob(again, metadata=worker), grpc.StatusCode.PERMISSION_DENIED, "USERS_ONLY")
+    expect(
         lambda: jobs.stub.CancelJob(jobs_pb2.CancelJobRequest(id="x"), metadata=owner),
         grpc.StatusCode.INVALID_ARGUMENT,
         fields=["id"],
@@ -527,7 +435,7 @@ def test_cancel_a_running_job_tells_the_workers_and_refuses_its_report(
 ) -> None:
     owner = bearer(mint_token(secrets_dir))
     worker = worker_metadata(secrets_dir)
-    job = _create(jobs, owner[0][1].split()[1], "reverse_string", text("stop me"))
+    job = create_job(jobs, owner[0][1].split()[1], "reverse_string", text("stop me"))
     claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
     attempt = jobs.stub.UpdateJob(claim, metadata=worker).job.attempts
 
@@ -541,7 +449,7 @@ def test_cancel_a_running_job_tells_the_workers_and_refuses_its_report(
 
     assert asyncio.run(cancel_while_listening()) == [job.id]
     late = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt, result="em pots")
-    _expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
+    expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED")
     final = jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job
     assert (final.status, final.HasField("result")) == (jobs_pb2.JOB_STATUS_CANCELLED, False)
 
@@ -549,13 +457,13 @@ def test_cancel_a_running_job_tells_the_workers_and_refuses_its_report(
 def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
     owner = bearer(mint_token(secrets_dir))
     worker = worker_metadata(secrets_dir)
     request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("flaky"), max_attempts=2)
     job = jobs.stub.CreateJob(request, metadata=owner).job
     assert job.max_attempts == 2
-    [first] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1))
+    [first] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1))
 
     def attempt_and_fail() -> jobs_pb2.Job:
         claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
@@ -572,7 +480,7 @@ def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
     assert waiting.HasField("next_attempt_at")
     assert not waiting.HasField("finished_at")
     # The retry is published again once its backoff has passed.
-    [again] = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1, timeout=15))
+    [again] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1, timeout=15))
     assert delivery_pb2.JobDelivery.FromString(again.body) == delivery_pb2.JobDelivery.FromString(first.body)
     assert not jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job.HasField("next_attempt_at")
 
@@ -580,7 +488,7 @@ def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
     assert (final.status, final.attempts, final.error) == (jobs_pb2.JOB_STATUS_FAILED, 2, "handler crashed")
     assert final.HasField("finished_at")
     assert not final.HasField("next_attempt_at")
-    assert asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 1, timeout=2)) == []
+    assert asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1, timeout=2)) == []
 
 
 def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
@@ -595,7 +503,7 @@ def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
     failed = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error="bad")
     assert jobs.stub.UpdateJob(failed, metadata=worker).job.status == jobs_pb2.JOB_STATUS_FAILED
     for bad in (-1, 11):
-        _expect(
+        expect(
             lambda n=bad: jobs.stub.CreateJob(
                 jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"), max_attempts=n), metadata=owner
             ),
@@ -605,7 +513,7 @@ def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
     completed_retryable = jobs_pb2.UpdateJobRequest(
         id=job.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1, result="x", retryable=True
     )
-    _expect(
+    expect(
         lambda: jobs.stub.UpdateJob(completed_retryable, metadata=worker),
         grpc.StatusCode.INVALID_ARGUMENT,
         fields=["retryable"],
@@ -613,7 +521,7 @@ def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
 
 
 def test_a_claim_without_a_report_in_time_is_taken_back(jobs: JobService, secrets_dir: Path, rabbitmq_url: str) -> None:
-    asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
     owner = bearer(mint_token(secrets_dir))
     worker = worker_metadata(secrets_dir)
 
@@ -640,12 +548,12 @@ def test_a_claim_without_a_report_in_time_is_taken_back(jobs: JobService, secret
     failed = wait_for(last_chance.id, jobs_pb2.JOB_STATUS_FAILED)
     assert "timed out" in failed.error
     # The retry is published again, and the silent worker's late report is refused.
-    messages = asyncio.run(_take_messages(rabbitmq_url, jobs.queue, 3, timeout=10))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 3, timeout=10))
     assert retried.id in [delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages]
     late = jobs_pb2.UpdateJobRequest(id=retried.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1, result="wols")
-    _expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION)
+    expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION)
     for bad in (-1, 3601):
-        _expect(
+        expect(
             lambda n=bad: jobs.stub.CreateJob(
                 jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"), timeout_seconds=n), metadata=owner
             ),

@@ -312,6 +312,25 @@ async def test_list_follows_every_page(client: JobsClient) -> None:
     assert (second.status, second.type, second.page_size) == (jobs_pb2.JOB_STATUS_COMPLETED, "x", 2)
 
 
+async def test_dead_jobs_are_listed_page_after_page_and_rerun(client: JobsClient) -> None:
+    pages = FakeMethod(
+        [
+            jobs_pb2.ListDeadJobsResponse(jobs=[jobs_pb2.Job(id="a")], next_page_token="p2"),
+            jobs_pb2.ListDeadJobsResponse(jobs=[jobs_pb2.Job(id="b")], next_page_token=""),
+        ]
+    )
+    rerun = FakeMethod([jobs_pb2.RerunJobResponse(job=jobs_pb2.Job(id="a", status=jobs_pb2.JOB_STATUS_QUEUED))])
+    rerun_dead = FakeMethod([jobs_pb2.RerunDeadJobsResponse(rerun_count=7)])
+    client.stub = cast(Any, FakeStub(ListDeadJobs=pages, RerunJob=rerun, RerunDeadJobs=rerun_dead))
+    assert [job.id async for job in client.list_dead(job_type="x", page_size=1)] == ["a", "b"]
+    second = pages.calls[1][0]
+    assert (second.page_token, second.type, second.page_size) == ("p2", "x", 1)
+    assert (await client.rerun("a", max_attempts=2)).status == jobs_pb2.JOB_STATUS_QUEUED
+    assert (rerun.calls[0][0].id, rerun.calls[0][0].max_attempts) == ("a", 2)
+    assert await client.rerun_dead(job_type="x") == 7
+    assert rerun_dead.calls[0][0].type == "x"
+
+
 async def test_a_refused_call_raises_job_queue_error(client: JobsClient) -> None:
     refused = _rpc_error(status_for(InvalidArgument([ServerFieldViolation("type", "unknown job type")])))
     client.stub = cast(Any, FakeStub(CreateJob=FakeMethod([refused])))

@@ -119,17 +119,20 @@ class Job(_message.Message):
     which may be far too large for a JSON number.
     """
     error: _builtins.str
-    """Why the job failed, present once it is FAILED; while a failed attempt
-    waits to be retried (QUEUED with next_attempt_at), that attempt's error.
+    """Why the job failed, present once it is FAILED; while a job is QUEUED again
+    after a failed attempt (a retry waiting with next_attempt_at, or a
+    re-run), that attempt's error.
     """
     attempts: _builtins.int
-    """How many times a worker has started the job."""
+    """How many times a worker has started the job, re-runs included."""
     owner_id: _builtins.str
     """The id of the user who submitted the job."""
     priority: Global___JobPriority.ValueType
     """The priority it was submitted with (never UNSPECIFIED)."""
     max_attempts: _builtins.int
-    """How many attempts the job gets before it is FAILED for good."""
+    """How many attempts the job gets in all before it is FAILED for good; each
+    re-run raises it by the attempts the re-run grants.
+    """
     timeout_seconds: _builtins.int
     """How long one attempt may run, in seconds."""
     @_builtins.property
@@ -436,6 +439,164 @@ class CancelJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
+
+@_typing.final
+class RerunJobRequest(_message.Message):
+    """RerunJobRequest names the FAILED job to run again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    max_attempts: _builtins.int
+    """How many more attempts the job gets: 1 to 10; 0 means 3."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        max_attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "max_attempts", b"max_attempts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunJobRequest: _TypeAlias = RerunJobRequest  # noqa: Y015
+
+@_typing.final
+class RerunJobResponse(_message.Message):
+    """RerunJobResponse is the job after the re-run: QUEUED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunJobResponse: _TypeAlias = RerunJobResponse  # noqa: Y015
+
+@_typing.final
+class ListDeadJobsRequest(_message.Message):
+    """ListDeadJobsRequest selects a page of dead jobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """How many jobs to return at most: 1 to 500; 0 means 50."""
+    page_token: _builtins.str
+    """`next_page_token` from the previous page; empty for the first page. `type`
+    must be the same as on the call that returned it.
+    """
+    type: _builtins.str
+    """Only jobs of this type; empty means any type."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadJobsRequest: _TypeAlias = ListDeadJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadJobsResponse(_message.Message):
+    """ListDeadJobsResponse is one page of dead jobs, most recently failed first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` to get the next page; empty on the last page."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """The jobs on this page, each with its owner_id and last error."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadJobsResponse: _TypeAlias = ListDeadJobsResponse  # noqa: Y015
+
+@_typing.final
+class RerunDeadJobsRequest(_message.Message):
+    """RerunDeadJobsRequest selects the dead jobs to run again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Only jobs of this type; empty means every dead job."""
+    max_attempts: _builtins.int
+    """How many more attempts each job gets: 1 to 10; 0 means 3."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        max_attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunDeadJobsRequest: _TypeAlias = RerunDeadJobsRequest  # noqa: Y015
+
+@_typing.final
+class RerunDeadJobsResponse(_message.Message):
+    """RerunDeadJobsResponse says how many jobs went back to QUEUED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RERUN_COUNT_FIELD_NUMBER: _builtins.int
+    rerun_count: _builtins.int
+    """How many jobs were re-run."""
+    def __init__(
+        self,
+        *,
+        rerun_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rerun_count", b"rerun_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunDeadJobsResponse: _TypeAlias = RerunDeadJobsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateJobRequest(_message.Message):

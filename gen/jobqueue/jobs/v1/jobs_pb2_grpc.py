@@ -32,7 +32,9 @@ class JobServiceStub:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob.
+    Workers send the worker token and may call only UpdateJob. Operators (users
+    whose token carries the "operator" role; see the README) may also list and
+    re-run every user's dead jobs.
     """
 
     def __init__(self, channel):
@@ -61,6 +63,21 @@ class JobServiceStub:
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.RerunJob = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/RerunJob',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunJobRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunJobResponse.FromString,
+                _registered_method=True)
+        self.ListDeadJobs = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/ListDeadJobs',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadJobsRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadJobsResponse.FromString,
+                _registered_method=True)
+        self.RerunDeadJobs = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/RerunDeadJobs',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsResponse.FromString,
+                _registered_method=True)
         self.UpdateJob = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/UpdateJob',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobRequest.SerializeToString,
@@ -75,7 +92,9 @@ class JobServiceServicer:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob.
+    Workers send the worker token and may call only UpdateJob. Operators (users
+    whose token carries the "operator" role; see the README) may also list and
+    re-run every user's dead jobs.
     """
 
     def CreateJob(self, request, context):
@@ -108,6 +127,32 @@ class JobServiceServicer:
         CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
         worker is told to stop the handler; whatever that worker reports afterwards
         is refused. A job that already finished answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunJob(self, request, context):
+        """RerunJob runs a FAILED job again: it goes back to QUEUED with
+        `max_attempts` more attempts and is delivered to a worker as if new. Its
+        owner may re-run it, and so may an operator, whoever owns it. A job in any
+        other status answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadJobs(self, request, context):
+        """ListDeadJobs lists the dead jobs of every user: those that ended FAILED,
+        most recently failed first. Operators only (PERMISSION_DENIED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunDeadJobs(self, request, context):
+        """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
+        call began (only those of `type`, if given). Operators only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,6 +192,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
+            'RerunJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunJob,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunJobRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunJobResponse.SerializeToString,
+            ),
+            'ListDeadJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadJobs,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadJobsRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadJobsResponse.SerializeToString,
+            ),
+            'RerunDeadJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunDeadJobs,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsResponse.SerializeToString,
+            ),
             'UpdateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateJob,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobRequest.FromString,
@@ -167,7 +227,9 @@ class JobService:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob.
+    Workers send the worker token and may call only UpdateJob. Operators (users
+    whose token carries the "operator" role; see the README) may also list and
+    re-run every user's dead jobs.
     """
 
     @staticmethod
@@ -268,6 +330,87 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/CancelJob',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/RerunJob',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunJobRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/ListDeadJobs',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadJobsRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListDeadJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunDeadJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/RerunDeadJobs',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,7 +33,9 @@ class JobServiceStub:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob.
+    Workers send the worker token and may call only UpdateJob. Operators (users
+    whose token carries the "operator" role; see the README) may also list and
+    re-run every user's dead jobs.
     """
 
     @_typing.overload
@@ -57,6 +59,20 @@ class JobServiceStub:
     worker is told to stop the handler; whatever that worker reports afterwards
     is refused. A job that already finished answers FAILED_PRECONDITION.
     """
+    RerunJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RerunJobRequest, _jobs_pb2.RerunJobResponse]
+    """RerunJob runs a FAILED job again: it goes back to QUEUED with
+    `max_attempts` more attempts and is delivered to a worker as if new. Its
+    owner may re-run it, and so may an operator, whoever owns it. A job in any
+    other status answers FAILED_PRECONDITION.
+    """
+    ListDeadJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListDeadJobsRequest, _jobs_pb2.ListDeadJobsResponse]
+    """ListDeadJobs lists the dead jobs of every user: those that ended FAILED,
+    most recently failed first. Operators only (PERMISSION_DENIED otherwise).
+    """
+    RerunDeadJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RerunDeadJobsRequest, _jobs_pb2.RerunDeadJobsResponse]
+    """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
+    call began (only those of `type`, if given). Operators only.
+    """
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]
     """UpdateJob is how a worker reports progress; only the worker token may call
     it (a user's token answers PERMISSION_DENIED). Reports are fenced: a job
@@ -73,7 +89,9 @@ class JobServiceAsyncStub(JobServiceStub):
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob.
+    Workers send the worker token and may call only UpdateJob. Operators (users
+    whose token carries the "operator" role; see the README) may also list and
+    re-run every user's dead jobs.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -94,6 +112,20 @@ class JobServiceAsyncStub(JobServiceStub):
     worker is told to stop the handler; whatever that worker reports afterwards
     is refused. A job that already finished answers FAILED_PRECONDITION.
     """
+    RerunJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RerunJobRequest, _jobs_pb2.RerunJobResponse]  # type: ignore[assignment]
+    """RerunJob runs a FAILED job again: it goes back to QUEUED with
+    `max_attempts` more attempts and is delivered to a worker as if new. Its
+    owner may re-run it, and so may an operator, whoever owns it. A job in any
+    other status answers FAILED_PRECONDITION.
+    """
+    ListDeadJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListDeadJobsRequest, _jobs_pb2.ListDeadJobsResponse]  # type: ignore[assignment]
+    """ListDeadJobs lists the dead jobs of every user: those that ended FAILED,
+    most recently failed first. Operators only (PERMISSION_DENIED otherwise).
+    """
+    RerunDeadJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RerunDeadJobsRequest, _jobs_pb2.RerunDeadJobsResponse]  # type: ignore[assignment]
+    """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
+    call began (only those of `type`, if given). Operators only.
+    """
     UpdateJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]  # type: ignore[assignment]
     """UpdateJob is how a worker reports progress; only the worker token may call
     it (a user's token answers PERMISSION_DENIED). Reports are fenced: a job
@@ -109,7 +141,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob.
+    Workers send the worker token and may call only UpdateJob. Operators (users
+    whose token carries the "operator" role; see the README) may also list and
+    re-run every user's dead jobs.
     """
 
     @_abc_1.abstractmethod
@@ -151,6 +185,38 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
         worker is told to stop the handler; whatever that worker reports afterwards
         is refused. A job that already finished answers FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RerunJob(
+        self,
+        request: _jobs_pb2.RerunJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RerunJobResponse, _abc.Awaitable[_jobs_pb2.RerunJobResponse]]:
+        """RerunJob runs a FAILED job again: it goes back to QUEUED with
+        `max_attempts` more attempts and is delivered to a worker as if new. Its
+        owner may re-run it, and so may an operator, whoever owns it. A job in any
+        other status answers FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadJobs(
+        self,
+        request: _jobs_pb2.ListDeadJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListDeadJobsResponse, _abc.Awaitable[_jobs_pb2.ListDeadJobsResponse]]:
+        """ListDeadJobs lists the dead jobs of every user: those that ended FAILED,
+        most recently failed first. Operators only (PERMISSION_DENIED otherwise).
+        """
+
+    @_abc_1.abstractmethod
+    def RerunDeadJobs(
+        self,
+        request: _jobs_pb2.RerunDeadJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.RerunDeadJobsResponse, _abc.Awaitable[_jobs_pb2.RerunDeadJobsResponse]]:
+        """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
+        call began (only those of `type`, if given). Operators only.
         """
 
     @_abc_1.abstractmethod

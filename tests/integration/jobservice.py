@@ -1,0 +1,85 @@
+"""Helpers for the job service integration tests: the running service, messages on its queue, calls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aio_pika
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2
+
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from tests.support.clients import bearer, error_info
+from tests.support.processes import ServiceProcess
+from tests.support.proxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class JobService:
+    """A running job service, the proxy between it and RabbitMQ, and a stub."""
+
+    def __init__(self, process: ServiceProcess, address: str, proxy: TcpProxy, queue: str, env: dict[str, str]) -> None:
+        self.process = process
+        self.process_env = env
+        self.address = address
+        self.broker_proxy = proxy
+        self.queue = queue
+        self.channel = grpc.insecure_channel(address)
+        self.stub = jobs_pb2_grpc.JobServiceStub(self.channel)
+
+
+async def delete_queues(url: str, queue: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue, f"{queue}.dead"):
+            await channel.queue_delete(name)
+
+
+async def take_messages(url: str, queue: str, count: int, timeout: float = 20.0) -> list[aio_pika.IncomingMessage]:
+    """Consume ``count`` messages from ``queue`` (acking them)."""
+    connection = await aio_pika.connect(url)
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.get_queue(queue)
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            message = await q.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            got.append(message)
+    return got  # type: ignore[return-value]
+
+
+def create_job(jobs: JobService, token: str, job_type: str, payload: struct_pb2.Value) -> jobs_pb2.Job:
+    reply = jobs.stub.CreateJob(jobs_pb2.CreateJobRequest(type=job_type, payload=payload), metadata=bearer(token))
+    return reply.job
+
+
+def text(value: str) -> struct_pb2.Value:
+    return struct_pb2.Value(string_value=value)
+
+
+def number(value: float) -> struct_pb2.Value:
+    return struct_pb2.Value(number_value=value)
+
+
+def expect(call: object, code: grpc.StatusCode, reason: str | None = None, fields: list[str] | None = None) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    got_code, got_reason, got_fields = error_info(caught.value)
+    assert got_code == code, caught.value
+    if reason is not None:
+        assert got_reason == reason
+    if fields is not None:
+        assert got_fields == fields
+    details = caught.value.details() or ""
+    assert "Traceback" not in details
