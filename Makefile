@@ -41,11 +41,13 @@ gen: install  ## regenerate gen/ from protos/
 gen-check: install  ## fail if gen/ is not what protos/ generates
 	scripts/check_generated.sh
 
-lint: install $(BUF)  ## ruff, mypy --strict, buf lint
+lint: install $(BUF)  ## ruff, mypy --strict, buf lint and buf breaking
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/mypy $(SOURCES)
 	$(BUF) lint protos
+	# Edits to protos/ must not break clients built from the last commit (wire or JSON names).
+	$(BUF) breaking protos --against '.git#ref=HEAD,subdir=protos'
 
 hadolint: install  ## lint every Dockerfile
 	$(VENV)/bin/hadolint */Dockerfile
