@@ -31,7 +31,7 @@ class Accounts:
         self._tokens = tokens
 
     async def register(self, email: str, password: str, name: str) -> User:
-        """Create an account; raises InvalidArgument (every bad field) or EmailTaken."""
+        """Create an account, always a plain user; raises InvalidArgument (every bad field) or EmailTaken."""
         registration = rules.check_registration(email, password, name)
         password_hash = await self._passwords.hash(registration.password)
         user = await self._store.create(email=registration.email, name=registration.name, password_hash=password_hash)
@@ -39,10 +39,14 @@ class Accounts:
         return user
 
     async def login(self, email: str, password: str) -> Session:
-        """A session for valid credentials; raises InvalidCredentials for any wrong or unknown pair."""
+        """A session for valid credentials; raises InvalidCredentials for any wrong or unknown pair.
+
+        The token carries the account's role as it is now (its ``roles`` claim):
+        this is where a grant or revoke by ``python -m auth_svc.admin`` takes effect.
+        """
         normalised = rules.check_login(email, password)
         user = await self._store.find_by_email(normalised)
         matched = await self._passwords.verify(password, None if user is None else user.password_hash)
         if user is None or not matched:
             raise InvalidCredentials()
-        return Session(user, self._tokens.issue(str(user.id), user.email))
+        return Session(user, self._tokens.issue(str(user.id), user.email, roles=user.role.token_roles))

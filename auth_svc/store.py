@@ -1,4 +1,4 @@
-"""All SQL of the auth service: the ``users`` table (migrations/0001_users.sql)."""
+"""All SQL of the auth service: the ``users`` table (migrations/0001_users.sql, 0007_user_roles.sql)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from datetime import datetime
 import asyncpg
 
 from auth_svc.errors import EmailTaken
+from auth_svc.roles import Role
+
+_COLUMNS = "id, email, name, role, created_at, password_hash"
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,20 @@ class User:
     id: uuid.UUID
     email: str
     name: str
+    role: Role
     created_at: datetime
     password_hash: bytes = field(repr=False)
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+        password_hash=row["password_hash"],
+    )
 
 
 class UserStore:
@@ -29,12 +44,12 @@ class UserStore:
         self._pool = pool
 
     async def create(self, *, email: str, name: str, password_hash: bytes) -> User:
-        """Store a new account under a fresh id; raises EmailTaken if ``email`` already has one."""
-        user_id = uuid.uuid4()
+        """Store a new account, a plain user, under a fresh id; raises EmailTaken if ``email`` already has one."""
         try:
-            created_at = await self._pool.fetchval(
-                "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) RETURNING created_at",
-                user_id,
+            # The role is left to the column's default: registration never grants one.
+            row = await self._pool.fetchrow(
+                f"INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}",
+                uuid.uuid4(),
                 email,
                 name,
                 password_hash,
@@ -43,19 +58,27 @@ class UserStore:
             # The UNIQUE constraint, not a prior SELECT, decides: two concurrent
             # registrations of one email cannot both pass it.
             raise EmailTaken() from None
-        return User(id=user_id, email=email, name=name, created_at=created_at, password_hash=password_hash)
+        assert row is not None  # INSERT ... RETURNING yields the row it inserted
+        return _user(row)
 
     async def find_by_email(self, email: str) -> User | None:
         """The account with this normalised email, if there is one."""
-        row = await self._pool.fetchrow(
-            "SELECT id, email, name, created_at, password_hash FROM users WHERE email = $1", email
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE email = $1", email)
+        return None if row is None else _user(row)
+
+    async def set_role(self, email: str, role: Role) -> Role | None:
+        """Give the account with this normalised email ``role``; returns its role before, or None if no account.
+
+        Setting the role it already has changes nothing and is not an error.
+        """
+        # The sub-select locks the row and keeps its old role, so the answer is
+        # right even when two operators change the same account at once.
+        before: str | None = await self._pool.fetchval(
+            """UPDATE users SET role = $2
+               FROM (SELECT id, role FROM users WHERE email = $1 FOR UPDATE) AS before
+               WHERE users.id = before.id
+               RETURNING before.role""",
+            email,
+            role.value,
         )
-        if row is None:
-            return None
-        return User(
-            id=row["id"],
-            email=row["email"],
-            name=row["name"],
-            created_at=row["created_at"],
-            password_hash=row["password_hash"],
-        )
+        return None if before is None else Role(before)

@@ -1,11 +1,22 @@
 """Access tokens: EdDSA (Ed25519) JWTs that the job service verifies with the public key alone.
 
 Claims (the contract job_svc checks): ``sub`` (the user's UUID), ``email``,
-``iat``, ``exp``, ``iss`` and ``aud``.
+``iat``, ``exp``, ``iss``, ``aud`` and ``roles``.
+
+``roles`` lists the user's roles beyond plain user (auth_svc.roles):
+``["operator"]`` for an operator, ``[]`` for everyone else. The job service
+treats a token whose ``roles`` contains ``"operator"`` as an operator's, and a
+token without the claim (or with any other list) as a plain user's.
+
+The roles are read from the database at Login and frozen into the token: a
+grant or revoke (``python -m auth_svc.admin``) takes effect at the user's next
+login, and a token already issued keeps the roles it was minted with until it
+expires (TOKEN_TTL_SECONDS after login).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from common.settings import SettingsError
 
 ALGORITHM = "EdDSA"
+#: The claim naming the user's roles beyond plain user; see the module docstring.
+ROLES_CLAIM = "roles"
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 
 
@@ -50,8 +63,12 @@ class TokenIssuer:
         self._audience = audience
         self._ttl = timedelta(seconds=ttl_seconds)
 
-    def issue(self, subject: str, email: str, *, now: datetime | None = None) -> IssuedToken:
-        """A token for user ``subject`` valid from ``now`` (default: the current time) for the TTL."""
+    def issue(self, subject: str, email: str, *, roles: Sequence[str] = (), now: datetime | None = None) -> IssuedToken:
+        """A token for user ``subject`` with ``roles``, valid from ``now`` (default: the current time) for the TTL.
+
+        The roles are fixed for the token's life: a role granted or revoked
+        later shows only in the tokens of later logins.
+        """
         # JWT times are whole seconds; truncating first keeps expires_at equal to the exp claim.
         issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
         expires_at = issued_at + self._ttl
@@ -62,5 +79,6 @@ class TokenIssuer:
             "exp": expires_at,
             "iss": self._issuer,
             "aud": self._audience,
+            ROLES_CLAIM: list(roles),
         }
         return IssuedToken(jwt.encode(claims, self._key, algorithm=ALGORITHM), expires_at)

@@ -131,6 +131,7 @@ def test_register_then_login_gives_a_token_the_public_key_verifies(
     )
     assert claims["sub"] == user.id
     assert claims["email"] == email
+    assert claims["roles"] == []  # a registered account is a plain user (see test_auth_roles.py)
     assert claims["exp"] == reply.expires_at.seconds
     assert claims["exp"] - claims["iat"] == TTL_SECONDS
     assert abs(claims["iat"] - time.time()) < 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,8 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from auth_svc.tokens import TokenIssuer, load_private_key
+from auth_svc.roles import Role
+from auth_svc.tokens import ROLES_CLAIM, TokenIssuer, load_private_key
 from common.settings import SettingsError
+from tests.support.processes import ROOT
 
 ISSUER = "jobqueue-auth"
 AUDIENCE = "jobqueue"
@@ -65,6 +68,31 @@ def test_round_trip_carries_every_contract_claim(key: Ed25519PrivateKey, issuer:
     assert claims["exp"] - claims["iat"] == TTL
     # The response's expires_at names exactly the instant the exp claim does.
     assert issued.expires_at == datetime.fromtimestamp(claims["exp"], UTC)
+    assert claims[ROLES_CLAIM] == []  # no roles given: a plain user
+
+
+def is_operator(claims: dict[str, Any]) -> bool:
+    """The job service's reading of the roles claim (the contract in auth_svc.tokens)."""
+    roles = claims.get("roles", [])
+    return isinstance(roles, list) and "operator" in roles
+
+
+@pytest.mark.parametrize(("role", "expected"), [(Role.USER, []), (Role.OPERATOR, ["operator"])])
+def test_roles_claim_names_only_roles_beyond_plain_user(
+    key: Ed25519PrivateKey, issuer: TokenIssuer, role: Role, expected: list[str]
+) -> None:
+    claims = verify(issuer.issue(str(uuid.uuid4()), "ada@example.com", roles=role.token_roles).token, key.public_key())
+    assert claims["roles"] == expected
+    assert is_operator(claims) is (role is Role.OPERATOR)
+
+
+def test_roles_are_exactly_what_the_users_table_allows() -> None:
+    migration = (ROOT / "migrations" / "0007_user_roles.sql").read_text()
+    check = re.search(r"CONSTRAINT users_role_known CHECK \(role IN \(([^)]*)\)\)", migration)
+    assert check is not None
+    assert {value.strip().strip("'") for value in check[1].split(",")} == {role.value for role in Role}
+    assert "DEFAULT 'user'" in migration
+    assert Role("user") is Role.USER
 
 
 def test_expiry_is_honoured(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
