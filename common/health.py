@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
 
 from grpc_health.v1 import health_pb2
 
 # grpc_health publishes this class as `health.aio.HealthServicer`; its type
 # stubs know it only by its module's own name.
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1._async import HealthServicer as _LibraryHealthServicer
 
 __all__ = ["NOT_SERVING", "SERVING", "HealthReporter", "HealthServicer"]
 
@@ -30,6 +31,53 @@ Probe = Callable[[], Awaitable[object]]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class HealthServicer(_LibraryHealthServicer):
+    """grpc_health's servicer, except that a Watch stream ends once it has said NOT_SERVING at shutdown.
+
+    The library's Watch never returns, so a single watcher (a load balancer, an
+    operator's `grpcurl ... Health/Watch`) held every graceful stop for its whole
+    grace period. The loop is the library's own (grpcio-health-checking 1.85),
+    plus the exit; it relies on the library's bookkeeping attributes, declared
+    here for the type checker and kept honest by the pinned version and
+    tests/unit/test_health.py.
+    """
+
+    _server_status: MutableMapping[str, int]
+    _server_watchers: MutableMapping[str, asyncio.Condition]
+    _watcher_count_by_service: MutableMapping[str, int]
+    _gracefully_shutting_down: bool
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        """Stream the service's status on every change, ending after NOT_SERVING once shutdown began."""
+        condition = self._server_watchers[request.service]
+        self._watcher_count_by_service[request.service] += 1
+        last_status = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(request.service, SERVICE_UNKNOWN)
+                    if status != last_status:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last_status = status
+                    if self._gracefully_shutting_down:
+                        return
+                    await condition.wait()
+        finally:
+            self._watcher_count_by_service[request.service] -= 1
+            if self._watcher_count_by_service[request.service] == 0:
+                del self._server_watchers[request.service]
+                del self._watcher_count_by_service[request.service]
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Turn every status NOT_SERVING for good, and end every Watch stream after it has said so."""
+        await super().enter_graceful_shutdown()
+        # Watchers of a name that never had a status were not woken by the above.
+        for condition in list(self._server_watchers.values()):
+            async with condition:
+                condition.notify_all()
 
 
 class HealthReporter:

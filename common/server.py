@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from time import monotonic
 from typing import Any, cast
 
 import grpc
@@ -62,8 +63,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     clients know to retry; anything else -> INTERNAL with no trace, logged here.
     """
 
+    #: During an outage every call fails alike: log the first, then at most one line per this many seconds.
+    OUTAGE_LOG_INTERVAL = 5.0
+
     def __init__(self, transient: tuple[type[BaseException], ...] = ()) -> None:
         self._transient = transient
+        self._quiet_until = 0.0
+        self._unlogged = 0
 
     async def intercept_service(
         self,
@@ -85,10 +91,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except ServiceError as error:
                 status = status_for(error)
             except self._transient as error:
-                log.warning(
-                    "dependency unavailable",
-                    extra={"method": method, "error": repr(error)},
-                )
+                self._log_unavailable(method, error)
                 status = _rich_status(
                     grpc.StatusCode.UNAVAILABLE,
                     "a dependency is unavailable; retry later",
@@ -104,6 +107,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _log_unavailable(self, method: str, error: BaseException) -> None:
+        now = monotonic()
+        if now < self._quiet_until:
+            self._unlogged += 1
+            return
+        log.warning(
+            "dependency unavailable",
+            extra={"method": method, "error": repr(error), "similar_calls_not_logged": self._unlogged},
+        )
+        self._quiet_until = now + self.OUTAGE_LOG_INTERVAL
+        self._unlogged = 0
 
 
 def build_server(

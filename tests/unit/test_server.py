@@ -1,0 +1,79 @@
+"""The shared server's error edge: what a caller sees when a method raises, and what the log keeps.
+
+A real grpc.aio server built by common.server.build_server on a free port, with
+one raw-bytes method that raises whatever the test asks for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from common.errors import InvalidArgument
+from common.health import HealthServicer
+from common.server import ErrorInterceptor, build_server
+from tests.support.clients import error_info
+
+RAISE: dict[bytes, BaseException] = {
+    b"outage": ConnectionResetError("database connection lost"),
+    b"bug": KeyError("secret internals"),
+    b"refusal": InvalidArgument([]),
+}
+
+
+async def _fail(request: bytes, context: Any) -> bytes:
+    raise RAISE[request]
+
+
+@pytest.fixture
+async def call() -> AsyncIterator[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]:
+    def register(server: grpc.aio.Server) -> None:
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_fail)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Failing", {"Fail": handler}),))
+
+    server, port = build_server(
+        host="127.0.0.1",
+        port=0,
+        service_names=["test.Failing"],
+        register=register,
+        health_servicer=HealthServicer(),
+        transient=(ConnectionError,),
+    )
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel.unary_unary("/test.Failing/Fail")
+    await server.stop(None)
+
+
+async def test_errors_become_statuses_without_internals(call: Any) -> None:
+    for body, code, reason in (
+        (b"outage", grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE"),
+        (b"bug", grpc.StatusCode.INTERNAL, None),
+        (b"refusal", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(body)
+        got_code, got_reason, _ = error_info(caught.value)
+        assert (got_code, got_reason or None) == (code, reason)
+        assert "secret" not in (caught.value.details() or "")
+        assert "Traceback" not in (caught.value.details() or "")
+
+
+async def test_an_outage_is_logged_once_per_interval_with_a_count(
+    call: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("common.server.monotonic", lambda: clock[0])
+    caplog.set_level(logging.WARNING, logger="common.server")
+    for _ in range(50):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(b"outage")
+    clock[0] += ErrorInterceptor.OUTAGE_LOG_INTERVAL
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call(b"outage")
+    logged = [r for r in caplog.records if r.getMessage() == "dependency unavailable"]
+    assert [r.__dict__["similar_calls_not_logged"] for r in logged] == [0, 49]
