@@ -325,17 +325,26 @@ class JobsClient(_Client):
         payload: Payload,
         *,
         priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+        max_attempts: int = 0,
+        timeout_seconds: int = 0,
         request_id: str | None = None,
         attempts: int = 3,
     ) -> jobs_pb2.Job:
         """Store a job and queue it; returns it QUEUED.
 
-        The request carries ``request_id`` (a fresh UUID unless given), so an
-        UNAVAILABLE or DEADLINE_EXCEEDED answer is retried, up to ``attempts``
-        calls in all, without any risk of creating the job twice.
+        ``priority``, ``max_attempts`` (how often a worker may try the job) and
+        ``timeout_seconds`` are CreateJob's; 0 and UNSPECIFIED take the server's
+        defaults. The request carries ``request_id`` (a fresh UUID unless given),
+        so an UNAVAILABLE or DEADLINE_EXCEEDED answer is retried, up to
+        ``attempts`` calls in all, without any risk of creating the job twice.
         """
         request = jobs_pb2.CreateJobRequest(
-            type=job_type, payload=to_value(payload), priority=priority, request_id=request_id or str(uuid.uuid4())
+            type=job_type,
+            payload=to_value(payload),
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+            request_id=request_id or str(uuid.uuid4()),
         )
         for attempt in range(1, attempts + 1):
             try:
