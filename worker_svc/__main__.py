@@ -1,7 +1,7 @@
 """Run the worker: ``python -m worker_svc`` (``--help`` lists its settings).
 
-Wiring only: settings -> logs -> reporter -> process pool -> health server ->
-consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
+Wiring only: settings -> job types from JOB_TYPE_MODULES -> logs -> reporter ->
+process pool -> health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
 in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
 down, reporting NOT_SERVING and retrying until they are back.
 """
@@ -20,6 +20,7 @@ from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from worker_svc.broker import QueueConsumer
 from worker_svc.consumer import DeliveryHandler
+from worker_svc.handlers import install
 from worker_svc.reporter import Reporter, open_channel
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings
@@ -42,7 +43,7 @@ async def serve(settings: Settings, token: bytes) -> int:
     """Run until SIGTERM/SIGINT, then stop gracefully; returns the exit code."""
     stop = stop_signal()
     reporter = Reporter(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
-    runner = Runner(settings.handler_processes)
+    runner = Runner(settings.handler_processes, settings.modules())
     handler = DeliveryHandler(reporter, runner)
     consumer = QueueConsumer(
         settings.rabbitmq_url,
@@ -71,7 +72,12 @@ async def serve(settings: Settings, token: bytes) -> int:
     await server.start()
     log.info(
         "worker started",
-        extra={"health_port": port, "queue": settings.rabbitmq_queue, "job_service": settings.job_service_addr},
+        extra={
+            "health_port": port,
+            "queue": settings.rabbitmq_queue,
+            "job_service": settings.job_service_addr,
+            "job_type_modules": list(settings.modules()),
+        },
     )
     consumer.start()
     # Give the broker a moment before the first health probe, so a normal
@@ -106,6 +112,8 @@ def main(argv: list[str]) -> int:
     try:
         settings = load(Settings)
         token = settings.token()
+        # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
+        install(settings.modules())
     except SettingsError as error:
         print(f"worker_svc: {error}", file=sys.stderr)
         return 2

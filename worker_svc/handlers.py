@@ -1,7 +1,9 @@
 """One handler per job type: what the worker computes for a job's (already parsed) payload.
 
-Adding a job type is one entry in common.job_types.JOB_TYPES (its payload rule)
-plus one entry in HANDLERS here; a unit test checks the two tables agree.
+Adding a built-in job type is one entry in common.job_types.JOB_TYPES (its
+payload rule) plus one entry in HANDLERS here; a unit test checks the two tables
+agree. Types from JOB_TYPE_MODULES bring their handler with them; ``install``
+adds them to both tables (in the worker and in each of its handler processes).
 
 This module is imported by the handler processes too, so it stays free of I/O
 and of anything that would be costly or unsafe to import there.
@@ -9,9 +11,11 @@ and of anything that would be costly or unsafe to import there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from common.job_types import JOB_TYPES, JobType, load_modules
 
 # Python refuses to convert ints of more than sys.get_int_max_str_digits() digits
 # (4300 by default, 640 at the least) to text. Converting in chunks of fewer
@@ -76,3 +80,35 @@ HANDLERS: dict[str, Handler] = {
     "uppercase_text": Handler(uppercase_text, cpu_bound=False),
     "fibonacci_calc": Handler(fibonacci_calc, cpu_bound=True),
 }
+
+
+def add_handlers(job_types: Sequence[JobType], handlers: dict[str, Handler] | None = None) -> None:
+    """Add the handler each of ``job_types`` carries to ``handlers`` (default: HANDLERS)."""
+    target = HANDLERS if handlers is None else handlers
+    for job_type in job_types:
+        if job_type.handler is None:
+            # load_modules refuses such types; built-in types are never passed here.
+            raise ValueError(f"job type {job_type.name!r} carries no handler")
+        target[job_type.name] = Handler(job_type.handler, cpu_bound=job_type.cpu_bound)
+
+
+def install(module_names: Sequence[str]) -> list[JobType]:
+    """Load the JOB_TYPE_MODULES ``module_names``: their payload rules into JOB_TYPES, their handlers into HANDLERS.
+
+    Raises common.settings.SettingsError (and changes nothing) if a module breaks
+    the contract described in common.job_types. Returns the added types.
+    """
+    added = load_modules(module_names, JOB_TYPES)
+    add_handlers(added)
+    return added
+
+
+def run_handler(job_type: str, value: Any) -> str:
+    """Run ``job_type``'s handler on its parsed payload.
+
+    The process pool is handed this function and the type's name, not the
+    handler itself: the handler is looked up in the handler process's own
+    HANDLERS (filled by ``install`` in the pool's initializer), so it need not
+    be picklable and comes from the very module the worker loaded.
+    """
+    return HANDLERS[job_type].run(value)

@@ -2,7 +2,8 @@
 
 A job's own problems (unknown type, payload that breaks its rule) are a
 Result with ok=False: permanent failures, reported FAILED. Anything else that
-goes wrong is raised to the caller.
+goes wrong is raised to the caller, including whatever a handler raises: the
+consumer fails that attempt as retryable (worker_svc/consumer.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 from common.job_types import PayloadError, parse_payload
-from worker_svc.handlers import HANDLERS
+from worker_svc.handlers import HANDLERS, install, run_handler
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,11 @@ class Result:
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_handler_process(parent: int) -> None:
+def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
     """Initializer of each handler process.
+
+    A spawned process starts with only the built-in job types; it installs the
+    worker's JOB_TYPE_MODULES itself, so handlers from those modules run here too.
 
     Ctrl-C signals the whole process group; if the pool processes died of it,
     the jobs they were running would look like crashes instead of being handed
@@ -53,6 +58,7 @@ def _init_handler_process(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the worker died before prctl took effect
             os._exit(1)
+    install(modules)
 
 
 def _ready() -> bool:
@@ -60,10 +66,15 @@ def _ready() -> bool:
 
 
 class Runner:
-    """Runs jobs: cheap handlers inline, CPU-bound ones in a pool of ``processes`` processes."""
+    """Runs jobs: cheap handlers inline, CPU-bound ones in a pool of ``processes`` processes.
 
-    def __init__(self, processes: int = 1) -> None:
+    ``modules`` are the JOB_TYPE_MODULES the worker installed (worker_svc.handlers.install)
+    before creating the runner; every handler process installs them too.
+    """
+
+    def __init__(self, processes: int = 1, modules: Sequence[str] = ()) -> None:
         self._processes = processes
+        self._modules = tuple(modules)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -73,7 +84,7 @@ class Runner:
             self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_handler_process,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self._modules),
         )
 
     async def start(self) -> None:
@@ -97,7 +108,7 @@ class Runner:
             return Result(True, handler.run(value))
         pool = self._pool
         try:
-            return Result(True, await asyncio.get_running_loop().run_in_executor(pool, handler.run, value))
+            return Result(True, await asyncio.get_running_loop().run_in_executor(pool, run_handler, job_type, value))
         except BrokenProcessPool:
             # A pool process died (killed, out of memory); every later job would
             # fail the same way unless the pool is replaced.

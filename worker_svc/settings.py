@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common import secrets
+from common.job_types import module_names
 from common.settings import SettingsError, setting
 
 
@@ -36,6 +37,11 @@ class Settings:
     shutdown_grace_seconds: float = setting(
         30.0, "on SIGTERM, how long in-flight jobs may take to finish before they are handed back unacknowledged"
     )
+    job_type_modules: str = setting(
+        "",
+        "comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
+        "common.job_types.JobType with handlers); give the job service the same list",
+    )
     stop_report_retry_seconds: float = setting(
         10.0,
         "on SIGTERM, how long an undeliverable report is retried before its message is handed back "
@@ -54,6 +60,11 @@ class Settings:
         for name in ("report_timeout_seconds", "shutdown_grace_seconds", "stop_report_retry_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+        self.modules()
+
+    def modules(self) -> tuple[str, ...]:
+        """The module names in JOB_TYPE_MODULES (their job types are installed at start, in __main__)."""
+        return module_names(self.job_type_modules)
 
     def token(self) -> bytes:
         """The worker token: inline, else from its file, else (outside production) the dev secret."""

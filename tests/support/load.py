@@ -76,9 +76,15 @@ def mixed(count: int) -> list[Spec]:
 
 
 async def submit(
-    address: str, token: str, specs: list[Spec], concurrency: int = 32, timeout_seconds: int = 0
+    address: str,
+    token: str,
+    specs: list[Spec],
+    concurrency: int = 32,
+    timeout_seconds: int = 0,
+    *,
+    max_attempts: int = 0,
 ) -> dict[str, Spec]:
-    """CreateJob for every spec; returns job id -> spec. Every call must succeed."""
+    """CreateJob for every spec (a limit of 0: the service's default); returns job id -> spec. All must succeed."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         limit = asyncio.Semaphore(concurrency)
@@ -86,7 +92,9 @@ async def submit(
         async def one(spec: Spec) -> tuple[str, Spec]:
             async with limit:
                 reply = await stub.CreateJob(
-                    jobs_pb2.CreateJobRequest(type=spec.type, payload=spec.value, timeout_seconds=timeout_seconds),
+                    jobs_pb2.CreateJobRequest(
+                        type=spec.type, payload=spec.value, timeout_seconds=timeout_seconds, max_attempts=max_attempts
+                    ),
                     metadata=bearer(token),
                     timeout=10,
                 )

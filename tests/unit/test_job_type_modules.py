@@ -1,0 +1,202 @@
+"""JOB_TYPE_MODULES: job types from extra modules, added at start, and every way a module is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.job_types import JOB_TYPES, JobType, load_modules, module_names, parse_payload
+from common.settings import SettingsError, load
+from job_svc.settings import Settings as JobSettings
+from tests.support.flaky_jobs import AlwaysFails
+from tests.support.processes import ROOT
+from worker_svc.handlers import HANDLERS, Handler, add_handlers, install
+from worker_svc.runner import Runner
+from worker_svc.settings import Settings as WorkerSettings
+
+FLAKY = "tests.support.flaky_jobs"
+GOOD_TYPE = """
+from common.job_types import JobType, text
+
+def shout(value: str) -> str:
+    return value.upper() + "!"
+
+JOB_TYPES = [JobType({name!r}, text, "a string, shouted", handler=shout)]
+"""
+
+
+@pytest.fixture
+def modules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path where a test writes the modules it loads."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def write_module(folder: Path, source: str) -> str:
+    """Write a module of a fresh name (so no test sees another's import) and return its name."""
+    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    (folder / f"{name}.py").write_text(source)
+    return name
+
+
+@pytest.fixture
+def global_tables() -> Iterator[None]:
+    """Let a test install into the process-wide JOB_TYPES and HANDLERS, and put them back afterwards."""
+    types, handlers = dict(JOB_TYPES), dict(HANDLERS)
+    yield
+    JOB_TYPES.clear()
+    JOB_TYPES.update(types)
+    HANDLERS.clear()
+    HANDLERS.update(handlers)
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [("", ()), (" , ", ()), ("a", ("a",)), (" my_co.jobs , b_2,", ("my_co.jobs", "b_2"))],
+)
+def test_module_names_are_comma_separated(value: str, names: tuple[str, ...]) -> None:
+    assert module_names(value) == names
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("my-jobs", "'my-jobs' is not a module name"),
+        ("a..b", "'a..b' is not a module name"),
+        ("1jobs", "'1jobs' is not a module name"),
+        ("a, a", "a module is listed twice"),
+    ],
+)
+def test_malformed_module_lists_are_refused_by_both_services_settings(value: str, message: str) -> None:
+    for settings in (WorkerSettings, JobSettings):
+        with pytest.raises(SettingsError, match=f"JOB_TYPE_MODULES: {message}"):
+            load(settings, {"JOB_TYPE_MODULES": value})
+
+
+def test_both_services_default_to_no_modules() -> None:
+    assert load(WorkerSettings, {}).modules() == ()
+    assert load(JobSettings, {}).modules() == ()
+    assert load(JobSettings, {"JOB_TYPE_MODULES": FLAKY}).modules() == (FLAKY,)
+
+
+def test_a_module_adds_its_types_to_the_table(modules_dir: Path) -> None:
+    name = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
+    registry = dict(JOB_TYPES)
+    added = load_modules([name, FLAKY], registry)
+    assert [t.name for t in added] == ["shout", "always_fails"]
+    assert set(registry) == {*JOB_TYPES, "shout", "always_fails"}
+    assert registry["shout"].parse("hi") == "hi"
+    assert registry["shout"].handler is not None
+    assert registry["shout"].handler("hi") == "HI!"
+    assert "shout" not in JOB_TYPES, "a registry was given: the global table must stay as it was"
+
+
+BROKEN = [
+    ("raise RuntimeError('no config file')", r"cannot be imported \(RuntimeError: no config file\)"),
+    ("import no_such_dependency_xyz", r"cannot be imported \(ModuleNotFoundError: No module named"),
+    ("X = 1", "must define JOB_TYPES, a list of common.job_types.JobType"),
+    ("JOB_TYPES = {'a': 1}", "must define JOB_TYPES, a list of common.job_types.JobType"),
+    ("JOB_TYPES = [('shout', str)]", "must define JOB_TYPES, a list of common.job_types.JobType"),
+    (
+        "from common.job_types import JobType, text\nJOB_TYPES = [JobType('Shout-Loud', text, '', handler=str)]",
+        "job type name 'Shout-Loud' must be lowercase letters, digits and _",
+    ),
+    (
+        "from common.job_types import JobType, text\nJOB_TYPES = [JobType('shout', text, '')]",
+        "job type 'shout' has no handler",
+    ),
+    (
+        "from common.job_types import JobType\nJOB_TYPES = [JobType('shout', None, '', handler=str)]",
+        "job type 'shout' has no callable parse rule",
+    ),
+    (
+        "from common.job_types import JobType, text\nJOB_TYPES = [JobType('reverse_string', text, '', handler=str)]",
+        "declares job type 'reverse_string', which already exists",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "message"), BROKEN)
+def test_a_module_that_breaks_the_contract_is_refused_by_name(modules_dir: Path, source: str, message: str) -> None:
+    name = write_module(modules_dir, source)
+    registry = dict(JOB_TYPES)
+    with pytest.raises(SettingsError, match=f"^JOB_TYPE_MODULES: module '{name}'.*{message}"):
+        load_modules([name], registry)
+    assert registry == JOB_TYPES
+
+
+def test_an_unknown_module_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError, match="module 'no_such_jobs_module' cannot be imported"):
+        load_modules(["no_such_jobs_module"], {})
+
+
+def test_two_modules_may_not_declare_the_same_type_and_nothing_is_added(modules_dir: Path) -> None:
+    first = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
+    second = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
+    registry: dict[str, JobType] = {}
+    with pytest.raises(SettingsError, match=f"module '{second}' declares job type 'shout', which module '{first}'"):
+        load_modules([first, second], registry)
+    assert registry == {}, "a refused list must add nothing, not the types before the bad module"
+
+
+def test_handlers_come_with_their_types() -> None:
+    handlers: dict[str, Handler] = {}
+    added = load_modules([FLAKY], {})
+    add_handlers(added, handlers)
+    assert list(handlers) == ["always_fails"]
+    assert handlers["always_fails"].cpu_bound
+    with pytest.raises(AlwaysFails):
+        handlers["always_fails"].run("x")
+    with pytest.raises(ValueError, match="carries no handler"):
+        add_handlers([JOB_TYPES["reverse_string"]], handlers)
+
+
+def test_install_fills_both_tables(global_tables: None) -> None:
+    assert [t.name for t in install([FLAKY])] == ["always_fails"]
+    assert set(HANDLERS) == set(JOB_TYPES)
+    assert parse_payload("always_fails", "x") == "x"
+
+
+@pytest.fixture
+async def runners(global_tables: None) -> AsyncIterator[tuple[Runner, Runner]]:
+    """Two runners in a worker that installed FLAKY: one told so (as __main__ does), one not."""
+    install([FLAKY])
+    told, untold = Runner(processes=1, modules=[FLAKY]), Runner(processes=1)
+    yield told, untold
+    await told.close()
+    await untold.close()
+
+
+async def test_handler_processes_install_the_same_modules(runners: tuple[Runner, Runner]) -> None:
+    told, untold = runners
+    # always_fails is cpu_bound: its handler runs in a spawned pool process, which
+    # knows the type only if its initializer installed the module.
+    with pytest.raises(AlwaysFails):
+        await told.run("always_fails", "x")
+    with pytest.raises(KeyError, match="always_fails"):
+        await untold.run("always_fails", "x")
+    assert (await told.run("fibonacci_calc", 10.0)).text == "55"
+
+
+@pytest.mark.parametrize("service", ["worker_svc", "job_svc"])
+def test_a_service_refuses_to_start_with_a_module_it_cannot_load(service: str, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DEV_SECRETS_DIR": str(tmp_path), "JOB_TYPE_MODULES": f"{FLAKY},no_such_jobs"}
+    done = subprocess.run(
+        [sys.executable, "-m", service], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{service}: JOB_TYPE_MODULES: module 'no_such_jobs' cannot be imported" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("service", ["worker_svc", "job_svc"])
+def test_help_documents_the_setting(service: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", service, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "JOB_TYPE_MODULES" in done.stdout
