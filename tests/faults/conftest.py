@@ -18,10 +18,21 @@ class FaultRow:
 
     scenario: str
     jobs: int
+    #: Jobs CreateJob accepted that the job service no longer knows.
     lost: int
+    #: Jobs the job service accepted more than one final outcome for (from the workers' logs).
     duplicated: int
+    #: Jobs not final when the scenario stopped waiting.
     stuck: int
+    #: From the end of the fault (or its start, where the system must recover while it lasts:
+    #: a hung worker, faults in the messages themselves) to the last job's finished_at.
     recover_seconds: float
+
+
+@pytest.fixture
+def service_env(service_env: dict[str, str]) -> dict[str, str]:
+    """The session's service environment, plus the test job types (always_fails) in every service."""
+    return {**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}
 
 
 def record(row: FaultRow) -> None:

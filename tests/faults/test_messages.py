@@ -1,0 +1,104 @@
+"""Faults in the messages themselves: every message delivered three times, poison messages, a handler that always fails.
+
+Each scenario runs at least 1,000 mixed jobs through the real processes and
+settles (tests/faults/scenario.py). The job types of tests/support/flaky_jobs.py
+are loaded into every service through JOB_TYPE_MODULES (tests/faults/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+from google.protobuf import struct_pb2
+
+from jobqueue.jobs.v1 import delivery_pb2
+from tests.faults.scenario import JOBS, log_entries, settle, start_workers
+from tests.support.clients import mint_token
+from tests.support.load import Spec, mixed, submit
+from tests.support.queues import publish_raw, queue_depth
+from tests.support.system import System
+
+#: The AMQP priority of a NORMAL job's message, so a raw message takes its place among the jobs.
+NORMAL = 2
+
+
+async def _duplicate_queue(url: str, queue: str, copies: int) -> int:
+    """Take every message off ``queue`` and put ``copies`` of each back; returns how many were taken."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        source = await channel.get_queue(queue)
+        bodies = []
+        while (message := await source.get(fail=False)) is not None:
+            bodies.append(message.body)
+            await message.ack()
+        for body in bodies * copies:
+            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        return len(bodies)
+
+
+def test_duplicate_deliveries_have_exactly_one_outcome(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
+    deadline = time.monotonic() + 30
+    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
+        assert time.monotonic() < deadline, "the outbox was not published"
+        time.sleep(0.1)
+    assert asyncio.run(_duplicate_queue(rabbitmq_url, queue_name, copies=3)) == len(specs)
+    began = time.time()
+    start_workers(system, 2)
+    # Each copy that finds its job not yet final claims it: a new attempt that takes the job over.
+    settle(system, token, specs, "every message delivered 3 times", began, attempts=dict.fromkeys(specs, (1, 2, 3)))
+    deadline = time.monotonic() + 30
+    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) > 0:  # every copy consumed and settled
+        assert time.monotonic() < deadline, "duplicate copies were left in the queue"
+        time.sleep(0.1)
+
+
+def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token = mint_token(secrets_dir)
+    garbage = [b"", b"\xff\x00 not protobuf", b"\x0a\x03abc", b'{"type": "reverse_string", "payload": "json"}']
+    # Well-formed, but for jobs that do not exist: acknowledged and dropped, not dead-lettered.
+    strays = [
+        delivery_pb2.JobDelivery(
+            job_id=str(uuid.uuid4()), type=job_type, payload=struct_pb2.Value(string_value="nobody's job")
+        ).SerializeToString()
+        for job_type in ("reverse_string", "no_such_type")
+    ]
+    # One message at a time: a poison message that blocked its worker would block everything.
+    [worker] = start_workers(system, 1, PREFETCH_COUNT="1")
+    began = time.time()
+    backlog = mixed(JOBS)
+    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage + strays, priority=NORMAL))
+    specs = asyncio.run(submit(system.job_address, token, backlog[: JOBS // 2]))
+    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage, priority=NORMAL))  # more, mid-backlog
+    specs |= asyncio.run(submit(system.job_address, token, backlog[JOBS // 2 :]))
+    settle(system, token, specs, "poison messages in the queue", began, dead=2 * len(garbage))
+    assert worker.process.poll() is None
+    dead_lettered = [e for e in log_entries(worker.output()) if e.get("msg") == "malformed message dead-lettered"]
+    assert len(dead_lettered) == 2 * len(garbage)
+
+
+def test_a_handler_that_always_fails_is_retried_up_to_max_attempts_then_dead_lettered(
+    system: System, secrets_dir: Path
+) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
+    attempts: dict[str, tuple[int]] = {}
+    for max_attempts, expected in ((1, 1), (2, 2), (0, 3), (5, 5)):  # 0 asks for the default, 3
+        failing = [Spec("always_fails", f"doomed {max_attempts}.{i}") for i in range(10)]
+        batch = asyncio.run(submit(system.job_address, token, failing, max_attempts=max_attempts))
+        specs |= batch
+        attempts |= dict.fromkeys(batch, (expected,))
+    began = time.time()
+    start_workers(system, 2)
+    jobs = settle(system, token, specs, "a handler that always fails", began, attempts=attempts, dead=len(attempts))
+    assert all(jobs[job_id].max_attempts == n for job_id, (n,) in attempts.items())

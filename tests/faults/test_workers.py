@@ -1,0 +1,138 @@
+"""Workers under fault: SIGKILL and SIGTERM mid-backlog, a hang (SIGSTOP, then SIGCONT), a handler process killed.
+
+Each scenario runs 1,000 mixed jobs through the real processes and settles
+(tests/faults/scenario.py). The retry policy decides the attempt counts: a job
+a dead or hung worker held is run again (attempt 2), a job whose handler
+process died is retried (attempt 2), every other job runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from jobqueue.jobs.v1 import jobs_pb2
+from tests.faults.scenario import JOBS, accepted_outcomes, running, settle, start_workers
+from tests.support.clients import mint_token
+from tests.support.load import Spec, mixed, submit, wait_all_final, wait_started
+from tests.support.processes import alive, children
+from tests.support.system import System
+
+#: The workers' PREFETCH_COUNT default: the most messages one worker holds at once.
+PREFETCH = 10
+
+
+def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
+    doomed, survivor = start_workers(system, 2)
+
+    # Kill one worker while the backlog is being worked through, with messages in flight.
+    started = wait_started(system.job_address, token, 200)
+    handler_processes = children(doomed.pid)
+    assert handler_processes, "the worker has no handler process"
+    # The survivor is frozen for the kill, so the RUNNING jobs listed right after
+    # it are all the jobs the doomed worker held (and the survivor's own few).
+    os.kill(survivor.pid, signal.SIGSTOP)
+    try:
+        doomed.kill()
+        held = running(system, token)
+    finally:
+        os.kill(survivor.pid, signal.SIGCONT)
+    killed_at = time.time()
+    assert started < len(specs), "the backlog finished before the kill; the test proves nothing"
+
+    jobs = settle(
+        system,
+        token,
+        specs,
+        "worker SIGKILL mid-backlog",
+        killed_at,
+        attempts=dict.fromkeys(held, (1, 2)),
+        every_outcome_logged=False,
+    )
+    redelivered = [job for job in jobs.values() if job.attempts == 2]
+    assert redelivered, "no job was redelivered: the kill hit no message in flight"
+    assert len(redelivered) <= PREFETCH, "more jobs were run again than the killed worker could hold"
+    assert not [pid for pid in handler_processes if alive(pid)], "the killed worker left its handler processes"
+    # A job the killed worker completed just before dying may have no log line; its status says it.
+    assert len(accepted_outcomes(system)) >= len(specs) - PREFETCH
+
+
+def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
+    [first] = start_workers(system, 1)
+    wait_started(system.job_address, token, 100)
+    assert first.stop() == 0, first.output()
+    stopped_at = time.time()
+    assert running(system, token) == set(), "a stopped worker left jobs RUNNING"
+    start_workers(system, 1)
+    settle(system, token, specs, "worker SIGTERM mid-backlog", stopped_at)
+
+
+def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    # A short timeout, so a hung worker's claims expire (timeout + LEASE_GRACE_SECONDS) within seconds.
+    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS), timeout_seconds=2))
+    [hung] = start_workers(system, 1)
+    wait_started(system.job_address, token, 20)
+    os.kill(hung.pid, signal.SIGSTOP)
+    hung_at = time.time()
+    try:
+        time.sleep(0.5)  # reports already on the wire when it stopped land first
+        held = running(system, token)
+        assert held, "the hung worker held no RUNNING job; the test proves nothing"
+        start_workers(system, 1)
+        # While the first worker is still hung, its RUNNING jobs are taken back and finished elsewhere.
+        taken_back = asyncio.run(wait_all_final(system.job_address, token, held, timeout=60))
+        summary = sorted((jobs_pb2.JobStatus.Name(j.status), j.attempts, j.error[:60]) for j in taken_back.values())
+        assert all(j.status == jobs_pb2.JOB_STATUS_COMPLETED for j in taken_back.values()), summary
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    settle(
+        system,
+        token,
+        specs,
+        "worker SIGSTOP, SIGCONT after its jobs moved",
+        hung_at,  # the jobs must recover while the worker is still hung
+        attempts=dict.fromkeys(held, (2,)),
+    )
+    assert hung.process.poll() is None, "the hung worker died of being continued"
+
+
+def _handler_processes(worker_pid: int) -> list[int]:
+    """The worker's process-pool children that run handlers (not multiprocessing's resource tracker)."""
+    return [pid for pid in children(worker_pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    # Large Fibonacci numbers keep the handler process busy, so the kill finds jobs in it.
+    backlog = [
+        Spec("fibonacci_calc", 60_000 + i) if spec.type == "fibonacci_calc" else spec
+        for i, spec in enumerate(mixed(JOBS))
+    ]
+    specs = asyncio.run(submit(system.job_address, token, backlog))
+    [worker] = start_workers(system, 1, PREFETCH_COUNT="20")
+    wait_started(system.job_address, token, 10)
+    [pool_process] = _handler_processes(worker.pid)
+    os.kill(pool_process, signal.SIGKILL)  # as the OOM killer would
+    killed_at = time.time()
+    in_the_pool = {job_id for job_id, spec in specs.items() if spec.type == "fibonacci_calc"}
+    jobs = settle(
+        system,
+        token,
+        specs,
+        "handler process SIGKILL mid-job",
+        killed_at,
+        # Only CPU-heavy jobs run in the pool; each one there when it died fails once, retryably.
+        attempts=dict.fromkeys(in_the_pool, (1, 2)),
+    )
+    retried = [job for job in jobs.values() if job.attempts == 2]
+    assert retried, "no job was running in the killed handler process"
+    assert len(retried) <= 20, "more jobs were retried than the worker could hold"
+    assert worker.process.poll() is None
