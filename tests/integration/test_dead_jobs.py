@@ -152,12 +152,11 @@ def test_an_operator_lists_and_reruns_every_users_dead_jobs(jobs: JobService, se
 
     # One of Bob's, by id; then every dead uppercase_text job; then all the rest.
     assert rerun(jobs, operator, dead[3].id).status == jobs_pb2.JOB_STATUS_QUEUED
-    expect(
-        lambda: jobs.stub.RerunDeadJobs(jobs_pb2.RerunDeadJobsRequest(max_attempts=11), metadata=operator),
-        invalid,
-        "INVALID_ARGUMENT",
-        ["max_attempts"],
-    )
+    for bad_rerun, field in (
+        (jobs_pb2.RerunDeadJobsRequest(max_attempts=11), "max_attempts"),
+        (jobs_pb2.RerunDeadJobsRequest(type="rm_rf"), "type"),
+    ):
+        expect(lambda r=bad_rerun: jobs.stub.RerunDeadJobs(r, metadata=operator), invalid, "INVALID_ARGUMENT", [field])
     by_type = jobs_pb2.RerunDeadJobsRequest(type="uppercase_text", max_attempts=1)
     dead_uppercase = sum(j.type == "uppercase_text" for j in listed)
     assert jobs.stub.RerunDeadJobs(by_type, metadata=operator).rerun_count == dead_uppercase
