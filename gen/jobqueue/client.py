@@ -61,7 +61,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 import grpc
 from google.protobuf import struct_pb2
@@ -114,6 +114,8 @@ _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+#: The list requests: each pages with page_token.
+_PagedRequest = TypeVar("_PagedRequest", jobs_pb2.ListJobsRequest, jobs_pb2.ListDeadJobsRequest)
 
 
 def auth_metadata(token: str) -> tuple[tuple[str, str]]:
@@ -373,15 +375,9 @@ class JobsClient(_Client):
 
     async def list_dead(self, *, job_type: str = "", page_size: int = 0) -> AsyncIterator[jobs_pb2.Job]:
         """Every user's FAILED jobs, most recently failed first, page after page (operators only)."""
-        page_token = ""
-        while True:
-            request = jobs_pb2.ListDeadJobsRequest(page_size=page_size, page_token=page_token, type=job_type)
-            reply = await self._call(self.stub.ListDeadJobs, request)
-            for job in reply.jobs:
-                yield job
-            if not reply.next_page_token:
-                return
-            page_token = reply.next_page_token
+        request = jobs_pb2.ListDeadJobsRequest(page_size=page_size, type=job_type)
+        async for job in self._pages(self.stub.ListDeadJobs, request):
+            yield job
 
     async def rerun_dead(self, *, job_type: str = "", max_attempts: int = 0) -> int:
         """Run every dead job (of ``job_type``, if given) again; how many (operators only)."""
@@ -447,15 +443,23 @@ class JobsClient(_Client):
         ``status`` and ``job_type`` filter (the defaults mean "any"); ``page_size``
         is per call (0 lets the server choose).
         """
-        page_token = ""
+        request = jobs_pb2.ListJobsRequest(page_size=page_size, status=status, type=job_type)
+        async for job in self._pages(self.stub.ListJobs, request):
+            yield job
+
+    async def _pages(self, method: Any, request: _PagedRequest) -> AsyncIterator[jobs_pb2.Job]:
+        """The jobs of every page ``method`` returns for ``request``, following next_page_token."""
         while True:
-            request = jobs_pb2.ListJobsRequest(page_size=page_size, page_token=page_token, status=status, type=job_type)
-            reply = await self._call(self.stub.ListJobs, request)
+            reply = await self._call(method, request)
             for job in reply.jobs:
                 yield job
             if not reply.next_page_token:
                 return
-            page_token = reply.next_page_token
+            # A fresh request per page: one already sent is never changed under its caller.
+            following = type(request)()
+            following.CopyFrom(request)
+            following.page_token = reply.next_page_token
+            request = following
 
 
 def connect_auth(
