@@ -11,17 +11,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
-import asyncpg
 import pytest
 
 from common.secrets import ensure_dev_secrets
-from migrations.__main__ import migrate
+from tests.support.databases import fresh_database
 from tests.support.system import System
 
-ADMIN_DATABASE_URL = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
@@ -34,19 +31,8 @@ def run_id() -> str:
 @pytest.fixture(scope="session")
 def database_url(run_id: str) -> Iterator[str]:
     """A migrated database of this session's own, dropped at the end."""
-    name = f"jobqueue_test_{run_id}"
-    url = urlunsplit(urlsplit(ADMIN_DATABASE_URL)._replace(path=f"/{name}"))
-    asyncio.run(migrate(url))
-    yield url
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(ADMIN_DATABASE_URL)
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
+    with fresh_database(f"jobqueue_test_{run_id}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.integration.jobservice import JobService, delete_queues
+from tests.support.databases import module_database  # noqa: F401 - the fixture `database_url`
 from tests.support.processes import ServiceProcess, free_port
 from tests.support.proxy import TcpProxy
 
