@@ -43,6 +43,22 @@ class OutboxMessage:
 
 
 @dataclass(frozen=True)
+class NewJob:
+    """A checked CreateJob request, ready to store with its queue message."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    type: str
+    payload: Any
+    #: The serialized JobDelivery the relay will publish.
+    body: bytes
+    priority: Priority = Priority.NORMAL
+    max_attempts: int = 3
+    timeout_seconds: int = 60
+    request_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """A stored job, as the jobs table holds it."""
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
 import json
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.errors import FieldViolation, InvalidArgument
+import asyncpg
+
+from common import db
+from common.batching import Coalescer
+from common.errors import FieldViolation, InvalidArgument, ServiceError
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
 from job_svc.auth import Caller
 from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import JobFinished, JobNotFound, NotFailed, NotRunning, StaleAttempt
-from job_svc.model import Job, ListQuery, Priority, Report, Status
+from job_svc.model import Job, ListQuery, NewJob, Priority, Report, Status
 from job_svc.relay import OutboxRelay
 from job_svc.store import JobStore
 
@@ -30,6 +35,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 #: How many dead jobs RerunDeadJobs re-queues per transaction.
 RERUN_BATCH = 500
+#: Most jobs in one BatchCreateJobs call, and most reports in one UpdateJobs call.
+MAX_BATCH = 1000
+#: How many group-commit transactions of CreateJob calls may be in flight at once.
+CREATE_TRANSACTIONS = 4
 #: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
 MAX_RESULT_CHARS = 1 << 20
 #: Largest error message a worker may report.
@@ -109,8 +118,44 @@ class JobRules:
         self._relay = relay
         self._publisher = publisher
         self._retry = retry
+        # Concurrent CreateJob calls share transactions (group commit): one
+        # INSERT of many rows costs the database about what one row does.
+        self._creates: Coalescer[NewJob, tuple[Job, bool]] = Coalescer(
+            self._store_batch, max_batch=MAX_BATCH, max_concurrent=CREATE_TRANSACTIONS
+        )
 
-    async def create(
+    async def create(self, job: NewJob) -> Job:
+        """Store a new job with its queue message (or return the one its ``request_id`` created)."""
+        stored, _ = await self._creates.submit(job)
+        return stored
+
+    async def create_batch(self, jobs: Sequence[NewJob]) -> Sequence[Job]:
+        """Store up to MAX_BATCH new jobs in one transaction: all of them or, on an error, none."""
+        if not 1 <= len(jobs) <= MAX_BATCH:
+            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} jobs")])
+        stored = await self._store.create(jobs)
+        if any(created for _, created in stored):
+            self._relay.wake()
+        return [job for job, _ in stored]
+
+    async def _store_batch(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool] | BaseException]:
+        """The Coalescer's runner: one transaction for the batch, or one each if the database refused it."""
+        try:
+            stored: Sequence[tuple[Job, bool] | BaseException] = await self._store.create(jobs)
+        except asyncpg.PostgresError as error:
+            if len(jobs) == 1 or isinstance(error, db.TRANSIENT_ERRORS):
+                raise
+            # A row the database refuses must not fail the calls it shared a batch with.
+            stored = await asyncio.gather(*(self._store_one(job) for job in jobs), return_exceptions=True)
+        if any(not isinstance(result, BaseException) and result[1] for result in stored):
+            self._relay.wake()
+        return stored
+
+    async def _store_one(self, job: NewJob) -> tuple[Job, bool]:
+        [stored] = await self._store.create([job])
+        return stored
+
+    def check_new(
         self,
         owner: uuid.UUID,
         job_type: str,
@@ -120,8 +165,8 @@ class JobRules:
         max_attempts: int = 0,
         timeout_seconds: int = 0,
         request_id: uuid.UUID | None = None,
-    ) -> Job:
-        """Validate and store a new job with its queue message (or return the one ``request_id`` created)."""
+    ) -> NewJob:
+        """A new job from a CreateJob request's values, with its queue message; INVALID_ARGUMENT if bad."""
         if job_type not in JOB_TYPES:
             known = ", ".join(sorted(JOB_TYPES))
             raise InvalidArgument(
@@ -150,21 +195,17 @@ class JobRules:
             )
         timeout_seconds = timeout_seconds or DEFAULT_TIMEOUT_SECONDS
         job_id = uuid.uuid4()
-        body = encode_delivery(job_id, job_type, payload, timeout_seconds)
-        job, created = await self._store.create(
-            job_id,
-            owner,
-            job_type,
-            payload,
-            body,
+        return NewJob(
+            id=job_id,
+            owner_id=owner,
+            type=job_type,
+            payload=payload,
+            body=encode_delivery(job_id, job_type, payload, timeout_seconds),
             priority=priority,
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
             request_id=request_id,
         )
-        if created:
-            self._relay.wake()
-        return job
 
     async def get(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
         """One of the owner's jobs."""
@@ -251,16 +292,57 @@ class JobRules:
 
     async def report(self, report: Report) -> Job:
         """Apply a worker's report, fenced by claim and attempt."""
-        _check_report(report)
-        if report.status is Status.RUNNING:
-            assert report.claim_id is not None  # checked above
-            job = await self._store.start(report.job_id, report.claim_id, self._lease_grace)
-        else:
-            delay = self._retry.delay(report.attempt) if report.retryable else 0.0
-            job = await self._store.finish(dataclasses.replace(report, retry_delay=delay))
-        if job is not None:
-            return job
-        return self._explain_refusal(report, await self._store.get(report.job_id))
+        [outcome] = await self.report_batch([report])
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome
+
+    async def report_batch(self, reports: Sequence[Report]) -> Sequence[Job | ServiceError]:
+        """Apply workers' reports as if one after another; for each, the job after it or why it was refused.
+
+        Each round applies at most one report per job, all claims in one
+        statement and all outcomes in another, so a batch costs a few round
+        trips however many reports it holds.
+        """
+        if not 1 <= len(reports) <= MAX_BATCH:
+            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} reports")])
+        outcomes: MutableSequence[Job | ServiceError | None] = [None] * len(reports)
+        valid: MutableSequence[int] = []
+        for i, report in enumerate(reports):
+            try:
+                _check_report(report)
+            except InvalidArgument as error:
+                outcomes[i] = error
+            else:
+                valid.append(i)
+        for round_ in _rounds(valid, [reports[i].job_id for i in valid]):
+            await self._apply_round([reports[i] for i in round_], round_, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _apply_round(
+        self, reports: Sequence[Report], positions: Sequence[int], outcomes: MutableSequence[Job | ServiceError | None]
+    ) -> None:
+        """Apply reports on distinct jobs, storing each one's outcome at its position."""
+        starts = [(r.job_id, r.claim_id) for r in reports if r.status is Status.RUNNING and r.claim_id is not None]
+        finishes = [
+            dataclasses.replace(r, retry_delay=self._retry.delay(r.attempt) if r.retryable else 0.0)
+            for r in reports
+            if r.status is not Status.RUNNING
+        ]
+        started, finished = await asyncio.gather(
+            self._store.start(starts, self._lease_grace), self._store.finish(finishes)
+        )
+        applied = {job.id: job for job in (*started, *finished)}
+        refused = [r.job_id for r in reports if r.job_id not in applied]
+        current = {job.id: job for job in await self._store.get_many(refused)} if refused else {}
+        for position, report in zip(positions, reports, strict=True):
+            if report.job_id in applied:
+                outcomes[position] = applied[report.job_id]
+                continue
+            try:
+                outcomes[position] = self._explain_refusal(report, current.get(report.job_id))
+            except ServiceError as error:
+                outcomes[position] = error
 
     @staticmethod
     def _explain_refusal(report: Report, job: Job | None) -> Job:
@@ -276,6 +358,19 @@ class JobRules:
         if job.status is Status.QUEUED:
             raise NotRunning(f"job {report.job_id} has not been started")
         raise StaleAttempt(f"attempt {report.attempt} of job {report.job_id} is stale; current is {job.attempts}")
+
+
+def _rounds(positions: Sequence[int], job_ids: Sequence[uuid.UUID]) -> list[list[int]]:
+    """Split positions into rounds in which each job appears once, keeping each job's reports in order."""
+    rounds: list[list[int]] = []
+    seen: dict[uuid.UUID, int] = {}
+    for position, job_id in zip(positions, job_ids, strict=True):
+        index = seen.get(job_id, -1) + 1
+        seen[job_id] = index
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(position)
+    return rounds
 
 
 def _check_report(report: Report) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, InvalidArgument, ServiceError, status_code
 from job_svc.auth import Authenticator
-from job_svc.model import Job, Priority, Report, Status
-from job_svc.service import JobRules, parse_id
+from job_svc.model import Job, NewJob, Priority, Report, Status
+from job_svc.service import MAX_BATCH, JobRules, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -98,12 +99,35 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
         """Validate, store and queue a job for the calling user."""
         owner = self._auth.user(context.invocation_metadata()).id
+        job = await self._rules.create(self._new_job(owner, request))
+        return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
+
+    async def BatchCreateJobs(
+        self, request: jobs_pb2.BatchCreateJobsRequest, context: Context
+    ) -> jobs_pb2.BatchCreateJobsResponse:
+        """Validate every job first, then store and queue them all in one transaction."""
+        owner = self._auth.user(context.invocation_metadata()).id
+        if not 1 <= len(request.requests) <= MAX_BATCH:
+            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} jobs")])
+        new_jobs: list[NewJob] = []
+        violations: list[FieldViolation] = []
+        for i, item in enumerate(request.requests):
+            try:
+                new_jobs.append(self._new_job(owner, item))
+            except InvalidArgument as error:
+                violations.extend(FieldViolation(f"requests[{i}].{v.field}", v.description) for v in error.violations)
+        if violations:
+            raise InvalidArgument(violations)
+        jobs = await self._rules.create_batch(new_jobs)
+        return jobs_pb2.BatchCreateJobsResponse(jobs=[job_to_proto(j) for j in jobs])
+
+    def _new_job(self, owner: uuid.UUID, request: jobs_pb2.CreateJobRequest) -> NewJob:
         payload = payload_from_proto(request.payload, request.HasField("payload"))
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
         priority = _PRIORITY_FROM_PROTO.get(request.priority)
         if priority is None:
             raise InvalidArgument([FieldViolation("priority", f"{request.priority} is not a valid JobPriority")])
-        job = await self._rules.create(
+        return self._rules.check_new(
             owner,
             request.type,
             payload,
@@ -112,7 +136,6 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             timeout_seconds=request.timeout_seconds,
             request_id=request_id,
         )
-        return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
         """One of the caller's jobs."""
@@ -163,16 +186,44 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""
         self._auth.worker(context.invocation_metadata())
-        status = status_from_proto(request.status, "status", allow_unspecified=False)
-        assert status is not None
-        report = Report(
-            job_id=parse_id(request.id),
-            status=status,
-            claim_id=parse_id(request.claim_id, "claim_id") if request.claim_id else None,
-            attempt=request.attempt,
-            result=request.result if request.HasField("result") else None,
-            error=request.error if request.HasField("error") else None,
-            retryable=request.retryable,
-        )
-        job = await self._rules.report(report)
+        job = await self._rules.report(report_from_proto(request))
         return jobs_pb2.UpdateJobResponse(job=job_to_proto(job))
+
+    async def UpdateJobs(self, request: jobs_pb2.UpdateJobsRequest, context: Context) -> jobs_pb2.UpdateJobsResponse:
+        """A batch of workers' reports, each fenced and answered on its own."""
+        self._auth.worker(context.invocation_metadata())
+        if not 1 <= len(request.requests) <= MAX_BATCH:
+            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} reports")])
+        reports: list[Report] = []
+        refused: dict[int, ServiceError] = {}
+        for i, item in enumerate(request.requests):
+            try:
+                reports.append(report_from_proto(item))
+            except InvalidArgument as error:
+                refused[i] = error
+        outcomes = iter(await self._rules.report_batch(reports) if reports else [])
+        results = []
+        for i in range(len(request.requests)):
+            outcome = refused.get(i) or next(outcomes)
+            if isinstance(outcome, ServiceError):
+                results.append(jobs_pb2.UpdateJobsResult(code=status_code(outcome).value[0], message=outcome.message))
+            else:
+                results.append(
+                    jobs_pb2.UpdateJobsResult(job_status=_STATUS_TO_PROTO[outcome.status], attempts=outcome.attempts)
+                )
+        return jobs_pb2.UpdateJobsResponse(results=results)
+
+
+def report_from_proto(request: jobs_pb2.UpdateJobRequest) -> Report:
+    """The domain form of a worker's report; INVALID_ARGUMENT for a bad status or id."""
+    status = status_from_proto(request.status, "status", allow_unspecified=False)
+    assert status is not None
+    return Report(
+        job_id=parse_id(request.id),
+        status=status,
+        claim_id=parse_id(request.claim_id, "claim_id") if request.claim_id else None,
+        attempt=request.attempt,
+        result=request.result if request.HasField("result") else None,
+        error=request.error if request.HasField("error") else None,
+        retryable=request.retryable,
+    )

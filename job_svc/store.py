@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from job_svc.model import Job, ListQuery, OutboxMessage, Priority, Report, Status
+from job_svc.model import Job, ListQuery, NewJob, OutboxMessage, Priority, Report, Status
 
 #: Builds a job's queue message from its id, type, payload and timeout_seconds.
 Encoder = Callable[[uuid.UUID, str, Any, int], bytes]
@@ -21,6 +21,9 @@ _COLUMNS = (
     "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at,"
     " priority, max_attempts, run_after, timeout_seconds"
 )
+
+#: The same columns, for statements that join the jobs table to another (e.g. UPDATE ... FROM).
+_QUALIFIED = ", ".join(f"jobs.{name.strip()}" for name in _COLUMNS.split(","))
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -50,51 +53,54 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(
-        self,
-        job_id: uuid.UUID,
-        owner_id: uuid.UUID,
-        job_type: str,
-        payload: Any,
-        body: bytes,
-        *,
-        priority: Priority = Priority.NORMAL,
-        max_attempts: int = 3,
-        timeout_seconds: int = 60,
-        request_id: uuid.UUID | None = None,
-    ) -> tuple[Job, bool]:
-        """Store a QUEUED job and its outbox message in one statement (one transaction).
+    async def create(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool]]:
+        """Store QUEUED jobs and their outbox messages in one statement (one transaction).
 
-        Returns the job and whether it is new: if the owner already used
-        ``request_id``, nothing is written and the earlier job is returned.
+        Returns each job, in order, and whether it is new: if its owner already
+        used its ``request_id`` (before, or earlier in ``jobs``), nothing is
+        written for it and the job that used it first is returned.
         """
-        row = await self._pool.fetchrow(
-            f"""WITH job AS (
+        # Rows go in sorted by idempotency key, so two batches that share keys
+        # take their index locks in the same order and cannot deadlock.
+        ordered = sorted(jobs, key=lambda j: (j.request_id is not None, str(j.owner_id), str(j.request_id)))
+        rows = await self._pool.fetch(
+            f"""WITH input AS (
+                    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::bytea[],
+                                         $6::uuid[], $7::smallint[], $8::integer[], $9::integer[])
+                        AS t(id, owner_id, type, payload, body, request_id, priority, max_attempts, timeout_seconds)),
+                job AS (
                     INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds)
-                    VALUES ($1, $2, $3, $4::jsonb, $6, $7, $8, $9)
+                    SELECT id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds FROM input
                     ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                     RETURNING {_COLUMNS}),
-                outbox AS (INSERT INTO job_outbox (job_id, body, priority) SELECT id, $5, priority FROM job)
+                outbox AS (
+                    INSERT INTO job_outbox (job_id, body, priority)
+                    SELECT job.id, input.body, job.priority FROM job JOIN input USING (id))
                 SELECT * FROM job""",
-            job_id,
-            owner_id,
-            job_type,
-            json.dumps(payload),
-            body,
-            request_id,
-            priority,
-            max_attempts,
-            timeout_seconds,
+            [j.id for j in ordered],
+            [j.owner_id for j in ordered],
+            [j.type for j in ordered],
+            [json.dumps(j.payload) for j in ordered],
+            [j.body for j in ordered],
+            [j.request_id for j in ordered],
+            [int(j.priority) for j in ordered],
+            [j.max_attempts for j in ordered],
+            [j.timeout_seconds for j in ordered],
         )
-        if row is not None:
-            return _job(row), True
-        # The conflicting insert has committed (ON CONFLICT waited for it), so a
-        # fresh statement sees its row.
-        row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM jobs WHERE owner_id = $1 AND request_id = $2", owner_id, request_id
-        )
-        assert row is not None  # nothing deletes jobs
-        return _job(row), False
+        created = {row["id"]: _job(row) for row in rows}
+        repeated = [j for j in jobs if j.id not in created]
+        earlier: dict[tuple[uuid.UUID, uuid.UUID | None], Job] = {}
+        if repeated:
+            # The conflicting inserts have committed (ON CONFLICT waited for
+            # them), so a fresh statement sees their rows.
+            found = await self._pool.fetch(
+                f"""SELECT {_COLUMNS}, request_id FROM jobs
+                    WHERE (owner_id, request_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))""",
+                [j.owner_id for j in repeated],
+                [j.request_id for j in repeated],
+            )
+            earlier = {(row["owner_id"], row["request_id"]): _job(row) for row in found}
+        return [(created[j.id], True) if j.id in created else (earlier[j.owner_id, j.request_id], False) for j in jobs]
 
     async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
         """The job with this id (only if ``owner_id`` owns it, when given)."""
@@ -107,6 +113,11 @@ class JobStore:
                 owner_id,
             )
         return None if row is None else _job(row)
+
+    async def get_many(self, job_ids: Sequence[uuid.UUID]) -> Sequence[Job]:
+        """The jobs with these ids that exist, in no particular order."""
+        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[])", job_ids)
+        return [_job(row) for row in rows]
 
     async def list(self, query: ListQuery) -> list[Job]:
         """Up to ``query.page_size`` of the owner's jobs, newest first, after the cursor."""
@@ -131,30 +142,40 @@ class JobStore:
         )
         return [_job(row) for row in rows]
 
-    async def start(self, job_id: uuid.UUID, claim_id: uuid.UUID, lease_grace: float) -> Job | None:
-        """Mark the job RUNNING for this claim; None if it is not QUEUED or RUNNING.
+    async def start(self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_grace: float) -> Sequence[Job]:
+        """Mark each (job id, claim id) RUNNING for its claim; returns the jobs that were QUEUED or RUNNING.
 
         A new claim counts a new attempt and takes the job over from any earlier
         claim (whose worker died or was superseded); repeating the current claim
         changes nothing, so a retried RUNNING report is harmless. The claim
-        holds the job for its timeout plus ``lease_grace`` seconds.
+        holds the job for its timeout plus ``lease_grace`` seconds. Each job
+        may appear once; rows are locked in id order, so concurrent batches
+        cannot deadlock.
         """
-        row = await self._pool.fetchrow(
-            f"""UPDATE jobs SET
+        if not claims:
+            return []
+        rows = await self._pool.fetch(
+            f"""WITH input AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS t(job_id, claim_id)),
+                locked AS (
+                    SELECT id FROM jobs WHERE id IN (SELECT job_id FROM input) AND status IN ('QUEUED', 'RUNNING')
+                    ORDER BY id FOR UPDATE)
+                UPDATE jobs SET
                     status = 'RUNNING',
-                    attempts = CASE WHEN claim_id IS NOT DISTINCT FROM $2 THEN attempts ELSE attempts + 1 END,
-                    started_at = CASE WHEN claim_id IS NOT DISTINCT FROM $2 THEN started_at ELSE now() END,
-                    claim_id = $2,
+                    attempts = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
+                                    THEN attempts ELSE attempts + 1 END,
+                    started_at = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
+                                      THEN started_at ELSE now() END,
+                    claim_id = input.claim_id,
                     run_after = NULL,
                     lease_until = now() + make_interval(secs => timeout_seconds + $3),
                     updated_at = now()
-                WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
-                RETURNING {_COLUMNS}""",
-            job_id,
-            claim_id,
+                FROM input, locked WHERE jobs.id = input.job_id AND jobs.id = locked.id
+                RETURNING {_QUALIFIED}""",
+            [job_id for job_id, _ in claims],
+            [claim_id for _, claim_id in claims],
             lease_grace,
         )
-        return None if row is None else _job(row)
+        return [_job(row) for row in rows]
 
     async def cancel(self, job_id: uuid.UUID, owner_id: uuid.UUID) -> tuple[Job, Status] | None:
         """Cancel the owner's job if it is QUEUED or RUNNING; the job and the status it had, else None."""
@@ -172,35 +193,44 @@ class JobStore:
         )
         return None if row is None else (_job(row), Status(row["previous"]))
 
-    async def finish(self, report: Report) -> Job | None:
-        """Record the outcome of the reported attempt if the job is RUNNING it; None otherwise.
+    async def finish(self, reports: Sequence[Report]) -> Sequence[Job]:
+        """Record the outcome of each reported attempt whose job is RUNNING it; returns those jobs.
 
         A retryable failure with attempts left sends the job back to QUEUED,
-        due again after ``report.retry_delay`` seconds; any other outcome is final.
+        due again after ``report.retry_delay`` seconds; any other outcome is
+        final. Each job may appear once; rows are locked in id order.
         """
-        row = await self._pool.fetchrow(
-            f"""WITH outcome AS (
-                    SELECT id AS job_id, ($6 AND attempts < max_attempts) AS retry
-                    FROM jobs WHERE id = $1 AND status = 'RUNNING' AND attempts = $5 FOR UPDATE)
+        if not reports:
+            return []
+        rows = await self._pool.fetch(
+            f"""WITH input AS (
+                    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
+                                         $6::boolean[], $7::float8[])
+                        AS t(job_id, status, result, error, attempt, retryable, retry_delay)),
+                outcome AS (
+                    SELECT id, (input.retryable AND attempts < max_attempts) AS retry
+                    FROM jobs JOIN input ON jobs.id = input.job_id
+                    WHERE jobs.status = 'RUNNING' AND attempts = input.attempt
+                    ORDER BY id FOR UPDATE OF jobs)
                 UPDATE jobs SET
-                    status = CASE WHEN retry THEN 'QUEUED' ELSE $2 END,
-                    result = $3,
-                    error = $4,
-                    run_after = CASE WHEN retry THEN now() + make_interval(secs => $7) END,
+                    status = CASE WHEN retry THEN 'QUEUED' ELSE input.status END,
+                    result = input.result,
+                    error = input.error,
+                    run_after = CASE WHEN retry THEN now() + make_interval(secs => input.retry_delay) END,
                     lease_until = NULL,
                     finished_at = CASE WHEN retry THEN NULL ELSE now() END,
                     updated_at = now()
-                FROM outcome WHERE id = outcome.job_id
-                RETURNING {_COLUMNS}""",
-            report.job_id,
-            report.status.value,
-            report.result,
-            report.error,
-            report.attempt,
-            report.retryable,
-            report.retry_delay,
+                FROM input, outcome WHERE jobs.id = input.job_id AND jobs.id = outcome.id
+                RETURNING {_QUALIFIED}""",
+            [r.job_id for r in reports],
+            [r.status.value for r in reports],
+            [r.result for r in reports],
+            [r.error for r in reports],
+            [r.attempt for r in reports],
+            [r.retryable for r in reports],
+            [r.retry_delay for r in reports],
         )
-        return None if row is None else _job(row)
+        return [_job(row) for row in rows]
 
     async def expire_leases(self, limit: int) -> int:
         """Take back up to ``limit`` RUNNING jobs whose claim expired; returns how many.

@@ -58,7 +58,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -95,6 +95,8 @@ DEFAULT_JOBS_ADDRESS = "localhost:5002"
 
 #: Largest integer a JSON number (an IEEE double) holds exactly; payloads beyond it are refused.
 MAX_SAFE_INTEGER = 2**53
+#: Most jobs BatchCreateJobs takes in one call.
+BATCH_SIZE = 1000
 
 Job = jobs_pb2.Job
 JobStatus = jobs_pb2.JobStatus
@@ -348,9 +350,47 @@ class JobsClient(_Client):
             timeout_seconds=timeout_seconds,
             request_id=request_id or str(uuid.uuid4()),
         )
+        reply: jobs_pb2.CreateJobResponse = await self._idempotent(self.stub.CreateJob, request, attempts)
+        return reply.job
+
+    async def submit_many(
+        self,
+        jobs: Iterable[tuple[str, Payload]],
+        *,
+        priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+        max_attempts: int = 0,
+        timeout_seconds: int = 0,
+        attempts: int = 3,
+    ) -> list[jobs_pb2.Job]:
+        """Store many (job type, payload) jobs with BatchCreateJobs; returns them QUEUED, in order.
+
+        Up to BATCH_SIZE jobs go in each call, which stores all of its jobs or
+        none; with more, a later call's failure leaves the earlier calls' jobs
+        stored (the error says so). Each job carries a fresh ``request_id``,
+        so calls are retried as :meth:`submit` retries, never creating a job twice.
+        """
+        requests = [
+            jobs_pb2.CreateJobRequest(
+                type=job_type,
+                payload=to_value(payload),
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout_seconds=timeout_seconds,
+                request_id=str(uuid.uuid4()),
+            )
+            for job_type, payload in jobs
+        ]
+        stored: list[jobs_pb2.Job] = []
+        for start in range(0, len(requests), BATCH_SIZE):
+            batch = jobs_pb2.BatchCreateJobsRequest(requests=requests[start : start + BATCH_SIZE])
+            stored.extend((await self._idempotent(self.stub.BatchCreateJobs, batch, attempts)).jobs)
+        return stored
+
+    async def _idempotent(self, method: Any, request: Any, attempts: int) -> Any:
+        """Call ``method``, retrying a retryable failure up to ``attempts`` calls in all (safe: request_id)."""
         for attempt in range(1, attempts + 1):
             try:
-                return (await self._call(self.stub.CreateJob, request)).job
+                return await self._call(method, request)
             except JobQueueError as error:
                 if not error.retryable or attempt >= attempts:
                     raise

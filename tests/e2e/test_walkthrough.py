@@ -145,4 +145,5 @@ def test_the_python_walkthrough_works_as_written(make_run: RunningSystem) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["reverse_string dlrow olleh", "uppercase_text HELLO WORLD", "fibonacci_calc 55"]
-    assert any(line.endswith(" 55") for line in lines[3:])
+    assert any(line.endswith(" 55") for line in lines[3:-1])
+    assert lines[-1] == "batch 1200 9911 boj"

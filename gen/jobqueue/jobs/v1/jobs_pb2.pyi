@@ -285,6 +285,54 @@ class CreateJobResponse(_message.Message):
 Global___CreateJobResponse: _TypeAlias = CreateJobResponse  # noqa: Y015
 
 @_typing.final
+class BatchCreateJobsRequest(_message.Message):
+    """BatchCreateJobsRequest is the jobs to create, 1 to 1,000 of them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateJobRequest]:
+        """Each job, as CreateJob takes it."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateJobsRequest: _TypeAlias = BatchCreateJobsRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateJobsResponse(_message.Message):
+    """BatchCreateJobsResponse is the stored jobs, in the order of the requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """The jobs, in status QUEUED (or as they are now, for a repeated request_id)."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateJobsResponse: _TypeAlias = BatchCreateJobsResponse  # noqa: Y015
+
+@_typing.final
 class GetJobRequest(_message.Message):
     """GetJobRequest names one job."""
 
@@ -684,3 +732,95 @@ class UpdateJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateJobResponse: _TypeAlias = UpdateJobResponse  # noqa: Y015
+
+@_typing.final
+class UpdateJobsRequest(_message.Message):
+    """UpdateJobsRequest is a batch of worker reports."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateJobRequest]:
+        """The reports, 1 to 1,000, each as UpdateJob takes it. They are applied as
+        if one after the other, in this order.
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___UpdateJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobsRequest: _TypeAlias = UpdateJobsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateJobsResponse(_message.Message):
+    """UpdateJobsResponse answers each report, in the order of the requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateJobsResult]:
+        """One result per report."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___UpdateJobsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobsResponse: _TypeAlias = UpdateJobsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateJobsResult(_message.Message):
+    """UpdateJobsResult is how one report went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The status code UpdateJob would have answered for this report alone, as
+    a google.rpc.Code number: 0 (OK) if it was applied (or repeated one
+    already applied); 9 (FAILED_PRECONDITION) or 5 (NOT_FOUND) if the job is
+    no longer the reporter's; 3 (INVALID_ARGUMENT) for a malformed report.
+    """
+    message: _builtins.str
+    """What went wrong, when code is not 0."""
+    job_status: Global___JobStatus.ValueType
+    """With code 0: the job's status after the report (a FAILED report may leave
+    it QUEUED for a retry).
+    """
+    attempts: _builtins.int
+    """With code 0: the job's attempts after the report; for a RUNNING report,
+    the attempt number to report the outcome with.
+    """
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        job_status: Global___JobStatus.ValueType = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "code", b"code", "job_status", b"job_status", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobsResult: _TypeAlias = UpdateJobsResult  # noqa: Y015

@@ -32,7 +32,7 @@ class JobServiceStub:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob. Operators (users
+    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -47,6 +47,11 @@ class JobServiceStub:
                 '/jobqueue.jobs.v1.JobService/CreateJob',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CreateJobRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CreateJobResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateJobs = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/BatchCreateJobs',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.BatchCreateJobsRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.BatchCreateJobsResponse.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/GetJob',
@@ -83,6 +88,11 @@ class JobServiceStub:
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobResponse.FromString,
                 _registered_method=True)
+        self.UpdateJobs = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/UpdateJobs',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobsRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -92,7 +102,7 @@ class JobServiceServicer:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob. Operators (users
+    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -103,6 +113,17 @@ class JobServiceServicer:
         broker is down at that moment. A bad type or payload answers
         INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
         request_id, retrying is safe: the repeat returns the original job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateJobs(self, request, context):
+        """BatchCreateJobs stores up to 1,000 jobs in one call, all or none, with the
+        same checks and guarantees as CreateJob: if any request is bad, nothing is
+        stored and INVALID_ARGUMENT names each bad field as `requests[i].field`.
+        The jobs come back in the order of the requests; a request_id used before
+        (or twice in the batch) returns the job it created first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +190,18 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJobs(self, request, context):
+        """UpdateJobs carries up to 1,000 worker reports in one call, each applied
+        and fenced exactly as UpdateJob would, and answered on its own: one report
+        refused does not refuse the others. Workers only. The call as a whole
+        fails only when no report could be considered (UNAUTHENTICATED,
+        PERMISSION_DENIED, INVALID_ARGUMENT for too many reports, UNAVAILABLE);
+        then none of them was applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +209,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CreateJob,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CreateJobRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CreateJobResponse.SerializeToString,
+            ),
+            'BatchCreateJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateJobs,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.BatchCreateJobsRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.BatchCreateJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -212,6 +250,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobResponse.SerializeToString,
             ),
+            'UpdateJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJobs,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobsRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'jobqueue.jobs.v1.JobService', rpc_method_handlers)
@@ -227,7 +270,7 @@ class JobService:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob. Operators (users
+    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -249,6 +292,33 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/CreateJob',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CreateJobRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CreateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/BatchCreateJobs',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.BatchCreateJobsRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.BatchCreateJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -438,6 +508,33 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/UpdateJob',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/UpdateJobs',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobsRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.UpdateJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,7 +33,7 @@ class JobServiceStub:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob. Operators (users
+    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -48,6 +48,13 @@ class JobServiceStub:
     broker is down at that moment. A bad type or payload answers
     INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
     request_id, retrying is safe: the repeat returns the original job.
+    """
+    BatchCreateJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.BatchCreateJobsRequest, _jobs_pb2.BatchCreateJobsResponse]
+    """BatchCreateJobs stores up to 1,000 jobs in one call, all or none, with the
+    same checks and guarantees as CreateJob: if any request is bad, nothing is
+    stored and INVALID_ARGUMENT names each bad field as `requests[i].field`.
+    The jobs come back in the order of the requests; a request_id used before
+    (or twice in the batch) returns the job it created first.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]
     """GetJob returns one of the caller's jobs."""
@@ -80,6 +87,14 @@ class JobServiceStub:
     an attempt that is no longer the current one answers FAILED_PRECONDITION,
     and a finished job never changes again.
     """
+    UpdateJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobsRequest, _jobs_pb2.UpdateJobsResponse]
+    """UpdateJobs carries up to 1,000 worker reports in one call, each applied
+    and fenced exactly as UpdateJob would, and answered on its own: one report
+    refused does not refuse the others. Workers only. The call as a whole
+    fails only when no report could be considered (UNAUTHENTICATED,
+    PERMISSION_DENIED, INVALID_ARGUMENT for too many reports, UNAVAILABLE);
+    then none of them was applied.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -89,7 +104,7 @@ class JobServiceAsyncStub(JobServiceStub):
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob. Operators (users
+    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -101,6 +116,13 @@ class JobServiceAsyncStub(JobServiceStub):
     broker is down at that moment. A bad type or payload answers
     INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
     request_id, retrying is safe: the repeat returns the original job.
+    """
+    BatchCreateJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.BatchCreateJobsRequest, _jobs_pb2.BatchCreateJobsResponse]  # type: ignore[assignment]
+    """BatchCreateJobs stores up to 1,000 jobs in one call, all or none, with the
+    same checks and guarantees as CreateJob: if any request is bad, nothing is
+    stored and INVALID_ARGUMENT names each bad field as `requests[i].field`.
+    The jobs come back in the order of the requests; a request_id used before
+    (or twice in the batch) returns the job it created first.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]  # type: ignore[assignment]
     """GetJob returns one of the caller's jobs."""
@@ -133,6 +155,14 @@ class JobServiceAsyncStub(JobServiceStub):
     an attempt that is no longer the current one answers FAILED_PRECONDITION,
     and a finished job never changes again.
     """
+    UpdateJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobsRequest, _jobs_pb2.UpdateJobsResponse]  # type: ignore[assignment]
+    """UpdateJobs carries up to 1,000 worker reports in one call, each applied
+    and fenced exactly as UpdateJob would, and answered on its own: one report
+    refused does not refuse the others. Workers only. The call as a whole
+    fails only when no report could be considered (UNAUTHENTICATED,
+    PERMISSION_DENIED, INVALID_ARGUMENT for too many reports, UNAVAILABLE);
+    then none of them was applied.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService accepts jobs, tells their owners how they went, and takes the
@@ -141,7 +171,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob. Operators (users
+    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -157,6 +187,19 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         broker is down at that moment. A bad type or payload answers
         INVALID_ARGUMENT with a google.rpc.BadRequest naming the field. With a
         request_id, retrying is safe: the repeat returns the original job.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCreateJobs(
+        self,
+        request: _jobs_pb2.BatchCreateJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.BatchCreateJobsResponse, _abc.Awaitable[_jobs_pb2.BatchCreateJobsResponse]]:
+        """BatchCreateJobs stores up to 1,000 jobs in one call, all or none, with the
+        same checks and guarantees as CreateJob: if any request is bad, nothing is
+        stored and INVALID_ARGUMENT names each bad field as `requests[i].field`.
+        The jobs come back in the order of the requests; a request_id used before
+        (or twice in the batch) returns the job it created first.
         """
 
     @_abc_1.abstractmethod
@@ -230,6 +273,20 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         only moves forward (QUEUED -> RUNNING -> COMPLETED | FAILED), a report for
         an attempt that is no longer the current one answers FAILED_PRECONDITION,
         and a finished job never changes again.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateJobs(
+        self,
+        request: _jobs_pb2.UpdateJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.UpdateJobsResponse, _abc.Awaitable[_jobs_pb2.UpdateJobsResponse]]:
+        """UpdateJobs carries up to 1,000 worker reports in one call, each applied
+        and fenced exactly as UpdateJob would, and answered on its own: one report
+        refused does not refuse the others. Workers only. The call as a whole
+        fails only when no report could be considered (UNAUTHENTICATED,
+        PERMISSION_DENIED, INVALID_ARGUMENT for too many reports, UNAVAILABLE);
+        then none of them was applied.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
