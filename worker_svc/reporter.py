@@ -1,4 +1,9 @@
-"""The worker's side of UpdateJob: claim a job, report its outcome, and know when to retry or let go.
+"""The worker's side of UpdateJobs: claim a job, report its outcome, and know when to retry or let go.
+
+Reports made while a call is in flight wait and leave together in the next
+UpdateJobs call (common/batching.py), so a busy worker makes a few calls for
+many jobs, and an idle one still sends each report at once. Every report is
+answered on its own, exactly as a unary UpdateJob would have been.
 
 Every report is retried while the job service is unreachable (UNAVAILABLE,
 DEADLINE_EXCEEDED), with capped backoff, for as long as the worker runs: the
@@ -18,12 +23,24 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2
 
+from common.batching import Coalescer
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from worker_svc.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
 _CHECK_METHOD = "/grpc.health.v1.Health/Check"
+#: The status codes by number, as UpdateJobsResult.code carries them.
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+#: Most reports in one UpdateJobs call (the job service takes up to 1,000).
+MAX_BATCH = 500
+#: How many UpdateJobs calls one worker may have in flight at once.
+CALLS_IN_FLIGHT = 2
+#: Most bytes of reports in one call: half the job service's 1 MiB message limit.
+CALL_BYTES = 512 * 1024
+
+#: How the job service answered one report: its status code, the details, and the result when stored.
+Answer = tuple[grpc.StatusCode, str, jobs_pb2.UpdateJobsResult | None]
 
 
 class Outcome(enum.Enum):
@@ -118,12 +135,16 @@ class Reporter:
         self._backoff_cap = backoff_cap
         self._give_up_at: float | None = None
         self._unreachable = False
+        # Reports made while a call is in flight leave together in the next one.
+        self._batches: Coalescer[jobs_pb2.UpdateJobRequest, Answer] = Coalescer(
+            self._send, max_batch=MAX_BATCH, max_concurrent=CALLS_IN_FLIGHT
+        )
 
     async def claim(self, job_id: str, claim_id: str) -> int | None:
         """Report the job RUNNING under ``claim_id``; returns the attempt number, or None if superseded."""
         request = jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=claim_id)
-        job = await self._report(request)
-        return None if job is None else job.attempts
+        stored = await self._report(request)
+        return None if stored is None else stored.attempts
 
     async def complete(self, job_id: str, attempt: int, result: str) -> bool:
         """Report the job COMPLETED; returns False if superseded."""
@@ -137,10 +158,10 @@ class Reporter:
         request = jobs_pb2.UpdateJobRequest(
             id=job_id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error=error, retryable=retryable
         )
-        job = await self._report(request)
-        if job is None:
+        stored = await self._report(request)
+        if stored is None:
             return Failure.SUPERSEDED
-        return Failure.RETRYING if job.status == jobs_pb2.JOB_STATUS_QUEUED else Failure.FINAL
+        return Failure.RETRYING if stored.job_status == jobs_pb2.JOB_STATUS_QUEUED else Failure.FINAL
 
     def begin_stop(self, give_up_after: float) -> None:
         """From now on, a report that cannot be delivered within ``give_up_after`` seconds is abandoned."""
@@ -156,17 +177,37 @@ class Reporter:
         """Close the channel; calls still in flight are cancelled."""
         await self._channel.close(None)
 
-    async def _report(self, request: jobs_pb2.UpdateJobRequest) -> jobs_pb2.Job | None:
-        """Send one report until it is stored (the job) or superseded (None); see the module doc."""
+    async def _send(self, requests: list[jobs_pb2.UpdateJobRequest]) -> list[Answer]:
+        """Send the reports that are ready (the Coalescer's runner): each one's answer, in order.
+
+        They go in one UpdateJobs call, or in several if together they would
+        pass the job service's message size limit (large results).
+        """
+        calls = await asyncio.gather(*(self._call(chunk) for chunk in _chunks(requests, CALL_BYTES)))
+        return [answer for answers in calls for answer in answers]
+
+    async def _call(self, requests: list[jobs_pb2.UpdateJobRequest]) -> list[Answer]:
+        """One UpdateJobs call: each report's answer."""
+        try:
+            response = await self._stub.UpdateJobs(
+                jobs_pb2.UpdateJobsRequest(requests=requests), metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            # Nothing was applied: every report in the call gets the call's status.
+            return [(error.code(), error.details() or "", None)] * len(requests)
+        return [
+            (_CODES.get(result.code, grpc.StatusCode.UNKNOWN), result.message, result if result.code == 0 else None)
+            for result in response.results
+        ]
+
+    async def _report(self, request: jobs_pb2.UpdateJobRequest) -> jobs_pb2.UpdateJobsResult | None:
+        """Send one report until it is stored (its result) or superseded (None); see the module doc."""
         backoff: Backoff | None = None
         while True:
-            try:
-                response = await self._stub.UpdateJob(request, metadata=self._metadata, timeout=self._timeout)
-            except grpc.aio.AioRpcError as error:
-                code, details = error.code(), error.details() or ""
-            else:
+            code, details, stored = await self._batches.submit(request)
+            if stored is not None:
                 self._reachable()
-                return response.job
+                return stored
             outcome = outcome_of(code)
             if outcome is Outcome.REFUSED:
                 self._reachable()
@@ -192,3 +233,18 @@ class Reporter:
         if self._unreachable:
             self._unreachable = False
             log.info("job service reachable again")
+
+
+def _chunks(requests: list[jobs_pb2.UpdateJobRequest], limit: int) -> list[list[jobs_pb2.UpdateJobRequest]]:
+    """The reports in order, cut into runs of at most ``limit`` serialized bytes (a larger report goes alone)."""
+    chunks: list[list[jobs_pb2.UpdateJobRequest]] = [[]]
+    size = 0
+    for request in requests:
+        # Each repeated field costs its bytes plus a tag and a length prefix (at most 6 bytes here).
+        cost = request.ByteSize() + 6
+        if chunks[-1] and size + cost > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(request)
+        size += cost
+    return chunks

@@ -1,7 +1,9 @@
-"""The worker's UpdateJob client: which status codes mean stored, superseded, retry or refused, and what it sends."""
+"""The worker's UpdateJobs client: which status codes mean stored, superseded, retry or refused, what it sends,
+and how concurrent reports share calls."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from jobqueue.jobs.v1 import jobs_pb2
 from worker_svc.reporter import Failure, Outcome, ReportAbandoned, Reporter, ReportRefused, outcome_of
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
-UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJob"
+UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJobs"
 CHECK = "/grpc.health.v1.Health/Check"
 
 
@@ -61,6 +63,7 @@ class Call:
 class FakeChannel:
     """Stands in for a grpc.aio.Channel: answers each method from a script of replies or status codes."""
 
+    #: An UpdateJobsResult answers every report of a call alike; a status code fails the whole call.
     script: dict[str, list[Message | grpc.StatusCode]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     closed: bool = False
@@ -74,6 +77,8 @@ class FakeChannel:
             if isinstance(reply, grpc.StatusCode):
                 empty = grpc.aio.Metadata()
                 raise grpc.aio.AioRpcError(reply, empty, empty, details=f"fake {reply.name}", debug_error_string="")
+            if isinstance(reply, jobs_pb2.UpdateJobsResult):
+                return jobs_pb2.UpdateJobsResponse(results=[reply] * len(request.requests))
             return reply
 
         return invoke
@@ -82,13 +87,17 @@ class FakeChannel:
         self.closed = True
 
     def updates(self) -> list[jobs_pb2.UpdateJobRequest]:
-        return [call.request for call in self.calls if call.method == UPDATE]
+        return [report for call in self.calls if call.method == UPDATE for report in call.request.requests]
 
 
-def job(
-    attempts: int, status: jobs_pb2.JobStatus.ValueType = jobs_pb2.JOB_STATUS_UNSPECIFIED
-) -> jobs_pb2.UpdateJobResponse:
-    return jobs_pb2.UpdateJobResponse(job=jobs_pb2.Job(id=JOB_ID, attempts=attempts, status=status))
+def job(attempts: int, status: jobs_pb2.JobStatus.ValueType = jobs_pb2.JOB_STATUS_RUNNING) -> jobs_pb2.UpdateJobsResult:
+    """A report stored: the job's status and attempts after it."""
+    return jobs_pb2.UpdateJobsResult(attempts=attempts, job_status=status)
+
+
+def refused(code: grpc.StatusCode) -> jobs_pb2.UpdateJobsResult:
+    """A report the job service answered on its own with ``code``."""
+    return jobs_pb2.UpdateJobsResult(code=code.value[0], message=f"fake {code.name}")
 
 
 def reporter_on(*replies: Message | grpc.StatusCode, timeout: float = 3.0) -> tuple[Reporter, FakeChannel]:
@@ -103,13 +112,14 @@ async def test_claim_sends_running_with_the_claim_the_token_and_a_deadline() -> 
     reporter, channel = reporter_on(job(attempts=3), timeout=4.0)
     assert await reporter.claim(JOB_ID, "claim-1") == 3
     (call,) = channel.calls
-    assert call.request == jobs_pb2.UpdateJobRequest(id=JOB_ID, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id="claim-1")
+    (report,) = call.request.requests
+    assert report == jobs_pb2.UpdateJobRequest(id=JOB_ID, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id="claim-1")
     assert call.timeout == 4.0
     assert ("authorization", "Bearer s3cret") in call.metadata
 
 
 async def test_final_reports_carry_the_attempt_and_result_or_error() -> None:
-    reporter, channel = reporter_on(job(attempts=2))
+    reporter, channel = reporter_on(job(attempts=2, status=jobs_pb2.JOB_STATUS_COMPLETED))
     assert await reporter.complete(JOB_ID, 2, "55") is True
     assert await reporter.fail(JOB_ID, 2, "payload: must be a string") is Failure.FINAL
     completed, failed = channel.updates()
@@ -125,7 +135,7 @@ async def test_final_reports_carry_the_attempt_and_result_or_error() -> None:
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND])
 async def test_superseded_reports(code: grpc.StatusCode) -> None:
-    reporter, channel = reporter_on(code)
+    reporter, channel = reporter_on(refused(code))
     assert await reporter.claim(JOB_ID, "claim-1") is None
     assert await reporter.complete(JOB_ID, 1, "x") is False
     assert await reporter.fail(JOB_ID, 1, "x") is Failure.SUPERSEDED
@@ -145,12 +155,47 @@ async def test_unreachable_job_service_is_retried_with_the_same_report(code: grp
 @pytest.mark.parametrize(
     "code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INTERNAL]
 )
-async def test_refused_reports_raise_without_retrying(code: grpc.StatusCode) -> None:
+async def test_refused_calls_raise_without_retrying(code: grpc.StatusCode) -> None:
     reporter, channel = reporter_on(code)
     with pytest.raises(ReportRefused) as caught:
         await reporter.complete(JOB_ID, 1, "x")
     assert caught.value.code is code
     assert len(channel.calls) == 1
+
+
+async def test_a_report_refused_on_its_own_raises_without_retrying() -> None:
+    reporter, channel = reporter_on(refused(grpc.StatusCode.INVALID_ARGUMENT))
+    with pytest.raises(ReportRefused, match="INVALID_ARGUMENT: fake INVALID_ARGUMENT"):
+        await reporter.complete(JOB_ID, 1, "x")
+    assert len(channel.calls) == 1
+
+
+async def test_concurrent_reports_share_calls_and_each_gets_its_own_answer() -> None:
+    channel = FakeChannel()
+    answered: list[int] = []
+
+    def invoke(method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        async def update_jobs(request: jobs_pb2.UpdateJobsRequest, **options: Any) -> jobs_pb2.UpdateJobsResponse:
+            channel.calls.append(Call(method, request, options.get("timeout"), options.get("metadata")))
+            answered.append(len(request.requests))
+            await asyncio.sleep(0.01)  # while this call is in flight, more reports wait for the next
+            # Each job's attempt number is the number in its claim id; job 7's report is superseded.
+            return jobs_pb2.UpdateJobsResponse(
+                results=[
+                    refused(grpc.StatusCode.FAILED_PRECONDITION) if r.claim_id == "7" else job(int(r.claim_id))
+                    for r in request.requests
+                ]
+            )
+
+        return update_jobs
+
+    channel.unary_unary = invoke  # type: ignore[method-assign]
+    reporter = Reporter(cast(grpc.aio.Channel, channel), b"t")
+    attempts = await asyncio.gather(*(reporter.claim(f"job-{i}", str(i)) for i in range(100)))
+    assert attempts == [None if i == 7 else i for i in range(100)]
+    assert sum(answered) == 100
+    # The first call goes at once, alone or nearly; the rest wait for a slot and leave in a few big calls.
+    assert len(answered) <= 4, answered
 
 
 async def test_while_stopping_an_unreachable_job_service_is_given_up_on_in_bounded_time() -> None:
@@ -201,3 +246,14 @@ async def test_a_retryable_failure_says_whether_the_job_will_be_retried() -> Non
     assert await reporter.fail(JOB_ID, 1, "crashed", retryable=True) is Failure.RETRYING
     (request,) = channel.updates()
     assert request.retryable
+
+
+async def test_reports_too_big_for_one_call_are_split_across_calls_in_order() -> None:
+    reporter, channel = reporter_on(job(attempts=1, status=jobs_pb2.JOB_STATUS_COMPLETED))
+    digits = "7" * 20_899  # F(100000) has this many digits
+    done = await asyncio.gather(*(reporter.complete(f"job-{i}", 1, digits) for i in range(60)))
+    assert all(done)
+    sizes = [call.request.ByteSize() for call in channel.calls]
+    assert len(sizes) >= 3
+    assert all(size <= 512 * 1024 for size in sizes)
+    assert [r.id for r in channel.updates()] == [f"job-{i}" for i in range(60)]
