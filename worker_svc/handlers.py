@@ -23,6 +23,8 @@ from common.job_types import JOB_TYPES, JobType, load_modules
 # touching that process-wide guard.
 _CHUNK_DIGITS = 500
 _CHUNK = 10**_CHUNK_DIGITS
+#: Largest n whose F(n) the worker computes on its event loop rather than in the process pool.
+INLINE_FIBONACCI_N = 2000
 
 
 def decimal(value: int) -> str:
@@ -72,13 +74,17 @@ class Handler:
     run: Callable[[Any], str]
     #: True when the work may take long enough to stall the event loop (run it in the process pool).
     cpu_bound: bool
+    #: For a cpu_bound handler: whether this input is so small that handing it to the pool would
+    #: cost more than computing it here (a pool round trip costs a few hundred microseconds).
+    small: Callable[[Any], bool] | None = None
 
 
 HANDLERS: dict[str, Handler] = {
     # String payloads are at most 64 KiB, so these finish in well under a millisecond.
     "reverse_string": Handler(reverse_string, cpu_bound=False),
     "uppercase_text": Handler(uppercase_text, cpu_bound=False),
-    "fibonacci_calc": Handler(fibonacci_calc, cpu_bound=True),
+    # F(2000) takes about 20 µs; F(100000) about 15 ms, too long to hold the event loop.
+    "fibonacci_calc": Handler(fibonacci_calc, cpu_bound=True, small=lambda n: n <= INLINE_FIBONACCI_N),
 }
 
 

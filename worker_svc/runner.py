@@ -104,7 +104,7 @@ class Runner:
         except KeyError:
             # A handler whose type is missing from JOB_TYPES; a unit test keeps the two tables equal.
             return Result(False, UNKNOWN_TYPE)
-        if not handler.cpu_bound:
+        if not handler.cpu_bound or (handler.small is not None and handler.small(value)):
             return Result(True, handler.run(value))
         pool = self._pool
         try:

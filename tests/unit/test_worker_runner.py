@@ -1,4 +1,4 @@
-"""Running jobs: unknown types and bad payloads fail the job; heavy handlers run in the process pool."""
+"""Running jobs: unknown types and bad payloads fail the job; heavy work runs in the process pool, light work inline."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 from common.job_types import MAX_FIBONACCI_N
+from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci
 from worker_svc.runner import UNKNOWN_TYPE, Result, Runner
 
 
@@ -65,5 +66,14 @@ async def test_a_dead_pool_process_is_replaced(runner: Runner) -> None:
     for pid in list(runner._pool._processes):
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(BrokenProcessPool):
-        await runner.run("fibonacci_calc", 10.0)
-    assert await runner.run("fibonacci_calc", 10.0) == Result(True, "55")
+        await runner.run("fibonacci_calc", 5000.0)
+    assert (await runner.run("fibonacci_calc", 5000.0)).text.startswith("38789684543883256337")
+
+
+async def test_a_small_fibonacci_is_computed_without_the_pool(runner: Runner) -> None:
+    await runner.close()  # a pool that takes no more work: only inline jobs can still run
+    assert await runner.run("fibonacci_calc", float(INLINE_FIBONACCI_N)) == Result(
+        True, decimal(fibonacci(INLINE_FIBONACCI_N))
+    )
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await runner.run("fibonacci_calc", float(INLINE_FIBONACCI_N + 1))
