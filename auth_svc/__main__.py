@@ -12,6 +12,8 @@ import contextlib
 import logging
 import sys
 
+import uvloop
+
 from auth_svc.accounts import Accounts
 from auth_svc.passwords import PasswordHasher
 from auth_svc.servicer import SERVICE_NAME, AuthServicer
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "signing tokens with the generated development key; set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE",
             extra={"dev_secrets_dir": settings.dev_secrets_dir},
         )
-    return asyncio.run(serve(settings, issuer))
+    return uvloop.run(serve(settings, issuer))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import logging
 import sys
 
 import aio_pika
+import uvloop
 
 from common import broker, db, logs
 from common import secrets as dev_secrets
@@ -131,7 +132,7 @@ def main() -> int:
         return 2
     logs.setup("job_svc", settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     except SettingsError as error:
         log.error("configuration error", extra={"error": str(error)})
         return 2

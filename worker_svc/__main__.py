@@ -13,6 +13,8 @@ import contextlib
 import logging
 import sys
 
+import uvloop
+
 from common import logs
 from common.broker import Topology
 from common.health import NOT_SERVING, HealthReporter, HealthServicer
@@ -118,7 +120,7 @@ def main(argv: list[str]) -> int:
         print(f"worker_svc: {error}", file=sys.stderr)
         return 2
     logs.setup("worker_svc", settings.log_level)
-    return asyncio.run(serve(settings, token))
+    return uvloop.run(serve(settings, token))
 
 
 if __name__ == "__main__":
