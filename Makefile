@@ -11,7 +11,7 @@ WORKERS ?= 2
 # Python sources we lint and type-check (gen/ is generated and excluded).
 SOURCES := common auth_svc job_svc worker_svc migrations scripts tests gen/jobqueue/client.py
 
-.PHONY: help install services migrate run gen gen-check lint hadolint test test-faults clean
+.PHONY: help install services migrate run gen gen-check lint hadolint test test-faults bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,11 @@ test: install services lint gen-check hadolint  ## everything CI checks: lint, g
 
 test-faults: install services  ## only the fault-injection suite (tests/faults), with its summary table
 	$(PY) -m pytest tests/faults
+
+# e.g. BENCH_ARGS="--mode open -R 400 --seconds 10"; `$(PY) scripts/bench.py --help` lists the flags.
+BENCH_ARGS ?=
+bench: install services migrate  ## benchmark the local system (BENCH_ARGS=...); appends to bench/results.jsonl
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:  ## remove the virtualenv, tools and local state
 	rm -rf $(VENV) .tools var
