@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -10,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from google.protobuf import json_format, struct_pb2
+from pamqp.commands import Basic
 
 from common import broker
 from job_svc.errors import BrokerUnavailable
@@ -19,6 +22,9 @@ from job_svc.model import OutboxMessage
 from jobqueue.jobs.v1 import delivery_pb2
 
 log = logging.getLogger(__name__)
+
+#: What a publish can raise when the channel or connection fails under it.
+_PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
 
 
 def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any, timeout_seconds: int) -> bytes:
@@ -91,40 +97,44 @@ class Publisher:
         """Publish outbox messages as persistent messages; returns once the broker confirmed all.
 
         Raises BrokerUnavailable if there is no channel or any message was not
-        confirmed; the caller keeps the messages and tries again later.
+        confirmed, or came back unroutable; the caller keeps the messages and
+        tries again later.
         """
         channel = self._channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
-        exchange = channel.default_exchange
         try:
-            # Confirms for concurrent publishes on one channel arrive pipelined,
-            # so a batch costs about one round trip instead of one per message.
-            await asyncio.gather(
+            # aiormq's channel, under aio-pika's: the same frames for half the
+            # CPU, with no aio_pika.Message built per message. Confirms for
+            # concurrent publishes on one channel arrive pipelined, so a batch
+            # costs about one round trip instead of one per message.
+            underlay = await channel.get_underlay_channel()
+            replies = await asyncio.gather(
                 *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            message.body,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    underlay.basic_publish(
+                        message.body,
+                        routing_key=self._topology.queue,
+                        properties=Basic.Properties(
+                            delivery_mode=2,  # persistent
                             content_type=broker.CONTENT_TYPE,
-                            type=broker.MESSAGE_TYPE,
+                            message_type=broker.MESSAGE_TYPE,
                             message_id=str(message.job_id),
                             priority=int(message.priority),
                         ),
-                        routing_key=self._topology.queue,
                         mandatory=True,
                         timeout=10,
                     )
                     for message in messages
                 )
             )
-        except (
-            aio_pika.exceptions.AMQPError,
-            ConnectionError,
-            TimeoutError,
-            RuntimeError,
-        ) as error:
+        except _PUBLISH_ERRORS as error:
             raise BrokerUnavailable(f"publish failed: {error!r}") from error
+        if undelivered := sum(not isinstance(reply, Basic.Ack) for reply in replies):
+            # Returned as unroutable: the queue is gone (deleted by hand, say).
+            # Declaring it again lets the next attempt through.
+            with contextlib.suppress(*_PUBLISH_ERRORS):
+                await broker.declare(channel, self._topology)
+            raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
 
     async def announce_cancellation(self, job_id: uuid.UUID) -> None:
         """Tell every worker that ``job_id`` was cancelled (best effort: see JobCancellation)."""
@@ -136,7 +146,7 @@ class Publisher:
         message = aio_pika.Message(body, content_type=broker.CONTENT_TYPE, type=broker.CANCELLATION_TYPE)
         try:
             await control.publish(message, routing_key="", timeout=5)
-        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError) as error:
+        except _PUBLISH_ERRORS as error:
             log.warning("cannot announce a cancellation", extra={"job_id": str(job_id), "error": repr(error)})
 
     async def close(self) -> None:

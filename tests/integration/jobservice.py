@@ -34,11 +34,26 @@ class JobService:
 
 
 async def delete_queues(url: str, queue: str) -> None:
+    for name in (queue, f"{queue}.dead"):
+        await delete_queue(url, name)
+
+
+async def delete_queue(url: str, queue: str) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        for name in (queue, f"{queue}.dead"):
-            await channel.queue_delete(name)
+        await channel.queue_delete(queue)
+
+
+async def queue_exists(url: str, queue: str) -> bool:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
 
 
 async def take_messages(url: str, queue: str, count: int, timeout: float = 20.0) -> list[aio_pika.IncomingMessage]:

@@ -27,8 +27,10 @@ from tests.integration.jobservice import (
     SERVING,
     JobService,
     create_job,
+    delete_queue,
     expect,
     number,
+    queue_exists,
     take_messages,
     text,
 )
@@ -265,6 +267,23 @@ def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns
         jobs.broker_proxy.restore()
     messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 20, timeout=30))
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages} == created
+
+
+def test_a_message_returned_unroutable_stays_in_the_outbox_until_the_queue_is_back(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    """Someone deletes the job queue: the broker returns the publish, and the job must not be lost."""
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # drain earlier tests' messages
+    asyncio.run(delete_queue(rabbitmq_url, jobs.queue))
+
+    job = create_job(jobs, mint_token(secrets_dir), "reverse_string", text("still here"))
+
+    deadline = time.monotonic() + 20
+    while not asyncio.run(queue_exists(rabbitmq_url, jobs.queue)):
+        assert time.monotonic() < deadline, "the job service never declared its queue again"
+        time.sleep(0.1)
+    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1, timeout=20))
+    assert delivery_pb2.JobDelivery.FromString(message.body).job_id == job.id
 
 
 def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR0917 - fixtures
