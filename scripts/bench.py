@@ -522,7 +522,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--mode", choices=("closed", "open", "batch"), default="closed", help="how jobs arrive (default: closed)")
     add("-W", "--workers", type=int, default=2, help="worker processes (default: %(default)s)")
-    add("--prefetch", type=int, default=10, help="each worker's PREFETCH_COUNT (default: %(default)s)")
+    add("--prefetch", type=int, default=100, help="PREFETCH_COUNT (default: %(default)s, as in the workers)")
     add("--handler-processes", type=int, default=1, help="each worker's HANDLER_PROCESSES (default: %(default)s)")
     add("-C", "--concurrency", type=int, help="calls in flight, closed (default 32) and batch (default 4)")
     add("-N", "--jobs", type=int, default=20000, help="jobs, closed and batch (default: %(default)s)")

@@ -40,7 +40,7 @@ class QueueConsumer:
         topology: Topology,
         on_message: OnMessage,
         *,
-        prefetch: int = 10,
+        prefetch: int = 100,
         on_control: OnMessage | None = None,
         name: str = "worker_svc",
         backoff: Backoff | None = None,

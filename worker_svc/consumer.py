@@ -16,6 +16,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -107,6 +108,9 @@ class Reports(Protocol):
 class Jobs(Protocol):
     """What runs a job (worker_svc.runner.Runner)."""
 
+    def turn(self, job_type: str, payload: Any) -> AbstractAsyncContextManager[None]:
+        """Entered once the job can start at once (a pool process is free, if it needs one)."""
+
     async def run(self, job_type: str, payload: Any) -> Result:
         """The job's result; raises only for failures that are not the job's fault."""
 
@@ -142,6 +146,10 @@ class DeliveryHandler:
             )
             await _settle(message.reject(requeue=False), "reject")
             return
+        async with self._runner.turn(delivery.job_type, delivery.payload):
+            await self._claim_and_run(message, delivery)
+
+    async def _claim_and_run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type}
         attempt: int | None = None
         try:

@@ -9,13 +9,14 @@ consumer fails that attempt as retryable (worker_svc/consumer.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class Runner:
         self._processes = processes
         self._modules = tuple(modules)
         self._pool = self._new_pool()
+        #: One per pool process; see ``turn``.
+        self._free_processes = asyncio.Semaphore(processes)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # "spawn", not the Linux default "fork": forking a process that runs
@@ -91,6 +94,31 @@ class Runner:
         """Start the pool processes now, so the first heavy job does not wait for them."""
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self._processes)))
+
+    @contextlib.asynccontextmanager
+    async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
+        """Wait, holding nothing, until the job can start at once; it should be claimed and run inside.
+
+        A job for the pool waits for a free pool process; any other job goes
+        at once. The job service times a claimed job from its claim, so a worker
+        holding many prefetched jobs must not claim one that would then queue
+        behind others in the pool and use up its timeout there.
+        """
+        if self._in_pool(job_type, payload):
+            async with self._free_processes:
+                yield
+        else:
+            yield
+
+    def _in_pool(self, job_type: str, payload: Any) -> bool:
+        handler = HANDLERS.get(job_type)
+        if handler is None or not handler.cpu_bound:
+            return False
+        try:
+            value = parse_payload(job_type, payload)
+        except (PayloadError, KeyError):
+            return False  # run answers it at once
+        return handler.small is None or not handler.small(value)
 
     async def run(self, job_type: str, payload: Any) -> Result:
         """The result of the job; raises only for failures that are not the job's fault."""

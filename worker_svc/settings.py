@@ -18,7 +18,7 @@ class Settings:
     dev_secrets_dir: str = setting("var/secrets", "where development secrets are generated when none is configured")
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "the RabbitMQ broker to consume from")
     rabbitmq_queue: str = setting("job_queue", "the job queue; rejected messages go to <queue>.dead")
-    prefetch_count: int = setting(10, "how many unacknowledged messages this worker holds at once")
+    prefetch_count: int = setting(100, "how many unacknowledged messages this worker holds at once")
     job_service_addr: str = setting("127.0.0.1:5002", "host:port of the job service, which takes UpdateJob reports")
     worker_token: str = setting("", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)")
     worker_token_file: str = setting("", "path of a file holding the worker token")

@@ -21,14 +21,15 @@ from tests.support.load import Spec, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children
 from tests.support.system import System
 
-#: The workers' PREFETCH_COUNT default: the most messages one worker holds at once.
+#: The PREFETCH_COUNT of the killed worker: the most messages it holds at once. Smaller than the
+#: default (100), so that 1,000 jobs are a backlog that lasts until the kill.
 PREFETCH = 10
 
 
 def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
-    doomed, survivor = start_workers(system, 2)
+    doomed, survivor = start_workers(system, 2, PREFETCH_COUNT=str(PREFETCH))
 
     # Kill one worker while the backlog is being worked through, with messages in flight.
     started = wait_started(system.job_address, token, 200)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -82,6 +84,10 @@ class FakeRunner:
     reply: Scripted = field(default_factory=lambda: Result(True, "dlrow olleh"))
     ran: list[tuple[str, Any]] = field(default_factory=list)
 
+    @contextlib.asynccontextmanager
+    async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
+        yield
+
     async def run(self, job_type: str, payload: Any) -> Result:
         self.ran.append((job_type, payload))
         if isinstance(self.reply, BaseException):
@@ -109,6 +115,26 @@ async def test_claims_runs_reports_then_acks() -> None:
     assert [entry[0] for entry in reporter.log] == ["claim", "complete"]
     assert reporter.log[1] == ("complete", JOB_ID, 4, "dlrow olleh")
     assert runner.ran == [("reverse_string", "hello world")]
+    assert message.settled == [("ack", None)]
+
+
+async def test_a_job_is_claimed_only_once_the_runner_gives_it_its_turn() -> None:
+    """A claim starts the job's timeout in the job service, so it must wait for a free pool process."""
+    turn = asyncio.Event()
+
+    class WaitingRunner(FakeRunner):
+        @contextlib.asynccontextmanager
+        async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
+            await turn.wait()
+            yield
+
+    reporter, runner = FakeReporter(claim_reply=1), WaitingRunner()
+    handling = asyncio.create_task(handle(reporter, runner))
+    await asyncio.sleep(0.05)
+    assert reporter.log == []
+    turn.set()
+    message = await asyncio.wait_for(handling, 1)
+    assert [entry[0] for entry in reporter.log] == ["claim", "complete"]
     assert message.settled == [("ack", None)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -77,3 +78,30 @@ async def test_a_small_fibonacci_is_computed_without_the_pool(runner: Runner) ->
     )
     with pytest.raises(RuntimeError, match="shutdown"):
         await runner.run("fibonacci_calc", float(INLINE_FIBONACCI_N + 1))
+
+
+async def test_a_pool_job_waits_its_turn_for_a_free_process_and_an_inline_job_does_not(runner: Runner) -> None:
+    big = float(INLINE_FIBONACCI_N + 1)
+    entered: list[str] = []
+
+    async def take_turn(name: str, job_type: str, payload: object, hold: asyncio.Event) -> None:
+        async with runner.turn(job_type, payload):
+            entered.append(name)
+            await hold.wait()
+
+    first_done, second_done = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(take_turn("first pool job", "fibonacci_calc", big, first_done))
+    second = asyncio.create_task(take_turn("second pool job", "fibonacci_calc", big, second_done))
+    inline_done = asyncio.Event()
+    inline_done.set()
+    for job_type, payload in [("fibonacci_calc", 10.0), ("reverse_string", "x"), ("fibonacci_calc", "bad"), ("?", 1)]:
+        await asyncio.wait_for(take_turn(f"{job_type} {payload!r}", job_type, payload, inline_done), 1)
+    await asyncio.sleep(0.05)
+    assert entered[0] == "first pool job"
+    assert "second pool job" not in entered  # the one process is taken
+
+    first_done.set()
+    await first
+    second_done.set()
+    await asyncio.wait_for(second, 1)
+    assert entered[-1] == "second pool job"

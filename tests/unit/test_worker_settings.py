@@ -13,7 +13,7 @@ from worker_svc.settings import Settings
 def test_defaults_are_the_documented_ones() -> None:
     settings = load(Settings, {})
     assert settings.rabbitmq_queue == "job_queue"
-    assert settings.prefetch_count == 10
+    assert settings.prefetch_count == 100
     assert settings.job_service_addr == "127.0.0.1:5002"
     assert (settings.worker_health_host, settings.worker_health_port) == ("0.0.0.0", 5003)
     assert settings.handler_processes == 1
