@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 
 #: Requests larger than this are refused with RESOURCE_EXHAUSTED before any handler runs.
 MAX_MESSAGE_BYTES = 1 << 20
+#: Calls a service handles at once; more are refused with RESOURCE_EXHAUSTED ("Concurrent RPC limit
+#: exceeded!"), so that a flood or a slow dependency cannot pile up memory without bound.
+MAX_CALLS_IN_PROGRESS = 1000
+#: Calls that may wait in gRPC's core for the event loop to take them. gRPC's default (1,000, then random
+#: refusals up to 3,000) cancelled calls of a 2,000-a-second burst with a bare CANCELLED, which a client
+#: cannot tell from its own cancellation; the loop takes calls far faster than MAX_CALLS_IN_PROGRESS
+#: lets them pile up, so this backlog only absorbs bursts.
+MAX_CALLS_WAITING = 20_000
 
 
 def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) -> grpc.Status:
@@ -137,9 +145,12 @@ def build_server(
     """
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(transient)],
+        maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.server.max_pending_requests", MAX_CALLS_WAITING),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_CALLS_WAITING),
         ],
     )
     register(server)
