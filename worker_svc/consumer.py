@@ -1,6 +1,7 @@
 """What the worker does with one delivery (the worker's half of the UpdateJob protocol).
 
-decode -> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
+decode -> wait for its turn (a free pool process, for a job that needs one)
+-> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
 -> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
 
 A message is acknowledged only once the job service has stored a report that
