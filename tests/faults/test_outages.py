@@ -25,12 +25,17 @@ NOT_SERVING = 2
 
 def test_rabbitmq_cut_for_30_seconds_during_submits(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
-    start_workers(system, 2)
+    workers = start_workers(system, 2)
     system.broker_proxy.cut()
     started = time.monotonic()
     specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))  # every CreateJob succeeds
     while health_status(system.job_address, "rabbitmq") != NOT_SERVING:
         time.sleep(0.1)
+    for worker in workers:
+        address = f"127.0.0.1:{worker.env['WORKER_HEALTH_PORT']}"
+        while health_status(address) != NOT_SERVING:
+            assert time.monotonic() - started < OUTAGE_SECONDS, f"a worker stayed SERVING without RabbitMQ: {address}"
+            time.sleep(0.1)
     time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - started)))
     assert all(w.process.poll() is None for w in system.workers), "a worker died during the outage"
     listed = asyncio.run(list_all(system.job_address, token))

@@ -66,6 +66,8 @@ class ServiceProcess:
 
     def __init__(self, module: str, env: Mapping[str, str], log_path: Path) -> None:
         self.module = module
+        #: The environment the test gave it (on top of the test's own).
+        self.env = dict(env)
         #: Set once the test killed the process on purpose (its exit code then means nothing).
         self.killed = False
         self.log_path = log_path
