@@ -47,9 +47,11 @@ def test_rabbitmq_cut_for_30_seconds_during_submits(system: System, secrets_dir:
 def test_postgresql_cut_for_30_seconds_during_processing(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
-    start_workers(system, 2)
-    wait_started(system.job_address, token, 100)
+    # Prefetch 10, not the default 100, so that the backlog outlasts the moment of the cut.
+    start_workers(system, 2, PREFETCH_COUNT="10")
+    started = wait_started(system.job_address, token, 100)
     system.database_proxy.cut()
+    assert started < len(specs), "the backlog finished before the cut; the test proves nothing"
     deadline = time.monotonic() + 15
     while health_status(system.job_address) != NOT_SERVING:
         assert time.monotonic() < deadline, "the job service never reported NOT_SERVING"

@@ -21,8 +21,8 @@ from tests.support.load import Spec, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children
 from tests.support.system import System
 
-#: The PREFETCH_COUNT of the killed worker: the most messages it holds at once. Smaller than the
-#: default (100), so that 1,000 jobs are a backlog that lasts until the kill.
+#: The PREFETCH_COUNT of a worker that is killed or stopped: the most messages it holds at once.
+#: Smaller than the default (100), so that 1,000 jobs are a backlog that lasts until the kill.
 PREFETCH = 10
 
 
@@ -66,10 +66,11 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
 def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
-    [first] = start_workers(system, 1)
-    wait_started(system.job_address, token, 100)
+    [first] = start_workers(system, 1, PREFETCH_COUNT=str(PREFETCH))
+    started = wait_started(system.job_address, token, 100)
     assert first.stop() == 0, first.output()
     stopped_at = time.time()
+    assert started < len(specs), "the backlog finished before the stop; the test proves nothing"
     assert running(system, token) == set(), "a stopped worker left jobs RUNNING"
     start_workers(system, 1)
     settle(system, token, specs, "worker SIGTERM mid-backlog", stopped_at)
