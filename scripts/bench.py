@@ -246,13 +246,7 @@ class System:
 
     async def _wait_serving(self, name: str, address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
-            # The method by hand: the grpc_health stubs do not declare HealthStub.Check.
-            check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
-            check = channel.unary_unary(
-                "/grpc.health.v1.Health/Check",
-                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                response_deserializer=health_pb2.HealthCheckResponse.FromString,
-            )
+            check = run_system.health_check(channel)
             while self.processes[name].returncode is None:
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await check(health_pb2.HealthCheckRequest(), timeout=1.0)

@@ -35,6 +35,17 @@ SELF = "run"
 MAX_LINE = 64 * 1024
 
 
+def health_check(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
+    """grpc.health.v1.Health/Check on ``channel``, by hand: the grpc_health stubs do not declare HealthStub.Check."""
+    return channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+
+
 @dataclass(frozen=True)
 class Child:
     """One process to run: what to execute, and where it sits in the start and stop order."""
@@ -241,13 +252,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._startup_timeout
         async with grpc.aio.insecure_channel(address) as channel:
-            # The method by hand: the grpc_health stubs do not declare HealthStub.Check.
-            check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
-            check = channel.unary_unary(
-                "/grpc.health.v1.Health/Check",
-                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                response_deserializer=health_pb2.HealthCheckResponse.FromString,
-            )
+            check = health_check(channel)
             while not stop.is_set():
                 exited = self._exits[child.name]
                 if exited.done():
