@@ -32,8 +32,8 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_CALLS_IN_PROGRESS = 1000
 #: Calls that may wait in gRPC's core for the event loop to take them. gRPC's default (1,000, then random
 #: refusals up to 3,000) cancelled calls of a 2,000-a-second burst with a bare CANCELLED, which a client
-#: cannot tell from its own cancellation; the loop takes calls far faster than MAX_CALLS_IN_PROGRESS
-#: lets them pile up, so this backlog only absorbs bursts.
+#: cannot tell from its own cancellation. Waiting calls cost little, and once taken, any beyond
+#: MAX_CALLS_IN_PROGRESS are refused with a clear status, so this backlog only has to absorb bursts.
 MAX_CALLS_WAITING = 20_000
 
 
