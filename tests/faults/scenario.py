@@ -65,6 +65,24 @@ def running(system: System, token: str) -> set[str]:
     return {job_id for job_id, job in jobs.items() if job.status == jobs_pb2.JOB_STATUS_RUNNING}
 
 
+def running_once_quiet(system: System, token: str, *, interval: float = 0.3, timeout: float = 10) -> set[str]:
+    """The RUNNING jobs once two reads ``interval`` apart agree.
+
+    For a moment with every worker dead or stopped: a claim or report a worker
+    sent just before has reached the job service but may not be committed yet,
+    and a read taken then would miss it.
+    """
+    deadline = time.monotonic() + timeout
+    before = running(system, token)
+    while True:
+        time.sleep(interval)
+        now = running(system, token)
+        if now == before:
+            return now
+        assert time.monotonic() < deadline, f"RUNNING jobs still changing after {timeout} s with no worker running"
+        before = now
+
+
 def expected_outcome(spec: Spec) -> tuple[jobs_pb2.JobStatus.ValueType, str]:
     """The status a job of ``spec`` must end in, and its result (COMPLETED) or error (FAILED)."""
     if spec.type == "always_fails":

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from jobqueue.jobs.v1 import jobs_pb2
-from tests.faults.scenario import JOBS, accepted_outcomes, running, settle, start_workers
+from tests.faults.scenario import JOBS, accepted_outcomes, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token
 from tests.support.load import Spec, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children
@@ -35,12 +35,13 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
     started = wait_started(system.job_address, token, 200)
     handler_processes = children(doomed.pid)
     assert handler_processes, "the worker has no handler process"
-    # The survivor is frozen for the kill, so the RUNNING jobs listed right after
-    # it are all the jobs the doomed worker held (and the survivor's own few).
+    # The survivor is frozen for the kill, so the RUNNING jobs listed once the
+    # claims already sent have landed are all the jobs the doomed worker held
+    # (and the survivor's own few).
     os.kill(survivor.pid, signal.SIGSTOP)
     try:
         doomed.kill()
-        held = running(system, token)
+        held = running_once_quiet(system, token)
     finally:
         os.kill(survivor.pid, signal.SIGCONT)
     killed_at = time.time()
@@ -85,8 +86,7 @@ def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_di
     os.kill(hung.pid, signal.SIGSTOP)
     hung_at = time.time()
     try:
-        time.sleep(0.5)  # reports already on the wire when it stopped land first
-        held = running(system, token)
+        held = running_once_quiet(system, token)
         assert held, "the hung worker held no RUNNING job; the test proves nothing"
         start_workers(system, 1)
         # While the first worker is still hung, its RUNNING jobs are taken back and finished elsewhere.
