@@ -14,11 +14,13 @@ import signal
 import time
 from pathlib import Path
 
+from common.broker import HEARTBEAT_SECONDS
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.faults.scenario import JOBS, accepted_outcomes, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token
-from tests.support.load import Spec, mixed, submit, wait_all_final, wait_started
+from tests.support.load import Spec, list_all, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children
+from tests.support.queues import queue_depth
 from tests.support.system import System
 
 #: The PREFETCH_COUNT of a worker that is killed or stopped: the most messages it holds at once.
@@ -79,8 +81,13 @@ def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system:
 
 def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
-    # A short timeout, so a hung worker's claims expire (timeout + LEASE_GRACE_SECONDS) within seconds.
-    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS), timeout_seconds=2))
+    # Fibonacci numbers too large to compute inline, so the hung worker holds messages waiting for
+    # its pool process; a short timeout, so its claims expire (timeout + LEASE_GRACE_SECONDS) in seconds.
+    backlog = [
+        Spec("fibonacci_calc", 90_000 + i) if spec.type == "fibonacci_calc" else spec
+        for i, spec in enumerate(mixed(JOBS))
+    ]
+    specs = asyncio.run(submit(system.job_address, token, backlog, timeout_seconds=2))
     [hung] = start_workers(system, 1)
     wait_started(system.job_address, token, 20)
     os.kill(hung.pid, signal.SIGSTOP)
@@ -88,11 +95,16 @@ def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_di
     try:
         held = running_once_quiet(system, token)
         assert held, "the hung worker held no RUNNING job; the test proves nothing"
+        assert unclaimed_deliveries(system, token) > 0, "the hung worker held no unclaimed message; proves nothing"
         start_workers(system, 1)
-        # While the first worker is still hung, its RUNNING jobs are taken back and finished elsewhere.
-        taken_back = asyncio.run(wait_all_final(system.job_address, token, held, timeout=60))
-        summary = sorted((jobs_pb2.JobStatus.Name(j.status), j.attempts, j.error[:60]) for j in taken_back.values())
-        assert all(j.status == jobs_pb2.JOB_STATUS_COMPLETED for j in taken_back.values()), summary
+        # While the first worker is still hung the whole backlog finishes elsewhere: its RUNNING
+        # jobs are taken back once their claims expire, and the messages it held unclaimed (waiting
+        # for its pool process) once RabbitMQ drops its silent connection. RabbitMQ's own heartbeat
+        # (60 s) would take too long; the services ask for HEARTBEAT_SECONDS.
+        finished = asyncio.run(wait_all_final(system.job_address, token, set(specs), timeout=4 * HEARTBEAT_SECONDS))
+        taken_back = [finished[job_id] for job_id in held]
+        summary = sorted((jobs_pb2.JobStatus.Name(j.status), j.attempts, j.error[:60]) for j in taken_back)
+        assert all(j.status == jobs_pb2.JOB_STATUS_COMPLETED for j in taken_back), summary
     finally:
         os.kill(hung.pid, signal.SIGCONT)
     settle(
@@ -104,6 +116,17 @@ def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_di
         attempts=dict.fromkeys(held, (2,)),
     )
     assert hung.process.poll() is None, "the hung worker died of being continued"
+    assert hung.stop() == 0, hung.output()[-3000:]
+
+
+def unclaimed_deliveries(system: System, token: str) -> int:
+    """How many QUEUED jobs have their message delivered, not ready: held by a worker that has not claimed them.
+
+    For a moment when every job is published and no retry is due.
+    """
+    jobs = asyncio.run(list_all(system.job_address, token))
+    queued = sum(job.status == jobs_pb2.JOB_STATUS_QUEUED for job in jobs.values())
+    return queued - asyncio.run(queue_depth(system.env["RABBITMQ_URL"], system.env["RABBITMQ_QUEUE"]))
 
 
 def _handler_processes(worker_pid: int) -> list[int]:
