@@ -4,6 +4,10 @@ decode -> wait for its turn (a free pool process, for a job that needs one)
 -> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
 -> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
 
+A message whose channel closed while it waited for its turn is dropped
+unclaimed: the broker has already handed it out again, and claiming this copy
+would run the job twice (the later claim takes the job over).
+
 A message is acknowledged only once the job service has stored a report that
 settles it (or has said the job is no longer ours), so a worker that dies at
 any point leaves the message to be redelivered. A malformed body is rejected
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
@@ -148,6 +153,12 @@ class DeliveryHandler:
             await _settle(message.reject(requeue=False), "reject")
             return
         async with self._runner.turn(delivery.job_type, delivery.payload):
+            if not _still_held(message):
+                log.info(
+                    "message redelivered while it waited for a pool process; not claiming this copy",
+                    extra={"job_id": delivery.job_id, "job_type": delivery.job_type},
+                )
+                return
             await self._claim_and_run(message, delivery)
 
     async def _claim_and_run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
@@ -254,6 +265,15 @@ class DeliveryHandler:
                 return
         await asyncio.sleep(self._requeue_delay)
         await _settle(message.nack(requeue=True), "nack", fields)
+
+
+def _still_held(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel ``message`` came on is open, so the broker has not handed it to anyone else."""
+    try:
+        message.channel  # noqa: B018 - aio-pika raises here once the channel is closed
+    except ChannelInvalidStateError:
+        return False
+    return True
 
 
 async def _settle(operation: Awaitable[None], name: str, fields: dict[str, Any] | None = None) -> None:

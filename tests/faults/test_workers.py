@@ -1,4 +1,4 @@
-"""Workers under fault: SIGKILL and SIGTERM mid-backlog, a hang (SIGSTOP, then SIGCONT), a handler process killed.
+"""Workers under fault: SIGKILL and SIGTERM mid-backlog, a dropped broker connection, a hang, a handler process killed.
 
 Each scenario runs 1,000 mixed jobs through the real processes and settles
 (tests/faults/scenario.py). The retry policy decides the attempt counts: a job
@@ -79,15 +79,43 @@ def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system:
     settle(system, token, specs, "worker SIGTERM mid-backlog", stopped_at)
 
 
+def test_a_worker_whose_broker_connection_drops_runs_no_job_twice(system: System, secrets_dir: Path) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, pool_bound(mixed(JOBS))))
+    # One worker holds the whole backlog, most of it waiting for its pool process; a second,
+    # idle, reaches RabbitMQ directly, so the cut below drops only the first one's connection.
+    start_workers(system, 1, PREFETCH_COUNT=str(2 * JOBS))
+    started = wait_started(system.job_address, token, 100)
+    start_workers(system, 1, RABBITMQ_URL=system.direct_rabbitmq_url)
+    unclaimed = unclaimed_deliveries(system, token)
+    assert unclaimed >= 100, f"the holder had {unclaimed} unclaimed messages; the test proves little"
+    # RabbitMQ hands the holder's messages to the idle worker at once, and the holder,
+    # reconnected, gets the rest again behind the copies it still holds.
+    system.broker_proxy.cut()
+    system.broker_proxy.restore()
+    dropped_at = time.time()
+    assert started < len(specs), "the backlog finished before the cut; the test proves nothing"
+    jobs = settle(system, token, specs, "rabbitmq drops a worker mid-backlog", dropped_at, attempts=lambda _: (1, 2))
+    # A job the holder had claimed at the drop may be claimed again from its redelivered copy
+    # while it still runs: the one in its pool process, and a claim it had on the wire. Any
+    # other job runs once, because the holder drops the copies it held unclaimed instead of
+    # claiming them while their redelivered twins run on the other worker.
+    twice = [job.type for job in jobs.values() if job.attempts == 2]
+    assert len(twice) <= 2, f"{len(twice)} jobs ran twice: {twice[:10]}"
+
+
+def pool_bound(specs: list[Spec]) -> list[Spec]:
+    """``specs`` with each Fibonacci number too large to compute inline, so it waits for a pool process."""
+    return [
+        Spec("fibonacci_calc", 90_000 + i) if spec.type == "fibonacci_calc" else spec for i, spec in enumerate(specs)
+    ]
+
+
 def test_a_hung_worker_does_not_keep_its_jobs_running(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
     # Fibonacci numbers too large to compute inline, so the hung worker holds messages waiting for
     # its pool process; a short timeout, so its claims expire (timeout + LEASE_GRACE_SECONDS) in seconds.
-    backlog = [
-        Spec("fibonacci_calc", 90_000 + i) if spec.type == "fibonacci_calc" else spec
-        for i, spec in enumerate(mixed(JOBS))
-    ]
-    specs = asyncio.run(submit(system.job_address, token, backlog, timeout_seconds=2))
+    specs = asyncio.run(submit(system.job_address, token, pool_bound(mixed(JOBS)), timeout_seconds=2))
     [hung] = start_workers(system, 1)
     wait_started(system.job_address, token, 20)
     os.kill(hung.pid, signal.SIGSTOP)

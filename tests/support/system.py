@@ -17,6 +17,8 @@ class System:
     """Auth, jobs and any number of workers, each a real `python -m <svc>` process."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
+        #: RabbitMQ itself, for a process the broker proxy must not cut off.
+        self.direct_rabbitmq_url = env["RABBITMQ_URL"]
         broker = urlsplit(env["RABBITMQ_URL"])
         self.broker_proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
         proxied = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{self.broker_proxy.start()}")
