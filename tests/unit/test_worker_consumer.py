@@ -11,6 +11,7 @@ from typing import Any, cast
 import grpc
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2
@@ -31,6 +32,14 @@ class FakeMessage:
     message_id: str | None = "m-1"
     settled: list[tuple[str, bool | None]] = field(default_factory=list)
     fail_settling: bool = False
+    channel_closed: bool = False
+
+    @property
+    def channel(self) -> object:
+        """What aio-pika's message gives: its channel, or ChannelInvalidStateError once that closed."""
+        if self.channel_closed:
+            raise ChannelInvalidStateError
+        return object()
 
     async def _settle(self, how: str, requeue: bool | None) -> None:
         if self.fail_settling:
@@ -254,6 +263,22 @@ async def test_when_even_failed_cannot_be_reported_the_message_is_handed_back() 
 async def test_a_closed_channel_at_ack_time_is_survived() -> None:
     message = await handle(FakeReporter(), message=FakeMessage(body(), fail_settling=True))
     assert message.settled == []
+
+
+async def test_a_message_whose_channel_closed_while_it_waited_is_not_claimed() -> None:
+    message = FakeMessage(body())
+
+    class Runner(FakeRunner):
+        @contextlib.asynccontextmanager
+        async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
+            message.channel_closed = True  # the connection dropped while this message waited
+            yield
+
+    reporter, runner = FakeReporter(), Runner()
+    await handle(reporter, runner, message)
+    assert reporter.log == []
+    assert runner.ran == []
+    assert message.settled == []  # the broker has handed it out again; nothing to settle here
 
 
 async def test_one_delivery_failing_does_not_affect_another() -> None:
