@@ -20,7 +20,7 @@ from auth_svc.servicer import SERVICE_NAME, AuthServicer
 from auth_svc.settings import AuthSettings
 from auth_svc.store import UserStore
 from auth_svc.tokens import TokenIssuer, load_private_key
-from common import db, logs
+from common import db, logs, metrics
 from common.health import HealthReporter, HealthServicer
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
@@ -71,6 +71,7 @@ async def serve(settings: AuthSettings, issuer: TokenIssuer) -> int:
             health_servicer=health_servicer,
             transient=db.TRANSIENT_ERRORS,
         )
+        metrics_server = metrics.serve(settings.auth_host, settings.metrics_port)
         await server.start()
         log.info("auth service listening", extra={"host": settings.auth_host, "port": port})
         reporter_task = asyncio.create_task(reporter.run())
@@ -81,6 +82,7 @@ async def serve(settings: AuthSettings, issuer: TokenIssuer) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await reporter_task
         await server.stop(grace=STOP_GRACE)
+        metrics.stop(metrics_server)
     finally:
         await pool.close()
     log.info("stopped")

@@ -23,6 +23,7 @@ class AuthSettings:
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     auth_host: str = setting("0.0.0.0", "address the gRPC server listens on")
     auth_port: int = setting(5001, "port the gRPC server listens on")
+    metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on AUTH_HOST); 0 turns it off")
     database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding the users table")
     db_pool_size: int = setting(10, "most database connections held open at once")
     bcrypt_rounds: int = setting(
@@ -43,6 +44,8 @@ class AuthSettings:
             raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
         if not 0 <= self.auth_port <= 65535:
             raise SettingsError(f"AUTH_PORT={self.auth_port} is not a TCP port")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"METRICS_PORT={self.metrics_port} is not a TCP port")
         if self.db_pool_size < 1:
             raise SettingsError(f"DB_POOL_SIZE={self.db_pool_size} must be at least 1")
         if self.token_ttl_seconds < 1:

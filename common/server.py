@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from common import metrics
 from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, status_code
 from common.health import HealthServicer
 
@@ -69,6 +70,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     ServiceError -> its category's status with details; an exception listed in
     ``transient`` (a dropped database connection, say) -> UNAVAILABLE, so
     clients know to retry; anything else -> INTERNAL with no trace, logged here.
+    Every unary call's status code and handling time go to the gRPC metrics.
     """
 
     #: During an outage every call fails alike: log the first, then at most one line per this many seconds.
@@ -78,6 +80,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self._transient = transient
         self._quiet_until = 0.0
         self._unlogged = 0
+        self._recorders: dict[str, Callable[[str, float], None]] = {}
 
     async def intercept_service(
         self,
@@ -90,25 +93,38 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         # The stubs type handlers as synchronous; on a grpc.aio server they are coroutines.
         inner = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
         method = handler_call_details.method
+        record = self._recorders.get(method)
+        if record is None:
+            record = self._recorders[method] = metrics.rpc_recorder(method)
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = monotonic()
+            code = grpc.StatusCode.OK
             try:
-                return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except ServiceError as error:
-                status = status_for(error)
-            except self._transient as error:
-                self._log_unavailable(method, error)
-                status = _rich_status(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "a dependency is unavailable; retry later",
-                    [error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)],
-                )
-            except Exception:
-                log.exception("unhandled error", extra={"method": method})
-                status = _rich_status(grpc.StatusCode.INTERNAL, "internal error", [])
-            return await context.abort(status.code, status.details, status.trailing_metadata)
+                try:
+                    return await inner(request, context)
+                except grpc.aio.AbortError:
+                    code = context.code()  # a handler aborted with a status of its own
+                    raise
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED  # the caller went away, or the server is stopping
+                    raise
+                except ServiceError as error:
+                    status = status_for(error)
+                except self._transient as error:
+                    self._log_unavailable(method, error)
+                    status = _rich_status(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "a dependency is unavailable; retry later",
+                        [error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)],
+                    )
+                except Exception:
+                    log.exception("unhandled error", extra={"method": method})
+                    status = _rich_status(grpc.StatusCode.INTERNAL, "internal error", [])
+                code = status.code
+                return await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                record(code.name, monotonic() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,

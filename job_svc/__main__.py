@@ -10,7 +10,7 @@ import sys
 import aio_pika
 import uvloop
 
-from common import broker, db, logs
+from common import broker, db, logs, metrics
 from common import secrets as dev_secrets
 from common.health import HealthReporter, HealthServicer
 from common.job_types import load_modules
@@ -88,6 +88,7 @@ async def serve(settings: Settings) -> None:
         health_servicer=health_servicer,
         transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
     )
+    metrics_server = metrics.serve(settings.job_host, settings.metrics_port)
     await server.start()
     publisher_task = asyncio.create_task(publisher.run())
     # Give the broker a moment before the first health probe, so a normal start
@@ -115,6 +116,7 @@ async def serve(settings: Settings) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await publisher.close()
     await pool.close()
+    metrics.stop(metrics_server)
     log.info("job service stopped")
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from job_svc import metrics
 from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import BrokerUnavailable
 from job_svc.store import JobStore
@@ -49,6 +50,7 @@ class OutboxRelay:
             async with self._store.outbox_batch(self._batch_size) as batch:
                 if batch:
                     await self._publisher.publish(batch)
+            metrics.PUBLISHED.inc(len(batch))
             published += len(batch)
             if len(batch) < self._batch_size:
                 return published
@@ -69,6 +71,7 @@ class OutboxRelay:
                 if time.monotonic() >= next_timer_check:
                     next_timer_check = time.monotonic() + self._poll_seconds
                     if expired := await self._store.expire_leases(self._batch_size):
+                        metrics.LEASES_EXPIRED.inc(expired)
                         log.warning("took back jobs whose workers sent no report in time", extra={"count": expired})
                     await self._store.enqueue_due(self._batch_size, encode_delivery)
                 await self.drain()

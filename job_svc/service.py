@@ -20,6 +20,7 @@ from common import db
 from common.batching import Coalescer
 from common.errors import FieldViolation, InvalidArgument, ServiceError
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
+from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import JobFinished, JobNotFound, NotFailed, NotRunning, StaleAttempt
@@ -136,6 +137,7 @@ class JobRules:
         stored = await self._store.create(jobs)
         if any(created for _, created in stored):
             self._relay.wake()
+            metrics.created(job for job, created in stored if created)
         return [job for job, _ in stored]
 
     async def _store_batch(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool] | BaseException]:
@@ -147,8 +149,10 @@ class JobRules:
                 raise
             # A row the database refuses must not fail the calls it shared a batch with.
             stored = await asyncio.gather(*(self._store_one(job) for job in jobs), return_exceptions=True)
-        if any(not isinstance(result, BaseException) and result[1] for result in stored):
+        new = [result[0] for result in stored if not isinstance(result, BaseException) and result[1]]
+        if new:
             self._relay.wake()
+            metrics.created(new)
         return stored
 
     async def _store_one(self, job: NewJob) -> tuple[Job, bool]:
@@ -246,6 +250,7 @@ class JobRules:
             job = await self.get(owner, job_id)  # NOT_FOUND if it is not the owner's
             raise JobFinished(f"job {job_id} is already {job.status.value}")
         job, previous = cancelled
+        metrics.cancelled(job)
         if previous is Status.RUNNING:
             await self._publisher.announce_cancellation(job_id)
         return job
@@ -332,6 +337,7 @@ class JobRules:
         started, finished = await asyncio.gather(
             self._store.start(starts, self._lease_grace), self._store.finish(finishes)
         )
+        metrics.reported(started, finished)
         applied = {job.id: job for job in (*started, *finished)}
         refused = [r.job_id for r in reports if r.job_id not in applied]
         current = {job.id: job for job in await self._store.get_many(refused)} if refused else {}

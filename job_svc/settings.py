@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.job_types import module_names
-from common.settings import setting
+from common.settings import SettingsError, setting
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,7 @@ class Settings:
 
     job_host: str = setting("0.0.0.0", "Interface the gRPC server listens on.")
     job_port: int = setting(5002, "Port of the gRPC server (JobService, health, reflection).")
+    metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (on JOB_HOST); 0 turns it off.")
     database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs.")
     db_pool_size: int = setting(10, "Most PostgreSQL connections held at once.")
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ the relay publishes jobs to.")
@@ -42,6 +43,8 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if not 0 <= self.metrics_port <= 65_535:
+            raise SettingsError(f"METRICS_PORT={self.metrics_port} is not a TCP port")
         self.modules()
 
     def modules(self) -> tuple[str, ...]:

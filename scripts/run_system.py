@@ -83,20 +83,30 @@ def worker_health_ports(base: int, count: int) -> list[int]:
     return [base + i for i in range(count)]
 
 
+def metrics_ports(base: int, workers: int) -> list[dict[str, str]]:
+    """Each child's METRICS_PORT (auth, job, then each worker), counting up from ``base``; none if ``base`` is 0."""
+    return [{"METRICS_PORT": str(base + i)} if base else {"METRICS_PORT": "0"} for i in range(2 + workers)]
+
+
 def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable) -> list[Child]:
     """The children of a local run: auth and job (started first, stopped last), then the workers."""
     auth = f"{probe_host(environ.get('AUTH_HOST', ''))}:{env_int(environ, 'AUTH_PORT', 5001)}"
     job = f"{probe_host(environ.get('JOB_HOST', ''))}:{env_int(environ, 'JOB_PORT', 5002)}"
     ports = worker_health_ports(env_int(environ, "WORKER_HEALTH_PORT", 5003), workers)
+    auth_metrics, job_metrics, *worker_metrics = metrics_ports(env_int(environ, "METRICS_PORT", 0), workers)
     return [
-        Child("auth", (python, "-m", "auth_svc"), health_address=auth, start_stage=0, stop_stage=2),
-        Child("job", (python, "-m", "job_svc"), health_address=job, start_stage=0, stop_stage=1),
+        Child("auth", (python, "-m", "auth_svc"), auth_metrics, health_address=auth, start_stage=0, stop_stage=2),
+        Child("job", (python, "-m", "job_svc"), job_metrics, health_address=job, start_stage=0, stop_stage=1),
         *(
             Child(
                 f"worker-{i + 1}",
                 (python, "-m", "worker_svc"),
                 # Workers follow the job service to whatever port it was given.
-                env={"WORKER_HEALTH_PORT": str(port), "JOB_SERVICE_ADDR": environ.get("JOB_SERVICE_ADDR", job)},
+                env={
+                    "WORKER_HEALTH_PORT": str(port),
+                    "JOB_SERVICE_ADDR": environ.get("JOB_SERVICE_ADDR", job),
+                    **worker_metrics[i],
+                },
                 start_stage=1,
                 stop_stage=0,
             )
@@ -358,8 +368,9 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
         description="Run auth_svc, job_svc and N worker_svc processes locally; Ctrl-C stops them "
         "(workers first, then job, then auth).",
         epilog="Environment: WORKERS (default worker count, 2), AUTH_HOST/AUTH_PORT (5001) and JOB_HOST/JOB_PORT "
-        "(5002) where the services are probed, WORKER_HEALTH_PORT (5003: worker i gets 5003+i). Every variable "
-        "is passed on to the services; see each one's --help for theirs.",
+        "(5002) where the services are probed, WORKER_HEALTH_PORT (5003: worker i gets 5003+i), METRICS_PORT "
+        "(0: off; else auth gets it, job the next, then each worker). Every variable is passed on to the "
+        "services; see each one's --help for theirs.",
     )
     parser.add_argument(
         "--workers", type=int, default=env_int(environ, "WORKERS", 2), help="how many workers (default: %(default)s)"

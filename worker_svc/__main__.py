@@ -15,7 +15,7 @@ import sys
 
 import uvloop
 
-from common import logs
+from common import logs, metrics
 from common.broker import Topology
 from common.health import NOT_SERVING, HealthReporter, HealthServicer
 from common.server import build_server, stop_signal
@@ -65,8 +65,9 @@ async def serve(settings: Settings, token: bytes) -> int:
             register=lambda _server: None,
             health_servicer=servicer,
         )
+        metrics_server = metrics.serve(settings.worker_health_host, settings.metrics_port)
     except OSError as error:
-        log.error("cannot serve health checks", extra={"error": str(error)})
+        log.error("cannot serve health checks or metrics", extra={"error": str(error)})
         await reporter.close()
         await runner.close()
         return 1
@@ -98,6 +99,7 @@ async def serve(settings: Settings, token: bytes) -> int:
     await server.stop(1)
     await reporter.close()
     await runner.close()
+    metrics.stop(metrics_server)
     log.info("stopped")
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
@@ -31,6 +32,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
 from jobqueue.jobs.v1 import delivery_pb2
+from worker_svc import metrics
 from worker_svc.broker import BROKER_ERRORS
 from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import Result
@@ -141,6 +143,7 @@ class DeliveryHandler:
             delivery = decode(message.body)
         except MalformedDelivery as error:
             self.malformed += 1
+            metrics.MALFORMED.inc()
             log.warning(
                 "malformed message dead-lettered",
                 extra={
@@ -154,6 +157,7 @@ class DeliveryHandler:
             return
         async with self._runner.turn(delivery.job_type, delivery.payload):
             if not _still_held(message):
+                metrics.STALE_COPIES.inc()
                 log.info(
                     "message redelivered while it waited for a pool process; not claiming this copy",
                     extra={"job_id": delivery.job_id, "job_type": delivery.job_type},
@@ -167,6 +171,7 @@ class DeliveryHandler:
         try:
             attempt = await self._reporter.claim(delivery.job_id, str(uuid.uuid4()))
             if attempt is None:
+                metrics.JOBS.labels(delivery.job_type, "not_ours").inc()
                 log.info("job no longer ours (finished, cancelled or unknown); not running it", extra=fields)
                 await _settle(message.ack(), "ack", fields)
                 return
@@ -174,14 +179,19 @@ class DeliveryHandler:
             result = await self._run(delivery)
             if result is None:
                 # The job is CANCELLED already; the job service would refuse any report.
+                metrics.JOBS.labels(delivery.job_type, "cancelled").inc()
                 log.info("job cancelled while running; handler stopped", extra=fields)
                 await _settle(message.ack(), "ack", fields)
                 return
             if result.ok:
                 if await self._reporter.complete(delivery.job_id, attempt, result.text):
                     log.debug("job completed", extra=fields)
+                    metrics.JOBS.labels(delivery.job_type, "completed").inc()
+                else:
+                    metrics.JOBS.labels(delivery.job_type, "superseded").inc()
             else:
                 await self._reporter.fail(delivery.job_id, attempt, result.text)
+                metrics.JOBS.labels(delivery.job_type, "failed").inc()
                 log.info("job failed", extra={**fields, "error": result.text})
             await _settle(message.ack(), "ack", fields)
         except ReportAbandoned as error:
@@ -189,6 +199,7 @@ class DeliveryHandler:
                 "handing job back: no report could be stored before stopping", extra={**fields, "error": str(error)}
             )
         except HandlerTimeout as error:
+            metrics.JOBS.labels(delivery.job_type, "timed_out").inc()
             log.warning("job timed out; handler stopped", extra={**fields, "error": str(error)})
             await self._recover(message, delivery, attempt, error)
         except Exception as error:
@@ -199,6 +210,7 @@ class DeliveryHandler:
         """The handler's result, or None if the job was cancelled (see ``cancel``) while it ran."""
         run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload))
         self._running[delivery.job_id] = run
+        started = time.monotonic()
         try:
             return await asyncio.wait_for(run, delivery.timeout_seconds)
         except TimeoutError:
@@ -212,6 +224,7 @@ class DeliveryHandler:
             return None
         finally:
             self._running.pop(delivery.job_id, None)
+            metrics.HANDLER_SECONDS.labels(delivery.job_type).observe(time.monotonic() - started)
 
     def cancel(self, job_id: str) -> bool:
         """Stop the handler of ``job_id`` if it runs here; returns whether it did.

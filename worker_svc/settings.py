@@ -24,6 +24,7 @@ class Settings:
     worker_token_file: str = setting("", "path of a file holding the worker token")
     worker_health_host: str = setting("0.0.0.0", "interface of the health/reflection gRPC server")
     worker_health_port: int = setting(5003, "port of the health/reflection gRPC server")
+    metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on WORKER_HEALTH_HOST); 0: off")
     # One process by default: fibonacci_calc, the only heavy handler, takes a few milliseconds even
     # at the largest n, so one process keeps up with what one event loop can feed it, and on the
     # 2-core machine the product is sized for the other core stays with the event loop (AMQP and
@@ -57,6 +58,8 @@ class Settings:
         # 0 asks the OS for a free port, which tests use.
         if not 0 <= self.worker_health_port <= 65_535:
             raise SettingsError("WORKER_HEALTH_PORT must be between 0 and 65535")
+        if not 0 <= self.metrics_port <= 65_535:
+            raise SettingsError("METRICS_PORT must be between 0 and 65535")
         for name in ("report_timeout_seconds", "shutdown_grace_seconds", "stop_report_retry_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")

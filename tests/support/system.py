@@ -53,13 +53,13 @@ class System:
     def job_address(self) -> str:
         return f"127.0.0.1:{self.job_port}"
 
-    def start_auth(self) -> ServiceProcess:
-        self.auth = ServiceProcess("auth_svc", self.env, self.logs / "auth_svc.log")
+    def start_auth(self, **env: str) -> ServiceProcess:
+        self.auth = ServiceProcess("auth_svc", {**self.env, **env}, self.logs / "auth_svc.log")
         self.auth.wait_healthy(self.auth_address)
         return self.auth
 
-    def start_jobs(self) -> ServiceProcess:
-        self.jobs = ServiceProcess("job_svc", self.env, self.logs / "job_svc.log")
+    def start_jobs(self, **env: str) -> ServiceProcess:
+        self.jobs = ServiceProcess("job_svc", {**self.env, **env}, self.logs / "job_svc.log")
         self.jobs.wait_healthy(self.job_address)
         return self.jobs
 

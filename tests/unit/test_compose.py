@@ -255,6 +255,16 @@ def test_environment_is_what_the_service_reads(service: str) -> None:
     assert not unknown, f"{service} does not read {sorted(unknown)}"
 
 
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_service_serves_metrics_on_the_port_its_image_exposes(service: str) -> None:
+    """METRICS_PORT is on (it defaults to off) and is the port the Dockerfile EXPOSEs beside the gRPC one."""
+    port = environment(service)["METRICS_PORT"]
+    dockerfile = (ROOT / APP_SERVICES[service] / "Dockerfile").read_text()
+    [exposed] = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("EXPOSE ")]
+    assert port != "0"
+    assert port in exposed
+
+
 def test_migrate_environment_is_what_it_reads() -> None:
     """The migration reads DATABASE_URL only."""
     assert set(environment("migrate")) <= variables_read("migrations")

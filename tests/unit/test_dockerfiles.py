@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HADOLINT = Path(sys.executable).parent / "hadolint"
 #: Where compose mounts the shared `secrets` volume (the services' DEV_SECRETS_DIR).
 SECRETS_MOUNT = "/app/var/secrets"
+#: The METRICS_PORT docker-compose.yml gives every service.
+COMPOSE_METRICS_PORT = "9100"
 #: The tag pins Python's minor version; an optional suffix may pin the Debian release, and a digest may follow.
 BASE_IMAGE = re.compile(r"^python:3\.11(\.\d+)?-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?$")
 #: An ENV or ARG holding a secret, or the path of a secret file baked into the image.
@@ -230,11 +232,11 @@ def test_installs_requirements_then_client_without_cache(package: str) -> None:
 
 
 @pytest.mark.parametrize("package", IMAGES)
-def test_exposes_its_port(package: str) -> None:
-    """EXPOSE names exactly the port the service serves (none for the one-shot migration)."""
+def test_exposes_its_ports(package: str) -> None:
+    """EXPOSE names exactly the ports the service serves, gRPC and metrics (none for the one-shot migration)."""
     image = IMAGES[package]
     exposed = [port for expose in instructions(package, "EXPOSE") for port in expose.arguments.split()]
-    assert exposed == ([] if image.port is None else [str(image.port)])
+    assert exposed == ([] if image.port is None else [str(image.port), COMPOSE_METRICS_PORT])
 
 
 @pytest.mark.parametrize("package", IMAGES)

@@ -54,11 +54,16 @@ def test_default_plan() -> None:
     ]
     assert [c.health_address for c in children] == ["127.0.0.1:5001", "127.0.0.1:5002", None, None]
     assert [dict(c.env) for c in children] == [
-        {},
-        {},
-        {"WORKER_HEALTH_PORT": "5003", "JOB_SERVICE_ADDR": "127.0.0.1:5002"},
-        {"WORKER_HEALTH_PORT": "5004", "JOB_SERVICE_ADDR": "127.0.0.1:5002"},
+        {"METRICS_PORT": "0"},
+        {"METRICS_PORT": "0"},
+        {"WORKER_HEALTH_PORT": "5003", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"},
+        {"WORKER_HEALTH_PORT": "5004", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"},
     ]
+
+
+def test_metrics_ports_count_up_from_the_base_in_start_order() -> None:
+    children = plan(2, {"METRICS_PORT": "9100"}, python="py")
+    assert [c.env["METRICS_PORT"] for c in children] == ["9100", "9101", "9102", "9103"]
 
 
 def test_plan_takes_addresses_and_ports_from_the_environment() -> None:
