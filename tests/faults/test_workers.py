@@ -30,13 +30,17 @@ PREFETCH = 10
 
 def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
-    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
+    specs = asyncio.run(submit(system.job_address, token, pool_bound(mixed(JOBS))))
     doomed, survivor = start_workers(system, 2, PREFETCH_COUNT=str(PREFETCH))
 
     # Kill one worker while the backlog is being worked through, with messages in flight.
     started = wait_started(system.job_address, token, 200)
     handler_processes = children(doomed.pid)
-    assert handler_processes, "the worker has no handler process"
+    [pool_process] = _handler_processes(doomed.pid)
+    # Its handler process is frozen first, so the kill is sure to find a claimed job unfinished
+    # (the one the pool process holds) rather than, by chance, only claims still on the wire.
+    os.kill(pool_process, signal.SIGSTOP)
+    time.sleep(0.5)
     # The survivor is frozen for the kill, so the RUNNING jobs listed once the
     # claims already sent have landed are all the jobs the doomed worker held
     # (and the survivor's own few).
