@@ -159,7 +159,7 @@ class DeliveryHandler:
             if not _still_held(message):
                 metrics.STALE_COPIES.inc()
                 log.info(
-                    "message redelivered while it waited for a pool process; not claiming this copy",
+                    "channel closed while the message waited for its turn; the broker has redelivered it",
                     extra={"job_id": delivery.job_id, "job_type": delivery.job_type},
                 )
                 return
