@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             "signing tokens with the generated development key; set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE",
             extra={"dev_secrets_dir": settings.dev_secrets_dir},
         )
-    return uvloop.run(serve(settings, issuer))
+    try:
+        return uvloop.run(serve(settings, issuer))
+    except OSError as error:  # a port to listen on is taken or invalid
+        log.error("cannot start", extra={"error": str(error)})
+        return 1
 
 
 if __name__ == "__main__":

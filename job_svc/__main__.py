@@ -121,7 +121,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    """Entry point: exit status 0 after a graceful stop, 2 for a configuration error."""
+    """Entry point: exit status 0 after a graceful stop, 2 for a configuration error, 1 if it cannot listen."""
     if "--help" in sys.argv[1:]:
         print(f"python -m job_svc: the job service.\n\nEnvironment:\n{describe(Settings)}")
         return 0
@@ -138,6 +138,9 @@ def main() -> int:
     except SettingsError as error:
         log.error("configuration error", extra={"error": str(error)})
         return 2
+    except OSError as error:  # a port to listen on is taken or invalid
+        log.error("cannot start", extra={"error": str(error)})
+        return 1
     return 0
 
 
