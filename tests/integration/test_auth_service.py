@@ -221,10 +221,7 @@ def test_production_without_a_key_refuses_to_start(service_env: dict[str, str], 
         "DEV_SECRETS_DIR": str(never_created),
     }
     process, _ = start(env, tmp_path / "auth_svc.log", wait=False)
-    try:
-        code = process.process.wait(timeout=20)
-    finally:
-        process.stop()
+    code = process.exit_code()
     output = process.output()
     assert code == 2, output
     assert "JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE must be set when APP_ENV=production" in output
@@ -237,10 +234,7 @@ def test_production_refuses_weak_bcrypt_and_runs_with_a_key_file(
 ) -> None:
     env = {**service_env, "APP_ENV": "production", "JWT_PRIVATE_KEY_FILE": str(secrets_dir / PRIVATE_KEY)}
     weak, _ = start({**env, "BCRYPT_ROUNDS": "9"}, tmp_path / "weak.log", wait=False)
-    try:
-        code = weak.process.wait(timeout=20)
-    finally:
-        weak.stop()
+    code = weak.exit_code()
     assert code == 2, weak.output()
     assert "BCRYPT_ROUNDS=9 is too weak for APP_ENV=production" in weak.output()
 

@@ -330,10 +330,9 @@ def test_production_refuses_to_start_without_configured_secrets(database_url: st
     for module in ("job_svc", "worker_svc"):
         env = {"APP_ENV": "production", "DATABASE_URL": database_url, "DEV_SECRETS_DIR": str(tmp_path / "none")}
         process = ServiceProcess(module, env, tmp_path / f"{module}.log")
-        assert process.process.wait(30) == 2, process.output()
+        assert process.exit_code() == 2, process.output()
         assert "must be set when APP_ENV=production" in process.output()
         assert not (tmp_path / "none").exists(), "production generated development secrets"
-        process.stop()
 
 
 def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(

@@ -38,10 +38,7 @@ def test_a_taken_port_stops_the_service_with_a_clear_line(
     ports = {"AUTH_PORT", "JOB_PORT", "WORKER_HEALTH_PORT", "METRICS_PORT"}
     env = {**service_env, **{name: str(free_port()) for name in ports}, variable: str(taken_port)}
     process = ServiceProcess(module, env, tmp_path / f"{module}.log")
-    try:
-        code = process.process.wait(timeout=30)
-    finally:
-        process.stop()
+    code = process.exit_code()
     output = process.output()
     assert code == 1, output
     assert f":{taken_port}" in output, output

@@ -95,6 +95,13 @@ class ServiceProcess:
             time.sleep(0.1)
         raise AssertionError(f"{self.module} not SERVING on {address} after {timeout} s:\n{self.output()}")
 
+    def exit_code(self, timeout: float = 30.0) -> int:
+        """For a service expected to stop by itself: its exit code (stopped, and the test failed, after ``timeout``)."""
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.stop()
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code (SIGKILL after ``timeout``)."""
         if self.process.poll() is None:
