@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.jobservice import JobService, delete_queues
+from tests.integration.jobservice import JobService, delete_queues, wait_for_queue
 from tests.support.databases import module_database  # noqa: F401 - the fixture `database_url`
 from tests.support.processes import ServiceProcess, free_port
 from tests.support.proxy import TcpProxy
@@ -43,6 +43,7 @@ def jobs(  # noqa: PLR0917 - fixtures
     process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
     address = f"127.0.0.1:{port}"
     process.wait_healthy(address)
+    wait_for_queue(rabbitmq_url, queue)
     service = JobService(process, address, proxy, queue, env)
     yield service
     service.channel.close()
