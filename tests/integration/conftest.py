@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.jobservice import JobService, delete_queues, wait_for_queue
+from tests.integration.jobservice import JobService, delete_queues
 from tests.support.databases import module_database  # noqa: F401 - the fixture `database_url`
 from tests.support.processes import ServiceProcess, free_port
 from tests.support.proxy import TcpProxy
+from tests.support.queues import wait_for_queue
 
 
 @pytest.fixture(scope="module")

@@ -45,31 +45,6 @@ async def delete_queue(url: str, queue: str) -> None:
         await channel.queue_delete(queue)
 
 
-async def queue_exists(url: str, queue: str) -> bool:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        try:
-            await channel.declare_queue(queue, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            return False
-        return True
-
-
-def wait_for_queue(url: str, queue: str, timeout: float = 30.0) -> None:
-    """Return once the service has declared ``queue``.
-
-    Health is SERVING as soon as PostgreSQL answers (jobs are accepted into the
-    outbox while the broker is away), so on a busy machine the service can be
-    ready a moment before its first RabbitMQ session has declared the queue.
-    """
-    deadline = time.monotonic() + timeout
-    while not asyncio.run(queue_exists(url, queue)):
-        if time.monotonic() > deadline:
-            pytest.fail(f"the job service did not declare {queue} within {timeout} s")
-        time.sleep(0.1)
-
-
 async def take_messages(url: str, queue: str, count: int, timeout: float = 20.0) -> list[aio_pika.IncomingMessage]:
     """Consume ``count`` messages from ``queue`` (acking them)."""
     connection = await aio_pika.connect(url)

@@ -30,13 +30,13 @@ from tests.integration.jobservice import (
     delete_queue,
     expect,
     number,
-    queue_exists,
     take_messages,
     text,
 )
 from tests.support.clients import bearer, error_info, mint_token, worker_metadata
 from tests.support.processes import ServiceProcess, free_port, health_status
 from tests.support.proxy import TcpProxy
+from tests.support.queues import queue_exists
 
 
 def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import aio_pika
+import pytest
 
 
 async def queue_depth(url: str, queue: str) -> int:
@@ -25,3 +29,28 @@ async def publish_raw(url: str, queue: str, bodies: list[bytes], *, priority: in
         channel = await connection.channel()
         for body in bodies:
             await channel.default_exchange.publish(aio_pika.Message(body, priority=priority), routing_key=queue)
+
+
+async def queue_exists(url: str, queue: str) -> bool:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
+
+
+def wait_for_queue(url: str, queue: str, timeout: float = 30.0) -> None:
+    """Return once the service has declared ``queue``.
+
+    Health is SERVING as soon as PostgreSQL answers (jobs are accepted into the
+    outbox while the broker is away), so on a busy machine the service can be
+    ready a moment before its first RabbitMQ session has declared the queue.
+    """
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(queue_exists(url, queue)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the job service did not declare {queue} within {timeout} s")
+        time.sleep(0.1)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from tests.support.processes import ServiceProcess, free_port
 from tests.support.proxy import TcpProxy
+from tests.support.queues import wait_for_queue
 
 
 class System:
@@ -61,6 +62,8 @@ class System:
     def start_jobs(self, **env: str) -> ServiceProcess:
         self.jobs = ServiceProcess("job_svc", {**self.env, **env}, self.logs / "job_svc.log")
         self.jobs.wait_healthy(self.job_address)
+        if not self.broker_proxy.is_cut():
+            wait_for_queue(self.direct_rabbitmq_url, self.env["RABBITMQ_QUEUE"])
         return self.jobs
 
     def start_another_job_service(self) -> str:
