@@ -1,6 +1,6 @@
 """What the worker does with one delivery (the worker's half of the UpdateJob protocol).
 
-decode -> wait for its turn (a free pool process, for a job that needs one)
+decode -> wait for its turn (a free handler process, for a job that needs one)
 -> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
 -> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
 
@@ -35,7 +35,7 @@ from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc import metrics
 from worker_svc.broker import BROKER_ERRORS
 from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
-from worker_svc.runner import Result
+from worker_svc.runner import HandlerProcess, Result
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,11 @@ class Reports(Protocol):
 class Jobs(Protocol):
     """What runs a job (worker_svc.runner.Runner)."""
 
-    def turn(self, job_type: str, payload: Any) -> AbstractAsyncContextManager[None]:
-        """Entered once the job can start at once (a pool process is free, if it needs one)."""
+    def turn(self, job_type: str, payload: Any) -> AbstractAsyncContextManager[HandlerProcess | None]:
+        """Entered once the job can start at once; gives the free handler process it needs, if any."""
 
-    async def run(self, job_type: str, payload: Any) -> Result:
-        """The job's result; raises only for failures that are not the job's fault."""
+    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
+        """The job's result; raises only for failures that are not the job's fault. Cancelling it stops the handler."""
 
 
 class DeliveryHandler:
@@ -155,7 +155,7 @@ class DeliveryHandler:
             )
             await _settle(message.reject(requeue=False), "reject")
             return
-        async with self._runner.turn(delivery.job_type, delivery.payload):
+        async with self._runner.turn(delivery.job_type, delivery.payload) as process:
             if not _still_held(message):
                 metrics.STALE_COPIES.inc()
                 log.info(
@@ -163,9 +163,11 @@ class DeliveryHandler:
                     extra={"job_id": delivery.job_id, "job_type": delivery.job_type},
                 )
                 return
-            await self._claim_and_run(message, delivery)
+            await self._claim_and_run(message, delivery, process)
 
-    async def _claim_and_run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
+    async def _claim_and_run(
+        self, message: AbstractIncomingMessage, delivery: Delivery, process: HandlerProcess | None
+    ) -> None:
         fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type}
         attempt: int | None = None
         try:
@@ -176,7 +178,7 @@ class DeliveryHandler:
                 await _settle(message.ack(), "ack", fields)
                 return
             fields["attempt"] = attempt
-            result = await self._run(delivery)
+            result = await self._run(delivery, process)
             if result is None:
                 # The job is CANCELLED already; the job service would refuse any report.
                 metrics.JOBS.labels(delivery.job_type, "cancelled").inc()
@@ -206,16 +208,16 @@ class DeliveryHandler:
             log.exception("job handling failed", extra=fields)
             await self._recover(message, delivery, attempt, error)
 
-    async def _run(self, delivery: Delivery) -> Result | None:
+    async def _run(self, delivery: Delivery, process: HandlerProcess | None) -> Result | None:
         """The handler's result, or None if the job was cancelled (see ``cancel``) while it ran."""
-        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload))
+        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload, process))
         self._running[delivery.job_id] = run
         started = time.monotonic()
         try:
             return await asyncio.wait_for(run, delivery.timeout_seconds)
         except TimeoutError:
-            # The handler is stopped (a pool process finishes its computation,
-            # unused); the attempt fails and may be retried.
+            # wait_for cancelled the run, which stopped the handler (killed its
+            # handler process); the attempt fails and may be retried.
             raise HandlerTimeout(f"timed out after {delivery.timeout_seconds} s") from None
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -229,8 +231,8 @@ class DeliveryHandler:
     def cancel(self, job_id: str) -> bool:
         """Stop the handler of ``job_id`` if it runs here; returns whether it did.
 
-        A handler in the process pool finishes its computation there, but its
-        result is dropped; an inline one stops at once.
+        A handler in a handler process stops at once (the process is killed and
+        replaced); an inline one is quick by contract and is not interrupted.
         """
         run = self._running.get(job_id)
         if run is None or run.done():

@@ -66,49 +66,119 @@ def _ready() -> bool:
     return True
 
 
+class HandlerProcess:
+    """One handler process, running one job at a time, which can be stopped mid-job.
+
+    It is a pool of one process, so that a job which must stop (cancelled, or
+    past its timeout) is stopped by killing the process that runs it, with no
+    other job in that process. A successor is started at once, so the next job
+    does not wait for it.
+    """
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        self._modules = tuple(modules)
+        self._pool = self._new_pool()
+        self._pid: asyncio.Future[int] | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # "spawn", not the Linux default "fork": forking a process that runs
+        # gRPC and asyncio threads can copy their locks in a held state.
+        return ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_handler_process,
+            initargs=(os.getpid(), self._modules),
+        )
+
+    def start(self) -> asyncio.Future[int]:
+        """Start the process if it is not started; the future gives its pid."""
+        if self._pid is None:
+            self._pid = asyncio.get_running_loop().run_in_executor(self._pool, os.getpid)
+        return self._pid
+
+    async def run(self, job_type: str, value: Any) -> str:
+        """The handler's result, computed in this process; raises what the handler raised.
+
+        Cancelling the call kills the process (the handler stops at once) and
+        starts another. BrokenProcessPool means the process died under the job.
+        """
+        pool = self._pool
+        pid: int | None = None
+        try:
+            pid = await self.pid()
+            return await asyncio.get_running_loop().run_in_executor(pool, run_handler, job_type, value)
+        except asyncio.CancelledError:
+            if pid is not None:  # the job was handed over: stop it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._replace(pool)
+            raise
+        except BrokenProcessPool:
+            # Killed from outside, or out of memory: every later job would fail
+            # the same way unless the process is replaced.
+            log.error("handler process died; starting a new one", extra={"job_type": job_type})
+            self._replace(pool)
+            raise
+
+    def _replace(self, pool: ProcessPoolExecutor) -> None:
+        if pool is not self._pool:
+            return  # replaced already
+        self._pool = self._new_pool()
+        self._pid = None
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.start()
+
+    async def close(self) -> None:
+        """Stop the process (after the job it is running)."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+    async def pid(self) -> int:
+        """The process's pid (starting it if needed)."""
+        # Shielded: the start is this process's, not the caller's to cancel.
+        return await asyncio.shield(self.start())
+
+
 class Runner:
-    """Runs jobs: cheap handlers inline, CPU-bound ones in a pool of ``processes`` processes.
+    """Runs jobs: cheap handlers inline, CPU-bound ones in ``processes`` handler processes.
 
     ``modules`` are the JOB_TYPE_MODULES the worker installed (worker_svc.handlers.install)
     before creating the runner; every handler process installs them too.
     """
 
     def __init__(self, processes: int = 1, modules: Sequence[str] = ()) -> None:
-        self._processes = processes
-        self._modules = tuple(modules)
-        self._pool = self._new_pool()
-        #: One per pool process; see ``turn``.
-        self._free_processes = asyncio.Semaphore(processes)
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # "spawn", not the Linux default "fork": forking a process that runs
-        # gRPC and asyncio threads can copy their locks in a held state.
-        return ProcessPoolExecutor(
-            self._processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_handler_process,
-            initargs=(os.getpid(), self._modules),
-        )
+        self._processes = [HandlerProcess(modules) for _ in range(processes)]
+        #: The handler processes no job holds; see ``turn``.
+        self._idle: asyncio.Queue[HandlerProcess] = asyncio.Queue()
+        for process in self._processes:
+            self._idle.put_nowait(process)
+        self._closed = False
 
     async def start(self) -> None:
-        """Start the pool processes now, so the first heavy job does not wait for them."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(self._processes)))
+        """Start the handler processes now, so the first heavy job does not wait for them."""
+        await self.pids()
+
+    async def pids(self) -> list[int]:
+        """The handler processes' pids."""
+        return list(await asyncio.gather(*(process.pid() for process in self._processes)))
 
     @contextlib.asynccontextmanager
-    async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
-        """Wait, holding nothing, until the job can start at once; it should be claimed and run inside.
+    async def turn(self, job_type: str, payload: Any) -> AsyncIterator[HandlerProcess | None]:
+        """Wait, holding nothing, until the job can start at once; claim it and ``run`` it inside.
 
-        A job for the pool waits for a free pool process; any other job goes
-        at once. The job service times a claimed job from its claim, so a worker
-        holding many prefetched jobs must not claim one that would then queue
-        behind others in the pool and use up its timeout there.
+        A job for the pool waits for a free handler process, which it is given
+        (pass it to ``run``); any other job goes at once, given None. The job
+        service times a claimed job from its claim, so a worker holding many
+        prefetched jobs must not claim one that would then queue behind others
+        and use up its timeout there.
         """
-        if self._in_pool(job_type, payload):
-            async with self._free_processes:
-                yield
-        else:
-            yield
+        if not self._in_pool(job_type, payload):
+            yield None
+            return
+        process = await self._idle.get()
+        try:
+            yield process
+        finally:
+            self._idle.put_nowait(process)
 
     def _in_pool(self, job_type: str, payload: Any) -> bool:
         handler = HANDLERS.get(job_type)
@@ -120,8 +190,12 @@ class Runner:
             return False  # run answers it at once
         return handler.small is None or not handler.small(value)
 
-    async def run(self, job_type: str, payload: Any) -> Result:
-        """The result of the job; raises only for failures that are not the job's fault."""
+    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
+        """The result of the job; raises only for failures that are not the job's fault.
+
+        A job for the pool runs in ``process``, the one its ``turn`` gave, or
+        else in the next free one. Cancelling the call stops the handler.
+        """
         handler = HANDLERS.get(job_type)
         if handler is None:
             return Result(False, UNKNOWN_TYPE)
@@ -134,18 +208,15 @@ class Runner:
             return Result(False, UNKNOWN_TYPE)
         if not handler.cpu_bound or (handler.small is not None and handler.small(value)):
             return Result(True, handler.run(value))
-        pool = self._pool
-        try:
-            return Result(True, await asyncio.get_running_loop().run_in_executor(pool, run_handler, job_type, value))
-        except BrokenProcessPool:
-            # A pool process died (killed, out of memory); every later job would
-            # fail the same way unless the pool is replaced.
-            if pool is self._pool:
-                log.error("handler process died; starting a new pool", extra={"job_type": job_type})
-                self._pool = self._new_pool()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        if self._closed:
+            raise RuntimeError("cannot run a pool job: the runner is closed")
+        if process is not None:
+            return Result(True, await process.run(job_type, value))
+        async with self.turn(job_type, payload) as free:
+            assert free is not None  # a pool job's turn always gives a process
+            return Result(True, await free.run(job_type, value))
 
     async def close(self) -> None:
-        """Stop the pool processes (after the jobs they are running)."""
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        """Stop the handler processes (after the jobs they are running)."""
+        self._closed = True
+        await asyncio.gather(*(process.close() for process in self._processes))

@@ -28,7 +28,7 @@ class Settings:
     # One process by default: fibonacci_calc, the only heavy handler, takes a few milliseconds even
     # at the largest n, so one process keeps up with what one event loop can feed it, and on the
     # 2-core machine the product is sized for the other core stays with the event loop (AMQP and
-    # gRPC). Throughput grows by running more worker copies, each with its own pool.
+    # gRPC). Throughput grows by running more worker copies, each with its own handler processes.
     handler_processes: int = setting(
         1,
         "processes for CPU-heavy handlers (fibonacci_calc); 1 leaves a core to the event loop: "

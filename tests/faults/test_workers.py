@@ -19,7 +19,7 @@ from jobqueue.jobs.v1 import jobs_pb2
 from tests.faults.scenario import JOBS, accepted_outcomes, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token
 from tests.support.load import Spec, list_all, mixed, submit, wait_all_final, wait_started
-from tests.support.processes import alive, children
+from tests.support.processes import alive, children, handler_processes
 from tests.support.queues import queue_depth
 from tests.support.system import System
 
@@ -35,8 +35,8 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
 
     # Kill one worker while the backlog is being worked through, with messages in flight.
     started = wait_started(system.job_address, token, 200)
-    handler_processes = children(doomed.pid)
-    [pool_process] = _handler_processes(doomed.pid)
+    its_children = children(doomed.pid)
+    [pool_process] = handler_processes(doomed.pid)
     # Its handler process is frozen first, so the kill is sure to find a claimed job unfinished
     # (the one the pool process holds) rather than, by chance, only claims still on the wire.
     os.kill(pool_process, signal.SIGSTOP)
@@ -65,7 +65,7 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
     redelivered = [job for job in jobs.values() if job.attempts == 2]
     assert redelivered, "no job was redelivered: the kill hit no message in flight"
     assert len(redelivered) <= PREFETCH, "more jobs were run again than the killed worker could hold"
-    assert not [pid for pid in handler_processes if alive(pid)], "the killed worker left its handler processes"
+    assert not [pid for pid in its_children if alive(pid)], "the killed worker left its handler processes"
     # A job the killed worker completed just before dying may have no log line; its status says it.
     assert len(accepted_outcomes(system)) >= len(specs) - PREFETCH
 
@@ -161,11 +161,6 @@ def unclaimed_deliveries(system: System, token: str) -> int:
     return queued - asyncio.run(queue_depth(system.env["RABBITMQ_URL"], system.env["RABBITMQ_QUEUE"]))
 
 
-def _handler_processes(worker_pid: int) -> list[int]:
-    """The worker's process-pool children that run handlers (not multiprocessing's resource tracker)."""
-    return [pid for pid in children(worker_pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-
-
 def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(system: System, secrets_dir: Path) -> None:
     token = mint_token(secrets_dir)
     # Large Fibonacci numbers keep the handler process busy, so the kill finds jobs in it.
@@ -176,7 +171,7 @@ def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(system: System
     specs = asyncio.run(submit(system.job_address, token, backlog))
     [worker] = start_workers(system, 1, PREFETCH_COUNT="20")
     wait_started(system.job_address, token, 10)
-    [pool_process] = _handler_processes(worker.pid)
+    [pool_process] = handler_processes(worker.pid)
     os.kill(pool_process, signal.SIGKILL)  # as the OOM killer would
     killed_at = time.time()
     in_the_pool = {job_id for job_id, spec in specs.items() if spec.type == "fibonacci_calc"}

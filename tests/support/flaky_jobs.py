@@ -4,11 +4,17 @@
 and its handler raises AlwaysFails every time. The worker treats a handler's
 exception as a transient failure, so such a job is retried until it has had
 its max_attempts, then it is FAILED and its message goes to ``<queue>.dead``.
+
+``sleeps`` takes a number of seconds (0 … 3600) and its handler sleeps that
+long: a job that is still running when a test cancels it or its timeout ends.
 """
 
 from __future__ import annotations
 
-from common.job_types import JobType, text
+import time
+from typing import Any
+
+from common.job_types import JobType, PayloadError, text
 
 #: The error a job of this type ends with: the worker reports the exception's class, not its message.
 ERROR = "internal worker error (AlwaysFails)"
@@ -23,6 +29,19 @@ def always_fails(payload: str) -> str:
     raise AlwaysFails(f"always_fails never succeeds (payload {payload[:20]!r})")
 
 
+def seconds(payload: Any) -> float:
+    """A number of seconds, 0 … 3600."""
+    if isinstance(payload, bool) or not isinstance(payload, int | float) or not 0 <= payload <= 3600:
+        raise PayloadError("must be a number of seconds, 0 to 3600")
+    return float(payload)
+
+
+def sleeps(duration: float) -> str:
+    """Sleep ``duration`` seconds."""
+    time.sleep(duration)
+    return f"slept {duration:g} s"
+
+
 JOB_TYPES = [
     # cpu_bound, so the handler runs in the worker's process pool: a pool process
     # that had not loaded this module would fail with KeyError, not AlwaysFails.
@@ -31,6 +50,13 @@ JOB_TYPES = [
         text,
         "a string; the handler always raises, so the job is retried, then FAILED",
         handler=always_fails,
+        cpu_bound=True,
+    ),
+    JobType(
+        "sleeps",
+        seconds,
+        "a number of seconds; the handler sleeps that long",
+        handler=sleeps,
         cpu_bound=True,
     ),
 ]

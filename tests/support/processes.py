@@ -53,6 +53,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def handler_processes(worker_pid: int) -> list[int]:
+    """A worker's children that run handlers (not multiprocessing's resource tracker)."""
+    found = []
+    for pid in children(worker_pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue  # gone since it was listed
+    return found
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a live (not zombie) process."""
     try:

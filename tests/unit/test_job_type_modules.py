@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -44,17 +44,6 @@ def write_module(folder: Path, source: str) -> str:
     return name
 
 
-@pytest.fixture
-def global_tables() -> Iterator[None]:
-    """Let a test install into the process-wide JOB_TYPES and HANDLERS, and put them back afterwards."""
-    types, handlers = dict(JOB_TYPES), dict(HANDLERS)
-    yield
-    JOB_TYPES.clear()
-    JOB_TYPES.update(types)
-    HANDLERS.clear()
-    HANDLERS.update(handlers)
-
-
 @pytest.mark.parametrize(
     ("value", "names"),
     [("", ()), (" , ", ()), ("a", ("a",)), (" my_co.jobs , b_2,", ("my_co.jobs", "b_2"))],
@@ -88,8 +77,8 @@ def test_a_module_adds_its_types_to_the_table(modules_dir: Path) -> None:
     name = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
     registry = dict(JOB_TYPES)
     added = load_modules([name, FLAKY], registry)
-    assert [t.name for t in added] == ["shout", "always_fails"]
-    assert set(registry) == {*JOB_TYPES, "shout", "always_fails"}
+    assert [t.name for t in added] == ["shout", "always_fails", "sleeps"]
+    assert set(registry) == {*JOB_TYPES, "shout", "always_fails", "sleeps"}
     assert registry["shout"].parse("hi") == "hi"
     assert registry["shout"].handler is not None
     assert registry["shout"].handler("hi") == "HI!"
@@ -148,7 +137,7 @@ def test_handlers_come_with_their_types() -> None:
     handlers: dict[str, Handler] = {}
     added = load_modules([FLAKY], {})
     add_handlers(added, handlers)
-    assert list(handlers) == ["always_fails"]
+    assert list(handlers) == ["always_fails", "sleeps"]
     assert handlers["always_fails"].cpu_bound
     with pytest.raises(AlwaysFails):
         handlers["always_fails"].run("x")
@@ -157,7 +146,7 @@ def test_handlers_come_with_their_types() -> None:
 
 
 def test_install_fills_both_tables(global_tables: None) -> None:
-    assert [t.name for t in install([FLAKY])] == ["always_fails"]
+    assert [t.name for t in install([FLAKY])] == ["always_fails", "sleeps"]
     assert set(HANDLERS) == set(JOB_TYPES)
     assert parse_payload("always_fails", "x") == "x"
 

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc.consumer import DeliveryHandler
 from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
-from worker_svc.runner import Result
+from worker_svc.runner import HandlerProcess, Result
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 
@@ -97,7 +97,7 @@ class FakeRunner:
     async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
         yield
 
-    async def run(self, job_type: str, payload: Any) -> Result:
+    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
         self.ran.append((job_type, payload))
         if isinstance(self.reply, BaseException):
             raise self.reply
@@ -283,7 +283,7 @@ async def test_a_message_whose_channel_closed_while_it_waited_is_not_claimed() -
 
 async def test_one_delivery_failing_does_not_affect_another() -> None:
     class Runner(FakeRunner):
-        async def run(self, job_type: str, payload: Any) -> Result:
+        async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
             if payload == "bad":
                 raise RuntimeError("boom")
             return Result(True, payload[::-1])
@@ -306,7 +306,7 @@ class BlockingRunner(FakeRunner):
         super().__init__()
         self.started = asyncio.Event()
 
-    async def run(self, job_type: str, payload: Any) -> Result:
+    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
         self.started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -12,8 +12,11 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 from common.job_types import MAX_FIBONACCI_N
-from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci
+from tests.support.processes import alive
+from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, install
 from worker_svc.runner import UNKNOWN_TYPE, Result, Runner
+
+FLAKY = "tests.support.flaky_jobs"
 
 
 @pytest.fixture
@@ -62,13 +65,12 @@ async def test_fibonacci_runs_in_the_pool(runner: Runner) -> None:
 
 
 async def test_a_dead_pool_process_is_replaced(runner: Runner) -> None:
-    await runner.start()
-    # The only way to reach the pool's processes is its private table.
-    for pid in list(runner._pool._processes):
-        os.kill(pid, signal.SIGKILL)
+    [pid] = await runner.pids()
+    os.kill(pid, signal.SIGKILL)
     with pytest.raises(BrokenProcessPool):
         await runner.run("fibonacci_calc", 5000.0)
     assert (await runner.run("fibonacci_calc", 5000.0)).text.startswith("38789684543883256337")
+    assert await runner.pids() != [pid]
 
 
 async def test_a_small_fibonacci_is_computed_without_the_pool(runner: Runner) -> None:
@@ -76,7 +78,7 @@ async def test_a_small_fibonacci_is_computed_without_the_pool(runner: Runner) ->
     assert await runner.run("fibonacci_calc", float(INLINE_FIBONACCI_N)) == Result(
         True, decimal(fibonacci(INLINE_FIBONACCI_N))
     )
-    with pytest.raises(RuntimeError, match="shutdown"):
+    with pytest.raises(RuntimeError, match="closed"):
         await runner.run("fibonacci_calc", float(INLINE_FIBONACCI_N + 1))
 
 
@@ -105,3 +107,47 @@ async def test_a_pool_job_waits_its_turn_for_a_free_process_and_an_inline_job_do
     second_done.set()
     await asyncio.wait_for(second, 1)
     assert entered[-1] == "second pool job"
+
+
+@pytest.fixture
+async def sleepy(global_tables: None) -> AsyncIterator[Runner]:
+    """A runner of one handler process, in a worker that installed the test job types (``sleeps``)."""
+    install([FLAKY])
+    runner = Runner(processes=1, modules=[FLAKY])
+    await runner.start()
+    yield runner
+    await runner.close()
+
+
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+async def test_a_stopped_pool_job_is_killed_with_its_process_and_the_next_job_runs_at_once(
+    sleepy: Runner, stop: str
+) -> None:
+    [pid] = await sleepy.pids()
+    async with sleepy.turn("sleeps", 600.0) as process:
+        running = asyncio.ensure_future(sleepy.run("sleeps", 600.0, process))
+        await asyncio.sleep(0.3)  # the handler is asleep in the process
+        if stop == "timeout":
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(running, 0.1)
+        else:
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+    assert not alive(pid)
+    # The one handler process is free again at once, not in ten minutes.
+    async with sleepy.turn("fibonacci_calc", 5000.0) as process:
+        result = await asyncio.wait_for(sleepy.run("fibonacci_calc", 5000.0, process), 30)
+    assert result.text.startswith("38789684543883256337")
+    [successor] = await sleepy.pids()
+    assert successor != pid
+    assert alive(successor)
+
+
+async def test_a_pool_job_run_without_its_turn_waits_for_a_free_process(sleepy: Runner) -> None:
+    first = asyncio.ensure_future(sleepy.run("sleeps", 0.5))
+    second = asyncio.ensure_future(sleepy.run("sleeps", 0.0))
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), 30)) == [
+        Result(True, "slept 0.5 s"),
+        Result(True, "slept 0 s"),
+    ]
