@@ -79,6 +79,7 @@ class HandlerProcess:
         self._modules = tuple(modules)
         self._pool = self._new_pool()
         self._pid: asyncio.Future[int] | None = None
+        self._closed = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # "spawn", not the Linux default "fork": forking a process that runs
@@ -126,10 +127,12 @@ class HandlerProcess:
         self._pool = self._new_pool()
         self._pid = None
         pool.shutdown(wait=False, cancel_futures=True)
-        self.start()
+        if not self._closed:
+            self.start()
 
     async def close(self) -> None:
         """Stop the process (after the job it is running)."""
+        self._closed = True
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     async def pid(self) -> int:
