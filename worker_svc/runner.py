@@ -62,10 +62,6 @@ def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
     install(modules)
 
 
-def _ready() -> bool:
-    return True
-
-
 class HandlerProcess:
     """One handler process, running one job at a time, which can be stopped mid-job.
 
