@@ -20,6 +20,8 @@ import pytest
 import yaml
 
 from common.settings import env_name
+from job_svc.service import MAX_TIMEOUT_SECONDS
+from job_svc.settings import Settings as JobSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -314,6 +316,14 @@ def test_infrastructure_keeps_its_data_in_a_named_volume(service: str) -> None:
 def test_rabbitmq_keeps_its_node_name() -> None:
     """RabbitMQ stores data under its node name (from the hostname): fixed, so a new container finds the old data."""
     assert SERVICES["rabbitmq"]["hostname"] == "rabbitmq"
+
+
+def test_rabbitmq_lets_the_longest_job_keep_its_delivery() -> None:
+    """consumer_timeout outlasts the longest job timeout plus the lease grace, or RabbitMQ would redeliver it mid-run."""
+    args = environment("rabbitmq")["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"].split()
+    [milliseconds] = [args[i + 2] for i in range(len(args) - 2) if args[i : i + 2] == ["-rabbit", "consumer_timeout"]]
+    longest = MAX_TIMEOUT_SECONDS + JobSettings().lease_grace_seconds
+    assert int(milliseconds) > longest * 1000
 
 
 @pytest.mark.parametrize("service", PUBLISHED)
