@@ -319,7 +319,7 @@ def test_rabbitmq_keeps_its_node_name() -> None:
 
 
 def test_rabbitmq_lets_the_longest_job_keep_its_delivery() -> None:
-    """consumer_timeout outlasts the longest job timeout plus the lease grace, or RabbitMQ would redeliver it mid-run."""
+    """consumer_timeout outlasts the longest job timeout plus its lease grace: else RabbitMQ redelivers it mid-run."""
     args = environment("rabbitmq")["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"].split()
     [milliseconds] = [args[i + 2] for i in range(len(args) - 2) if args[i : i + 2] == ["-rabbit", "consumer_timeout"]]
     longest = MAX_TIMEOUT_SECONDS + JobSettings().lease_grace_seconds
