@@ -144,10 +144,18 @@ async def test_a_stopped_pool_job_is_killed_with_its_process_and_the_next_job_ru
     assert alive(successor)
 
 
-async def test_a_pool_job_run_without_its_turn_waits_for_a_free_process(sleepy: Runner) -> None:
-    first = asyncio.ensure_future(sleepy.run("sleeps", 0.5))
-    second = asyncio.ensure_future(sleepy.run("sleeps", 0.0))
-    assert list(await asyncio.wait_for(asyncio.gather(first, second), 30)) == [
-        Result(True, "slept 0.5 s"),
-        Result(True, "slept 0 s"),
-    ]
+async def test_a_pool_job_run_without_its_turn_takes_the_process_for_its_run(sleepy: Runner) -> None:
+    first = asyncio.ensure_future(sleepy.run("sleeps", 2.0))
+    await asyncio.sleep(0.05)
+    entered = asyncio.Event()
+
+    async def next_pool_job() -> None:
+        async with sleepy.turn("sleeps", 0.0):
+            entered.set()
+
+    waiting = asyncio.ensure_future(next_pool_job())
+    await asyncio.sleep(0.3)
+    assert not entered.is_set(), "the one handler process is busy: the next pool job must wait its turn"
+    assert await asyncio.wait_for(first, 30) == Result(True, "slept 2 s")
+    await asyncio.wait_for(waiting, 5)
+    assert entered.is_set()
