@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from common import secrets
-from common.settings import SettingsError, setting
+from common.settings import SettingsError, check_ports, setting
 
 APP_ENVS = ("development", "production")
 #: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.
@@ -42,10 +42,7 @@ class AuthSettings:
             raise SettingsError(f"APP_ENV={self.app_env!r} must be one of {', '.join(APP_ENVS)}")
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):
             raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
-        if not 0 <= self.auth_port <= 65535:
-            raise SettingsError(f"AUTH_PORT={self.auth_port} is not a TCP port")
-        if not 0 <= self.metrics_port <= 65535:
-            raise SettingsError(f"METRICS_PORT={self.metrics_port} is not a TCP port")
+        check_ports(self, "auth_port", "metrics_port")
         if self.db_pool_size < 1:
             raise SettingsError(f"DB_POOL_SIZE={self.db_pool_size} must be at least 1")
         if self.token_ttl_seconds < 1:

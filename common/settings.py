@@ -29,6 +29,19 @@ def env_name(field: dataclasses.Field[Any]) -> str:
     return str(field.metadata.get("env") or field.name.upper())
 
 
+def check_ports(settings: Any, *names: str) -> None:
+    """Raise SettingsError for the first of the fields ``names`` of ``settings`` that is not a TCP port.
+
+    0 is allowed: the service then asks the OS for a free port (tests do), or,
+    for METRICS_PORT, serves no metrics.
+    """
+    fields = {field.name: field for field in dataclasses.fields(settings)}
+    for name in names:
+        value = getattr(settings, name)
+        if not 0 <= value <= 65_535:
+            raise SettingsError(f"{env_name(fields[name])}={value} is not a TCP port (0 to 65535)")
+
+
 def _parse(raw: str, kind: Any, name: str) -> Any:
     if kind in (bool, "bool"):
         lowered = raw.strip().lower()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.job_types import module_names
-from common.settings import SettingsError, setting
+from common.settings import check_ports, setting
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        if not 0 <= self.metrics_port <= 65_535:
-            raise SettingsError(f"METRICS_PORT={self.metrics_port} is not a TCP port")
+        check_ports(self, "job_port", "metrics_port")
         self.modules()
 
     def modules(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ JOBS = Counter(
 )
 HANDLER_SECONDS = Histogram(
     "jobqueue_worker_handler_seconds",
-    "Time a handler ran, by job type (inline or in the process pool, not counting the wait for a pool process).",
+    "Time a handler ran, by job type (inline or in a handler process, not counting the wait for a free one).",
     ["type"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0),
 )

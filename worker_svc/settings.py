@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from common import secrets
 from common.job_types import module_names
-from common.settings import SettingsError, setting
+from common.settings import SettingsError, check_ports, setting
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,7 @@ class Settings:
         for name in ("prefetch_count", "handler_processes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
-        # 0 asks the OS for a free port, which tests use.
-        if not 0 <= self.worker_health_port <= 65_535:
-            raise SettingsError("WORKER_HEALTH_PORT must be between 0 and 65535")
-        if not 0 <= self.metrics_port <= 65_535:
-            raise SettingsError("METRICS_PORT must be between 0 and 65535")
+        check_ports(self, "worker_health_port", "metrics_port")
         for name in ("report_timeout_seconds", "shutdown_grace_seconds", "stop_report_retry_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
