@@ -21,7 +21,7 @@ from auth_svc.settings import AuthSettings
 from auth_svc.store import UserStore
 from auth_svc.tokens import TokenIssuer, load_private_key
 from common import db, logs, metrics
-from common.health import HealthReporter, HealthServicer
+from common.health import HealthMonitor, HealthServicer
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from jobqueue.auth.v1 import auth_pb2_grpc
@@ -62,7 +62,7 @@ async def serve(settings: AuthSettings, issuer: TokenIssuer) -> int:
     try:
         accounts = Accounts(UserStore(pool), await PasswordHasher.create(settings.bcrypt_rounds), issuer)
         health_servicer = HealthServicer()
-        reporter = HealthReporter(health_servicer, [SERVICE_NAME], {"postgres": lambda: db.ping(pool)})
+        monitor = HealthMonitor(health_servicer, [SERVICE_NAME], {"postgres": lambda: db.ping(pool)})
         server, port = build_server(
             host=settings.auth_host,
             port=settings.auth_port,
@@ -74,13 +74,13 @@ async def serve(settings: AuthSettings, issuer: TokenIssuer) -> int:
         metrics_server = metrics.serve(settings.auth_host, settings.metrics_port)
         await server.start()
         log.info("auth service listening", extra={"host": settings.auth_host, "port": port})
-        reporter_task = asyncio.create_task(reporter.run())
+        monitor_task = asyncio.create_task(monitor.run())
         await stop.wait()
         log.info("stopping")
-        await reporter.shutdown()
-        reporter_task.cancel()
+        await monitor.shutdown()
+        monitor_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await reporter_task
+            await monitor_task
         await server.stop(grace=STOP_GRACE)
         metrics.stop(metrics_server)
     finally:

@@ -1,6 +1,6 @@
 """Health that follows the dependencies: SERVING only while every one of them answers.
 
-The reporter probes each dependency every ``interval`` seconds and sets the
+The monitor probes each dependency every ``interval`` seconds and sets the
 overall status ("") and each served service's status accordingly; each
 dependency also gets a status of its own under its name (e.g. "postgres"), so
 an operator can tell which one is down with ``grpc.health.v1.Health/Check``.
@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 # stubs know it only by its module's own name.
 from grpc_health.v1._async import HealthServicer as _LibraryHealthServicer
 
-__all__ = ["NOT_SERVING", "SERVING", "HealthReporter", "HealthServicer"]
+__all__ = ["NOT_SERVING", "SERVING", "HealthMonitor", "HealthServicer"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class HealthServicer(_LibraryHealthServicer):
                 condition.notify_all()
 
 
-class HealthReporter:
+class HealthMonitor:
     """Keeps a HealthServicer in step with the reachability of a service's dependencies."""
 
     def __init__(

@@ -10,16 +10,16 @@ import sys
 import aio_pika
 import uvloop
 
-from common import broker, db, logs, metrics
+from common import db, logs, metrics, rabbitmq
 from common import secrets as dev_secrets
-from common.health import HealthReporter, HealthServicer
+from common.health import HealthMonitor, HealthServicer
 from common.job_types import load_modules
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from job_svc.auth import Authenticator
-from job_svc.broker import Publisher
+from job_svc.jobs import Jobs, RetryPolicy
+from job_svc.publisher import Publisher
 from job_svc.relay import OutboxRelay
-from job_svc.service import JobRules, RetryPolicy
 from job_svc.servicer import JobServicer
 from job_svc.settings import Settings
 from job_svc.store import JobStore
@@ -57,7 +57,7 @@ async def serve(settings: Settings) -> None:
     authenticator = _authenticator(settings)
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
     store = JobStore(pool)
-    publisher = Publisher(settings.rabbitmq_url, broker.Topology(settings.rabbitmq_queue))
+    publisher = Publisher(settings.rabbitmq_url, rabbitmq.Topology(settings.rabbitmq_queue))
     relay = OutboxRelay(
         store,
         publisher,
@@ -70,7 +70,7 @@ async def serve(settings: Settings) -> None:
         if not publisher.connected:
             raise ConnectionError("not connected to RabbitMQ")
 
-    reporter = HealthReporter(
+    monitor = HealthMonitor(
         health_servicer,
         [SERVICE_NAME],
         {"postgres": lambda: db.ping(pool), "rabbitmq": broker_probe},
@@ -79,7 +79,7 @@ async def serve(settings: Settings) -> None:
         required=["postgres"],
     )
     retry = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
-    rules = JobRules(store, relay, publisher, retry, lease_grace=settings.lease_grace_seconds)
+    rules = Jobs(store, relay, publisher, retry, lease_grace=settings.lease_grace_seconds)
     server, port = build_server(
         host=settings.job_host,
         port=settings.job_port,
@@ -95,7 +95,7 @@ async def serve(settings: Settings) -> None:
     # does not log RabbitMQ as unreachable.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(publisher.wait_connected(), 2)
-    tasks = [publisher_task, *(asyncio.create_task(t) for t in (relay.run(), reporter.run()))]
+    tasks = [publisher_task, *(asyncio.create_task(t) for t in (relay.run(), monitor.run()))]
     log.info(
         "job service listening",
         extra={"port": port, "queue": settings.rabbitmq_queue, "job_type_modules": list(settings.modules())},
@@ -103,7 +103,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
 
     log.info("stopping: finishing in-flight calls")
-    await reporter.shutdown()
+    await monitor.shutdown()
     await server.stop(settings.shutdown_grace_seconds)
     # Jobs accepted during the grace period are in the outbox; publish what we
     # can now, and any other relay (or this one after a restart) gets the rest.

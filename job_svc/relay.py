@@ -15,8 +15,8 @@ import logging
 import time
 
 from job_svc import metrics
-from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import BrokerUnavailable
+from job_svc.publisher import Publisher, encode_delivery
 from job_svc.store import JobStore
 
 log = logging.getLogger(__name__)

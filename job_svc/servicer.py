@@ -1,4 +1,4 @@
-"""The gRPC edge of the job service: protobuf in, domain values to JobRules, protobuf out."""
+"""The gRPC edge of the job service: protobuf in, domain values to Jobs, protobuf out."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from common.errors import FieldViolation, InvalidArgument, ServiceError, status_code
 from job_svc.auth import Authenticator
+from job_svc.jobs import MAX_BATCH, Jobs, parse_id
 from job_svc.model import Job, NewJob, Priority, Report, Status
-from job_svc.service import MAX_BATCH, JobRules, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -92,14 +92,14 @@ def status_from_proto(value: int, field: str, *, allow_unspecified: bool) -> Sta
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     """jobqueue.jobs.v1.JobService."""
 
-    def __init__(self, rules: JobRules, authenticator: Authenticator) -> None:
-        self._rules = rules
+    def __init__(self, jobs: Jobs, authenticator: Authenticator) -> None:
+        self._jobs = jobs
         self._auth = authenticator
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
         """Validate, store and queue a job for the calling user."""
         owner = self._auth.user(context.invocation_metadata()).id
-        job = await self._rules.create(self._new_job(owner, request))
+        job = await self._jobs.create(self._new_job(owner, request))
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def BatchCreateJobs(
@@ -118,7 +118,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 violations.extend(FieldViolation(f"requests[{i}].{v.field}", v.description) for v in error.violations)
         if violations:
             raise InvalidArgument(violations)
-        jobs = await self._rules.create_batch(new_jobs)
+        jobs = await self._jobs.create_batch(new_jobs)
         return jobs_pb2.BatchCreateJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
     def _new_job(self, owner: uuid.UUID, request: jobs_pb2.CreateJobRequest) -> NewJob:
@@ -127,7 +127,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         priority = _PRIORITY_FROM_PROTO.get(request.priority)
         if priority is None:
             raise InvalidArgument([FieldViolation("priority", f"{request.priority} is not a valid JobPriority")])
-        return self._rules.check_new(
+        return self._jobs.check_new(
             owner,
             request.type,
             payload,
@@ -140,13 +140,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
         """One of the caller's jobs."""
         owner = self._auth.user(context.invocation_metadata()).id
-        job = await self._rules.get(owner, parse_id(request.id))
+        job = await self._jobs.get(owner, parse_id(request.id))
         return jobs_pb2.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
         """A page of the caller's jobs, newest first."""
         owner = self._auth.user(context.invocation_metadata()).id
-        jobs, next_token = await self._rules.list(
+        jobs, next_token = await self._jobs.list(
             owner,
             page_size=request.page_size,
             page_token=request.page_token,
@@ -158,13 +158,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.CancelJobResponse:
         """Withdraw one of the caller's jobs."""
         owner = self._auth.user(context.invocation_metadata()).id
-        job = await self._rules.cancel(owner, parse_id(request.id))
+        job = await self._jobs.cancel(owner, parse_id(request.id))
         return jobs_pb2.CancelJobResponse(job=job_to_proto(job))
 
     async def RerunJob(self, request: jobs_pb2.RerunJobRequest, context: Context) -> jobs_pb2.RerunJobResponse:
         """Run a FAILED job again: the caller's own, or any for an operator."""
         caller = self._auth.user(context.invocation_metadata())
-        job = await self._rules.rerun(caller, parse_id(request.id), request.max_attempts)
+        job = await self._jobs.rerun(caller, parse_id(request.id), request.max_attempts)
         return jobs_pb2.RerunJobResponse(job=job_to_proto(job))
 
     async def ListDeadJobs(
@@ -172,7 +172,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.ListDeadJobsResponse:
         """A page of every user's FAILED jobs, for an operator."""
         self._auth.operator(context.invocation_metadata())
-        jobs, next_token = await self._rules.list_dead(request.page_size, request.page_token, request.type or None)
+        jobs, next_token = await self._jobs.list_dead(request.page_size, request.page_token, request.type or None)
         return jobs_pb2.ListDeadJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=next_token)
 
     async def RerunDeadJobs(
@@ -180,13 +180,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.RerunDeadJobsResponse:
         """Run every dead job (of one type, if given) again, for an operator."""
         self._auth.operator(context.invocation_metadata())
-        count = await self._rules.rerun_dead(request.type or None, request.max_attempts)
+        count = await self._jobs.rerun_dead(request.type or None, request.max_attempts)
         return jobs_pb2.RerunDeadJobsResponse(rerun_count=count)
 
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""
         self._auth.worker(context.invocation_metadata())
-        job = await self._rules.report(report_from_proto(request))
+        job = await self._jobs.report(report_from_proto(request))
         return jobs_pb2.UpdateJobResponse(job=job_to_proto(job))
 
     async def UpdateJobs(self, request: jobs_pb2.UpdateJobsRequest, context: Context) -> jobs_pb2.UpdateJobsResponse:
@@ -201,7 +201,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 reports.append(report_from_proto(item))
             except InvalidArgument as error:
                 refused[i] = error
-        outcomes = iter(await self._rules.report_batch(reports) if reports else [])
+        outcomes = iter(await self._jobs.report_batch(reports) if reports else [])
         results = []
         for i in range(len(request.requests)):
             outcome = refused.get(i) or next(outcomes)

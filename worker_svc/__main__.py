@@ -1,6 +1,6 @@
 """Run the worker: ``python -m worker_svc`` (``--help`` lists its settings).
 
-Wiring only: settings -> job types from JOB_TYPE_MODULES -> logs -> reporter ->
+Wiring only: settings -> job types from JOB_TYPE_MODULES -> logs -> reports ->
 process pool -> health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
 in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
 down, reporting NOT_SERVING and retrying until they are back.
@@ -16,14 +16,14 @@ import sys
 import uvloop
 
 from common import logs, metrics
-from common.broker import Topology
-from common.health import NOT_SERVING, HealthReporter, HealthServicer
+from common.health import NOT_SERVING, HealthMonitor, HealthServicer
+from common.rabbitmq import Topology
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
-from worker_svc.broker import QueueConsumer
-from worker_svc.consumer import DeliveryHandler
+from worker_svc.consumer import QueueConsumer
+from worker_svc.delivery import DeliveryHandler
 from worker_svc.handlers import install
-from worker_svc.reporter import Reporter, open_channel
+from worker_svc.reports import ReportClient, open_channel
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings
 
@@ -44,9 +44,9 @@ Environment variables:
 async def serve(settings: Settings, token: bytes) -> int:
     """Run until SIGTERM/SIGINT, then stop gracefully; returns the exit code."""
     stop = stop_signal()
-    reporter = Reporter(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
+    reports = ReportClient(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
     runner = Runner(settings.handler_processes, settings.modules())
-    handler = DeliveryHandler(reporter, runner)
+    handler = DeliveryHandler(reports, runner)
     consumer = QueueConsumer(
         settings.rabbitmq_url,
         Topology(settings.rabbitmq_queue),
@@ -68,10 +68,10 @@ async def serve(settings: Settings, token: bytes) -> int:
         metrics_server = metrics.serve(settings.worker_health_host, settings.metrics_port)
     except OSError as error:
         log.error("cannot serve health checks or metrics", extra={"error": str(error)})
-        await reporter.close()
+        await reports.close()
         await runner.close()
         return 1
-    monitor = HealthReporter(servicer, [], {"rabbitmq": consumer.probe, "job_service": reporter.probe})
+    monitor = HealthMonitor(servicer, [], {"rabbitmq": consumer.probe, "job_service": reports.probe})
     await server.start()
     log.info(
         "worker started",
@@ -94,10 +94,10 @@ async def serve(settings: Settings, token: bytes) -> int:
     await monitor.shutdown()
     monitoring.cancel()
     await asyncio.gather(monitoring, return_exceptions=True)
-    reporter.begin_stop(settings.stop_report_retry_seconds)
+    reports.begin_stop(settings.stop_report_retry_seconds)
     await consumer.stop(settings.shutdown_grace_seconds)
     await server.stop(1)
-    await reporter.close()
+    await reports.close()
     await runner.close()
     metrics.stop(metrics_server)
     log.info("stopped")

@@ -3,7 +3,7 @@
 A job's own problems (unknown type, payload that breaks its rule) are a
 Result with ok=False: permanent failures, reported FAILED. Anything else that
 goes wrong is raised to the caller, including whatever a handler raises: the
-consumer fails that attempt as retryable (worker_svc/consumer.py).
+consumer fails that attempt as retryable (worker_svc/delivery.py).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from common.broker import HEARTBEAT_SECONDS
+from common.rabbitmq import HEARTBEAT_SECONDS
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.faults.scenario import JOBS, accepted_outcomes, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token

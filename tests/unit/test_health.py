@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthReporter, HealthServicer
+from common.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthMonitor, HealthServicer
 
 
 class Served:
@@ -67,7 +67,7 @@ async def test_watch_streams_changes_then_ends_once_shutdown_said_not_serving(se
     assert check.status == NOT_SERVING
 
 
-async def test_reporter_follows_required_dependencies_only(served: Served) -> None:
+async def test_monitor_follows_required_dependencies_only(served: Served) -> None:
     up = {"postgres": True, "rabbitmq": True}
 
     def probe(name: str) -> Callable[[], Awaitable[None]]:
@@ -77,7 +77,7 @@ async def test_reporter_follows_required_dependencies_only(served: Served) -> No
 
         return check
 
-    reporter = HealthReporter(
+    monitor = HealthMonitor(
         served.servicer,
         ["jobqueue.jobs.v1.JobService"],
         {"postgres": probe("postgres"), "rabbitmq": probe("rabbitmq")},
@@ -87,15 +87,15 @@ async def test_reporter_follows_required_dependencies_only(served: Served) -> No
     async def status(service: str) -> int:
         return int((await served.stub.Check(health_pb2.HealthCheckRequest(service=service))).status)
 
-    assert await reporter.check_once()
+    assert await monitor.check_once()
     up["rabbitmq"] = False
-    assert await reporter.check_once()  # only informational
+    assert await monitor.check_once()  # only informational
     assert (await status(""), await status("rabbitmq")) == (SERVING, NOT_SERVING)
     up["postgres"] = False
-    assert not await reporter.check_once()
+    assert not await monitor.check_once()
     assert [await status(s) for s in ("", "jobqueue.jobs.v1.JobService", "postgres")] == [NOT_SERVING] * 3
     up["postgres"] = up["rabbitmq"] = True
-    assert await reporter.check_once()
-    await reporter.shutdown()
-    assert not await reporter.check_once()  # probes cannot bring a stopping service back
+    assert await monitor.check_once()
+    await monitor.shutdown()
+    assert not await monitor.check_once()  # probes cannot bring a stopping service back
     assert await status("") == NOT_SERVING

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from job_svc.service import RetryPolicy
+from job_svc.jobs import RetryPolicy
 
 
 @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (5, 30.0), (60, 30.0)])

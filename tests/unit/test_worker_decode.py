@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2
-from worker_svc.consumer import Delivery, MalformedDelivery, decode, json_value
+from worker_svc.delivery import Delivery, MalformedDelivery, decode, json_value
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 

@@ -33,8 +33,8 @@ from google.protobuf.message import DecodeError
 
 from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc import metrics
-from worker_svc.broker import BROKER_ERRORS
-from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
+from worker_svc.consumer import BROKER_ERRORS
+from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import HandlerProcess, Result
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def decode(body: bytes) -> Delivery:
 
 
 class Reports(Protocol):
-    """Where job state changes go (worker_svc.reporter.Reporter); see its methods for the contract."""
+    """Where job state changes go (worker_svc.reports.ReportClient); see its methods for the contract."""
 
     async def claim(self, job_id: str, claim_id: str) -> int | None:
         """Report RUNNING; the attempt number, or None if the job is no longer ours."""
@@ -113,7 +113,7 @@ class Reports(Protocol):
         """Report FAILED; what became of the job."""
 
 
-class Jobs(Protocol):
+class JobRunner(Protocol):
     """What runs a job (worker_svc.runner.Runner)."""
 
     def turn(self, job_type: str, payload: Any) -> AbstractAsyncContextManager[HandlerProcess | None]:
@@ -126,8 +126,8 @@ class Jobs(Protocol):
 class DeliveryHandler:
     """Handles each delivery from the job queue; see the module doc."""
 
-    def __init__(self, reporter: Reports, runner: Jobs, *, requeue_delay: float = 1.0) -> None:
-        self._reporter = reporter
+    def __init__(self, reports: Reports, runner: JobRunner, *, requeue_delay: float = 1.0) -> None:
+        self._reports = reports
         self._runner = runner
         # Handing a message straight back when the job service refuses our
         # reports would spin it between workers as fast as the network allows.
@@ -171,7 +171,7 @@ class DeliveryHandler:
         fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type}
         attempt: int | None = None
         try:
-            attempt = await self._reporter.claim(delivery.job_id, str(uuid.uuid4()))
+            attempt = await self._reports.claim(delivery.job_id, str(uuid.uuid4()))
             if attempt is None:
                 metrics.JOBS.labels(delivery.job_type, "not_ours").inc()
                 log.info("job no longer ours (finished, cancelled or unknown); not running it", extra=fields)
@@ -186,13 +186,13 @@ class DeliveryHandler:
                 await _settle(message.ack(), "ack", fields)
                 return
             if result.ok:
-                if await self._reporter.complete(delivery.job_id, attempt, result.text):
+                if await self._reports.complete(delivery.job_id, attempt, result.text):
                     log.debug("job completed", extra=fields)
                     metrics.JOBS.labels(delivery.job_type, "completed").inc()
                 else:
                     metrics.JOBS.labels(delivery.job_type, "superseded").inc()
             else:
-                await self._reporter.fail(delivery.job_id, attempt, result.text)
+                await self._reports.fail(delivery.job_id, attempt, result.text)
                 metrics.JOBS.labels(delivery.job_type, "failed").inc()
                 log.info("job failed", extra={**fields, "error": result.text})
             await _settle(message.ack(), "ack", fields)
@@ -265,7 +265,7 @@ class DeliveryHandler:
             else:
                 reason = f"the job service refused the worker's report ({error})"
             try:
-                outcome = await self._reporter.fail(delivery.job_id, attempt, reason, retryable=retryable)
+                outcome = await self._reports.fail(delivery.job_id, attempt, reason, retryable=retryable)
             except ReportAbandoned:
                 return
             except Exception:

@@ -15,8 +15,8 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2
-from worker_svc.consumer import DeliveryHandler
-from worker_svc.reporter import Failure, ReportAbandoned, ReportRefused
+from worker_svc.delivery import DeliveryHandler
+from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import HandlerProcess, Result
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
@@ -57,7 +57,7 @@ class FakeMessage:
 
 
 @dataclass
-class FakeReporter:
+class FakeReports:
     """Answers claims and reports from a script; records them, in order, in ``log``."""
 
     claim_reply: Scripted = 1
@@ -110,19 +110,19 @@ def body(job_type: str = "reverse_string", payload: str = "hello world") -> byte
 
 
 async def handle(
-    reporter: FakeReporter, runner: FakeRunner | None = None, message: FakeMessage | None = None
+    reports: FakeReports, runner: FakeRunner | None = None, message: FakeMessage | None = None
 ) -> FakeMessage:
     message = message or FakeMessage(body())
-    handler = DeliveryHandler(reporter, runner or FakeRunner(), requeue_delay=0)
+    handler = DeliveryHandler(reports, runner or FakeRunner(), requeue_delay=0)
     await handler.handle(cast(AbstractIncomingMessage, message))
     return message
 
 
 async def test_claims_runs_reports_then_acks() -> None:
-    reporter, runner = FakeReporter(claim_reply=4), FakeRunner()
-    message = await handle(reporter, runner)
-    assert [entry[0] for entry in reporter.log] == ["claim", "complete"]
-    assert reporter.log[1] == ("complete", JOB_ID, 4, "dlrow olleh")
+    reports, runner = FakeReports(claim_reply=4), FakeRunner()
+    message = await handle(reports, runner)
+    assert [entry[0] for entry in reports.log] == ["claim", "complete"]
+    assert reports.log[1] == ("complete", JOB_ID, 4, "dlrow olleh")
     assert runner.ran == [("reverse_string", "hello world")]
     assert message.settled == [("ack", None)]
 
@@ -137,21 +137,21 @@ async def test_a_job_is_claimed_only_once_the_runner_gives_it_its_turn() -> None
             await turn.wait()
             yield
 
-    reporter, runner = FakeReporter(claim_reply=1), WaitingRunner()
-    handling = asyncio.create_task(handle(reporter, runner))
+    reports, runner = FakeReports(claim_reply=1), WaitingRunner()
+    handling = asyncio.create_task(handle(reports, runner))
     await asyncio.sleep(0.05)
-    assert reporter.log == []
+    assert reports.log == []
     turn.set()
     message = await asyncio.wait_for(handling, 1)
-    assert [entry[0] for entry in reporter.log] == ["claim", "complete"]
+    assert [entry[0] for entry in reports.log] == ["claim", "complete"]
     assert message.settled == [("ack", None)]
 
 
 async def test_every_delivery_gets_a_fresh_claim_id() -> None:
-    reporter = FakeReporter()
-    await handle(reporter)
-    await handle(reporter)
-    claims = [entry[2] for entry in reporter.log if entry[0] == "claim"]
+    reports = FakeReports()
+    await handle(reports)
+    await handle(reports)
+    claims = [entry[2] for entry in reports.log if entry[0] == "claim"]
     assert len(claims) == 2
     assert claims[0] != claims[1]
 
@@ -160,12 +160,12 @@ async def test_ack_waits_for_the_report() -> None:
     release = asyncio.Event()
     message = FakeMessage(body())
 
-    class SlowReporter(FakeReporter):
+    class SlowReports(FakeReports):
         async def complete(self, job_id: str, attempt: int, result: str) -> bool:
             await release.wait()
             return await super().complete(job_id, attempt, result)
 
-    task = asyncio.create_task(handle(SlowReporter(), message=message))
+    task = asyncio.create_task(handle(SlowReports(), message=message))
     await asyncio.sleep(0.05)
     assert message.settled == []
     release.set()
@@ -174,94 +174,94 @@ async def test_ack_waits_for_the_report() -> None:
 
 
 async def test_a_failed_job_is_reported_failed_and_acked() -> None:
-    reporter = FakeReporter(claim_reply=2)
-    message = await handle(reporter, FakeRunner(Result(False, "payload: must be a string")))
-    assert reporter.log[1] == ("fail", JOB_ID, 2, "payload: must be a string")
+    reports = FakeReports(claim_reply=2)
+    message = await handle(reports, FakeRunner(Result(False, "payload: must be a string")))
+    assert reports.log[1] == ("fail", JOB_ID, 2, "payload: must be a string")
     assert message.settled == [("ack", None)]
 
 
 async def test_superseded_claim_is_acked_without_running() -> None:
-    reporter, runner = FakeReporter(claim_reply=None), FakeRunner()
-    message = await handle(reporter, runner)
+    reports, runner = FakeReports(claim_reply=None), FakeRunner()
+    message = await handle(reports, runner)
     assert runner.ran == []
-    assert [entry[0] for entry in reporter.log] == ["claim"]
+    assert [entry[0] for entry in reports.log] == ["claim"]
     assert message.settled == [("ack", None)]
 
 
 async def test_superseded_final_report_is_acked() -> None:
-    message = await handle(FakeReporter(complete_reply=False))
+    message = await handle(FakeReports(complete_reply=False))
     assert message.settled == [("ack", None)]
 
 
 @pytest.mark.parametrize("raw", [b"", b"garbage", b"\n\x03abc"])
 async def test_malformed_body_is_dead_lettered_and_counted(raw: bytes) -> None:
-    reporter = FakeReporter()
-    handler = DeliveryHandler(reporter, FakeRunner(), requeue_delay=0)
+    reports = FakeReports()
+    handler = DeliveryHandler(reports, FakeRunner(), requeue_delay=0)
     first, second = FakeMessage(raw), FakeMessage(raw)
     await handler.handle(cast(AbstractIncomingMessage, first))
     await handler.handle(cast(AbstractIncomingMessage, second))
     assert first.settled == second.settled == [("reject", False)]
     assert handler.malformed == 2
-    assert reporter.log == []
+    assert reports.log == []
 
 
 @pytest.mark.parametrize("stage", ["claim", "complete"])
 async def test_abandoned_report_leaves_the_message_unacked(stage: str) -> None:
-    reporter = FakeReporter()
-    setattr(reporter, f"{stage}_reply", ReportAbandoned("stopping"))
-    message = await handle(reporter)
+    reports = FakeReports()
+    setattr(reports, f"{stage}_reply", ReportAbandoned("stopping"))
+    message = await handle(reports)
     assert message.settled == []
 
 
 async def test_claim_error_hands_the_message_back() -> None:
-    reporter = FakeReporter(claim_reply=ReportRefused(grpc.StatusCode.UNAUTHENTICATED, "bad token"))
+    reports = FakeReports(claim_reply=ReportRefused(grpc.StatusCode.UNAUTHENTICATED, "bad token"))
     runner = FakeRunner()
-    message = await handle(reporter, runner)
+    message = await handle(reports, runner)
     assert runner.ran == []
-    assert [entry[0] for entry in reporter.log] == ["claim"]
+    assert [entry[0] for entry in reports.log] == ["claim"]
     assert message.settled == [("nack", True)]
 
 
 async def test_handler_crash_is_reported_as_a_retryable_failure() -> None:
-    reporter = FakeReporter(claim_reply=3)
-    message = await handle(reporter, FakeRunner(RuntimeError("boom")))
-    assert reporter.log[1] == ("fail", JOB_ID, 3, "internal worker error (RuntimeError)")
-    assert reporter.retryable == [True]
+    reports = FakeReports(claim_reply=3)
+    message = await handle(reports, FakeRunner(RuntimeError("boom")))
+    assert reports.log[1] == ("fail", JOB_ID, 3, "internal worker error (RuntimeError)")
+    assert reports.retryable == [True]
     assert message.settled == [("ack", None)]  # the job service queues the retry itself
 
 
 async def test_a_crash_on_the_last_attempt_dead_letters_the_message() -> None:
-    reporter = FakeReporter(claim_reply=3, fail_reply=Failure.FINAL)
-    message = await handle(reporter, FakeRunner(RuntimeError("boom")))
+    reports = FakeReports(claim_reply=3, fail_reply=Failure.FINAL)
+    message = await handle(reports, FakeRunner(RuntimeError("boom")))
     assert message.settled == [("reject", False)]
 
 
 async def test_a_payload_the_handler_rejects_is_not_retried() -> None:
-    reporter = FakeReporter(claim_reply=1, fail_reply=Failure.FINAL)
-    message = await handle(reporter, FakeRunner(Result(False, "payload: must be a string")))
-    assert reporter.retryable == [False]
+    reports = FakeReports(claim_reply=1, fail_reply=Failure.FINAL)
+    message = await handle(reports, FakeRunner(Result(False, "payload: must be a string")))
+    assert reports.retryable == [False]
     assert message.settled == [("ack", None)]
 
 
 async def test_refused_result_is_reported_failed_with_the_reason() -> None:
     refused = ReportRefused(grpc.StatusCode.INVALID_ARGUMENT, "result: too long")
-    reporter = FakeReporter(complete_reply=refused)
-    message = await handle(reporter)
-    kind, _, attempt, error = reporter.log[-1]
+    reports = FakeReports(complete_reply=refused)
+    message = await handle(reports)
+    kind, _, attempt, error = reports.log[-1]
     assert (kind, attempt) == ("fail", 1)
-    assert reporter.retryable == [False]
+    assert reports.retryable == [False]
     assert "INVALID_ARGUMENT: result: too long" in error
     assert message.settled == [("ack", None)]
 
 
 async def test_when_even_failed_cannot_be_reported_the_message_is_handed_back() -> None:
-    reporter = FakeReporter(fail_reply=RuntimeError("job service bug"))
-    message = await handle(reporter, FakeRunner(RuntimeError("boom")))
+    reports = FakeReports(fail_reply=RuntimeError("job service bug"))
+    message = await handle(reports, FakeRunner(RuntimeError("boom")))
     assert message.settled == [("nack", True)]
 
 
 async def test_a_closed_channel_at_ack_time_is_survived() -> None:
-    message = await handle(FakeReporter(), message=FakeMessage(body(), fail_settling=True))
+    message = await handle(FakeReports(), message=FakeMessage(body(), fail_settling=True))
     assert message.settled == []
 
 
@@ -274,9 +274,9 @@ async def test_a_message_whose_channel_closed_while_it_waited_is_not_claimed() -
             message.channel_closed = True  # the connection dropped while this message waited
             yield
 
-    reporter, runner = FakeReporter(), Runner()
-    await handle(reporter, runner, message)
-    assert reporter.log == []
+    reports, runner = FakeReports(), Runner()
+    await handle(reports, runner, message)
+    assert reports.log == []
     assert runner.ran == []
     assert message.settled == []  # the broker has handed it out again; nothing to settle here
 
@@ -288,15 +288,15 @@ async def test_one_delivery_failing_does_not_affect_another() -> None:
                 raise RuntimeError("boom")
             return Result(True, payload[::-1])
 
-    reporter = FakeReporter(fail_reply=RuntimeError("down"))
-    handler = DeliveryHandler(reporter, Runner(), requeue_delay=0)
+    reports = FakeReports(fail_reply=RuntimeError("down"))
+    handler = DeliveryHandler(reports, Runner(), requeue_delay=0)
     bad, good = FakeMessage(body(payload="bad")), FakeMessage(body(payload="good"))
     await asyncio.gather(
         handler.handle(cast(AbstractIncomingMessage, bad)), handler.handle(cast(AbstractIncomingMessage, good))
     )
     assert bad.settled == [("nack", True)]
     assert good.settled == [("ack", None)]
-    assert ("complete", JOB_ID, 1, "doog") in reporter.log
+    assert ("complete", JOB_ID, 1, "doog") in reports.log
 
 
 class BlockingRunner(FakeRunner):
@@ -317,8 +317,8 @@ def cancellation(job_id: str = JOB_ID) -> FakeMessage:
 
 
 async def test_a_cancellation_notice_stops_the_running_handler_and_acks_without_a_report() -> None:
-    reporter, runner = FakeReporter(claim_reply=1), BlockingRunner()
-    handler = DeliveryHandler(reporter, runner, requeue_delay=0)
+    reports, runner = FakeReports(claim_reply=1), BlockingRunner()
+    handler = DeliveryHandler(reports, runner, requeue_delay=0)
     message = FakeMessage(body())
     task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, message)))
     await asyncio.wait_for(runner.started.wait(), 5)
@@ -326,13 +326,13 @@ async def test_a_cancellation_notice_stops_the_running_handler_and_acks_without_
     assert not task.done()
     await handler.handle_control(cast(AbstractIncomingMessage, cancellation()))
     await asyncio.wait_for(task, 5)
-    assert [entry[0] for entry in reporter.log] == ["claim"]  # no COMPLETED or FAILED report
+    assert [entry[0] for entry in reports.log] == ["claim"]  # no COMPLETED or FAILED report
     assert message.settled == [("ack", None)]
 
 
 async def test_stopping_the_worker_is_not_mistaken_for_a_cancellation() -> None:
-    reporter, runner = FakeReporter(claim_reply=1), BlockingRunner()
-    handler = DeliveryHandler(reporter, runner, requeue_delay=0)
+    reports, runner = FakeReports(claim_reply=1), BlockingRunner()
+    handler = DeliveryHandler(reports, runner, requeue_delay=0)
     message = FakeMessage(body())
     task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, message)))
     await asyncio.wait_for(runner.started.wait(), 5)
@@ -343,16 +343,16 @@ async def test_stopping_the_worker_is_not_mistaken_for_a_cancellation() -> None:
 
 
 async def test_a_garbage_control_notice_is_ignored() -> None:
-    handler = DeliveryHandler(FakeReporter(), FakeRunner(), requeue_delay=0)
+    handler = DeliveryHandler(FakeReports(), FakeRunner(), requeue_delay=0)
     await handler.handle_control(cast(AbstractIncomingMessage, FakeMessage(b"\xff\xff garbage")))
 
 
 async def test_a_handler_past_its_timeout_is_stopped_and_fails_retryably() -> None:
-    reporter, runner = FakeReporter(claim_reply=1), BlockingRunner()
+    reports, runner = FakeReports(claim_reply=1), BlockingRunner()
     delivery = delivery_pb2.JobDelivery(
         job_id=JOB_ID, type="reverse_string", payload=struct_pb2.Value(string_value="x"), timeout_seconds=1
     )
-    message = await asyncio.wait_for(handle(reporter, runner, FakeMessage(delivery.SerializeToString())), 5)
-    assert reporter.log[-1] == ("fail", JOB_ID, 1, "timed out after 1 s")
-    assert reporter.retryable == [True]
+    message = await asyncio.wait_for(handle(reports, runner, FakeMessage(delivery.SerializeToString())), 5)
+    assert reports.log[-1] == ("fail", JOB_ID, 1, "timed out after 1 s")
+    assert reports.retryable == [True]
     assert message.settled == [("ack", None)]

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from jobqueue.jobs.v1 import jobs_pb2
-from worker_svc.reporter import Failure, Outcome, ReportAbandoned, Reporter, ReportRefused, outcome_of
+from worker_svc.reports import Failure, Outcome, ReportAbandoned, ReportClient, ReportRefused, outcome_of
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJobs"
@@ -100,17 +100,17 @@ def refused(code: grpc.StatusCode) -> jobs_pb2.UpdateJobsResult:
     return jobs_pb2.UpdateJobsResult(code=code.value[0], message=f"fake {code.name}")
 
 
-def reporter_on(*replies: Message | grpc.StatusCode, timeout: float = 3.0) -> tuple[Reporter, FakeChannel]:
+def reports_on(*replies: Message | grpc.StatusCode, timeout: float = 3.0) -> tuple[ReportClient, FakeChannel]:
     channel = FakeChannel({UPDATE: list(replies)})
-    reporter = Reporter(
+    reports = ReportClient(
         cast(grpc.aio.Channel, channel), b"s3cret", timeout=timeout, backoff_base=0.001, backoff_cap=0.005
     )
-    return reporter, channel
+    return reports, channel
 
 
 async def test_claim_sends_running_with_the_claim_the_token_and_a_deadline() -> None:
-    reporter, channel = reporter_on(job(attempts=3), timeout=4.0)
-    assert await reporter.claim(JOB_ID, "claim-1") == 3
+    reports, channel = reports_on(job(attempts=3), timeout=4.0)
+    assert await reports.claim(JOB_ID, "claim-1") == 3
     (call,) = channel.calls
     (report,) = call.request.requests
     assert report == jobs_pb2.UpdateJobRequest(id=JOB_ID, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id="claim-1")
@@ -119,9 +119,9 @@ async def test_claim_sends_running_with_the_claim_the_token_and_a_deadline() -> 
 
 
 async def test_final_reports_carry_the_attempt_and_result_or_error() -> None:
-    reporter, channel = reporter_on(job(attempts=2, status=jobs_pb2.JOB_STATUS_COMPLETED))
-    assert await reporter.complete(JOB_ID, 2, "55") is True
-    assert await reporter.fail(JOB_ID, 2, "payload: must be a string") is Failure.FINAL
+    reports, channel = reports_on(job(attempts=2, status=jobs_pb2.JOB_STATUS_COMPLETED))
+    assert await reports.complete(JOB_ID, 2, "55") is True
+    assert await reports.fail(JOB_ID, 2, "payload: must be a string") is Failure.FINAL
     completed, failed = channel.updates()
     assert completed == jobs_pb2.UpdateJobRequest(
         id=JOB_ID, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=2, result="55"
@@ -135,17 +135,17 @@ async def test_final_reports_carry_the_attempt_and_result_or_error() -> None:
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND])
 async def test_superseded_reports(code: grpc.StatusCode) -> None:
-    reporter, channel = reporter_on(refused(code))
-    assert await reporter.claim(JOB_ID, "claim-1") is None
-    assert await reporter.complete(JOB_ID, 1, "x") is False
-    assert await reporter.fail(JOB_ID, 1, "x") is Failure.SUPERSEDED
+    reports, channel = reports_on(refused(code))
+    assert await reports.claim(JOB_ID, "claim-1") is None
+    assert await reports.complete(JOB_ID, 1, "x") is False
+    assert await reports.fail(JOB_ID, 1, "x") is Failure.SUPERSEDED
     assert len(channel.calls) == 3
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
 async def test_unreachable_job_service_is_retried_with_the_same_report(code: grpc.StatusCode) -> None:
-    reporter, channel = reporter_on(code, code, code, job(attempts=1))
-    assert await reporter.claim(JOB_ID, "claim-1") == 1
+    reports, channel = reports_on(code, code, code, job(attempts=1))
+    assert await reports.claim(JOB_ID, "claim-1") == 1
     requests = channel.updates()
     assert len(requests) == 4
     # The same claim_id every time, so a RUNNING report whose reply was lost does not count a new attempt.
@@ -156,17 +156,17 @@ async def test_unreachable_job_service_is_retried_with_the_same_report(code: grp
     "code", [grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INTERNAL]
 )
 async def test_refused_calls_raise_without_retrying(code: grpc.StatusCode) -> None:
-    reporter, channel = reporter_on(code)
+    reports, channel = reports_on(code)
     with pytest.raises(ReportRefused) as caught:
-        await reporter.complete(JOB_ID, 1, "x")
+        await reports.complete(JOB_ID, 1, "x")
     assert caught.value.code is code
     assert len(channel.calls) == 1
 
 
 async def test_a_report_refused_on_its_own_raises_without_retrying() -> None:
-    reporter, channel = reporter_on(refused(grpc.StatusCode.INVALID_ARGUMENT))
+    reports, channel = reports_on(refused(grpc.StatusCode.INVALID_ARGUMENT))
     with pytest.raises(ReportRefused, match="INVALID_ARGUMENT: fake INVALID_ARGUMENT"):
-        await reporter.complete(JOB_ID, 1, "x")
+        await reports.complete(JOB_ID, 1, "x")
     assert len(channel.calls) == 1
 
 
@@ -190,8 +190,8 @@ async def test_concurrent_reports_share_calls_and_each_gets_its_own_answer() -> 
         return update_jobs
 
     channel.unary_unary = invoke  # type: ignore[method-assign]
-    reporter = Reporter(cast(grpc.aio.Channel, channel), b"t")
-    attempts = await asyncio.gather(*(reporter.claim(f"job-{i}", str(i)) for i in range(100)))
+    reports = ReportClient(cast(grpc.aio.Channel, channel), b"t")
+    attempts = await asyncio.gather(*(reports.claim(f"job-{i}", str(i)) for i in range(100)))
     assert attempts == [None if i == 7 else i for i in range(100)]
     assert sum(answered) == 100
     # The first call goes at once, alone or nearly; the rest wait for a slot and leave in a few big calls.
@@ -199,19 +199,19 @@ async def test_concurrent_reports_share_calls_and_each_gets_its_own_answer() -> 
 
 
 async def test_while_stopping_an_unreachable_job_service_is_given_up_on_in_bounded_time() -> None:
-    reporter, channel = reporter_on(grpc.StatusCode.UNAVAILABLE)
-    reporter.begin_stop(0.2)
+    reports, channel = reports_on(grpc.StatusCode.UNAVAILABLE)
+    reports.begin_stop(0.2)
     started = time.monotonic()
     with pytest.raises(ReportAbandoned):
-        await reporter.complete(JOB_ID, 1, "x")
+        await reports.complete(JOB_ID, 1, "x")
     assert 0.15 <= time.monotonic() - started < 2.0
     assert len(channel.calls) > 1
 
 
 async def test_while_stopping_a_reachable_job_service_still_gets_the_report() -> None:
-    reporter, _ = reporter_on(grpc.StatusCode.UNAVAILABLE, job(attempts=1))
-    reporter.begin_stop(5.0)
-    assert await reporter.complete(JOB_ID, 1, "x") is True
+    reports, _ = reports_on(grpc.StatusCode.UNAVAILABLE, job(attempts=1))
+    reports.begin_stop(5.0)
+    assert await reports.complete(JOB_ID, 1, "x") is True
 
 
 @pytest.mark.parametrize(
@@ -226,32 +226,32 @@ async def test_probe_passes_only_when_the_job_service_is_serving(
     reply: Message | grpc.StatusCode, healthy: bool
 ) -> None:
     channel = FakeChannel({CHECK: [reply]})
-    reporter = Reporter(cast(grpc.aio.Channel, channel), b"t")
+    reports = ReportClient(cast(grpc.aio.Channel, channel), b"t")
     if healthy:
-        await reporter.probe()
+        await reports.probe()
     else:
         with pytest.raises((ConnectionError, grpc.aio.AioRpcError), match=r"NOT_SERVING|UNAVAILABLE"):
-            await reporter.probe()
+            await reports.probe()
     assert channel.calls[0].request == health_pb2.HealthCheckRequest(service="")
 
 
 async def test_close_closes_the_channel() -> None:
-    reporter, channel = reporter_on(job(attempts=1))
-    await reporter.close()
+    reports, channel = reports_on(job(attempts=1))
+    await reports.close()
     assert channel.closed
 
 
 async def test_a_retryable_failure_says_whether_the_job_will_be_retried() -> None:
-    reporter, channel = reporter_on(job(attempts=1, status=jobs_pb2.JOB_STATUS_QUEUED))
-    assert await reporter.fail(JOB_ID, 1, "crashed", retryable=True) is Failure.RETRYING
+    reports, channel = reports_on(job(attempts=1, status=jobs_pb2.JOB_STATUS_QUEUED))
+    assert await reports.fail(JOB_ID, 1, "crashed", retryable=True) is Failure.RETRYING
     (request,) = channel.updates()
     assert request.retryable
 
 
 async def test_reports_too_big_for_one_call_are_split_across_calls_in_order() -> None:
-    reporter, channel = reporter_on(job(attempts=1, status=jobs_pb2.JOB_STATUS_COMPLETED))
+    reports, channel = reports_on(job(attempts=1, status=jobs_pb2.JOB_STATUS_COMPLETED))
     digits = "7" * 20_899  # F(100000) has this many digits
-    done = await asyncio.gather(*(reporter.complete(f"job-{i}", 1, digits) for i in range(60)))
+    done = await asyncio.gather(*(reports.complete(f"job-{i}", 1, digits) for i in range(60)))
     assert all(done)
     sizes = [call.request.ByteSize() for call in channel.calls]
     assert len(sizes) >= 3

@@ -23,9 +23,9 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2
 
+from common.backoff import Backoff
 from common.batching import Coalescer
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from worker_svc.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ReportAbandoned(Exception):
 
 
 def open_channel(address: str, *, reconnect_cap: float = 5.0) -> grpc.aio.Channel:
-    """A channel to the job service at ``address`` (host:port) for a Reporter."""
+    """A channel to the job service at ``address`` (host:port) for a ReportClient."""
     return grpc.aio.insecure_channel(
         address,
         # gRPC's own reconnect backoff grows to 2 minutes by default, which
@@ -110,7 +110,7 @@ def open_channel(address: str, *, reconnect_cap: float = 5.0) -> grpc.aio.Channe
     )
 
 
-class Reporter:
+class ReportClient:
     """The worker's client of the job service, for its reports and for its health; owns ``channel``."""
 
     def __init__(
@@ -168,7 +168,7 @@ class Reporter:
         self._give_up_at = time.monotonic() + give_up_after
 
     async def probe(self) -> None:
-        """Raise unless the job service answers its health check with SERVING (a HealthReporter probe)."""
+        """Raise unless the job service answers its health check with SERVING (a HealthMonitor probe)."""
         reply = await self._check(health_pb2.HealthCheckRequest(service=""), timeout=self._timeout)
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise ConnectionError(f"job service is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")

@@ -22,9 +22,9 @@ from common.errors import FieldViolation, InvalidArgument, ServiceError
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
 from job_svc import metrics
 from job_svc.auth import Caller
-from job_svc.broker import Publisher, encode_delivery
 from job_svc.errors import JobFinished, JobNotFound, NotFailed, NotRunning, StaleAttempt
 from job_svc.model import Job, ListQuery, NewJob, Priority, Report, Status
+from job_svc.publisher import Publisher, encode_delivery
 from job_svc.relay import OutboxRelay
 from job_svc.store import JobStore
 
@@ -108,7 +108,7 @@ class RetryPolicy:
         return ceiling * random.uniform(0.5, 1.0)
 
 
-class JobRules:
+class Jobs:
     """Validates and carries out each JobService call on domain values."""
 
     def __init__(

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from google.protobuf import json_format, struct_pb2
 from pamqp.commands import Basic
 
-from common import broker
+from common import rabbitmq
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
 from jobqueue.jobs.v1 import delivery_pb2
@@ -39,7 +39,7 @@ def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any, timeout_seco
 class Publisher:
     """Keeps one confirmed channel open, reconnecting by itself; publishes batches of messages."""
 
-    def __init__(self, url: str, topology: broker.Topology) -> None:
+    def __init__(self, url: str, topology: rabbitmq.Topology) -> None:
         self._url = url
         self._topology = topology
         self._connection: AbstractConnection | None = None
@@ -82,12 +82,12 @@ class Publisher:
     async def _session(self) -> None:
         """Connect, declare, and return when the connection or channel closes."""
         lost = asyncio.Event()
-        self._connection = await broker.connect(self._url, name="job_svc publisher")
+        self._connection = await rabbitmq.connect(self._url, name="job_svc publisher")
         self._connection.close_callbacks.add(lambda *_: lost.set())
         channel = await self._connection.channel(publisher_confirms=True)
         channel.close_callbacks.add(lambda *_: lost.set())
-        await broker.declare(channel, self._topology)
-        self._control = await broker.declare_control(channel, self._topology)
+        await rabbitmq.declare(channel, self._topology)
+        self._control = await rabbitmq.declare_control(channel, self._topology)
         self._channel = channel
         self._ready.set()
         log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
@@ -116,8 +116,8 @@ class Publisher:
                         routing_key=self._topology.queue,
                         properties=Basic.Properties(
                             delivery_mode=2,  # persistent
-                            content_type=broker.CONTENT_TYPE,
-                            message_type=broker.MESSAGE_TYPE,
+                            content_type=rabbitmq.CONTENT_TYPE,
+                            message_type=rabbitmq.MESSAGE_TYPE,
                             message_id=str(message.job_id),
                             priority=int(message.priority),
                         ),
@@ -133,7 +133,7 @@ class Publisher:
             # Returned as unroutable: the queue is gone (deleted by hand, say).
             # Declaring it again lets the next attempt through.
             with contextlib.suppress(*_PUBLISH_ERRORS):
-                await broker.declare(channel, self._topology)
+                await rabbitmq.declare(channel, self._topology)
             raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
 
     async def announce_cancellation(self, job_id: uuid.UUID) -> None:
@@ -143,7 +143,7 @@ class Publisher:
             log.warning("cannot announce a cancellation: RabbitMQ unreachable", extra={"job_id": str(job_id)})
             return
         body = delivery_pb2.JobCancellation(job_id=str(job_id)).SerializeToString()
-        message = aio_pika.Message(body, content_type=broker.CONTENT_TYPE, type=broker.CANCELLATION_TYPE)
+        message = aio_pika.Message(body, content_type=rabbitmq.CONTENT_TYPE, type=rabbitmq.CANCELLATION_TYPE)
         try:
             await control.publish(message, routing_key="", timeout=5)
         except _PUBLISH_ERRORS as error:
