@@ -1,6 +1,6 @@
 """All of the worker's AMQP: stay subscribed to the job queue, hand each delivery to a task, stop cleanly.
 
-The connection is a plain one (see common.broker): this loop connects,
+The connection is a plain one (see common.rabbitmq): this loop connects,
 declares the topology, sets the prefetch and subscribes; when the connection
 or channel drops it logs once, backs off and starts over, and ``connected``
 says which state it is in for health. Each delivery runs in a task of our own
@@ -20,8 +20,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from common.broker import Topology, connect, declare, declare_control
-from worker_svc.backoff import Backoff
+from common.backoff import Backoff
+from common.rabbitmq import Topology, connect, declare, declare_control
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class QueueConsumer:
         await self._subscribed.wait()
 
     async def probe(self) -> None:
-        """Raise unless subscribed (a HealthReporter probe)."""
+        """Raise unless subscribed (a HealthMonitor probe)."""
         if not self.connected:
             raise ConnectionError("not connected to RabbitMQ")
 
