@@ -1,4 +1,9 @@
-"""Capped exponential backoff with jitter, for everything the worker retries (broker connects, reports)."""
+"""Capped exponential backoff with jitter: the one retry policy of every service.
+
+Used for broker reconnects (common/rabbitmq.py), the worker's reports
+(worker_svc/reports.py) and the delay before a failed job's next attempt
+(job_svc/reports.py, from RETRY_BASE_SECONDS and RETRY_MAX_SECONDS).
+"""
 
 from __future__ import annotations
 
@@ -30,11 +35,15 @@ class Backoff:
         # min() on the exponent first: 2.0**n overflows a float for large n.
         return min(self.cap, self.base * 2.0 ** min(failures - 1, 64))
 
+    def delay(self, failures: int) -> float:
+        """How long to wait after ``failures`` consecutive failures (>= 1): in [ceiling / 2, ceiling]."""
+        ceiling = self.ceiling(failures)
+        return self._rng.uniform(ceiling / 2, ceiling)
+
     def next_delay(self) -> float:
         """Record one more failure and return how long to wait before the next try."""
         self._failures += 1
-        ceiling = self.ceiling(self._failures)
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return self.delay(self._failures)
 
     def reset(self) -> None:
         """Start over after a success."""

@@ -12,14 +12,16 @@ import uvloop
 
 from common import db, logs, metrics, rabbitmq
 from common import secrets as dev_secrets
+from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
 from common.job_types import load_modules
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from job_svc.auth import Authenticator
-from job_svc.jobs import Jobs, RetryPolicy
+from job_svc.jobs import Jobs
 from job_svc.publisher import Publisher
 from job_svc.relay import OutboxRelay
+from job_svc.reports import Reports
 from job_svc.servicer import JobServicer
 from job_svc.settings import Settings
 from job_svc.store import JobStore
@@ -78,13 +80,14 @@ async def serve(settings: Settings) -> None:
         # the database decides whether this service is ready.
         required=["postgres"],
     )
-    retry = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
-    rules = Jobs(store, relay, publisher, retry, lease_grace=settings.lease_grace_seconds)
+    retry = Backoff(settings.retry_base_seconds, settings.retry_max_seconds)
+    jobs = Jobs(store, relay, publisher)
+    reports = Reports(store, retry, lease_grace=settings.lease_grace_seconds)
     server, port = build_server(
         host=settings.job_host,
         port=settings.job_port,
         service_names=[SERVICE_NAME],
-        register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(rules, authenticator), s),
+        register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, reports, authenticator), s),
         health_servicer=health_servicer,
         transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
     )

@@ -1,4 +1,4 @@
-"""The gRPC edge of the job service: protobuf in, domain values to Jobs, protobuf out."""
+"""The gRPC edge of the job service: protobuf in, domain values to Jobs and Reports, protobuf out."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from common.errors import FieldViolation, InvalidArgument, ServiceError, status_code
 from job_svc.auth import Authenticator
-from job_svc.jobs import MAX_BATCH, Jobs, parse_id
+from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Report, Status
+from job_svc.reports import Reports
+from job_svc.rules import MAX_BATCH, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -92,8 +94,9 @@ def status_from_proto(value: int, field: str, *, allow_unspecified: bool) -> Sta
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     """jobqueue.jobs.v1.JobService."""
 
-    def __init__(self, jobs: Jobs, authenticator: Authenticator) -> None:
+    def __init__(self, jobs: Jobs, reports: Reports, authenticator: Authenticator) -> None:
         self._jobs = jobs
+        self._reports = reports
         self._auth = authenticator
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
@@ -186,7 +189,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""
         self._auth.worker(context.invocation_metadata())
-        job = await self._jobs.report(report_from_proto(request))
+        job = await self._reports.report(report_from_proto(request))
         return jobs_pb2.UpdateJobResponse(job=job_to_proto(job))
 
     async def UpdateJobs(self, request: jobs_pb2.UpdateJobsRequest, context: Context) -> jobs_pb2.UpdateJobsResponse:
@@ -201,7 +204,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 reports.append(report_from_proto(item))
             except InvalidArgument as error:
                 refused[i] = error
-        outcomes = iter(await self._jobs.report_batch(reports) if reports else [])
+        outcomes = iter(await self._reports.report_batch(reports) if reports else [])
         results = []
         for i in range(len(request.requests)):
             outcome = refused.get(i) or next(outcomes)

@@ -42,3 +42,18 @@ def test_jitter_spreads_workers_apart() -> None:
 def test_bad_bounds_are_refused(base: float, cap: float) -> None:
     with pytest.raises(ValueError, match="base"):
         Backoff(base=base, cap=cap)
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (5, 30.0), (60, 30.0)])
+def test_a_failed_jobs_retry_waits_between_half_its_ceiling_and_the_ceiling(attempt: int, ceiling: float) -> None:
+    # The job service's policy: RETRY_BASE_SECONDS doubling per attempt, up to RETRY_MAX_SECONDS.
+    policy = Backoff(base=2.0, cap=30.0, rng=random.Random(attempt))
+    delays = [policy.delay(attempt) for _ in range(500)]
+    assert all(ceiling / 2 <= d <= ceiling for d in delays), (min(delays), max(delays))
+    assert max(delays) - min(delays) > ceiling / 4  # spread over the range, not one instant
+
+
+def test_delay_is_stateless_and_next_delay_counts_failures() -> None:
+    policy = Backoff(base=1.0, cap=60.0, rng=random.Random(3))
+    assert all(1.0 <= policy.delay(2) <= 2.0 for _ in range(100))
+    assert 0.5 <= policy.next_delay() <= 1.0  # delay() recorded no failure

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from common.settings import env_name
-from job_svc.jobs import MAX_TIMEOUT_SECONDS
+from job_svc.rules import MAX_TIMEOUT_SECONDS
 from job_svc.settings import Settings as JobSettings
 
 ROOT = Path(__file__).resolve().parents[2]

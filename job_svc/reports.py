@@ -1,0 +1,149 @@
+"""Workers' reports on jobs: checked, fenced by claim and attempt, applied in rounds.
+
+A report moves a job QUEUED -> RUNNING (a claim, carrying a fresh claim_id) or
+RUNNING -> COMPLETED / FAILED (an outcome, carrying the attempt the claim
+returned). The store applies a report only if it still fits the job (the
+fence); when one does not, ``explain_refusal`` says why, or recognizes a
+repeat of a report already applied (a worker retrying after a lost reply) and
+answers it as applied, so reports are idempotent.
+
+A batch is applied as if its reports came one after another: each round holds
+at most one report per job, all its claims go in one statement and all its
+outcomes in another, so a batch of any size costs a few round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import MutableSequence, Sequence
+
+from common.backoff import Backoff
+from common.errors import FieldViolation, InvalidArgument, ServiceError
+from job_svc import metrics
+from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
+from job_svc.model import Job, Report, Status
+from job_svc.rules import MAX_BATCH, MAX_ERROR_CHARS, MAX_RESULT_CHARS
+from job_svc.store import JobStore
+
+
+class Reports:
+    """Applies workers' reports (UpdateJob, UpdateJobs) to the stored jobs."""
+
+    def __init__(self, store: JobStore, retry: Backoff, *, lease_grace: float) -> None:
+        self._store = store
+        self._retry = retry
+        self._lease_grace = lease_grace
+
+    async def report(self, report: Report) -> Job:
+        """Apply a worker's report, fenced by claim and attempt."""
+        [outcome] = await self.report_batch([report])
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome
+
+    async def report_batch(self, reports: Sequence[Report]) -> Sequence[Job | ServiceError]:
+        """Apply workers' reports as if one after another; for each, the job after it or why it was refused.
+
+        Each round applies at most one report per job, all claims in one
+        statement and all outcomes in another, so a batch costs a few round
+        trips however many reports it holds.
+        """
+        if not 1 <= len(reports) <= MAX_BATCH:
+            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} reports")])
+        outcomes: MutableSequence[Job | ServiceError | None] = [None] * len(reports)
+        valid: MutableSequence[int] = []
+        for i, report in enumerate(reports):
+            try:
+                check_report(report)
+            except InvalidArgument as error:
+                outcomes[i] = error
+            else:
+                valid.append(i)
+        for round_ in rounds(valid, [reports[i].job_id for i in valid]):
+            await self._apply_round([reports[i] for i in round_], round_, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _apply_round(
+        self, reports: Sequence[Report], positions: Sequence[int], outcomes: MutableSequence[Job | ServiceError | None]
+    ) -> None:
+        """Apply reports on distinct jobs, storing each one's outcome at its position."""
+        starts = [(r.job_id, r.claim_id) for r in reports if r.status is Status.RUNNING and r.claim_id is not None]
+        finishes = [
+            dataclasses.replace(r, retry_delay=self._retry.delay(r.attempt) if r.retryable else 0.0)
+            for r in reports
+            if r.status is not Status.RUNNING
+        ]
+        started, finished = await asyncio.gather(
+            self._store.start(starts, self._lease_grace), self._store.finish(finishes)
+        )
+        metrics.reported(started, finished)
+        applied = {job.id: job for job in (*started, *finished)}
+        refused = [r.job_id for r in reports if r.job_id not in applied]
+        current = {job.id: job for job in await self._store.get_many(refused)} if refused else {}
+        for position, report in zip(positions, reports, strict=True):
+            if report.job_id in applied:
+                outcomes[position] = applied[report.job_id]
+                continue
+            try:
+                outcomes[position] = explain_refusal(report, current.get(report.job_id))
+            except ServiceError as error:
+                outcomes[position] = error
+
+
+def rounds(positions: Sequence[int], job_ids: Sequence[uuid.UUID]) -> list[list[int]]:
+    """Split positions into rounds in which each job appears once, keeping each job's reports in order."""
+    rounds: list[list[int]] = []
+    seen: dict[uuid.UUID, int] = {}
+    for position, job_id in zip(positions, job_ids, strict=True):
+        index = seen.get(job_id, -1) + 1
+        seen[job_id] = index
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(position)
+    return rounds
+
+
+def check_report(report: Report) -> None:
+    """Raise InvalidArgument, naming every bad field, unless ``report`` is well-formed for its status."""
+    violations = []
+    if report.status is Status.RUNNING:
+        if report.claim_id is None:
+            violations.append(FieldViolation("claim_id", "is required with JOB_STATUS_RUNNING"))
+    elif report.status in (Status.COMPLETED, Status.FAILED):
+        if report.retryable and report.status is not Status.FAILED:
+            violations.append(FieldViolation("retryable", "is only allowed with JOB_STATUS_FAILED"))
+        if report.attempt < 1:
+            violations.append(FieldViolation("attempt", "must be the attempt number RUNNING returned"))
+        completed = report.status is Status.COMPLETED
+        for field, value, wanted, limit in (
+            ("result", report.result, completed, MAX_RESULT_CHARS),
+            ("error", report.error, not completed, MAX_ERROR_CHARS),
+        ):
+            if (value is not None) != wanted:
+                verb = "is required" if wanted else "is not allowed"
+                violations.append(FieldViolation(field, f"{verb} with JOB_STATUS_{report.status.value}"))
+            elif value is not None and len(value) > limit:
+                violations.append(FieldViolation(field, f"must be at most {limit} characters"))
+            elif value is not None and "\x00" in value:
+                violations.append(FieldViolation(field, "must not contain NUL characters"))
+    else:
+        violations.append(FieldViolation("status", "must be RUNNING, COMPLETED or FAILED"))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def explain_refusal(report: Report, job: Job | None) -> Job:
+    """Why the fenced update matched no row: or, for a repeated final report, the job as it is."""
+    if job is None:
+        raise JobNotFound(f"job {report.job_id} not found")
+    if job.status.final:
+        if job.status is report.status and job.attempts == report.attempt:
+            return job  # the same report again (e.g. after a lost reply): already applied
+        raise JobFinished(f"job {report.job_id} is already {job.status.value}")
+    if job.status is Status.QUEUED and report.retryable and job.attempts == report.attempt:
+        return job  # the same retryable failure again: the retry is already scheduled
+    if job.status is Status.QUEUED:
+        raise NotRunning(f"job {report.job_id} has not been started")
+    raise StaleAttempt(f"attempt {report.attempt} of job {report.job_id} is stale; current is {job.attempts}")

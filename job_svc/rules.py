@@ -1,0 +1,80 @@
+"""What a valid JobService request is: limits, defaults, ids, attempts, listings and page tokens.
+
+Pure functions of request values: each returns the checked value or raises
+InvalidArgument naming the offending field. No I/O, so they are unit-tested
+directly (tests/unit/test_job_rules.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+
+from common.errors import FieldViolation, InvalidArgument
+from common.job_types import JOB_TYPES
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT_SECONDS = 60
+MAX_TIMEOUT_SECONDS = 3600
+MAX_ATTEMPTS = 10
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+#: How many dead jobs RerunDeadJobs re-queues per transaction.
+RERUN_BATCH = 500
+#: Most jobs in one BatchCreateJobs call, and most reports in one UpdateJobs call.
+MAX_BATCH = 1000
+#: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
+MAX_RESULT_CHARS = 1 << 20
+#: Largest error message a worker may report.
+MAX_ERROR_CHARS = 8192
+
+
+def parse_id(value: str, field: str = "id") -> uuid.UUID:
+    """A UUID from a request field, or INVALID_ARGUMENT naming the field."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, "must be a UUID")]) from None
+
+
+def encode_page_token(at: datetime, job_id: uuid.UUID, filters: list[str | None]) -> str:
+    """An opaque token for the page after the job at (``at``, ``job_id``), bound to the list's filters."""
+    data = [at.isoformat(), str(job_id), *filters]
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, uuid.UUID]:
+    """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters."""
+    bad = InvalidArgument([FieldViolation("page_token", "is not a token this service issued for these filters")])
+    try:
+        at, job_id, *token_filters = json.loads(base64.urlsafe_b64decode(token.encode()))
+        cursor = (datetime.fromisoformat(at), uuid.UUID(job_id))
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise bad from None
+    if cursor[0].tzinfo is None or token_filters != filters:
+        raise bad
+    return cursor
+
+
+def check_attempts(value: int) -> int:
+    """A requested number of attempts (0 meaning the default), or INVALID_ARGUMENT."""
+    if not 0 <= value <= MAX_ATTEMPTS:
+        raise InvalidArgument(
+            [FieldViolation("max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means {DEFAULT_MAX_ATTEMPTS})")]
+        )
+    return value or DEFAULT_MAX_ATTEMPTS
+
+
+def check_listing(page_size: int, job_type: str | None) -> int:
+    """The page size to fetch for a listing request, or INVALID_ARGUMENT for its bad fields."""
+    violations = []
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        violations.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
+    if job_type is not None and job_type not in JOB_TYPES:
+        violations.append(FieldViolation("type", f"unknown job type {job_type!r}"))
+    if violations:
+        raise InvalidArgument(violations)
+    return page_size or DEFAULT_PAGE_SIZE
