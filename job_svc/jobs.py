@@ -17,6 +17,7 @@ from common import db
 from common.batching import Coalescer
 from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
+from common.limits import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
@@ -24,9 +25,7 @@ from job_svc.model import Job, ListQuery, NewJob, Priority, Status
 from job_svc.publisher import Publisher, encode_delivery
 from job_svc.relay import OutboxRelay
 from job_svc.rules import (
-    DEFAULT_TIMEOUT_SECONDS,
     MAX_BATCH,
-    MAX_TIMEOUT_SECONDS,
     RERUN_BATCH,
     check_attempts,
     check_listing,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from common.limits import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS
+
 
 class Status(enum.StrEnum):
     """A job's status; the values are what the `jobs.status` column holds."""
@@ -53,8 +55,8 @@ class NewJob:
     #: The serialized JobDelivery the relay will publish.
     body: bytes
     priority: Priority = Priority.NORMAL
-    max_attempts: int = 3
-    timeout_seconds: int = 60
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     request_id: uuid.UUID | None = None
 
 
@@ -75,8 +77,8 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     priority: Priority = Priority.NORMAL
-    max_attempts: int = 3
-    timeout_seconds: int = 60
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     #: When a failed attempt's retry is due (QUEUED only); None when none waits.
     run_after: datetime | None = None
 

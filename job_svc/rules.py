@@ -15,11 +15,8 @@ from datetime import datetime
 
 from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JOB_TYPES
+from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_TIMEOUT_SECONDS = 60
-MAX_TIMEOUT_SECONDS = 3600
-MAX_ATTEMPTS = 10
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 #: How many dead jobs RerunDeadJobs re-queues per transaction.

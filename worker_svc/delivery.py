@@ -31,6 +31,7 @@ from aio_pika.exceptions import ChannelInvalidStateError
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
+from common.limits import DEFAULT_TIMEOUT_SECONDS
 from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc import metrics
 from worker_svc.consumer import BROKER_ERRORS
@@ -56,7 +57,7 @@ class Delivery:
     job_type: str
     payload: Any
     #: How long the handler may run (messages from before timeouts existed carry 0: the default).
-    timeout_seconds: int = 60
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
 
 
 def json_value(value: struct_pb2.Value) -> Any:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from common.limits import MAX_TIMEOUT_SECONDS
 from common.settings import env_name
-from job_svc.rules import MAX_TIMEOUT_SECONDS
 from job_svc.settings import Settings as JobSettings
 
 ROOT = Path(__file__).resolve().parents[2]

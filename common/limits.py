@@ -1,0 +1,18 @@
+"""What a job may ask for, and what it gets when it asks for nothing: the one copy every service reads.
+
+The job service checks requests against these bounds (job_svc/rules.py) and
+fills in the defaults; a queue message carries the job's timeout, and a worker
+reading one without it (a message from before timeouts existed) falls back to
+the same default.
+"""
+
+from __future__ import annotations
+
+#: Attempts a job gets when CreateJob leaves max_attempts at 0.
+DEFAULT_MAX_ATTEMPTS = 3
+#: Most attempts a job may ask for (and most a re-run may grant).
+MAX_ATTEMPTS = 10
+#: Seconds a handler may run when CreateJob leaves timeout_seconds at 0.
+DEFAULT_TIMEOUT_SECONDS = 60
+#: Longest timeout a job may ask for; RabbitMQ's consumer_timeout must outlast it (docker-compose.yml).
+MAX_TIMEOUT_SECONDS = 3600
