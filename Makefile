@@ -72,7 +72,7 @@ check: lint  ## the inner loop, under a minute: lint and the unit tests (no serv
 
 api-release: install $(BUF)  ## record protos/ as the released API that `buf breaking` guards (commit the result)
 	# JSON, one field a line, so the diff of a release shows what the API gained or changed.
-	$(BUF) build protos --exclude-source-info -o -#format=json | $(PY) -m json.tool --indent 1 > $(RELEASED_API).tmp
+	set -o pipefail; $(BUF) build protos --exclude-source-info -o -#format=json | $(PY) -m json.tool --indent 1 > $(RELEASED_API).tmp
 	mv $(RELEASED_API).tmp $(RELEASED_API)
 
 hadolint: install  ## lint every Dockerfile
