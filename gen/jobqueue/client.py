@@ -49,13 +49,15 @@ are refused locally with ``ValueError`` before any call.
 Retries: :meth:`JobsClient.wait` retries, because polling is idempotent, and so
 does :meth:`JobsClient.submit`, because every submission carries a
 ``request_id``: the job service answers a repeat with the job the first call
-created, so a lost reply never creates a second job.
+created, so a lost reply never creates a second job. Submissions wait between
+tries with exponential backoff and jitter (0.2 to 0.4 s, then 0.4 to 0.8 s, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -72,6 +74,7 @@ from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 __all__ = [
+    "BATCH_SIZE",
     "DEFAULT_AUTH_ADDRESS",
     "DEFAULT_JOBS_ADDRESS",
     "FINAL_STATUSES",
@@ -113,6 +116,23 @@ FINAL_STATUSES: frozenset[jobs_pb2.JobStatus.ValueType] = frozenset(
 # down drops calls it had not started); a caller's own cancellation raises
 # asyncio.CancelledError instead.
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+
+# The client library ships alone (pip install ./gen) and so cannot import the
+# services' common/backoff.py; _retry_delay is the same policy written for the
+# one place the client retries: base * 2**n, each delay scaled by a random
+# factor in [1/2, 1], so that many clients that met the same outage do not all
+# come back at the same instant. A generator of its own, so that nothing a
+# caller does with the global `random` (seeding it, say) makes the delays alike.
+_RETRY_BASE_SECONDS = 0.2
+_RANDOM = random.Random()
+
+
+def _retry_delay(failures: int, rng: random.Random | None = None) -> float:
+    """How long to wait after ``failures`` failed calls (>= 1): in [ceiling / 2, ceiling], ceiling 0.2 * 2**failures."""
+    # min() on the exponent: 2.0**n overflows a float for large n.
+    ceiling = _RETRY_BASE_SECONDS * 2.0 ** min(failures, 64)
+    return (rng or _RANDOM).uniform(ceiling / 2, ceiling)
+
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -394,7 +414,7 @@ class JobsClient(_Client):
             except JobQueueError as error:
                 if not error.retryable or attempt >= attempts:
                     raise
-            await asyncio.sleep(0.2 * 2**attempt)
+            await asyncio.sleep(_retry_delay(attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get(self, job_id: str) -> jobs_pb2.Job:

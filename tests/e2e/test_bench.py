@@ -1,7 +1,7 @@
 """`make bench` itself, on a small load: it must start the system, verify every job and record the run.
 
 The figures are not checked (speed is measured by `make bench`, not asserted by tests); what is checked
-is that the benchmark still works end to end, so that the README's performance table can be reproduced.
+is that the benchmark still works end to end, so that docs/performance.md's tables can be reproduced.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Calls go to fake stubs here; the helper against the running system is covered en
 from __future__ import annotations
 
 import math
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
@@ -19,6 +20,7 @@ from grpc_status import rpc_status
 from common.errors import FieldViolation as ServerFieldViolation
 from common.errors import InvalidArgument, NotFound, Unavailable
 from common.server import status_for
+from jobqueue import client as client_module
 from jobqueue.client import (
     FINAL_STATUSES,
     MAX_SAFE_INTEGER,
@@ -360,3 +362,42 @@ async def test_submit_gives_up_after_its_attempts_and_never_retries_a_refusal(cl
         await client.submit("reverse_string", "x", request_id=str(uuid.UUID(int=7)), attempts=2)
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     assert [call[0].request_id for call in create.calls] == [str(uuid.UUID(int=7))] * 2
+
+
+class RecordingRandom(random.Random):
+    """A random.Random whose uniform() records its bounds and answers the lower one (the shortest wait)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bounds: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.bounds.append((a, b))
+        return a
+
+
+async def test_submit_waits_a_jittered_doubling_delay_between_tries(
+    client: JobsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = RecordingRandom()
+    monkeypatch.setattr(client_module, "_RANDOM", rng)
+    down = _rpc_error(status_for(Unavailable("database unreachable")))
+    created = jobs_pb2.CreateJobResponse(job=jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))
+    client.stub = cast(Any, FakeStub(CreateJob=FakeMethod([down, down, created])))
+    assert (await client.submit("reverse_string", "x")).id == "j1"
+    # Each wait is drawn from [ceiling / 2, ceiling], the ceiling doubling per failure.
+    assert rng.bounds == [(0.2, 0.4), (0.4, 0.8)]
+
+
+def test_retry_delays_are_spread_within_half_to_all_of_the_ceiling() -> None:
+    rng = random.Random(1)  # a generator of the test's own: the global one is left alone
+    for failures, ceiling in [(1, 0.4), (2, 0.8), (3, 1.6)]:
+        delays = [client_module._retry_delay(failures, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+        # Jitter: clients that failed together come back at different moments, over most of the range.
+        assert len(set(delays)) == len(delays)
+        assert max(delays) - min(delays) > 0.8 * (ceiling / 2)
+
+
+def test_retry_delay_never_overflows() -> None:
+    assert client_module._retry_delay(10_000) > 0
