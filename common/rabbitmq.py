@@ -3,7 +3,8 @@
 Both sides declare it identically (declaring is idempotent, and RabbitMQ refuses
 a redeclare with different arguments, so the arguments live only here):
 
-- ``<queue>``: durable classic queue of JobDelivery messages. Its arguments are
+- ``<queue>``: durable classic queue of JobDelivery messages (their bodies:
+  common/messages.py). Its arguments are
   fixed at creation, so the ones later features rely on are set from the start:
   ``x-max-priority`` (job priorities) and a dead-letter route to ``<queue>.dead``.
 - ``<queue>.dead``: durable queue where rejected messages (undecodable ones, or
@@ -28,15 +29,9 @@ from yarl import URL
 
 #: Messages carry a priority 0..MAX_PRIORITY; RabbitMQ keeps one sub-queue per level.
 MAX_PRIORITY = 3
-#: Content type of every message body (a serialized jobqueue.jobs.v1.JobDelivery).
-CONTENT_TYPE = "application/x-protobuf"
 #: The AMQP heartbeat timeout asked for when the URL names none. RabbitMQ's advice is 5 to 20 s:
 #: shorter risks dropping a connection whose process is merely busy for a moment.
 HEARTBEAT_SECONDS = 15
-#: Fully-qualified protobuf type of the body, sent as the AMQP `type` property.
-MESSAGE_TYPE = "jobqueue.jobs.v1.JobDelivery"
-#: The same for a notice on the control exchange.
-CANCELLATION_TYPE = "jobqueue.jobs.v1.JobCancellation"
 
 
 @dataclass(frozen=True)

@@ -8,32 +8,21 @@ import logging
 import random
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-from google.protobuf import json_format, struct_pb2
 from pamqp.commands import Basic
 
 from common import rabbitmq
+from common.messages import CANCELLATION_TYPE, CONTENT_TYPE, MESSAGE_TYPE, encode_cancellation
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
-from jobqueue.jobs.v1 import delivery_pb2
 
 log = logging.getLogger(__name__)
 
 #: What a publish can raise when the channel or connection fails under it.
 _PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
-
-
-def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any, timeout_seconds: int) -> bytes:
-    """The queue message for a job: a serialized JobDelivery."""
-    value = json_format.ParseDict(payload, struct_pb2.Value())
-    delivery = delivery_pb2.JobDelivery(
-        job_id=str(job_id), type=job_type, payload=value, timeout_seconds=timeout_seconds
-    )
-    return delivery.SerializeToString()
 
 
 class Publisher:
@@ -116,8 +105,8 @@ class Publisher:
                         routing_key=self._topology.queue,
                         properties=Basic.Properties(
                             delivery_mode=2,  # persistent
-                            content_type=rabbitmq.CONTENT_TYPE,
-                            message_type=rabbitmq.MESSAGE_TYPE,
+                            content_type=CONTENT_TYPE,
+                            message_type=MESSAGE_TYPE,
                             message_id=str(message.job_id),
                             priority=int(message.priority),
                         ),
@@ -142,8 +131,8 @@ class Publisher:
         if control is None or not self.connected:
             log.warning("cannot announce a cancellation: RabbitMQ unreachable", extra={"job_id": str(job_id)})
             return
-        body = delivery_pb2.JobCancellation(job_id=str(job_id)).SerializeToString()
-        message = aio_pika.Message(body, content_type=rabbitmq.CONTENT_TYPE, type=rabbitmq.CANCELLATION_TYPE)
+        body = encode_cancellation(job_id)
+        message = aio_pika.Message(body, content_type=CONTENT_TYPE, type=CANCELLATION_TYPE)
         try:
             await control.publish(message, routing_key="", timeout=5)
         except _PUBLISH_ERRORS as error:
