@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from collections.abc import Sequence
 
@@ -29,58 +28,31 @@ class Publisher:
     """Keeps one confirmed channel open, reconnecting by itself; publishes batches of messages."""
 
     def __init__(self, url: str, topology: rabbitmq.Topology) -> None:
-        self._url = url
         self._topology = topology
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
         self._control: AbstractExchange | None = None
-        self._ready = asyncio.Event()
+        self._link = rabbitmq.Reconnector(url, name="job_svc publisher", open_session=self._open)
 
     @property
     def connected(self) -> bool:
         """Whether a confirmed channel to the broker is open right now."""
-        return self._channel is not None and not self._channel.is_closed
+        channel = self._link.channel
+        return self._link.connected and channel is not None and not channel.is_closed
 
     async def wait_connected(self) -> None:
         """Wait until a channel is open."""
-        await self._ready.wait()
+        await self._link.wait_connected()
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until cancelled."""
-        delay = 0.1
-        while True:
-            try:
-                await self._session()
-                delay = 0.1
-                log.warning("lost the connection to RabbitMQ; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - any failure to connect is retried; the reason is logged
-                log.warning(
-                    "cannot reach RabbitMQ",
-                    extra={"error": repr(error), "retry_in": round(delay, 2)},
-                )
-            finally:
-                self._channel = None
-                self._ready.clear()
-                if self._connection is not None and not self._connection.is_closed:
-                    await self._connection.close()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+        await self._link.run()
 
-    async def _session(self) -> None:
-        """Connect, declare, and return when the connection or channel closes."""
-        lost = asyncio.Event()
-        self._connection = await rabbitmq.connect(self._url, name="job_svc publisher")
-        self._connection.close_callbacks.add(lambda *_: lost.set())
-        channel = await self._connection.channel(publisher_confirms=True)
-        channel.close_callbacks.add(lambda *_: lost.set())
+    async def _open(self, connection: AbstractConnection) -> AbstractChannel:
+        """On a fresh connection: a confirmed channel, the topology declared, the control exchange at hand."""
+        channel = await connection.channel(publisher_confirms=True)
         await rabbitmq.declare(channel, self._topology)
         self._control = await rabbitmq.declare_control(channel, self._topology)
-        self._channel = channel
-        self._ready.set()
         log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
-        await lost.wait()
+        return channel
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:
         """Publish outbox messages as persistent messages; returns once the broker confirmed all.
@@ -89,7 +61,7 @@ class Publisher:
         confirmed, or came back unroutable; the caller keeps the messages and
         tries again later.
         """
-        channel = self._channel
+        channel = self._link.channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
         try:
@@ -140,5 +112,4 @@ class Publisher:
 
     async def close(self) -> None:
         """Close the connection, if any (the run task should be cancelled first)."""
-        if self._connection is not None and not self._connection.is_closed:
-            await self._connection.close()
+        await self._link.close()
