@@ -109,3 +109,18 @@ def status_code(error: ServiceError) -> grpc.StatusCode:
         if cls in STATUS_OF:
             return STATUS_OF[cls]
     return grpc.StatusCode.UNKNOWN
+
+
+#: Every status code by its number (google.rpc.Code), the form protobuf messages carry it in.
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def code_number(code: grpc.StatusCode) -> int:
+    """The number of a status code, as a protobuf field (UpdateJobsResult.code, google.rpc.Status.code) holds it."""
+    number: int = code.value[0]
+    return number
+
+
+def code_from_number(number: int) -> grpc.StatusCode:
+    """The status code a number stands for; UNKNOWN for a number gRPC does not define."""
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)

@@ -3,7 +3,8 @@
 Both sides declare it identically (declaring is idempotent, and RabbitMQ refuses
 a redeclare with different arguments, so the arguments live only here):
 
-- ``<queue>``: durable classic queue of JobDelivery messages. Its arguments are
+- ``<queue>``: durable classic queue of JobDelivery messages (their bodies:
+  common/messages.py). Its arguments are
   fixed at creation, so the ones later features rely on are set from the start:
   ``x-max-priority`` (job priorities) and a dead-letter route to ``<queue>.dead``.
 - ``<queue>.dead``: durable queue where rejected messages (undecodable ones, or
@@ -11,32 +12,38 @@ a redeclare with different arguments, so the arguments live only here):
 - ``<queue>.control``: fanout exchange of notices to every worker (a RUNNING
   job was cancelled); each worker binds a private, auto-deleted queue to it.
 
-Connections are plain (not aio-pika's "robust" ones): each service runs its own
-reconnect loop, so it knows when it is disconnected and can say so in health.
-They ask for a HEARTBEAT_SECONDS heartbeat unless the URL names one
+Connections are plain (not aio-pika's "robust" ones): the Reconnector below
+keeps one open, so its owner knows when it is disconnected and can say so in
+health. They ask for a HEARTBEAT_SECONDS heartbeat unless the URL names one
 (``?heartbeat=30``): the broker takes back the messages of a worker that hung
 without closing its connection after that long, not after RabbitMQ's 60 s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from yarl import URL
 
+from common.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: What a broken connection or channel raises (aio-pika's list: AMQP errors, OSError incl. timeouts, ...).
+BROKER_ERRORS: tuple[type[BaseException], ...] = aio_pika.exceptions.CONNECTION_EXCEPTIONS
+
 #: Messages carry a priority 0..MAX_PRIORITY; RabbitMQ keeps one sub-queue per level.
 MAX_PRIORITY = 3
-#: Content type of every message body (a serialized jobqueue.jobs.v1.JobDelivery).
-CONTENT_TYPE = "application/x-protobuf"
 #: The AMQP heartbeat timeout asked for when the URL names none. RabbitMQ's advice is 5 to 20 s:
 #: shorter risks dropping a connection whose process is merely busy for a moment.
 HEARTBEAT_SECONDS = 15
-#: Fully-qualified protobuf type of the body, sent as the AMQP `type` property.
-MESSAGE_TYPE = "jobqueue.jobs.v1.JobDelivery"
-#: The same for a notice on the control exchange.
-CANCELLATION_TYPE = "jobqueue.jobs.v1.JobCancellation"
 
 
 @dataclass(frozen=True)
@@ -81,3 +88,121 @@ async def declare(channel: AbstractChannel, topology: Topology) -> AbstractQueue
             "x-dead-letter-routing-key": topology.dead_letter_queue,
         },
     )
+
+
+#: Opens the channel a session works on, on a fresh connection: declares, subscribes, whatever the owner needs.
+OpenSession = Callable[[AbstractConnection], Awaitable[AbstractChannel]]
+Connect = Callable[..., Awaitable[AbstractConnection]]
+
+
+class Reconnector:
+    """Keeps one session with RabbitMQ up: connect, open it, notice its loss, back off, start over.
+
+    ``open_session`` opens the session's channel on each fresh connection; the
+    session is up (``connected``) from its return until that channel or its
+    connection closes. Each outage is logged once as a warning (then at debug
+    level), and the wait before each new try follows ``backoff``. Only a
+    session that lasted at least the backoff's cap starts the backoff over: a
+    broker that accepts and then drops every connection is still down.
+
+    ``run`` goes on until cancelled, or until ``stop`` is called: a session
+    that is up then ends leaving its connection open (a consumer still has
+    acks to send on it), and ``close`` closes it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        open_session: OpenSession,
+        backoff: Backoff | None = None,
+        connect: Connect = connect,
+    ) -> None:
+        self._url = url
+        self._name = name
+        self._open_session = open_session
+        self._backoff = backoff or Backoff(base=0.1, cap=5.0)
+        self._connect = connect
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._up = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session is up right now."""
+        return self._up.is_set()
+
+    @property
+    def channel(self) -> AbstractChannel | None:
+        """The channel of the session that is up, or was up when ``stop`` was called; None otherwise."""
+        return self._channel
+
+    async def wait_connected(self) -> None:
+        """Wait until a session is up (at start, or after an outage)."""
+        await self._up.wait()
+
+    def stop(self) -> None:
+        """Ask ``run`` to end; a session that is up keeps its connection until ``close``."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Keep a session up until ``stop`` is called (returns) or the task is cancelled."""
+        fields = {"connection": self._name}
+        quiet = False  # whether the current outage was logged already
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await self._session()
+                error = "connection closed"
+            except BROKER_ERRORS as exc:
+                error = repr(exc)
+            except Exception as exc:
+                # A bug rather than an outage; still, the session must come back.
+                log.exception("unexpected error in the RabbitMQ session", extra=fields)
+                error = repr(exc)
+            was_up = self.connected
+            self._up.clear()
+            if self._stopping.is_set():
+                return
+            await self.close()
+            if was_up:
+                log.warning("lost RabbitMQ; reconnecting", extra={**fields, "error": error})
+                if time.monotonic() - started >= self._backoff.cap:
+                    self._backoff.reset()
+            elif not quiet:
+                log.warning("RabbitMQ unreachable; retrying", extra={**fields, "error": error})
+            else:
+                log.debug("RabbitMQ still unreachable", extra={**fields, "error": error})
+            quiet = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._backoff.next_delay())
+
+    async def _session(self) -> None:
+        """Connect and open the session; return once its channel or connection closes, or stop is asked for."""
+        lost = asyncio.Event()
+        self._connection = connection = await self._connect(self._url, name=self._name)
+        connection.close_callbacks.add(lambda *_: lost.set())
+        channel = await self._open_session(connection)
+        channel.close_callbacks.add(lambda *_: lost.set())
+        if channel.is_closed or connection.is_closed:
+            lost.set()  # closed before its callback was there to say so
+        self._channel = channel
+        self._up.set()
+        stopping = asyncio.create_task(self._stopping.wait())
+        dropped = asyncio.create_task(lost.wait())
+        try:
+            await asyncio.wait({stopping, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            dropped.cancel()
+
+    async def close(self) -> None:
+        """Close the connection, if any (``run`` should have returned or been cancelled first)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except BROKER_ERRORS as error:
+                log.debug("error closing the RabbitMQ connection", extra={"error": repr(error)})

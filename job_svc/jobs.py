@@ -18,11 +18,12 @@ from common.batching import Coalescer
 from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JOB_TYPES, PayloadError, parse_payload
 from common.limits import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
 from job_svc.model import Job, ListQuery, NewJob, Priority, Status
-from job_svc.publisher import Publisher, encode_delivery
+from job_svc.publisher import Publisher
 from job_svc.relay import OutboxRelay
 from job_svc.rules import (
     MAX_BATCH,

@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-from google.protobuf import json_format, struct_pb2
 from pamqp.commands import Basic
 
 from common import rabbitmq
+from common.messages import CANCELLATION_TYPE, CONTENT_TYPE, MESSAGE_TYPE, encode_cancellation
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
-from jobqueue.jobs.v1 import delivery_pb2
 
 log = logging.getLogger(__name__)
 
@@ -27,71 +24,35 @@ log = logging.getLogger(__name__)
 _PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
 
 
-def encode_delivery(job_id: uuid.UUID, job_type: str, payload: Any, timeout_seconds: int) -> bytes:
-    """The queue message for a job: a serialized JobDelivery."""
-    value = json_format.ParseDict(payload, struct_pb2.Value())
-    delivery = delivery_pb2.JobDelivery(
-        job_id=str(job_id), type=job_type, payload=value, timeout_seconds=timeout_seconds
-    )
-    return delivery.SerializeToString()
-
-
 class Publisher:
     """Keeps one confirmed channel open, reconnecting by itself; publishes batches of messages."""
 
     def __init__(self, url: str, topology: rabbitmq.Topology) -> None:
-        self._url = url
         self._topology = topology
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
         self._control: AbstractExchange | None = None
-        self._ready = asyncio.Event()
+        self._link = rabbitmq.Reconnector(url, name="job_svc publisher", open_session=self._open)
 
     @property
     def connected(self) -> bool:
         """Whether a confirmed channel to the broker is open right now."""
-        return self._channel is not None and not self._channel.is_closed
+        channel = self._link.channel
+        return self._link.connected and channel is not None and not channel.is_closed
 
     async def wait_connected(self) -> None:
         """Wait until a channel is open."""
-        await self._ready.wait()
+        await self._link.wait_connected()
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until cancelled."""
-        delay = 0.1
-        while True:
-            try:
-                await self._session()
-                delay = 0.1
-                log.warning("lost the connection to RabbitMQ; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - any failure to connect is retried; the reason is logged
-                log.warning(
-                    "cannot reach RabbitMQ",
-                    extra={"error": repr(error), "retry_in": round(delay, 2)},
-                )
-            finally:
-                self._channel = None
-                self._ready.clear()
-                if self._connection is not None and not self._connection.is_closed:
-                    await self._connection.close()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+        await self._link.run()
 
-    async def _session(self) -> None:
-        """Connect, declare, and return when the connection or channel closes."""
-        lost = asyncio.Event()
-        self._connection = await rabbitmq.connect(self._url, name="job_svc publisher")
-        self._connection.close_callbacks.add(lambda *_: lost.set())
-        channel = await self._connection.channel(publisher_confirms=True)
-        channel.close_callbacks.add(lambda *_: lost.set())
+    async def _open(self, connection: AbstractConnection) -> AbstractChannel:
+        """On a fresh connection: a confirmed channel, the topology declared, the control exchange at hand."""
+        channel = await connection.channel(publisher_confirms=True)
         await rabbitmq.declare(channel, self._topology)
         self._control = await rabbitmq.declare_control(channel, self._topology)
-        self._channel = channel
-        self._ready.set()
         log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
-        await lost.wait()
+        return channel
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:
         """Publish outbox messages as persistent messages; returns once the broker confirmed all.
@@ -100,7 +61,7 @@ class Publisher:
         confirmed, or came back unroutable; the caller keeps the messages and
         tries again later.
         """
-        channel = self._channel
+        channel = self._link.channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
         try:
@@ -116,8 +77,8 @@ class Publisher:
                         routing_key=self._topology.queue,
                         properties=Basic.Properties(
                             delivery_mode=2,  # persistent
-                            content_type=rabbitmq.CONTENT_TYPE,
-                            message_type=rabbitmq.MESSAGE_TYPE,
+                            content_type=CONTENT_TYPE,
+                            message_type=MESSAGE_TYPE,
                             message_id=str(message.job_id),
                             priority=int(message.priority),
                         ),
@@ -142,8 +103,8 @@ class Publisher:
         if control is None or not self.connected:
             log.warning("cannot announce a cancellation: RabbitMQ unreachable", extra={"job_id": str(job_id)})
             return
-        body = delivery_pb2.JobCancellation(job_id=str(job_id)).SerializeToString()
-        message = aio_pika.Message(body, content_type=rabbitmq.CONTENT_TYPE, type=rabbitmq.CANCELLATION_TYPE)
+        body = encode_cancellation(job_id)
+        message = aio_pika.Message(body, content_type=CONTENT_TYPE, type=CANCELLATION_TYPE)
         try:
             await control.publish(message, routing_key="", timeout=5)
         except _PUBLISH_ERRORS as error:
@@ -151,5 +112,4 @@ class Publisher:
 
     async def close(self) -> None:
         """Close the connection, if any (the run task should be cancelled first)."""
-        if self._connection is not None and not self._connection.is_closed:
-            await self._connection.close()
+        await self._link.close()

@@ -14,9 +14,10 @@ import contextlib
 import logging
 import time
 
+from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.errors import BrokerUnavailable
-from job_svc.publisher import Publisher, encode_delivery
+from job_svc.publisher import Publisher
 from job_svc.store import JobStore
 
 log = logging.getLogger(__name__)

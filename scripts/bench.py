@@ -53,8 +53,8 @@ import aio_pika  # noqa: E402
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 import run_system  # noqa: E402
-from grpc_health.v1 import health_pb2  # noqa: E402
 
+from common.health_check import HealthCheck  # noqa: E402
 from common.secrets import ensure_dev_secrets  # noqa: E402
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc  # noqa: E402
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
@@ -246,12 +246,10 @@ class System:
 
     async def _wait_serving(self, name: str, address: str) -> None:
         async with grpc.aio.insecure_channel(address) as channel:
-            check = run_system.health_check(channel)
+            health = HealthCheck(channel, timeout=1.0)
             while self.processes[name].returncode is None:
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    reply = await check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
+                if await health.serving():
+                    return
                 await asyncio.sleep(0.2)
         raise BenchError(f"{name} exited with code {self.processes[name].returncode} while starting")
 

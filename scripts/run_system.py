@@ -26,24 +26,18 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import grpc
-from grpc_health.v1 import health_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
+# `python scripts/run_system.py` puts scripts/ on the path but not the repository root (common/).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from common.health_check import HealthCheck  # noqa: E402
+
 #: Our own messages carry this name, in the same column as the children's.
 SELF = "run"
 #: A child line longer than this is passed on in pieces rather than held in memory.
 MAX_LINE = 64 * 1024
-
-
-def health_check(
-    channel: grpc.aio.Channel,
-) -> grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
-    """grpc.health.v1.Health/Check on ``channel``, by hand: the grpc_health stubs do not declare HealthStub.Check."""
-    return channel.unary_unary(
-        "/grpc.health.v1.Health/Check",
-        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-        response_deserializer=health_pb2.HealthCheckResponse.FromString,
-    )
 
 
 @dataclass(frozen=True)
@@ -262,17 +256,15 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._startup_timeout
         async with grpc.aio.insecure_channel(address) as channel:
-            check = health_check(channel)
+            health = HealthCheck(channel, timeout=1.0)
             while not stop.is_set():
                 exited = self._exits[child.name]
                 if exited.done():
                     return f"{child.name} exited with {describe_exit(exited.result())} before it was ready"
                 if loop.time() > deadline:
                     return f"{child.name} was not SERVING on {address} after {self._startup_timeout:g} s"
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return None
+                if await health.serving():
+                    return None
                 await asyncio.sleep(0.2)
         return None
 

@@ -1,9 +1,10 @@
 """All of the worker's AMQP: stay subscribed to the job queue, hand each delivery to a task, stop cleanly.
 
-The connection is a plain one (see common.rabbitmq): this loop connects,
-declares the topology, sets the prefetch and subscribes; when the connection
-or channel drops it logs once, backs off and starts over, and ``connected``
-says which state it is in for health. Each delivery runs in a task of our own
+The connection is kept up by common.rabbitmq's Reconnector: on each fresh
+connection this module declares the topology, sets the prefetch and
+subscribes; when the connection or channel drops the Reconnector logs once,
+backs off and starts over, and ``connected`` says which state it is in for
+health. Each delivery runs in a task of our own
 rather than aio-pika's, so a dropped connection does not cancel work whose
 report can still be stored (the redelivered copy is then just acked).
 """
@@ -11,22 +12,19 @@ report can still be stored (the redelivered copy is then just acked).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from common.backoff import Backoff
-from common.rabbitmq import Topology, connect, declare, declare_control
+from common.rabbitmq import BROKER_ERRORS, Reconnector, Topology, declare, declare_control
+
+__all__ = ["BROKER_ERRORS", "OnMessage", "QueueConsumer"]
 
 log = logging.getLogger(__name__)
-
-#: What a broken connection or channel raises (aio-pika's list: AMQP errors, OSError incl. timeouts, ...).
-BROKER_ERRORS: tuple[type[BaseException], ...] = aio_pika.exceptions.CONNECTION_EXCEPTIONS
 
 OnMessage = Callable[[AbstractIncomingMessage], Coroutine[Any, Any, None]]
 
@@ -45,28 +43,25 @@ class QueueConsumer:
         name: str = "worker_svc",
         backoff: Backoff | None = None,
     ) -> None:
-        self._url = url
         self._topology = topology
         self._on_message = on_message
         self._on_control = on_control
         self._prefetch = prefetch
-        self._name = name
-        self._backoff = backoff or Backoff(base=0.2, cap=10.0)
-        self._stopping = asyncio.Event()
-        self._connection: AbstractConnection | None = None
+        self._link = Reconnector(
+            url, name=name, open_session=self._open, backoff=backoff or Backoff(base=0.2, cap=10.0)
+        )
         self._subscription: tuple[AbstractQueue, ConsumerTag] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
 
     @property
     def connected(self) -> bool:
         """Whether the worker is subscribed to the queue right now."""
-        return self._subscribed.is_set()
+        return self._link.connected
 
     async def wait_connected(self) -> None:
         """Wait until subscribed (at start, or after an outage)."""
-        await self._subscribed.wait()
+        await self._link.wait_connected()
 
     async def probe(self) -> None:
         """Raise unless subscribed (a HealthMonitor probe)."""
@@ -75,7 +70,7 @@ class QueueConsumer:
 
     def start(self) -> None:
         """Start the connect-consume-reconnect loop in the background."""
-        self._task = asyncio.create_task(self._run(), name="rabbitmq-consumer")
+        self._task = asyncio.create_task(self._link.run(), name="rabbitmq-consumer")
 
     async def stop(self, grace: float) -> None:
         """Stop taking messages, give in-flight ones up to ``grace`` seconds to finish, then disconnect.
@@ -83,7 +78,7 @@ class QueueConsumer:
         Deliveries still running after ``grace`` are cancelled unacknowledged,
         so the broker hands them to another worker when the connection closes.
         """
-        self._stopping.set()
+        self._link.stop()
         if self._task is not None:
             # Only a session that is consuming leaves its loop by itself on stop
             # (keeping its connection open for the in-flight acks); one that is
@@ -91,7 +86,9 @@ class QueueConsumer:
             if not self.connected:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._subscription is not None:
+        # A subscription is still there only if its session was up when stop
+        # came (the link then keeps the channel it came on until close).
+        if self._subscription is not None and self._link.channel is not None:
             queue, tag = self._subscription
             try:
                 await queue.cancel(tag, timeout=5)
@@ -105,47 +102,12 @@ class QueueConsumer:
             for task in self._inflight:
                 task.cancel()
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        await self._disconnect()
+        await self._link.close()
 
-    async def _run(self) -> None:
-        quiet = False  # whether the current outage was logged already
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                await self._session()
-                error = "connection closed"
-            except BROKER_ERRORS as exc:
-                error = repr(exc)
-            except Exception as exc:
-                # A bug rather than an outage; still, consumption must resume.
-                log.exception("unexpected error in the RabbitMQ session")
-                error = repr(exc)
-            was_connected = self.connected
-            self._subscribed.clear()
-            if self._stopping.is_set():
-                return
-            await self._disconnect()
-            if was_connected:
-                log.warning("lost RabbitMQ; reconnecting", extra={"error": error})
-                # Only a session that lasted starts the backoff over: a broker
-                # that accepts and then drops every connection is still down.
-                if time.monotonic() - started >= self._backoff.cap:
-                    self._backoff.reset()
-            elif not quiet:
-                log.warning("RabbitMQ unreachable; retrying", extra={"error": error})
-            else:
-                log.debug("RabbitMQ still unreachable", extra={"error": error})
-            quiet = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._backoff.next_delay())
-
-    async def _session(self) -> None:
-        """Connect and consume until the connection or channel drops, or stop is requested."""
-        lost = asyncio.Event()
-        self._connection = connection = await connect(self._url, name=self._name)
-        connection.close_callbacks.add(lambda *_: lost.set())
+    async def _open(self, connection: AbstractConnection) -> AbstractChannel:
+        """On a fresh connection: the prefetch set, the topology declared, consuming (and hearing notices)."""
+        self._subscription = None
         channel = await connection.channel()
-        channel.close_callbacks.add(lambda *_: lost.set())
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await declare(channel, self._topology)
         self._subscription = (queue, await queue.consume(self._deliver))
@@ -154,26 +116,8 @@ class QueueConsumer:
             notices = await channel.declare_queue(exclusive=True, auto_delete=True)
             await notices.bind(await declare_control(channel, self._topology))
             await notices.consume(self._on_control, no_ack=True)
-        self._subscribed.set()
         log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
-        stopping = asyncio.create_task(self._stopping.wait())
-        dropped = asyncio.create_task(lost.wait())
-        try:
-            await asyncio.wait({stopping, dropped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            dropped.cancel()
-        if not self._stopping.is_set():
-            self._subscription = None
-
-    async def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
-        self._subscription = None
-        if connection is not None and not connection.is_closed:
-            try:
-                await connection.close()
-            except BROKER_ERRORS as error:
-                log.debug("error closing the RabbitMQ connection", extra={"error": repr(error)})
+        return channel
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.create_task(self._on_message(message))

@@ -23,16 +23,12 @@ import time
 import uuid
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
-from google.protobuf import struct_pb2
-from google.protobuf.message import DecodeError
 
-from common.limits import DEFAULT_TIMEOUT_SECONDS
-from jobqueue.jobs.v1 import delivery_pb2
+from common.messages import Delivery, MalformedDelivery, MalformedMessage, decode_cancellation, decode_delivery
 from worker_svc import metrics
 from worker_svc.consumer import BROKER_ERRORS
 from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
@@ -43,62 +39,6 @@ log = logging.getLogger(__name__)
 
 class HandlerTimeout(Exception):
     """Raised when a handler runs past its job's timeout (a retryable failure)."""
-
-
-class MalformedDelivery(ValueError):
-    """Raised by decode when a message body is not a JobDelivery the worker can act on."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A decoded message: which job, of which type, with which payload (a JSON value)."""
-
-    job_id: str
-    job_type: str
-    payload: Any
-    #: How long the handler may run (messages from before timeouts existed carry 0: the default).
-    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
-
-
-def json_value(value: struct_pb2.Value) -> Any:
-    """The JSON value a google.protobuf.Value holds (None for null or unset)."""
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        return value.number_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return {key: json_value(item) for key, item in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [json_value(item) for item in value.list_value.values]
-    return None
-
-
-def decode(body: bytes) -> Delivery:
-    """The delivery a message body carries; raises MalformedDelivery if it is not usable.
-
-    An unknown job type is not malformed: the job exists and is reported FAILED.
-    """
-    if not body:
-        raise MalformedDelivery("body is empty")
-    try:
-        message = delivery_pb2.JobDelivery.FromString(body)
-    except DecodeError:
-        raise MalformedDelivery("body is not a serialized JobDelivery") from None
-    try:
-        job_id = str(uuid.UUID(message.job_id))
-    except ValueError:
-        raise MalformedDelivery("job_id is not a UUID") from None
-    if not message.type:
-        raise MalformedDelivery("type is empty")
-    return Delivery(
-        job_id=job_id,
-        job_type=message.type,
-        payload=json_value(message.payload),
-        timeout_seconds=message.timeout_seconds or Delivery.timeout_seconds,
-    )
 
 
 class Reports(Protocol):
@@ -141,7 +81,7 @@ class DeliveryHandler:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Process one delivery to the end: acked, rejected, handed back, or left for redelivery."""
         try:
-            delivery = decode(message.body)
+            delivery = decode_delivery(message.body)
         except MalformedDelivery as error:
             self.malformed += 1
             metrics.MALFORMED.inc()
@@ -244,12 +184,12 @@ class DeliveryHandler:
     async def handle_control(self, message: AbstractIncomingMessage) -> None:
         """Act on a notice from the control exchange (a JobCancellation); never raises."""
         try:
-            notice = delivery_pb2.JobCancellation.FromString(message.body)
-        except DecodeError:
+            job_id = decode_cancellation(message.body)
+        except MalformedMessage:
             log.warning("malformed control notice ignored", extra={"body_bytes": len(message.body)})
             return
-        if self.cancel(notice.job_id):
-            log.info("stopping a cancelled job", extra={"job_id": notice.job_id})
+        if self.cancel(job_id):
+            log.info("stopping a cancelled job", extra={"job_id": job_id})
 
     async def _recover(
         self, message: AbstractIncomingMessage, delivery: Delivery, attempt: int | None, error: Exception

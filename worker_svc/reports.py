@@ -21,17 +21,15 @@ import logging
 import time
 
 import grpc
-from grpc_health.v1 import health_pb2
 
 from common.backoff import Backoff
 from common.batching import Coalescer
+from common.errors import code_from_number
+from common.health_check import HealthCheck
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_CHECK_METHOD = "/grpc.health.v1.Health/Check"
-#: The status codes by number, as UpdateJobsResult.code carries them.
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 #: Most reports in one UpdateJobs call (the job service takes up to 1,000).
 MAX_BATCH = 500
 #: How many UpdateJobs calls one worker may have in flight at once.
@@ -124,11 +122,7 @@ class ReportClient:
     ) -> None:
         self._channel = channel
         self._stub = jobs_pb2_grpc.JobServiceStub(channel)
-        self._check = channel.unary_unary(
-            _CHECK_METHOD,
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
+        self._health = HealthCheck(channel, timeout=timeout)
         self._metadata = (("authorization", f"Bearer {token.decode()}"),)
         self._timeout = timeout
         self._backoff_base = backoff_base
@@ -169,9 +163,7 @@ class ReportClient:
 
     async def probe(self) -> None:
         """Raise unless the job service answers its health check with SERVING (a HealthMonitor probe)."""
-        reply = await self._check(health_pb2.HealthCheckRequest(service=""), timeout=self._timeout)
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            raise ConnectionError(f"job service is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+        await self._health.require_serving()
 
     async def close(self) -> None:
         """Close the channel; calls still in flight are cancelled."""
@@ -196,7 +188,7 @@ class ReportClient:
             # Nothing was applied: every report in the call gets the call's status.
             return [(error.code(), error.details() or "", None)] * len(requests)
         return [
-            (_CODES.get(result.code, grpc.StatusCode.UNKNOWN), result.message, result if result.code == 0 else None)
+            (code_from_number(result.code), result.message, result if result.code == 0 else None)
             for result in response.results
         ]
 

@@ -10,10 +10,8 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from common.health_check import SERVING, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,14 +25,7 @@ def free_port() -> int:
 
 def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
     """The health status a server reports for ``service``, or None if it cannot be asked."""
-    with grpc.insecure_channel(address) as channel:
-        # The health stubs' type hints omit the generated methods.
-        stub: Any = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.RpcError:
-            return None
-        return int(reply.status)
+    return status_of(address, service, timeout=timeout)
 
 
 def children(pid: int) -> list[int]:
@@ -102,7 +93,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.module} exited with {self.process.returncode}:\n{self.output()}")
-            if health_status(address) == health_pb2.HealthCheckResponse.SERVING:
+            if health_status(address) == SERVING:
                 return
             time.sleep(0.1)
         raise AssertionError(f"{self.module} not SERVING on {address} after {timeout} s:\n{self.output()}")

@@ -192,8 +192,7 @@ def test_runs_the_packages_entry_point(service: str) -> None:
 def test_app_services_have_a_grpc_healthcheck(service: str) -> None:
     """Health comes from grpc.health.v1, so `service_healthy` means the service really serves."""
     test = SERVICES[service]["healthcheck"]["test"]
-    assert test[:3] == ["CMD", "python", "-c"]
-    assert "grpc_health" in test[3]
+    assert test[:4] == ["CMD", "python", "-m", "common.health_check"]
     assert "disable" not in SERVICES[service]["healthcheck"]
 
 

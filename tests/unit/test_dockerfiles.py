@@ -241,14 +241,13 @@ def test_exposes_its_ports(package: str) -> None:
 
 @pytest.mark.parametrize("package", IMAGES)
 def test_healthcheck_uses_grpc_health(package: str) -> None:
-    """Servers probe grpc.health.v1 on their port (following its variable); the one-shot job declares none."""
+    """Servers run the shared grpc.health.v1 probe on their port (following its variable); the one-shot job none."""
     image = IMAGES[package]
     if image.port is None:
         assert [h.arguments for h in instructions(package, "HEALTHCHECK")] == ["NONE"]
         return
     argv = health_probe(package)
-    assert argv[:2] == ["python", "-c"]
-    assert "grpc_health" in argv[2]
+    assert argv[:3] == ["python", "-m", "common.health_check"]
     assert argv[3:] == [image.port_variable, str(image.port)]
 
 
@@ -277,7 +276,7 @@ def run_probe(argv: list[str], variable: str, port: int) -> subprocess.Completed
     """Run the image's probe here: the variable points at ``port``, the built-in default points nowhere."""
     command = [sys.executable, *argv[1:4], "1"]
     env = {**os.environ, variable: str(port)}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
 
 
 @pytest.mark.parametrize("package", SERVERS)

@@ -13,16 +13,21 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common import health_check
 from common.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthMonitor, HealthServicer
+from common.health_check import HealthCheck, NotServing
+from tests.support.processes import free_port
 
 
 class Served:
-    """A health servicer behind a real server, and a client stub for it."""
+    """A health servicer behind a real server, a client stub for it (Watch), and our Check helper."""
 
-    def __init__(self, servicer: HealthServicer, stub: Any) -> None:
+    def __init__(self, servicer: HealthServicer, stub: Any, health: HealthCheck, address: str) -> None:
         self.servicer = servicer
         # The health stubs' type hints omit the generated methods.
         self.stub = stub
+        self.health = health
+        self.address = address
 
 
 @pytest.fixture
@@ -32,8 +37,9 @@ async def served() -> AsyncIterator[Served]:
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Served(servicer, health_pb2_grpc.HealthStub(channel))
+    address = f"127.0.0.1:{port}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield Served(servicer, health_pb2_grpc.HealthStub(channel), HealthCheck(channel, timeout=5.0), address)
     await server.stop(None)
 
 
@@ -63,8 +69,7 @@ async def test_watch_streams_changes_then_ends_once_shutdown_said_not_serving(se
     assert overall_seen[-1] == NOT_SERVING
     assert named_seen == [SERVING, NOT_SERVING]
     assert never_seen == [SERVICE_UNKNOWN]
-    check = await served.stub.Check(health_pb2.HealthCheckRequest(service=""))
-    assert check.status == NOT_SERVING
+    assert await served.health.status() == NOT_SERVING
 
 
 async def test_monitor_follows_required_dependencies_only(served: Served) -> None:
@@ -84,8 +89,7 @@ async def test_monitor_follows_required_dependencies_only(served: Served) -> Non
         required=["postgres"],
     )
 
-    async def status(service: str) -> int:
-        return int((await served.stub.Check(health_pb2.HealthCheckRequest(service=service))).status)
+    status = served.health.status
 
     assert await monitor.check_once()
     up["rabbitmq"] = False
@@ -99,3 +103,43 @@ async def test_monitor_follows_required_dependencies_only(served: Served) -> Non
     await monitor.shutdown()
     assert not await monitor.check_once()  # probes cannot bring a stopping service back
     assert await status("") == NOT_SERVING
+
+
+async def test_check_tells_serving_from_not_serving_and_from_unreachable(served: Served) -> None:
+    await served.servicer.set("", SERVING)
+    await served.servicer.set("postgres", NOT_SERVING)
+    assert await served.health.serving()
+    await served.health.require_serving()
+    assert not await served.health.serving("postgres")
+    with pytest.raises(NotServing, match="postgres is NOT_SERVING"):
+        await served.health.require_serving("postgres")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        nobody = HealthCheck(channel, timeout=1.0)
+        assert not await nobody.serving()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await nobody.require_serving()
+
+
+async def test_blocking_check_and_the_command_line_probe(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    # Blocking calls, so off the event loop that runs the server.
+    await served.servicer.set("", SERVING)
+    assert await asyncio.to_thread(health_check.status_of, served.address) == SERVING
+    assert await asyncio.to_thread(health_check.main, [served.address]) == 0
+    await served.servicer.set("", NOT_SERVING)
+    assert await asyncio.to_thread(health_check.status_of, served.address) == NOT_SERVING
+    assert await asyncio.to_thread(health_check.main, [served.address]) == 1
+    assert "NOT_SERVING" in capsys.readouterr().err
+    unreachable = f"127.0.0.1:{free_port()}"
+    assert await asyncio.to_thread(health_check.status_of, unreachable, timeout=1.0) is None
+    assert await asyncio.to_thread(health_check.main, [unreachable]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_command_line_probe_reads_the_port_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_PORT", "6123")
+    assert health_check._address(["SOME_PORT", "5001"]) == "127.0.0.1:6123"
+    monkeypatch.delenv("SOME_PORT")
+    assert health_check._address(["SOME_PORT", "5001"]) == "127.0.0.1:5001"
+    assert health_check._address(["10.0.0.1:7000"]) == "10.0.0.1:7000"
+    with pytest.raises(SystemExit, match="usage"):
+        health_check._address([])

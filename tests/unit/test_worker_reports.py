@@ -14,12 +14,24 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
+from common.errors import code_from_number, code_number
 from jobqueue.jobs.v1 import jobs_pb2
 from worker_svc.reports import Failure, Outcome, ReportAbandoned, ReportClient, ReportRefused, outcome_of
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJobs"
 CHECK = "/grpc.health.v1.Health/Check"
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode))
+def test_status_codes_survive_the_trip_through_a_number(code: grpc.StatusCode) -> None:
+    assert code_from_number(code_number(code)) is code
+
+
+def test_a_status_number_grpc_does_not_define_reads_as_unknown() -> None:
+    assert code_number(grpc.StatusCode.UNAUTHENTICATED) == 16  # google.rpc.Code, fixed by the wire contract
+    assert code_from_number(17) is grpc.StatusCode.UNKNOWN
+    assert code_from_number(-1) is grpc.StatusCode.UNKNOWN
 
 
 @pytest.mark.parametrize(
@@ -97,7 +109,7 @@ def job(attempts: int, status: jobs_pb2.JobStatus.ValueType = jobs_pb2.JOB_STATU
 
 def refused(code: grpc.StatusCode) -> jobs_pb2.UpdateJobsResult:
     """A report the job service answered on its own with ``code``."""
-    return jobs_pb2.UpdateJobsResult(code=code.value[0], message=f"fake {code.name}")
+    return jobs_pb2.UpdateJobsResult(code=code_number(code), message=f"fake {code.name}")
 
 
 def reports_on(*replies: Message | grpc.StatusCode, timeout: float = 3.0) -> tuple[ReportClient, FakeChannel]:
