@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from dataclasses import dataclass
 
 from common import secrets
-from common.settings import SettingsError, check_ports, setting
+from common.settings import ServiceSettings, SettingsError, setting
 
-APP_ENVS = ("development", "production")
 #: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.
 MIN_ROUNDS, MAX_ROUNDS = 4, 31
 MIN_PRODUCTION_ROUNDS = 10
 
 
-@dataclass(frozen=True, repr=False)
-class AuthSettings:
+@dataclass(frozen=True)
+class AuthSettings(ServiceSettings):
     """Everything the auth service reads from its environment; invalid combinations raise SettingsError."""
 
     app_env: str = setting("development", "development or production; production refuses dev secrets and weak hashing")
-    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     auth_host: str = setting("0.0.0.0", "address the gRPC server listens on")
-    auth_port: int = setting(5001, "port the gRPC server listens on")
-    metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on AUTH_HOST); 0 turns it off")
+    auth_port: int = setting(5001, "port the gRPC server listens on", port=True)
+    metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on AUTH_HOST); 0 turns it off", port=True)
     database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding the users table")
     db_pool_size: int = setting(10, "most database connections held open at once")
     bcrypt_rounds: int = setting(
@@ -32,17 +28,11 @@ class AuthSettings:
     token_ttl_seconds: int = setting(3600, "how long an access token is accepted after login")
     jwt_issuer: str = setting("jobqueue-auth", "the tokens' iss claim")
     jwt_audience: str = setting("jobqueue", "the tokens' aud claim")
-    jwt_private_key: str = setting("", "Ed25519 private key (PEM) that signs tokens")
+    jwt_private_key: str = setting("", "Ed25519 private key (PEM) that signs tokens", secret=True)
     jwt_private_key_file: str = setting("", "path of a file holding JWT_PRIVATE_KEY (used when that is empty)")
-    dev_secrets_dir: str = setting("var/secrets", "outside production, where a missing key is generated and kept")
 
-    def __post_init__(self) -> None:
-        if self.app_env not in APP_ENVS:
-            # A typo such as "prod" must not quietly fall back to development's generated key.
-            raise SettingsError(f"APP_ENV={self.app_env!r} must be one of {', '.join(APP_ENVS)}")
-        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
-            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not a log level (use DEBUG, INFO, WARNING or ERROR)")
-        check_ports(self, "auth_port", "metrics_port")
+    def validate(self) -> None:
+        """The auth service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
         if self.db_pool_size < 1:
             raise SettingsError(f"DB_POOL_SIZE={self.db_pool_size} must be at least 1")
         if self.token_ttl_seconds < 1:
@@ -54,18 +44,6 @@ class AuthSettings:
                 f"BCRYPT_ROUNDS={self.bcrypt_rounds} is too weak for APP_ENV=production "
                 f"(at least {MIN_PRODUCTION_ROUNDS})"
             )
-
-    def __repr__(self) -> str:
-        # An inline key must never reach a log line or a traceback.
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if values["jwt_private_key"]:
-            values["jwt_private_key"] = "***"
-        return f"AuthSettings({', '.join(f'{name}={value!r}' for name, value in values.items())})"
-
-    @property
-    def production(self) -> bool:
-        """Whether APP_ENV=production."""
-        return self.app_env == "production"
 
     @property
     def uses_dev_key(self) -> bool:

@@ -1,9 +1,13 @@
-"""Structured logs: one JSON object per line on stderr, so any collector can parse them."""
+"""Structured logs: one JSON object per line on stderr, so any collector can parse them.
+
+No line shows a URL's password (``amqp://user:***@host``), whichever code logged the URL.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -14,6 +18,15 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "message",
     "asctime",
 }
+
+# "scheme://user:password@": the password is whatever the user name is followed by, up to the "@".
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@\"]*):[^\s/@\"]+@")
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    # Most lines hold no URL at all; they skip the regular expression.
+    return _URL_PASSWORD.sub(r"\1:***@", text) if "://" in text else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +49,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return hide_passwords(json.dumps(entry, default=str))
 
 
 def setup(service: str, level: str = "INFO") -> None:

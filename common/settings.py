@@ -1,8 +1,16 @@
 """Reading configuration from the environment, once, at start.
 
-Each service declares its settings as a frozen dataclass whose fields carry a
-default and a one-line doc (``setting(...)``); ``load(cls)`` fills it from the
-environment and fails fast, naming the variable, when a value does not parse.
+Each service declares its settings as a frozen dataclass built on
+``ServiceSettings`` whose fields carry a default and a one-line doc
+(``setting(...)``); ``load(cls)`` fills it from the environment and fails fast,
+naming the variable, when a value does not parse or is refused.
+
+What every service reads is checked here, the same way for all: APP_ENV
+(development or production, so a typo such as ``prod`` cannot fall back to
+development's generated secrets), LOG_LEVEL, and every field declared with
+``port=True``. A settings object never shows a secret: fields declared with
+``secret=True`` and the password of any URL appear as ``***`` in its repr and
+in ``masked()``, which is what the start-up log line prints.
 """
 
 from __future__ import annotations
@@ -10,18 +18,29 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from common.logs import hide_passwords
 
 T = TypeVar("T")
 
+APP_ENVS = ("development", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: What a secret is shown as (a URL's password too: see common.logs.hide_passwords).
+MASK = "***"
+
 
 class SettingsError(ValueError):
-    """Raised at start when an environment variable holds a value that does not parse."""
+    """Raised at start when an environment variable holds a value that does not parse or is refused."""
 
 
-def setting(default: Any, doc: str, *, env: str | None = None) -> Any:
-    """Declare one setting: its default, what it means, and (if not the field name upper-cased) its variable."""
-    return dataclasses.field(default=default, metadata={"doc": doc, "env": env})
+def setting(default: Any, doc: str, *, env: str | None = None, port: bool = False, secret: bool = False) -> Any:
+    """Declare one setting: its default, what it means, and (if not the field name upper-cased) its variable.
+
+    ``port``: checked to be a TCP port (0 to 65535). ``secret``: never shown, only ``***``.
+    """
+    return dataclasses.field(default=default, metadata={"doc": doc, "env": env, "port": port, "secret": secret})
 
 
 def env_name(field: dataclasses.Field[Any]) -> str:
@@ -29,17 +48,61 @@ def env_name(field: dataclasses.Field[Any]) -> str:
     return str(field.metadata.get("env") or field.name.upper())
 
 
-def check_ports(settings: Any, *names: str) -> None:
-    """Raise SettingsError for the first of the fields ``names`` of ``settings`` that is not a TCP port.
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What every service reads; each service's settings class adds its own fields and ``validate()``."""
 
-    0 is allowed: the service then asks the OS for a free port (tests do), or,
-    for METRICS_PORT, serves no metrics.
-    """
-    fields = {field.name: field for field in dataclasses.fields(settings)}
-    for name in names:
-        value = getattr(settings, name)
-        if not 0 <= value <= 65_535:
-            raise SettingsError(f"{env_name(fields[name])}={value} is not a TCP port (0 to 65535)")
+    app_env: str = setting(
+        "development", "development or production; production refuses to run without configured secrets"
+    )
+    log_level: str = setting("INFO", "least severe level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    dev_secrets_dir: str = setting(
+        "var/secrets", "outside production, where missing secrets are generated once and shared by the services"
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # @dataclass gives a class a __repr__ that shows every value unless the class defines its
+        # own; handing each subclass this one before its decorator runs means no settings class
+        # can leak a secret into a log or a traceback by forgetting `repr=False`.
+        cls.__repr__ = ServiceSettings.__repr__  # type: ignore[method-assign]
+
+    def __post_init__(self) -> None:
+        if self.app_env not in APP_ENVS:
+            raise SettingsError(f"APP_ENV={self.app_env!r} must be one of {', '.join(APP_ENVS)}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not a log level (use one of {', '.join(LOG_LEVELS)})")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            # 0 is allowed: the service then asks the OS for a free port (tests do), or, for
+            # METRICS_PORT, serves no metrics.
+            if field.metadata.get("port") and not 0 <= value <= 65_535:
+                raise SettingsError(f"{env_name(field)}={value} is not a TCP port (0 to 65535)")
+        self.validate()
+
+    def validate(self) -> None:
+        """A service's own checks, run after the common ones; raises SettingsError."""
+
+    @property
+    def production(self) -> bool:
+        """Whether APP_ENV=production."""
+        return self.app_env == "production"
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting by field name, secrets and URL passwords shown as ``***``: safe to log."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata.get("secret") and value:
+                value = MASK
+            elif isinstance(value, str):
+                value = hide_passwords(value)
+            values[field.name] = value
+        return values
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.masked().items())
+        return f"{type(self).__name__}({shown})"
 
 
 def _parse(raw: str, kind: Any, name: str) -> Any:

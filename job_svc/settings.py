@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common import secrets
 from common.job_types import module_names
-from common.settings import check_ports, setting
+from common.settings import ServiceSettings, setting
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServiceSettings):
     """Every setting of the job service; `python -m job_svc --help` lists them."""
 
     job_host: str = setting("0.0.0.0", "Interface the gRPC server listens on.")
-    job_port: int = setting(5002, "Port of the gRPC server (JobService, health, reflection).")
-    metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (on JOB_HOST); 0 turns it off.")
+    job_port: int = setting(5002, "Port of the gRPC server (JobService, health, reflection).", port=True)
+    metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (on JOB_HOST); 0 turns it off.", port=True)
     database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs.")
     db_pool_size: int = setting(10, "Most PostgreSQL connections held at once.")
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ the relay publishes jobs to.")
@@ -27,25 +28,44 @@ class Settings:
         10.0, "How long past a job's timeout a silent worker keeps it before it is taken back and retried."
     )
     shutdown_grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
-    app_env: str = setting("development", "`production` refuses to start without configured secrets.")
-    dev_secrets_dir: str = setting("var/secrets", "Where development secrets are generated and shared.")
     jwt_public_key: str = setting("", "PEM public key verifying access tokens (or JWT_PUBLIC_KEY_FILE).")
     jwt_public_key_file: str = setting("", "File holding the PEM public key.")
     jwt_issuer: str = setting("jobqueue-auth", "Required `iss` claim of access tokens.")
     jwt_audience: str = setting("jobqueue", "Required `aud` claim of access tokens.")
-    worker_token: str = setting("", "Secret the workers present to call UpdateJob (or WORKER_TOKEN_FILE).")
+    worker_token: str = setting("", "Secret the workers present to call UpdateJob (or WORKER_TOKEN_FILE).", secret=True)
     worker_token_file: str = setting("", "File holding the worker token.")
-    log_level: str = setting("INFO", "Least severe log level written.")
     job_type_modules: str = setting(
         "",
         "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
         "common.job_types.JobType with handlers); give the workers the same list.",
     )
 
-    def __post_init__(self) -> None:
-        check_ports(self, "job_port", "metrics_port")
+    def validate(self) -> None:
+        """The job service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
         self.modules()
 
     def modules(self) -> tuple[str, ...]:
         """The module names in JOB_TYPE_MODULES (their job types are added at start, in __main__)."""
         return module_names(self.job_type_modules)
+
+    def public_key_pem(self) -> bytes:
+        """The key verifying access tokens: inline, else from its file, else (outside production) the dev key."""
+        return secrets.resolve(
+            inline=self.jwt_public_key,
+            file=self.jwt_public_key_file,
+            dev_name=secrets.PUBLIC_KEY,
+            app_env=self.app_env,
+            dev_dir=self.dev_secrets_dir,
+            variable="JWT_PUBLIC_KEY",
+        )
+
+    def token(self) -> bytes:
+        """The worker token UpdateJob callers must present: inline, else from its file, else the dev secret."""
+        return secrets.resolve(
+            inline=self.worker_token,
+            file=self.worker_token_file,
+            dev_name=secrets.WORKER_TOKEN,
+            app_env=self.app_env,
+            dev_dir=self.dev_secrets_dir,
+            variable="WORKER_TOKEN",
+        )

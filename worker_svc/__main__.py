@@ -1,7 +1,7 @@
-"""Run the worker: ``python -m worker_svc`` (``--help`` lists its settings).
+"""Run the worker: ``python -m worker_svc`` (``--help`` lists its settings; exit codes: common.service).
 
-Wiring only: settings -> job types from JOB_TYPE_MODULES -> logs -> reports ->
-process pool -> health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
+Wiring only: settings -> worker token -> job types from JOB_TYPE_MODULES -> reports -> process pool ->
+health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
 in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
 down, reporting NOT_SERVING and retrying until they are back.
 """
@@ -12,14 +12,12 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 
-import uvloop
-
-from common import logs, metrics
+from common import metrics, service
 from common.health import NOT_SERVING, HealthMonitor, HealthServicer
 from common.rabbitmq import Topology
-from common.server import build_server, stop_signal
-from common.settings import SettingsError, describe, load
+from common.server import build_server
 from worker_svc.consumer import QueueConsumer
 from worker_svc.delivery import DeliveryHandler
 from worker_svc.handlers import install
@@ -29,35 +27,34 @@ from worker_svc.settings import Settings
 
 log = logging.getLogger("worker_svc")
 
-USAGE = """usage: python -m worker_svc
-
+DESCRIPTION = """\
 Consumes the job queue, runs each job and reports every state change to the
 job service (UpdateJob). Serves grpc.health.v1 and reflection on
 WORKER_HEALTH_HOST:WORKER_HEALTH_PORT; health is SERVING only while both
 RabbitMQ and the job service are reachable (statuses "rabbitmq" and
-"job_service" tell which is not).
-
-Environment variables:
-"""
+"job_service" tell which is not)."""
 
 
-async def serve(settings: Settings, token: bytes) -> int:
-    """Run until SIGTERM/SIGINT, then stop gracefully; returns the exit code."""
-    stop = stop_signal()
+async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
+    """Run until a stop is requested, then stop gracefully."""
+    token = settings.token()
+    # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
+    install(settings.modules())
     reports = ReportClient(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
     runner = Runner(settings.handler_processes, settings.modules())
-    handler = DeliveryHandler(reports, runner)
-    consumer = QueueConsumer(
-        settings.rabbitmq_url,
-        Topology(settings.rabbitmq_queue),
-        handler.handle,
-        prefetch=settings.prefetch_count,
-        on_control=handler.handle_control,
-    )
-    servicer = HealthServicer()
-    # The servicer starts out SERVING; nothing is reachable until the first probe says so.
-    await servicer.set("", NOT_SERVING)
+    metrics_server = None
     try:
+        handler = DeliveryHandler(reports, runner)
+        consumer = QueueConsumer(
+            settings.rabbitmq_url,
+            Topology(settings.rabbitmq_queue),
+            handler.handle,
+            prefetch=settings.prefetch_count,
+            on_control=handler.handle_control,
+        )
+        servicer = HealthServicer()
+        # The servicer starts out SERVING; nothing is reachable until the first probe says so.
+        await servicer.set("", NOT_SERVING)
         server, port = build_server(
             host=settings.worker_health_host,
             port=settings.worker_health_port,
@@ -66,64 +63,42 @@ async def serve(settings: Settings, token: bytes) -> int:
             health_servicer=servicer,
         )
         metrics_server = metrics.serve(settings.worker_health_host, settings.metrics_port)
-    except OSError as error:
-        log.error("cannot serve health checks or metrics", extra={"error": str(error)})
+        monitor = HealthMonitor(servicer, [], {"rabbitmq": consumer.probe, "job_service": reports.probe})
+        await server.start()
+        log.info(
+            "worker started",
+            extra={
+                "health_port": port,
+                "queue": settings.rabbitmq_queue,
+                "job_service": settings.job_service_addr,
+                "job_type_modules": list(settings.modules()),
+            },
+        )
+        consumer.start()
+        # Give the broker a moment before the first health probe, so a normal
+        # start does not log RabbitMQ as unreachable.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(consumer.wait_connected(), runner.start()), 2)
+        monitoring = supervisor.spawn(monitor.run(), name="health")
+        await supervisor.wait_for_stop()
+
+        log.info("stopping")
+        await monitor.shutdown()
+        await supervisor.cancel(monitoring)
+        reports.begin_stop(settings.stop_report_retry_seconds)
+        await consumer.stop(settings.shutdown_grace_seconds)
+        await server.stop(1)
+    finally:
         await reports.close()
         await runner.close()
-        return 1
-    monitor = HealthMonitor(servicer, [], {"rabbitmq": consumer.probe, "job_service": reports.probe})
-    await server.start()
-    log.info(
-        "worker started",
-        extra={
-            "health_port": port,
-            "queue": settings.rabbitmq_queue,
-            "job_service": settings.job_service_addr,
-            "job_type_modules": list(settings.modules()),
-        },
-    )
-    consumer.start()
-    # Give the broker a moment before the first health probe, so a normal
-    # start does not log RabbitMQ as unreachable.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(consumer.wait_connected(), runner.start()), 2)
-    monitoring = asyncio.create_task(monitor.run(), name="health")
-
-    await stop.wait()
-    log.info("stopping")
-    await monitor.shutdown()
-    monitoring.cancel()
-    await asyncio.gather(monitoring, return_exceptions=True)
-    reports.begin_stop(settings.stop_report_retry_seconds)
-    await consumer.stop(settings.shutdown_grace_seconds)
-    await server.stop(1)
-    await reports.close()
-    await runner.close()
-    metrics.stop(metrics_server)
+        metrics.stop(metrics_server)
     log.info("stopped")
-    return 0
 
 
-def main(argv: list[str]) -> int:
-    """Entry point: parse nothing but ``--help``, read settings, run."""
-    if argv:
-        if argv[0] in ("-h", "--help"):
-            print(USAGE + describe(Settings))
-            return 0
-        print(f"worker_svc: unexpected arguments {argv!r}; configure it with environment variables\n", file=sys.stderr)
-        print(USAGE + describe(Settings), file=sys.stderr)
-        return 2
-    try:
-        settings = load(Settings)
-        token = settings.token()
-        # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
-        install(settings.modules())
-    except SettingsError as error:
-        print(f"worker_svc: {error}", file=sys.stderr)
-        return 2
-    logs.setup("worker_svc", settings.log_level)
-    return uvloop.run(serve(settings, token))
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    return service.run("worker_svc", Settings, serve, description=DESCRIPTION, argv=argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

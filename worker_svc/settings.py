@@ -6,25 +6,26 @@ from dataclasses import dataclass
 
 from common import secrets
 from common.job_types import module_names
-from common.settings import SettingsError, check_ports, setting
+from common.settings import ServiceSettings, SettingsError, setting
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServiceSettings):
     """Every setting of the worker service, with its default and meaning."""
 
-    app_env: str = setting("development", "development or production; production requires every secret to be set")
-    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
-    dev_secrets_dir: str = setting("var/secrets", "where development secrets are generated when none is configured")
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "the RabbitMQ broker to consume from")
     rabbitmq_queue: str = setting("job_queue", "the job queue; rejected messages go to <queue>.dead")
     prefetch_count: int = setting(100, "how many unacknowledged messages this worker holds at once")
     job_service_addr: str = setting("127.0.0.1:5002", "host:port of the job service, which takes UpdateJob reports")
-    worker_token: str = setting("", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)")
+    worker_token: str = setting(
+        "", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)", secret=True
+    )
     worker_token_file: str = setting("", "path of a file holding the worker token")
     worker_health_host: str = setting("0.0.0.0", "interface of the health/reflection gRPC server")
-    worker_health_port: int = setting(5003, "port of the health/reflection gRPC server")
-    metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on WORKER_HEALTH_HOST); 0: off")
+    worker_health_port: int = setting(5003, "port of the health/reflection gRPC server", port=True)
+    metrics_port: int = setting(
+        0, "port of the Prometheus /metrics endpoint (on WORKER_HEALTH_HOST); 0: off", port=True
+    )
     # One process by default: fibonacci_calc, the only heavy handler, takes a few milliseconds even
     # at the largest n, so one process keeps up with what one event loop can feed it, and on the
     # 2-core machine the product is sized for the other core stays with the event loop (AMQP and
@@ -49,13 +50,11 @@ class Settings:
         "(keep it below SHUTDOWN_GRACE_SECONDS)",
     )
 
-    def __post_init__(self) -> None:
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    def validate(self) -> None:
+        """The worker's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
         for name in ("prefetch_count", "handler_processes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
-        check_ports(self, "worker_health_port", "metrics_port")
         for name in ("report_timeout_seconds", "shutdown_grace_seconds", "stop_report_retry_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")

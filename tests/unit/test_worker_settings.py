@@ -35,6 +35,7 @@ def test_values_come_from_the_environment() -> None:
         {"REPORT_TIMEOUT_SECONDS": "0"},
         {"SHUTDOWN_GRACE_SECONDS": "-1"},
         {"LOG_LEVEL": "LOUD"},
+        {"APP_ENV": "prod"},  # accepted (as development) before the settings base checked it for every service
     ],
 )
 def test_bad_values_are_refused(environ: dict[str, str]) -> None:
