@@ -74,7 +74,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
                 "job_type_modules": list(settings.modules()),
             },
         )
-        consumer.start()
+        consumer.start(supervisor.spawn)
         # Give the broker a moment before the first health probe, so a normal
         # start does not log RabbitMQ as unreachable.
         with contextlib.suppress(TimeoutError):

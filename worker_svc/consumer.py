@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
@@ -25,6 +25,13 @@ from common.rabbitmq import BROKER_ERRORS, Reconnector, Topology, declare, decla
 __all__ = ["BROKER_ERRORS", "OnMessage", "QueueConsumer"]
 
 log = logging.getLogger(__name__)
+
+
+class Spawn(Protocol):
+    """How a supervisor starts a task it watches (common.service.Supervisor.spawn)."""
+
+    def __call__(self, coroutine: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]: ...
+
 
 OnMessage = Callable[[AbstractIncomingMessage], Coroutine[Any, Any, None]]
 
@@ -68,9 +75,10 @@ class QueueConsumer:
         if not self.connected:
             raise ConnectionError("not connected to RabbitMQ")
 
-    def start(self) -> None:
-        """Start the connect-consume-reconnect loop in the background."""
-        self._task = asyncio.create_task(self._link.run(), name="rabbitmq-consumer")
+    def start(self, spawn: Spawn | None = None) -> None:
+        """Start the connect-consume-reconnect loop in the background (in ``spawn``'s task, to supervise it)."""
+        loop = self._link.run()
+        self._task = spawn(loop, name="consumer") if spawn else asyncio.create_task(loop, name="consumer")
 
     async def stop(self, grace: float) -> None:
         """Stop taking messages, give in-flight ones up to ``grace`` seconds to finish, then disconnect.
