@@ -23,6 +23,8 @@ class System:
         broker = urlsplit(env["RABBITMQ_URL"])
         self.broker_proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
         proxied = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{self.broker_proxy.start()}")
+        #: PostgreSQL itself, for the test's own queries while the database proxy may be cut.
+        self.direct_database_url = env["DATABASE_URL"]
         database = urlsplit(env["DATABASE_URL"])
         self.database_proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
         proxied_database = database._replace(netloc=f"{database.username}@127.0.0.1:{self.database_proxy.start()}")
@@ -88,9 +90,6 @@ class System:
         if wait:
             worker.wait_healthy(f"127.0.0.1:{port}")
         return worker
-
-    def worker_logs(self) -> str:
-        return "".join(w.output() for w in self.workers)
 
     def stop(self) -> dict[str, int]:
         """SIGTERM everything, workers first (as `make run` does); returns the exit codes of all not killed."""
