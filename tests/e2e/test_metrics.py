@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue.client import JobQueueError, connect_auth, connect_jobs
+from tests.support.metrics import Samples, scrape
 from tests.support.processes import free_port
 from tests.support.system import System
 
@@ -25,21 +24,6 @@ def system_with_metrics(service_env: dict[str, str], tmp_path: Path, purge_queue
     yield running
     codes = running.stop()
     assert all(code == 0 for code in codes.values()), f"not every service stopped cleanly: {codes}"
-
-
-#: Samples by metric name and sorted labels.
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(process_env: dict[str, str]) -> Samples:
-    """Every sample a service's /metrics serves, by name and sorted labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{process_env['METRICS_PORT']}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 async def use_the_system(system: System) -> None:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, health_status
+from tests.support.processes import ROOT, ServiceProcess, free_port
 
-SERVING = 1
 README = (ROOT / "README.md").read_text()
 
 
@@ -35,10 +34,9 @@ def readme_block(name: str) -> str:
 
 
 class RunningSystem:
-    def __init__(self, process: subprocess.Popen[bytes], env: dict[str, str], log: Path) -> None:
+    def __init__(self, process: ServiceProcess, env: dict[str, str]) -> None:
         self.process = process
         self.env = env
-        self.log = log
 
     def localize(self, text: str) -> str:
         return text.replace("localhost:5001", f"127.0.0.1:{self.env['AUTH_PORT']}").replace(
@@ -58,33 +56,16 @@ def make_run(service_env: dict[str, str], tmp_path: Path, purge_queues: None) ->
         # grpcurl, and the python3 the README's commands call, come from the project's virtualenv.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    log = tmp_path / "run_system.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "scripts/run_system.py", "--workers", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [sys.executable, "scripts/run_system.py", "--workers", "2"]
+    process = ServiceProcess("run_system", env, tmp_path / "run_system.log", argv=argv)
     try:
         workers = [f"127.0.0.1:{int(env['WORKER_HEALTH_PORT']) + i}" for i in range(2)]
-        deadline = time.monotonic() + 60
         for address in [f"127.0.0.1:{env['AUTH_PORT']}", f"127.0.0.1:{env['JOB_PORT']}", *workers]:
-            while health_status(address) != SERVING:
-                assert process.poll() is None, f"run_system exited:\n{log.read_text()}"
-                assert time.monotonic() < deadline, f"{address} never SERVING:\n{log.read_text()}"
-                time.sleep(0.2)
-        yield RunningSystem(process, env, log)
+            process.wait_healthy(address, timeout=60)
+        yield RunningSystem(process, env)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # Ctrl-C
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    assert process.returncode == 0, log.read_text()
+        code = process.stop(60, sig=signal.SIGINT)  # Ctrl-C
+    assert code == 0, process.output()
 
 
 def test_the_grpcurl_walkthrough_works_as_written(make_run: RunningSystem) -> None:

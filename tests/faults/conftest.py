@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.faults import ledger
+
 ROWS: list[FaultRow] = []
 
 
@@ -20,7 +22,8 @@ class FaultRow:
     jobs: int
     #: Jobs CreateJob accepted that the job service no longer knows.
     lost: int
-    #: Jobs the job service accepted more than one final outcome for (from the workers' logs).
+    #: Jobs the job service stored more than one final outcome (COMPLETED, FAILED) for, as the
+    #: database recorded each store (tests/faults/ledger.py).
     duplicated: int
     #: Jobs not final when the scenario stopped waiting.
     stuck: int
@@ -33,6 +36,12 @@ class FaultRow:
 def service_env(service_env: dict[str, str]) -> dict[str, str]:
     """The session's service environment, plus the test job types (always_fails) in every service."""
     return {**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outcome_ledger(database_url: str) -> None:
+    """Every final outcome stored in the session's database leaves a row in its ledger."""
+    ledger.install(database_url)
 
 
 def record(row: FaultRow) -> None:

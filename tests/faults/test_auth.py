@@ -11,7 +11,6 @@ INTERNAL or a hung call; and no registration that answered OK is ever lost.
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 import time
 import uuid
@@ -200,8 +199,8 @@ def test_sigterm_under_load_turns_not_serving_drains_and_keeps_every_registratio
             assert time.monotonic() < deadline, "the health watch never started"
             time.sleep(0.01)
         sigterm_at = time.monotonic()
-        process.process.send_signal(signal.SIGTERM)
-        process.process.wait(STOP_GRACE + 10)
+        process.terminate()
+        process.wait(STOP_GRACE + 10)
         exited_at = time.monotonic()
         code = process.stop()  # already exited: only collects the code and closes the log
         time.sleep(0.5)  # the clients keep calling a server that is gone

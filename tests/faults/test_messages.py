@@ -16,9 +16,11 @@ import aio_pika
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2
-from tests.faults.scenario import JOBS, log_entries, settle, start_workers
+from tests.faults.scenario import JOBS, settle, start_workers
 from tests.support.clients import mint_token
 from tests.support.load import Spec, mixed, submit
+from tests.support.metrics import scrape
+from tests.support.processes import free_port
 from tests.support.queues import publish_raw, queue_depth
 from tests.support.system import System
 
@@ -74,7 +76,7 @@ def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
         for job_type in ("reverse_string", "no_such_type")
     ]
     # One message at a time: a poison message that blocked its worker would block everything.
-    [worker] = start_workers(system, 1, PREFETCH_COUNT="1")
+    [worker] = start_workers(system, 1, PREFETCH_COUNT="1", METRICS_PORT=str(free_port()))
     began = time.time()
     backlog = mixed(JOBS)
     asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage + strays, priority=NORMAL))
@@ -83,8 +85,8 @@ def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
     specs |= asyncio.run(submit(system.job_address, token, backlog[JOBS // 2 :]))
     settle(system, token, specs, "poison messages in the queue", began, dead=2 * len(garbage))
     assert worker.process.poll() is None
-    dead_lettered = [e for e in log_entries(worker.output()) if e.get("msg") == "malformed message dead-lettered"]
-    assert len(dead_lettered) == 2 * len(garbage)
+    # Every message in <queue>.dead is one the worker could not decode, not a job's.
+    assert scrape(worker.env)[("jobqueue_worker_malformed_messages_total", ())] == 2 * len(garbage)
 
 
 def test_a_handler_that_always_fails_is_retried_up_to_max_attempts_then_dead_lettered(

@@ -32,7 +32,7 @@ def test_rabbitmq_cut_for_30_seconds_during_submits(system: System, secrets_dir:
     while health_status(system.job_address, "rabbitmq") != NOT_SERVING:
         time.sleep(0.1)
     for worker in workers:
-        address = f"127.0.0.1:{worker.env['WORKER_HEALTH_PORT']}"
+        address = worker.address
         while health_status(address) != NOT_SERVING:
             assert time.monotonic() - started < OUTAGE_SECONDS, f"a worker stayed SERVING without RabbitMQ: {address}"
             time.sleep(0.1)

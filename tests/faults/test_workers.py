@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common.rabbitmq import HEARTBEAT_SECONDS
 from jobqueue.jobs.v1 import jobs_pb2
-from tests.faults.scenario import JOBS, accepted_outcomes, running, running_once_quiet, settle, start_workers
+from tests.faults.scenario import JOBS, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token
 from tests.support.load import Spec, list_all, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children, handler_processes
@@ -60,14 +60,11 @@ def test_a_worker_killed_mid_backlog_loses_nothing(system: System, secrets_dir: 
         "worker SIGKILL mid-backlog",
         killed_at,
         attempts=dict.fromkeys(held, (1, 2)),
-        every_outcome_logged=False,
     )
     redelivered = [job for job in jobs.values() if job.attempts == 2]
     assert redelivered, "no job was redelivered: the kill hit no message in flight"
     assert len(redelivered) <= PREFETCH, "more jobs were run again than the killed worker could hold"
     assert not [pid for pid in its_children if alive(pid)], "the killed worker left its handler processes"
-    # A job the killed worker completed just before dying may have no log line; its status says it.
-    assert len(accepted_outcomes(system)) >= len(specs) - PREFETCH
 
 
 def test_a_worker_stopped_with_sigterm_mid_backlog_drains_and_exits_zero(system: System, secrets_dir: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.jobservice import JobService, delete_queues
 from tests.support.databases import module_database  # noqa: F401 - the fixture `database_url`
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.processes import start_service
 from tests.support.proxy import TcpProxy
 from tests.support.queues import wait_for_queue
 
@@ -29,23 +29,19 @@ def jobs(  # noqa: PLR0917 - fixtures
     proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
     proxy_port = proxy.start()
     queue = f"jobs_it_{run_id}_{request.module.__name__.rsplit('.', 1)[-1]}"
-    port = free_port()
     env = {
         "APP_ENV": "development",
         "DATABASE_URL": database_url,
         "RABBITMQ_URL": broker._replace(netloc=f"guest:guest@127.0.0.1:{proxy_port}").geturl(),
         "RABBITMQ_QUEUE": queue,
         "DEV_SECRETS_DIR": str(secrets_dir),
-        "JOB_PORT": str(port),
         "OUTBOX_POLL_SECONDS": "0.2",
         "RETRY_BASE_SECONDS": "0.2",
         "LEASE_GRACE_SECONDS": "0.5",
     }
-    process = ServiceProcess("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
-    address = f"127.0.0.1:{port}"
-    process.wait_healthy(address)
+    process = start_service("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
     wait_for_queue(rabbitmq_url, queue)
-    service = JobService(process, address, proxy, queue, env)
+    service = JobService(process, process.address, proxy, queue, process.env)
     yield service
     service.channel.close()
     code = process.stop()

@@ -22,7 +22,7 @@ import pytest
 
 from common.secrets import PUBLIC_KEY
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
-from tests.support.processes import ROOT, ServiceProcess, free_port
+from tests.support.processes import ROOT, free_port, start_service
 
 PASSWORD = "correct horse battery"
 
@@ -46,11 +46,9 @@ class Auth:
 
 @pytest.fixture
 def auth(service_env: dict[str, str], secrets_dir: Path, tmp_path: Path) -> Iterator[Auth]:
-    port = free_port()
-    process = ServiceProcess("auth_svc", {**service_env, "AUTH_PORT": str(port)}, tmp_path / "auth_svc.log")
+    process = start_service("auth_svc", service_env, tmp_path / "auth_svc.log")
     try:
-        process.wait_healthy(f"127.0.0.1:{port}")
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(process.address) as channel:
             yield Auth(auth_pb2_grpc.AuthServiceStub(channel), secrets_dir)
     finally:
         assert process.stop() == 0, process.output()

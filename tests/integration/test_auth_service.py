@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 from common.secrets import PRIVATE_KEY, PUBLIC_KEY
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.support.clients import error_info
-from tests.support.processes import ROOT, ServiceProcess, free_port, health_status
+from tests.support.processes import ROOT, ServiceProcess, health_status, start_service
 from tests.support.proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -57,16 +57,8 @@ def unique_email() -> str:
 
 def start(env: dict[str, str], log_path: Path, *, wait: bool = True) -> tuple[ServiceProcess, str]:
     """Start `python -m auth_svc` on a free port (waiting until SERVING unless told not to)."""
-    port = free_port()
-    process = ServiceProcess("auth_svc", {**env, "AUTH_PORT": str(port)}, log_path)
-    address = f"127.0.0.1:{port}"
-    if wait:
-        try:
-            process.wait_healthy(address)
-        except AssertionError:
-            process.kill()
-            raise
-    return process, address
+    process = start_service("auth_svc", env, log_path, wait=wait)
+    return process, process.address
 
 
 @pytest.fixture

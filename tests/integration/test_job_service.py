@@ -34,7 +34,7 @@ from tests.integration.jobservice import (
     text,
 )
 from tests.support.clients import bearer, error_info, mint_token, worker_metadata
-from tests.support.processes import ServiceProcess, free_port, health_status
+from tests.support.processes import health_status, start_service
 from tests.support.proxy import TcpProxy
 from tests.support.queues import queue_exists
 
@@ -292,20 +292,18 @@ def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR
     database = urlsplit(database_url)
     proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
     proxied = database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.start()}").geturl()
-    port = free_port()
     env = {
         "DATABASE_URL": proxied,
         "RABBITMQ_URL": rabbitmq_url,
         "RABBITMQ_QUEUE": queue_name,
         "DEV_SECRETS_DIR": str(secrets_dir),
-        "JOB_PORT": str(port),
     }
-    process = ServiceProcess("job_svc", env, tmp_path / "job_svc.log")
-    address = f"127.0.0.1:{port}"
+    process = start_service("job_svc", env, tmp_path / "job_svc.log", wait=False)
+    address = process.address
     token = mint_token(secrets_dir)
     request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("x"))
     try:
-        process.wait_healthy(address)
+        process.wait_healthy()
         with grpc.insecure_channel(address) as channel:
             stub = jobs_pb2_grpc.JobServiceStub(channel)
             proxy.cut()
@@ -318,7 +316,7 @@ def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR
                 stub.CreateJob(request, metadata=bearer(token), timeout=20)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             proxy.restore()
-            process.wait_healthy(address)
+            process.wait_healthy()
             assert stub.CreateJob(request, metadata=bearer(token), timeout=10).job.status == jobs_pb2.JOB_STATUS_QUEUED
     finally:
         code = process.stop()
@@ -329,7 +327,7 @@ def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR
 def test_production_refuses_to_start_without_configured_secrets(database_url: str, tmp_path: Path) -> None:
     for module in ("job_svc", "worker_svc"):
         env = {"APP_ENV": "production", "DATABASE_URL": database_url, "DEV_SECRETS_DIR": str(tmp_path / "none")}
-        process = ServiceProcess(module, env, tmp_path / f"{module}.log")
+        process = start_service(module, env, tmp_path / f"{module}.log", wait=False)
         assert process.exit_code() == 2, process.output()
         assert "must be set when APP_ENV=production" in process.output()
         assert not (tmp_path / "none").exists(), "production generated development secrets"
@@ -352,18 +350,15 @@ def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
     assert jobs.stub.CreateJob(request, metadata=bearer(bob)).job.id != first.id
 
     # A job service process that never saw the first call (a restart) answers the same.
-    port = free_port()
     env = {
         "DATABASE_URL": jobs.process_env["DATABASE_URL"],
         "RABBITMQ_URL": rabbitmq_url,
         "RABBITMQ_QUEUE": jobs.queue,
         "DEV_SECRETS_DIR": str(secrets_dir),
-        "JOB_PORT": str(port),
     }
-    second = ServiceProcess("job_svc", env, tmp_path / "job_svc-2.log")
+    second = start_service("job_svc", env, tmp_path / "job_svc-2.log")
     try:
-        second.wait_healthy(f"127.0.0.1:{port}")
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(second.address) as channel:
             again = jobs_pb2_grpc.JobServiceStub(channel).CreateJob(request, metadata=bearer(alice)).job
         assert again.id == first.id
     finally:

@@ -1,4 +1,13 @@
-"""Start the real service entry points (``python -m <svc>``) as local processes."""
+"""The one way the tests start and stop services: the real entry points (``python -m <svc>``) as local processes.
+
+``start_service`` starts one with the environment a test gives it (and a free
+port unless that names one), waits until its health service answers SERVING,
+and fails with the service's output if it exits or never serves.
+``ServiceProcess.stop`` sends SIGTERM and returns the exit code; ``kill`` is a
+crash. Every suite's fixtures (tests/support/system.py for the whole system,
+tests/integration/conftest.py for one job service) and every test that needs
+a service of its own go through here.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +17,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 from common.health_check import SERVING, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: The setting naming the port of each service's gRPC health service.
+HEALTH_PORT_SETTING = {"auth_svc": "AUTH_PORT", "job_svc": "JOB_PORT", "worker_svc": "WORKER_HEALTH_PORT"}
 
 
 def free_port() -> int:
@@ -64,10 +78,36 @@ def alive(pid: int) -> bool:
         return False
 
 
-class ServiceProcess:
-    """One running service; its combined output goes to ``log_path``."""
+def start_service(
+    module: str, env: Mapping[str, str], log_path: Path, *, wait: bool = True, timeout: float = 30.0
+) -> ServiceProcess:
+    """Start ``python -m module`` with ``env``; unless ``wait`` is False, return once it is SERVING.
 
-    def __init__(self, module: str, env: Mapping[str, str], log_path: Path) -> None:
+    A free port is chosen for its health port setting (HEALTH_PORT_SETTING) unless
+    ``env`` names one. If the service exits or does not serve within ``timeout``,
+    it is stopped and the test fails with its output.
+    """
+    setting = HEALTH_PORT_SETTING[module]
+    process = ServiceProcess(module, {setting: str(free_port()), **env}, log_path)
+    if wait:
+        try:
+            process.wait_healthy(timeout=timeout)
+        except BaseException:
+            process.stop()
+            raise
+    return process
+
+
+class ServiceProcess:
+    """One running service; its combined output goes to ``log_path``.
+
+    As a context manager it is stopped on leaving (its exit code is then ``returncode``).
+    """
+
+    def __init__(
+        self, module: str, env: Mapping[str, str], log_path: Path, *, argv: Sequence[str] | None = None
+    ) -> None:
+        """Start ``python -m module``, or ``argv`` (then ``module`` only names it: `make run`'s supervisor)."""
         self.module = module
         #: The environment the test gave it (on top of the test's own).
         self.env = dict(env)
@@ -77,18 +117,40 @@ class ServiceProcess:
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+            argv or [sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
         )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def port(self) -> int:
+        """The port of its gRPC health service (of the module's HEALTH_PORT_SETTING)."""
+        return int(self.env[HEALTH_PORT_SETTING[self.module]])
+
+    @property
+    def address(self) -> str:
+        """Where its gRPC server (the auth or job service) or health service (a worker) listens."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once it exited (negative: the signal that ended it), else None."""
+        return self.process.returncode
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_healthy(self, address: str, timeout: float = 30.0) -> None:
-        """Block until the service reports SERVING on ``address``; fail with its log otherwise."""
+    def wait_healthy(self, address: str | None = None, timeout: float = 30.0) -> None:
+        """Block until the service reports SERVING on ``address`` (default: its own); fail with its log otherwise."""
+        address = address or self.address
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -105,10 +167,19 @@ class ServiceProcess:
         finally:
             self.stop()
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; returns the exit code (SIGKILL after ``timeout``)."""
+    def terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Send ``sig`` (SIGTERM: the stop every deployment sends) and return at once; ``wait`` for the exit."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Its exit code, once it exits (subprocess.TimeoutExpired after ``timeout``)."""
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait; returns the exit code (SIGKILL after ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

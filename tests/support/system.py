@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.processes import ServiceProcess, free_port, start_service
 from tests.support.proxy import TcpProxy
 from tests.support.queues import wait_for_queue
 
@@ -23,6 +23,8 @@ class System:
         broker = urlsplit(env["RABBITMQ_URL"])
         self.broker_proxy = TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
         proxied = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{self.broker_proxy.start()}")
+        #: PostgreSQL itself, for the test's own queries while the database proxy may be cut.
+        self.direct_database_url = env["DATABASE_URL"]
         database = urlsplit(env["DATABASE_URL"])
         self.database_proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
         proxied_database = database._replace(netloc=f"{database.username}@127.0.0.1:{self.database_proxy.start()}")
@@ -55,42 +57,27 @@ class System:
         return f"127.0.0.1:{self.job_port}"
 
     def start_auth(self, **env: str) -> ServiceProcess:
-        self.auth = ServiceProcess("auth_svc", {**self.env, **env}, self.logs / "auth_svc.log")
-        self.auth.wait_healthy(self.auth_address)
+        self.auth = start_service("auth_svc", {**self.env, **env}, self.logs / "auth_svc.log")
         return self.auth
 
     def start_jobs(self, **env: str) -> ServiceProcess:
-        self.jobs = ServiceProcess("job_svc", {**self.env, **env}, self.logs / "job_svc.log")
-        self.jobs.wait_healthy(self.job_address)
+        self.jobs = start_service("job_svc", {**self.env, **env}, self.logs / "job_svc.log")
         if not self.broker_proxy.is_cut():
             wait_for_queue(self.direct_rabbitmq_url, self.env["RABBITMQ_QUEUE"])
         return self.jobs
 
     def start_another_job_service(self) -> str:
-        """One more job service on the same database and queue; returns its address."""
-        port = free_port()
-        process = ServiceProcess(
-            "job_svc", {**self.env, "JOB_PORT": str(port)}, self.logs / f"job_svc-{len(self.more_jobs) + 2}.log"
-        )
+        """One more job service on the same database and queue (and a port of its own); returns its address."""
+        env = {name: value for name, value in self.env.items() if name != "JOB_PORT"}
+        process = start_service("job_svc", env, self.logs / f"job_svc-{len(self.more_jobs) + 2}.log")
         self.more_jobs.append(process)
-        process.wait_healthy(f"127.0.0.1:{port}")
-        return f"127.0.0.1:{port}"
+        return process.address
 
     def start_worker(self, *, wait: bool = True, **env: str) -> ServiceProcess:
         index = len(self.workers) + 1
-        port = free_port()
-        worker = ServiceProcess(
-            "worker_svc",
-            {**self.env, "WORKER_HEALTH_PORT": str(port), **env},
-            self.logs / f"worker-{index}.log",
-        )
+        worker = start_service("worker_svc", {**self.env, **env}, self.logs / f"worker-{index}.log", wait=wait)
         self.workers.append(worker)
-        if wait:
-            worker.wait_healthy(f"127.0.0.1:{port}")
         return worker
-
-    def worker_logs(self) -> str:
-        return "".join(w.output() for w in self.workers)
 
     def stop(self) -> dict[str, int]:
         """SIGTERM everything, workers first (as `make run` does); returns the exit codes of all not killed."""

@@ -1,4 +1,9 @@
-"""Access tokens (auth_svc.tokens): what auth_svc mints is what job_svc's contract verifies, and nothing else is."""
+"""Access tokens: what auth_svc's TokenIssuer mints, job_svc's Authenticator accepts, and nothing else.
+
+Both sides are the real ones, each configured from its own service's default
+settings, so a change to either (a claim, an algorithm, a default issuer or
+audience) that the other does not follow fails here.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +19,17 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from auth_svc.roles import Role
+from auth_svc.settings import AuthSettings
 from auth_svc.tokens import ROLES_CLAIM, TokenIssuer, load_private_key
-from common.settings import SettingsError
+from common.settings import SettingsError, load
+from job_svc.auth import Authenticator, Caller
+from job_svc.errors import ExpiredToken, InvalidToken, OperatorsOnly
+from job_svc.settings import Settings as JobSettings
+from tests.support.clients import bearer
 from tests.support.processes import ROOT
 
-ISSUER = "jobqueue-auth"
-AUDIENCE = "jobqueue"
 TTL = 900
-
-
-def verify(token: str, public_key: Ed25519PublicKey, audience: str = AUDIENCE) -> dict[str, Any]:
-    """Decode ``token`` the way the JWT contract says job_svc does."""
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        public_key,
-        algorithms=["EdDSA"],
-        audience=audience,
-        issuer=ISSUER,
-        options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-    )
-    return claims
+WORKER_TOKEN = b"the-worker-secret"
 
 
 def pem(key: Ed25519PrivateKey) -> bytes:
@@ -43,6 +39,29 @@ def pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
+def authenticator(public_key: Ed25519PublicKey, **overrides: str) -> Authenticator:
+    """The job service's Authenticator for ``public_key``, with its default settings (``overrides`` aside)."""
+    settings = load(JobSettings, {})
+    public_pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return Authenticator(
+        public_key_pem=public_pem,
+        issuer=overrides.get("issuer", settings.jwt_issuer),
+        audience=overrides.get("audience", settings.jwt_audience),
+        worker_token=WORKER_TOKEN,
+    )
+
+
+def accept(token: str, public_key: Ed25519PublicKey, **overrides: str) -> Caller:
+    """The caller the job service reads from ``token`` (raising what it raises for a bad one)."""
+    return authenticator(public_key, **overrides).user(bearer(token))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """The token's claims, read without checking anything (what is checked is ``accept``'s job)."""
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
 @pytest.fixture
 def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
@@ -50,20 +69,20 @@ def key() -> Ed25519PrivateKey:
 
 @pytest.fixture
 def issuer(key: Ed25519PrivateKey) -> TokenIssuer:
-    return TokenIssuer(key, issuer=ISSUER, audience=AUDIENCE, ttl_seconds=TTL)
+    """The auth service's TokenIssuer, with its default settings' issuer and audience."""
+    settings = load(AuthSettings, {})
+    return TokenIssuer(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=TTL)
 
 
-def test_round_trip_carries_every_contract_claim(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
-    subject = str(uuid.uuid4())
+def test_the_job_service_accepts_what_the_auth_service_mints(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
+    subject = uuid.uuid4()
     before = datetime.now(UTC).replace(microsecond=0)
-    issued = issuer.issue(subject, "ada@example.com")
+    issued = issuer.issue(str(subject), "ada@example.com")
 
+    assert accept(issued.token, key.public_key()) == Caller(subject, operator=False)
     assert jwt.get_unverified_header(issued.token)["alg"] == "EdDSA"
-    claims = verify(issued.token, key.public_key())
-    assert claims["sub"] == subject
+    claims = claims_of(issued.token)
     assert claims["email"] == "ada@example.com"
-    assert claims["iss"] == ISSUER
-    assert claims["aud"] == AUDIENCE
     assert before.timestamp() <= claims["iat"] <= datetime.now(UTC).timestamp()
     assert claims["exp"] - claims["iat"] == TTL
     # The response's expires_at names exactly the instant the exp claim does.
@@ -71,19 +90,19 @@ def test_round_trip_carries_every_contract_claim(key: Ed25519PrivateKey, issuer:
     assert claims[ROLES_CLAIM] == []  # no roles given: a plain user
 
 
-def is_operator(claims: dict[str, Any]) -> bool:
-    """The job service's reading of the roles claim (the contract in auth_svc.tokens)."""
-    roles = claims.get("roles", [])
-    return isinstance(roles, list) and "operator" in roles
-
-
 @pytest.mark.parametrize(("role", "expected"), [(Role.USER, []), (Role.OPERATOR, ["operator"])])
-def test_roles_claim_names_only_roles_beyond_plain_user(
+def test_only_an_operators_token_passes_the_operator_check(
     key: Ed25519PrivateKey, issuer: TokenIssuer, role: Role, expected: list[str]
 ) -> None:
-    claims = verify(issuer.issue(str(uuid.uuid4()), "ada@example.com", roles=role.token_roles).token, key.public_key())
-    assert claims["roles"] == expected
-    assert is_operator(claims) is (role is Role.OPERATOR)
+    token = issuer.issue(str(uuid.uuid4()), "ada@example.com", roles=role.token_roles).token
+    assert claims_of(token)[ROLES_CLAIM] == expected
+    checker = authenticator(key.public_key())
+    assert checker.user(bearer(token)).operator is (role is Role.OPERATOR)
+    if role is Role.OPERATOR:
+        checker.operator(bearer(token))
+    else:
+        with pytest.raises(OperatorsOnly):
+            checker.operator(bearer(token))
 
 
 def test_roles_are_exactly_what_the_users_table_allows() -> None:
@@ -91,38 +110,43 @@ def test_roles_are_exactly_what_the_users_table_allows() -> None:
     check = re.search(r"CONSTRAINT users_role_known CHECK \(role IN \(([^)]*)\)\)", migration)
     assert check is not None
     assert {value.strip().strip("'") for value in check[1].split(",")} == {role.value for role in Role}
-    assert "DEFAULT 'user'" in migration
-    assert Role("user") is Role.USER
+    # A new account gets the column's default role, whose tokens must name no role at all.
+    default = re.search(r"ADD COLUMN role text NOT NULL DEFAULT '(\w+)'", migration)
+    assert default is not None
+    assert Role(default[1]).token_roles == ()
 
 
 def test_expiry_is_honoured(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
     long_ago = datetime.now(UTC) - timedelta(seconds=TTL + 5)
     expired = issuer.issue(str(uuid.uuid4()), "ada@example.com", now=long_ago)
     assert expired.expires_at < datetime.now(UTC)
-    with pytest.raises(jwt.ExpiredSignatureError):
-        verify(expired.token, key.public_key())
+    with pytest.raises(ExpiredToken):
+        accept(expired.token, key.public_key())
 
     just_in_time = datetime.now(UTC) - timedelta(seconds=TTL - 30)
-    verify(issuer.issue(str(uuid.uuid4()), "ada@example.com", now=just_in_time).token, key.public_key())
+    accept(issuer.issue(str(uuid.uuid4()), "ada@example.com", now=just_in_time).token, key.public_key())
 
 
 def test_another_key_is_rejected(issuer: TokenIssuer) -> None:
     token = issuer.issue(str(uuid.uuid4()), "ada@example.com").token
-    with pytest.raises(jwt.InvalidSignatureError):
-        verify(token, Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(InvalidToken):
+        accept(token, Ed25519PrivateKey.generate().public_key())
 
 
-def test_another_audience_is_rejected(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
+@pytest.mark.parametrize("expected", [{"audience": "someone-else"}, {"issuer": "someone-else"}])
+def test_another_audience_or_issuer_is_rejected(
+    key: Ed25519PrivateKey, issuer: TokenIssuer, expected: dict[str, str]
+) -> None:
     token = issuer.issue(str(uuid.uuid4()), "ada@example.com").token
-    with pytest.raises(jwt.InvalidAudienceError):
-        verify(token, key.public_key(), audience="someone-else")
+    with pytest.raises(InvalidToken):
+        accept(token, key.public_key(), **expected)
 
 
 def test_a_tampered_token_is_rejected(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
     header, _, signature = issuer.issue(str(uuid.uuid4()), "ada@example.com").token.split(".")
     forged_body = jwt.utils.base64url_encode(b'{"sub":"someone-else","exp":9999999999}').decode()
-    with pytest.raises(jwt.InvalidSignatureError):
-        verify(f"{header}.{forged_body}.{signature}", key.public_key())
+    with pytest.raises(InvalidToken):
+        accept(f"{header}.{forged_body}.{signature}", key.public_key())
 
 
 def test_private_key_loads_from_pem_including_escaped_newlines(key: Ed25519PrivateKey) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,10 +57,24 @@ def test_parse_stat_survives_spaces_and_parentheses_in_the_name() -> None:
     assert stat == bench.ProcStat(pid=7, comm="a) S 1 (b (c) d", ticks=106)
 
 
-def test_parse_stat_of_this_process() -> None:
-    stat = bench.parse_stat(Path("/proc/self/stat").read_text())
+def cpu_ticks() -> int:
+    """This process's CPU time and its reaped children's, in clock ticks, as times(2) counts it."""
+    spent = os.times()
+    seconds = spent.user + spent.system + spent.children_user + spent.children_system
+    return round(seconds * os.sysconf("SC_CLK_TCK"))
+
+
+def test_parse_stat_of_this_process_counts_its_cpu_ticks() -> None:
+    # The kernel's own line, not one written to look like it: the tick fields
+    # must be the ones times(2) reports, read between two of its readings.
+    while cpu_ticks() < 5:
+        pass  # spend a few ticks of CPU, so a wrong field or a missing sum shows
+    before = cpu_ticks()
+    stat = bench.parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())
+    after = cpu_ticks()
+    assert stat.pid == os.getpid()
     assert stat.comm.startswith("python") or stat.comm == "pytest"
-    assert stat.ticks >= 0
+    assert before <= stat.ticks <= after
 
 
 # --- the open-loop schedule -----------------------------------------------------------------------------

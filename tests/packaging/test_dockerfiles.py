@@ -23,8 +23,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
 
+from tests.packaging.test_compose import SERVICES, settings_defaults
 from tests.support.processes import free_port
-from tests.unit.test_compose import SERVICES, settings_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 HADOLINT = Path(sys.executable).parent / "hadolint"
