@@ -14,7 +14,7 @@ from common import db, logs, metrics, rabbitmq
 from common import secrets as dev_secrets
 from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
-from common.job_types import load_modules
+from common.job_types import JobTypes
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from job_svc.auth import Authenticator
@@ -53,7 +53,7 @@ def _authenticator(settings: Settings) -> Authenticator:
     )
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, types: JobTypes) -> None:
     """Serve until SIGTERM/SIGINT, then stop gracefully."""
     stop = stop_signal()
     authenticator = _authenticator(settings)
@@ -81,7 +81,7 @@ async def serve(settings: Settings) -> None:
         required=["postgres"],
     )
     retry = Backoff(settings.retry_base_seconds, settings.retry_max_seconds)
-    jobs = Jobs(store, relay, publisher)
+    jobs = Jobs(store, relay, publisher, types)
     reports = Reports(store, retry, lease_grace=settings.lease_grace_seconds)
     server, port = build_server(
         host=settings.job_host,
@@ -131,13 +131,13 @@ def main() -> int:
     try:
         settings = load(Settings)
         # Before anything connects: a module that cannot be loaded stops the service here, with its name.
-        load_modules(settings.modules())
+        types = JobTypes.load(settings.modules())
     except SettingsError as error:
         print(f"job_svc: {error}", file=sys.stderr)
         return 2
     logs.setup("job_svc", settings.log_level)
     try:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, types))
     except SettingsError as error:
         log.error("configuration error", extra={"error": str(error)})
         return 2

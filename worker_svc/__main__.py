@@ -17,12 +17,13 @@ import uvloop
 
 from common import logs, metrics
 from common.health import NOT_SERVING, HealthMonitor, HealthServicer
+from common.job_types import JobTypes
 from common.rabbitmq import Topology
 from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from worker_svc.consumer import QueueConsumer
 from worker_svc.delivery import DeliveryHandler
-from worker_svc.handlers import install
+from worker_svc.handlers import job_types
 from worker_svc.reports import ReportClient, open_channel
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings
@@ -41,11 +42,11 @@ Environment variables:
 """
 
 
-async def serve(settings: Settings, token: bytes) -> int:
+async def serve(settings: Settings, token: bytes, types: JobTypes) -> int:
     """Run until SIGTERM/SIGINT, then stop gracefully; returns the exit code."""
     stop = stop_signal()
     reports = ReportClient(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
-    runner = Runner(settings.handler_processes, settings.modules())
+    runner = Runner(types, settings.handler_processes)
     handler = DeliveryHandler(reports, runner)
     consumer = QueueConsumer(
         settings.rabbitmq_url,
@@ -117,12 +118,12 @@ def main(argv: list[str]) -> int:
         settings = load(Settings)
         token = settings.token()
         # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
-        install(settings.modules())
+        types = job_types(settings.modules())
     except SettingsError as error:
         print(f"worker_svc: {error}", file=sys.stderr)
         return 2
     logs.setup("worker_svc", settings.log_level)
-    return uvloop.run(serve(settings, token))
+    return uvloop.run(serve(settings, token, types))
 
 
 if __name__ == "__main__":
