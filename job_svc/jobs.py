@@ -4,7 +4,7 @@ Requests arrive checked for shape by the servicer; what a valid value is lives
 in job_svc/rules.py, how workers' reports are applied in job_svc/reports.py.
 What the use cases need from the database, the relay and the broker is the
 Protocols below (job_svc/store.py, relay.py and publisher.py implement them;
-tests/unit/fakes_job_service.py fakes them).
+tests/support/fake_job_service.py fakes them).
 """
 
 from __future__ import annotations

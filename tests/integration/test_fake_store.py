@@ -1,6 +1,6 @@
 """The unit tests' FakeStore does what the real JobStore does: the same scenarios, the same observable outcomes.
 
-The job service's core is unit-tested on tests/unit/fakes_job_service.py;
+The job service's core is unit-tested on tests/support/fake_job_service.py;
 those tests mean something only while the fake follows the SQL. Each scenario
 here runs on PostgreSQL and on the fake, and the traces must be equal.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from job_svc.model import Job, ListQuery, NewJob, Report, Status
 from job_svc.store import JobStore
-from tests.unit.fakes_job_service import FakeStore
+from tests.support.fake_job_service import FakeStore
 
 Store = JobStore | FakeStore
 Scenario = Callable[[Store], Awaitable[list[Any]]]

@@ -10,7 +10,7 @@ from common.job_types import JobTypes
 from job_svc.errors import BrokerUnavailable
 from job_svc.jobs import Jobs
 from job_svc.relay import OutboxRelay
-from tests.unit.fakes_job_service import FakePublisher, FakeRelay, FakeStore
+from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore
 
 OWNER = uuid.uuid4()
 

@@ -13,7 +13,7 @@ from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
 from job_svc.model import Job, Report, Status
 from job_svc.reports import Reports, rounds
 from job_svc.rules import MAX_RESULT_CHARS
-from tests.unit.fakes_job_service import FakeStore, stored_job
+from tests.support.fake_job_service import FakeStore, stored_job
 
 OWNER = uuid.uuid4()
 

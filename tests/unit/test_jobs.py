@@ -17,7 +17,7 @@ from job_svc.errors import JobFinished, JobNotFound, NotFailed
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Status
 from job_svc.rules import RERUN_BATCH
-from tests.unit.fakes_job_service import FakePublisher, FakeRelay, FakeStore, stored_job
+from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, stored_job
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
 FLAKY = "tests.support.flaky_jobs"
