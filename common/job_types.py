@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from common.settings import SettingsError
 
@@ -64,6 +64,8 @@ def fibonacci_n(payload: Any) -> int:
         raise PayloadError(f"must be between 0 and {MAX_FIBONACCI_N}")
     return n
 
+
+_Default = TypeVar("_Default")
 
 #: The shape of a type name; the jobs table checks the same (migrations/0002_jobs.sql).
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -125,9 +127,12 @@ class JobTypes(Mapping[str, JobType]):
                 raise ValueError(f"job type {job_type.name!r} is given twice")
             by_name[job_type.name] = job_type
         self._types = by_name
-        #: The JOB_TYPE_MODULES the types were loaded from, so that another
-        #: process (a worker's handler process) can load the same ones.
-        self.modules = tuple(modules)
+        self._modules = tuple(modules)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The JOB_TYPE_MODULES the types came from, so that another process (a handler process) can load the same."""
+        return self._modules
 
     @classmethod
     def load(cls, module_names: Sequence[str] = (), builtins: Iterable[JobType] = BUILTIN_TYPES) -> JobTypes:
@@ -152,6 +157,17 @@ class JobTypes(Mapping[str, JobType]):
 
     def __getitem__(self, name: str) -> JobType:
         return self._types[name]
+
+    # __contains__ and get are the dict's own: Mapping's would cost a Python call and a try per job.
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    @overload
+    def get(self, name: str, /) -> JobType | None: ...
+    @overload
+    def get(self, name: str, default: JobType | _Default, /) -> JobType | _Default: ...
+    def get(self, name: str, default: object = None, /) -> object:
+        return self._types.get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._types)

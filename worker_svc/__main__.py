@@ -23,7 +23,7 @@ from common.server import build_server, stop_signal
 from common.settings import SettingsError, describe, load
 from worker_svc.consumer import QueueConsumer
 from worker_svc.delivery import DeliveryHandler
-from worker_svc.handlers import job_types
+from worker_svc.handlers import load_job_types
 from worker_svc.reports import ReportClient, open_channel
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
         settings = load(Settings)
         token = settings.token()
         # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
-        types = job_types(settings.modules())
+        types = load_job_types(settings.modules())
     except SettingsError as error:
         print(f"worker_svc: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 Adding a built-in job type is its payload rule in common.job_types.BUILTIN_TYPES
 plus its handler in BUILTIN_TYPES here (the worker refuses to start, at
 import, if the two name different types). Types from JOB_TYPE_MODULES bring
-their handler with them; ``job_types`` loads both into the worker's registry.
+their handler with them; ``load_job_types`` loads both into the worker's registry.
 
 This module is imported by the handler processes too, so it stays free of I/O
 and of anything that would be costly or unsafe to import there.
@@ -91,7 +91,7 @@ def _with_handlers() -> JobTypes:
 BUILTIN_TYPES = _with_handlers()
 
 
-def job_types(module_names: Sequence[str]) -> JobTypes:
+def load_job_types(module_names: Sequence[str]) -> JobTypes:
     """The worker's job types: the built-in ones and those of the JOB_TYPE_MODULES ``module_names``.
 
     Raises common.settings.SettingsError if a module breaks the contract

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.job_types import JobTypes, PayloadError
-from worker_svc.handlers import job_types
+from worker_svc.handlers import load_job_types
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
         if os.getppid() != parent:  # the worker died before prctl took effect
             os._exit(1)
     global _process_types  # noqa: PLW0603 - set once, before the process takes any job
-    _process_types = job_types(modules)
+    _process_types = load_job_types(modules)
 
 
 def _run_handler(job_type: str, value: Any) -> str:
@@ -154,7 +154,7 @@ class HandlerProcess:
 class Runner:
     """Runs jobs of ``types``: cheap handlers inline, CPU-bound ones in ``processes`` handler processes.
 
-    ``types`` come from worker_svc.handlers.job_types; every handler process
+    ``types`` come from worker_svc.handlers.load_job_types; every handler process
     loads the same JOB_TYPE_MODULES (``types.modules``) itself.
     """
 

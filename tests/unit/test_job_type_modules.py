@@ -15,7 +15,7 @@ from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
 from tests.support.flaky_jobs import AlwaysFails
 from tests.support.processes import ROOT
-from worker_svc.handlers import job_types
+from worker_svc.handlers import load_job_types
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings as WorkerSettings
 
@@ -90,6 +90,8 @@ def test_a_registry_cannot_be_changed() -> None:
     types = JobTypes.load([FLAKY])
     with pytest.raises(TypeError):
         types["shout"] = JobType("shout", text, "")  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        types.modules = ()  # type: ignore[misc]
     with pytest.raises(ValueError, match="'shout' is given twice"):
         JobTypes([JobType("shout", text, ""), JobType("shout", text, "")])
 
@@ -125,7 +127,7 @@ def test_a_module_that_breaks_the_contract_is_refused_by_name(modules_dir: Path,
     with pytest.raises(SettingsError, match=f"^JOB_TYPE_MODULES: module '{name}'.*{message}"):
         JobTypes.load([name])
     with pytest.raises(SettingsError, match=f"^JOB_TYPE_MODULES: module '{name}'.*{message}"):
-        job_types([name])
+        load_job_types([name])
 
 
 def test_an_unknown_module_is_refused_by_name() -> None:
@@ -141,7 +143,7 @@ def test_two_modules_may_not_declare_the_same_type(modules_dir: Path) -> None:
 
 
 def test_handlers_come_with_their_types() -> None:
-    types = job_types([FLAKY])
+    types = load_job_types([FLAKY])
     assert types.modules == (FLAKY,)
     assert types["always_fails"].cpu_bound
     handler = types["always_fails"].handler
@@ -159,7 +161,7 @@ def test_a_runner_refuses_types_it_cannot_run() -> None:
 @pytest.fixture
 async def runner() -> AsyncIterator[Runner]:
     """A runner in a worker that loaded FLAKY, as __main__ does."""
-    runner = Runner(job_types([FLAKY]), processes=1)
+    runner = Runner(load_job_types([FLAKY]), processes=1)
     yield runner
     await runner.close()
 

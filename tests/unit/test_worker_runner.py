@@ -13,7 +13,7 @@ import pytest
 
 from common.job_types import MAX_FIBONACCI_N
 from tests.support.processes import alive
-from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, job_types
+from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, load_job_types
 from worker_svc.runner import UNKNOWN_TYPE, Result, Runner
 
 FLAKY = "tests.support.flaky_jobs"
@@ -21,7 +21,7 @@ FLAKY = "tests.support.flaky_jobs"
 
 @pytest.fixture
 async def runner() -> AsyncIterator[Runner]:
-    runner = Runner(job_types([]), processes=1)
+    runner = Runner(load_job_types([]), processes=1)
     yield runner
     await runner.close()
 
@@ -112,7 +112,7 @@ async def test_a_pool_job_waits_its_turn_for_a_free_process_and_an_inline_job_do
 @pytest.fixture
 async def sleepy() -> AsyncIterator[Runner]:
     """A runner of one handler process, in a worker that loaded the test job types (``sleeps``)."""
-    runner = Runner(job_types([FLAKY]), processes=1)
+    runner = Runner(load_job_types([FLAKY]), processes=1)
     await runner.start()
     yield runner
     await runner.close()
