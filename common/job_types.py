@@ -1,18 +1,23 @@
-"""The job types the system accepts, and the rule each one's payload must follow.
+"""The job types the system accepts: the rule each one's payload must follow, and the handler that runs it.
 
-This table is the one list of job types: the job service validates CreateJob
-against it and the worker has one handler per entry (worker_svc/handlers.py;
-a test checks the two agree). A payload is a JSON value (google.protobuf.Value
-on the wire); a rule turns it into the handler's typed input or says why not.
+A payload is a JSON value (google.protobuf.Value on the wire); a type's rule
+turns it into its handler's typed input or says why not. ``JobTypes`` is the
+one registry of types a process knows, built once at start (``JobTypes.load``)
+from the built-in types and the modules named in JOB_TYPE_MODULES, then passed
+to what needs it (the job service validates CreateJob against it, the worker
+runs its handlers); it never changes after that.
 
-More types can come from the modules named in JOB_TYPE_MODULES (both the job
-service and the workers read it; give them the same list). The contract of
-such a module: it is importable by its dotted name, has no side effects worth
-fearing when imported (it is imported by the job service, each worker and each
-worker's handler processes), and exposes ``JOB_TYPES``, a list of JobType
-values each carrying its own ``handler``. ``load_modules`` adds them at start,
-before any job is taken, and refuses (SettingsError) a module it cannot import,
-one without a proper ``JOB_TYPES``, and a name that is malformed or taken.
+The built-in types' rules are here, ``BUILTIN_TYPES``; the worker attaches
+their handlers (worker_svc/handlers.py). The job service needs only the rules,
+and its image holds common/ but no worker code.
+
+The contract of a JOB_TYPE_MODULES module (both the job service and the
+workers read the variable; give them the same list): it is importable by its
+dotted name, has no side effects worth fearing when imported (it is imported
+by the job service, each worker and each worker's handler processes), and
+exposes ``JOB_TYPES``, a list of JobType values each carrying its own
+``handler``. ``JobTypes.load`` refuses (SettingsError) a module it cannot
+import, one without a proper ``JOB_TYPES``, and a name that is malformed or taken.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from __future__ import annotations
 import importlib
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar, overload
 
 from common.settings import SettingsError
 
@@ -60,6 +65,8 @@ def fibonacci_n(payload: Any) -> int:
     return n
 
 
+_Default = TypeVar("_Default")
+
 #: The shape of a type name; the jobs table checks the same (migrations/0002_jobs.sql).
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 #: The environment variable naming the modules of extra job types.
@@ -70,7 +77,7 @@ _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 @dataclass(frozen=True)
 class JobType:
-    """A job type: its name, the rule that checks and converts its payload, and (if added by a module) its handler.
+    """A job type: its name, the rule that checks and converts its payload, and how its handler runs.
 
     ``parse`` takes the JSON payload and returns the handler's input (picklable:
     it may cross into a handler process) or raises PayloadError, which is a
@@ -79,10 +86,13 @@ class JobType:
     result text; any exception it raises fails the attempt as *retryable*, so
     the job is retried until it has had its max_attempts, then it is FAILED and
     its message goes to ``<queue>.dead``. ``cpu_bound`` handlers run in the
-    worker's process pool, the others on its event loop (they must be quick).
+    worker's process pool, the others on its event loop (they must be quick);
+    ``small``, if set, tells which inputs of a cpu_bound handler are so small
+    that a pool round trip (a few hundred microseconds) would cost more than
+    computing them on the event loop.
 
-    The built-in types leave ``handler`` unset: theirs are in worker_svc/handlers.py.
-    A type from JOB_TYPE_MODULES must set it.
+    A type from JOB_TYPE_MODULES must set ``handler``; the built-in types get
+    theirs from the worker (``with_handler``).
     """
 
     name: str
@@ -90,25 +100,87 @@ class JobType:
     summary: str
     handler: Callable[[Any], str] | None = None
     cpu_bound: bool = False
+    small: Callable[[Any], bool] | None = None
+
+    def with_handler(
+        self, handler: Callable[[Any], str], *, cpu_bound: bool = False, small: Callable[[Any], bool] | None = None
+    ) -> JobType:
+        """This type, run by ``handler``."""
+        return replace(self, handler=handler, cpu_bound=cpu_bound, small=small)
 
 
-JOB_TYPES: dict[str, JobType] = {
-    t.name: t
-    for t in (
-        JobType("reverse_string", text, "a string; the result is the string reversed"),
-        JobType("uppercase_text", text, "a string; the result is the string upper-cased"),
-        JobType(
-            "fibonacci_calc",
-            fibonacci_n,
-            f"a whole number 0..{MAX_FIBONACCI_N}; the result is F(n)",
-        ),
-    )
-}
+#: The built-in types' payload rules, without handlers (see the module doc).
+BUILTIN_TYPES: tuple[JobType, ...] = (
+    JobType("reverse_string", text, "a string; the result is the string reversed"),
+    JobType("uppercase_text", text, "a string; the result is the string upper-cased"),
+    JobType("fibonacci_calc", fibonacci_n, f"a whole number 0..{MAX_FIBONACCI_N}; the result is F(n)"),
+)
 
 
-def parse_payload(job_type: str, payload: Any) -> Any:
-    """The typed input for ``job_type``; raises KeyError for an unknown type, PayloadError for a bad payload."""
-    return JOB_TYPES[job_type].parse(payload)
+class JobTypes(Mapping[str, JobType]):
+    """The job types a process knows, by name; immutable once built."""
+
+    def __init__(self, types: Iterable[JobType], modules: Sequence[str] = ()) -> None:
+        by_name: dict[str, JobType] = {}
+        for job_type in types:
+            if job_type.name in by_name:
+                raise ValueError(f"job type {job_type.name!r} is given twice")
+            by_name[job_type.name] = job_type
+        self._types = by_name
+        self._modules = tuple(modules)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The JOB_TYPE_MODULES the types came from, so that another process (a handler process) can load the same."""
+        return self._modules
+
+    @classmethod
+    def load(cls, module_names: Sequence[str] = (), builtins: Iterable[JobType] = BUILTIN_TYPES) -> JobTypes:
+        """The ``builtins`` and the types of the JOB_TYPE_MODULES ``module_names``.
+
+        Every module is imported and checked against the contract (see the
+        module doc); SettingsError, naming the module, for anything it refuses,
+        including a type name that is already taken (built-in or from another
+        module).
+        """
+        known = {job_type.name: job_type for job_type in builtins}
+        added: dict[str, tuple[str, JobType]] = {}
+        for module_name in module_names:
+            for job_type in _types_of(module_name):
+                where = f"{MODULES_VARIABLE}: module {module_name!r} declares job type {job_type.name!r}"
+                if job_type.name in known:
+                    raise SettingsError(f"{where}, which already exists")
+                if job_type.name in added:
+                    raise SettingsError(f"{where}, which module {added[job_type.name][0]!r} declares too")
+                added[job_type.name] = (module_name, job_type)
+        return cls([*known.values(), *(job_type for _, job_type in added.values())], module_names)
+
+    def __getitem__(self, name: str) -> JobType:
+        return self._types[name]
+
+    # __contains__ and get are the dict's own: Mapping's would cost a Python call and a try per job.
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    @overload
+    def get(self, name: str, /) -> JobType | None: ...
+    @overload
+    def get(self, name: str, default: JobType | _Default, /) -> JobType | _Default: ...
+    def get(self, name: str, default: object = None, /) -> object:
+        return self._types.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def __repr__(self) -> str:
+        return f"JobTypes({sorted(self._types)!r}, modules={self.modules!r})"
+
+    def parse(self, job_type: str, payload: Any) -> Any:
+        """The typed input for ``job_type``; raises KeyError for an unknown type, PayloadError for a bad payload."""
+        return self._types[job_type].parse(payload)
 
 
 def module_names(value: str) -> tuple[str, ...]:
@@ -145,25 +217,3 @@ def _types_of(module_name: str) -> list[JobType]:
         if job_type.handler is None or not callable(job_type.handler):
             raise SettingsError(f"{where}: job type {job_type.name!r} has no handler")
     return list(declared)
-
-
-def load_modules(names: Sequence[str], registry: dict[str, JobType] | None = None) -> list[JobType]:
-    """Import the JOB_TYPE_MODULES ``names`` and add their job types to ``registry`` (default: JOB_TYPES).
-
-    All or nothing: every module is imported and checked before any type is
-    added, so a refusal leaves ``registry`` as it was. Returns the added types.
-    Raises SettingsError, naming the module, for anything the contract refuses,
-    including a type name that is already taken (built-in or from another module).
-    """
-    target = JOB_TYPES if registry is None else registry
-    added: dict[str, tuple[str, JobType]] = {}
-    for module_name in names:
-        for job_type in _types_of(module_name):
-            where = f"{MODULES_VARIABLE}: module {module_name!r} declares job type {job_type.name!r}"
-            if job_type.name in target:
-                raise SettingsError(f"{where}, which already exists")
-            if job_type.name in added:
-                raise SettingsError(f"{where}, which module {added[job_type.name][0]!r} declares too")
-            added[job_type.name] = (module_name, job_type)
-    target.update((name, job_type) for name, (_, job_type) in added.items())
-    return [job_type for _, job_type in added.values()]

@@ -18,7 +18,7 @@ import aio_pika
 from common import db, metrics, rabbitmq, service
 from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
-from common.job_types import load_modules
+from common.job_types import JobTypes
 from common.server import build_server
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
@@ -39,7 +39,7 @@ DRAIN_SECONDS = 5
 async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     """Serve until a stop is requested, then stop gracefully."""
     # Before anything connects: a module that cannot be loaded stops the service here, with its name.
-    load_modules(settings.modules())
+    types = JobTypes.load(settings.modules())
     authenticator = Authenticator(
         public_key_pem=settings.public_key_pem(),
         issuer=settings.jwt_issuer,
@@ -72,7 +72,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             required=["postgres"],
         )
         retry = Backoff(settings.retry_base_seconds, settings.retry_max_seconds)
-        jobs = Jobs(store, relay, publisher)
+        jobs = Jobs(store, relay, publisher, types)
         reports = Reports(store, retry, lease_grace=settings.lease_grace_seconds)
         server, port = build_server(
             host=settings.job_host,

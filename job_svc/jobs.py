@@ -2,6 +2,9 @@
 
 Requests arrive checked for shape by the servicer; what a valid value is lives
 in job_svc/rules.py, how workers' reports are applied in job_svc/reports.py.
+What the use cases need from the database, the relay and the broker is the
+Protocols below (job_svc/store.py, relay.py and publisher.py implement them;
+tests/support/fake_job_service.py fakes them).
 """
 
 from __future__ import annotations
@@ -9,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import asyncpg
 
 from common import db
 from common.batching import Coalescer
 from common.errors import FieldViolation, InvalidArgument
-from common.job_types import JOB_TYPES, PayloadError, parse_payload
+from common.job_types import JobTypes, PayloadError
 from common.limits import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
-from job_svc.model import Job, ListQuery, NewJob, Priority, Status
-from job_svc.publisher import Publisher
-from job_svc.relay import OutboxRelay
+from job_svc.model import Encoder, Job, ListQuery, NewJob, Priority, Status
 from job_svc.rules import (
     MAX_BATCH,
     RERUN_BATCH,
@@ -33,19 +35,66 @@ from job_svc.rules import (
     decode_page_token,
     encode_page_token,
 )
-from job_svc.store import JobStore
 
 #: How many group-commit transactions of CreateJob calls may be in flight at once.
 CREATE_TRANSACTIONS = 4
 
 
-class Jobs:
-    """Validates and carries out each JobService call on domain values."""
+class Store(Protocol):
+    """The jobs table, as the use cases need it (job_svc.store.JobStore; see its methods for the contract)."""
 
-    def __init__(self, store: JobStore, relay: OutboxRelay, publisher: Publisher) -> None:
+    async def create(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool]]:
+        """Store jobs with their queue messages, in one transaction; each job and whether it is new."""
+
+    async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
+        """The job (only if ``owner_id`` owns it, when given)."""
+
+    async def cancel(self, job_id: uuid.UUID, owner_id: uuid.UUID) -> tuple[Job, Status] | None:
+        """Cancel the owner's QUEUED or RUNNING job; the job and the status it had, else None."""
+
+    async def rerun(self, job_id: uuid.UUID, grant: int, encode: Encoder, owner_id: uuid.UUID | None) -> Job | None:
+        """Queue the FAILED job again with ``grant`` more attempts; None if it is not FAILED (or not the owner's)."""
+
+    async def rerun_dead(
+        self, job_type: str | None, failed_by: datetime, grant: int, limit: int, encode: Encoder
+    ) -> int:
+        """Queue again up to ``limit`` jobs FAILED by ``failed_by``; how many."""
+
+    async def list_dead(
+        self, page_size: int, job_type: str | None, after: tuple[datetime, uuid.UUID] | None
+    ) -> Sequence[Job]:
+        """A page of every owner's FAILED jobs, most recently failed first, after the cursor."""
+
+    async def now(self) -> datetime:
+        """The clock the stored timestamps come from."""
+
+    # Last: below it, ``list`` in this class body would name the method.
+    async def list(self, query: ListQuery) -> list[Job]:
+        """A page of the owner's jobs, newest first, after the cursor."""
+
+
+class Relay(Protocol):
+    """What publishes stored queue messages (job_svc.relay.OutboxRelay)."""
+
+    def wake(self) -> None:
+        """There are new messages to publish."""
+
+
+class Announcer(Protocol):
+    """What tells the workers about cancelled jobs (job_svc.publisher.Publisher)."""
+
+    async def announce_cancellation(self, job_id: uuid.UUID) -> None:
+        """Tell every worker, best effort, that the job was cancelled."""
+
+
+class Jobs:
+    """Validates and carries out each JobService call on domain values, for the job ``types`` it knows."""
+
+    def __init__(self, store: Store, relay: Relay, publisher: Announcer, types: JobTypes) -> None:
         self._store = store
         self._relay = relay
         self._publisher = publisher
+        self._types = types
         # Concurrent CreateJob calls share transactions (group commit): one
         # INSERT of many rows costs the database about what one row does.
         self._creates: Coalescer[NewJob, tuple[Job, bool]] = Coalescer(
@@ -58,9 +107,7 @@ class Jobs:
         return stored
 
     async def create_batch(self, jobs: Sequence[NewJob]) -> Sequence[Job]:
-        """Store up to MAX_BATCH new jobs in one transaction: all of them or, on an error, none."""
-        if not 1 <= len(jobs) <= MAX_BATCH:
-            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} jobs")])
+        """Store new jobs (at most MAX_BATCH: the servicer checks) in one transaction: all or, on an error, none."""
         stored = await self._store.create(jobs)
         if any(created for _, created in stored):
             self._relay.wake()
@@ -98,8 +145,8 @@ class Jobs:
         request_id: uuid.UUID | None = None,
     ) -> NewJob:
         """A new job from a CreateJob request's values, with its queue message; INVALID_ARGUMENT if bad."""
-        if job_type not in JOB_TYPES:
-            known = ", ".join(sorted(JOB_TYPES))
+        if job_type not in self._types:
+            known = ", ".join(sorted(self._types))
             raise InvalidArgument(
                 [
                     FieldViolation(
@@ -111,7 +158,7 @@ class Jobs:
         if payload is None:
             raise InvalidArgument([FieldViolation("payload", "is required")])
         try:
-            parse_payload(job_type, payload)
+            self._types.parse(job_type, payload)
         except PayloadError as error:
             raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
         max_attempts = check_attempts(max_attempts)
@@ -154,7 +201,7 @@ class Jobs:
         job_type: str | None,
     ) -> tuple[list[Job], str]:
         """A page of the owner's jobs, newest first, and the token of the next page ('' if none)."""
-        size = check_listing(page_size, job_type)
+        size = check_listing(page_size, job_type, self._types)
         filters: list[str | None] = [status, job_type]
         after = decode_page_token(page_token, filters) if page_token else None
         query = ListQuery(
@@ -196,7 +243,7 @@ class Jobs:
 
     async def list_dead(self, page_size: int, page_token: str, job_type: str | None) -> tuple[Sequence[Job], str]:
         """A page of every owner's FAILED jobs, most recently failed first, and the next page's token."""
-        size = check_listing(page_size, job_type)
+        size = check_listing(page_size, job_type, self._types)
         filters: list[str | None] = ["dead", job_type]
         after = decode_page_token(page_token, filters) if page_token else None
         jobs = await self._store.list_dead(size + 1, job_type, after)
@@ -208,7 +255,7 @@ class Jobs:
 
     async def rerun_dead(self, job_type: str | None, max_attempts: int) -> int:
         """Queue again every job that was FAILED when the call began (of ``job_type``, if given); how many."""
-        if job_type is not None and job_type not in JOB_TYPES:
+        if job_type is not None and job_type not in self._types:
             raise InvalidArgument([FieldViolation("type", f"unknown job type {job_type!r}")])
         grant = check_attempts(max_attempts)
         failed_by = await self._store.now()

@@ -13,14 +13,43 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.errors import BrokerUnavailable
-from job_svc.publisher import Publisher
-from job_svc.store import JobStore
+from job_svc.model import Encoder, OutboxMessage
 
 log = logging.getLogger(__name__)
+
+
+class OutboxStore(Protocol):
+    """The outbox and the jobs' timers (job_svc.store.JobStore; see its methods for the contract)."""
+
+    def outbox_batch(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxMessage]]:
+        """Lock up to ``limit`` outbox rows; they are deleted only if the block exits normally."""
+
+    async def expire_leases(self, limit: int) -> int:
+        """Take back up to ``limit`` RUNNING jobs whose claim expired; how many."""
+
+    async def enqueue_due(self, limit: int, encode: Encoder) -> int:
+        """Move up to ``limit`` due retries into the outbox; how many."""
+
+
+class OutboxPublisher(Protocol):
+    """The broker, as the relay needs it (job_svc.publisher.Publisher)."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether a confirmed channel is open right now."""
+
+    async def wait_connected(self) -> None:
+        """Wait until a channel is open."""
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        """Publish, returning once all are confirmed; BrokerUnavailable if not."""
 
 
 class OutboxRelay:
@@ -28,8 +57,8 @@ class OutboxRelay:
 
     def __init__(
         self,
-        store: JobStore,
-        publisher: Publisher,
+        store: OutboxStore,
+        publisher: OutboxPublisher,
         *,
         batch_size: int,
         poll_seconds: float,

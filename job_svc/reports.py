@@ -18,20 +18,33 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import MutableSequence, Sequence
+from typing import Protocol
 
 from common.backoff import Backoff
 from common.errors import FieldViolation, InvalidArgument, ServiceError
 from job_svc import metrics
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
 from job_svc.model import Job, Report, Status
-from job_svc.rules import MAX_BATCH, MAX_ERROR_CHARS, MAX_RESULT_CHARS
-from job_svc.store import JobStore
+from job_svc.rules import MAX_ERROR_CHARS, MAX_RESULT_CHARS
+
+
+class ReportStore(Protocol):
+    """The fenced status changes of the jobs table (job_svc.store.JobStore; see its methods for the contract)."""
+
+    async def start(self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_grace: float) -> Sequence[Job]:
+        """Mark each (job id, claim id) RUNNING if QUEUED or RUNNING; the jobs that were."""
+
+    async def finish(self, reports: Sequence[Report]) -> Sequence[Job]:
+        """Record each outcome whose job is RUNNING the reported attempt; those jobs."""
+
+    async def get_many(self, job_ids: Sequence[uuid.UUID]) -> Sequence[Job]:
+        """The jobs with these ids that exist, in no particular order."""
 
 
 class Reports:
     """Applies workers' reports (UpdateJob, UpdateJobs) to the stored jobs."""
 
-    def __init__(self, store: JobStore, retry: Backoff, *, lease_grace: float) -> None:
+    def __init__(self, store: ReportStore, retry: Backoff, *, lease_grace: float) -> None:
         self._store = store
         self._retry = retry
         self._lease_grace = lease_grace
@@ -48,10 +61,9 @@ class Reports:
 
         Each round applies at most one report per job, all claims in one
         statement and all outcomes in another, so a batch costs a few round
-        trips however many reports it holds.
+        trips however many reports it holds. The servicer checks the batch's
+        size (at most MAX_BATCH).
         """
-        if not 1 <= len(reports) <= MAX_BATCH:
-            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} reports")])
         outcomes: MutableSequence[Job | ServiceError | None] = [None] * len(reports)
         valid: MutableSequence[int] = []
         for i, report in enumerate(reports):

@@ -11,10 +11,10 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Container
 from datetime import datetime
 
 from common.errors import FieldViolation, InvalidArgument
-from common.job_types import JOB_TYPES
 from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 
 DEFAULT_PAGE_SIZE = 50
@@ -65,12 +65,18 @@ def check_attempts(value: int) -> int:
     return value or DEFAULT_MAX_ATTEMPTS
 
 
-def check_listing(page_size: int, job_type: str | None) -> int:
+def check_batch(size: int, items: str) -> None:
+    """INVALID_ARGUMENT unless a batch call (BatchCreateJobs, UpdateJobs) holds 1 to MAX_BATCH ``items``."""
+    if not 1 <= size <= MAX_BATCH:
+        raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} {items}")])
+
+
+def check_listing(page_size: int, job_type: str | None, known_types: Container[str]) -> int:
     """The page size to fetch for a listing request, or INVALID_ARGUMENT for its bad fields."""
     violations = []
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         violations.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
-    if job_type is not None and job_type not in JOB_TYPES:
+    if job_type is not None and job_type not in known_types:
         violations.append(FieldViolation("type", f"unknown job type {job_type!r}"))
     if violations:
         raise InvalidArgument(violations)

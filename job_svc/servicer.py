@@ -15,7 +15,7 @@ from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Report, Status
 from job_svc.reports import Reports
-from job_svc.rules import MAX_BATCH, parse_id
+from job_svc.rules import check_batch, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -110,8 +110,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.BatchCreateJobsResponse:
         """Validate every job first, then store and queue them all in one transaction."""
         owner = self._auth.user(context.invocation_metadata()).id
-        if not 1 <= len(request.requests) <= MAX_BATCH:
-            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} jobs")])
+        check_batch(len(request.requests), "jobs")
         new_jobs: list[NewJob] = []
         violations: list[FieldViolation] = []
         for i, item in enumerate(request.requests):
@@ -195,8 +194,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def UpdateJobs(self, request: jobs_pb2.UpdateJobsRequest, context: Context) -> jobs_pb2.UpdateJobsResponse:
         """A batch of workers' reports, each fenced and answered on its own."""
         self._auth.worker(context.invocation_metadata())
-        if not 1 <= len(request.requests) <= MAX_BATCH:
-            raise InvalidArgument([FieldViolation("requests", f"must hold 1 to {MAX_BATCH} reports")])
+        check_batch(len(request.requests), "reports")
         reports: list[Report] = []
         refused: dict[int, ServiceError] = {}
         for i, item in enumerate(request.requests):

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from job_svc.model import Job, ListQuery, NewJob, OutboxMessage, Priority, Report, Status
+from job_svc.model import Encoder, Job, ListQuery, NewJob, OutboxMessage, Priority, Report, Status
 
-#: Builds a job's queue message from its id, type, payload and timeout_seconds.
-Encoder = Callable[[uuid.UUID, str, Any, int], bytes]
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _COLUMNS = (

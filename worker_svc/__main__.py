@@ -20,7 +20,7 @@ from common.rabbitmq import Topology
 from common.server import build_server
 from worker_svc.consumer import QueueConsumer
 from worker_svc.delivery import DeliveryHandler
-from worker_svc.handlers import install
+from worker_svc.handlers import load_job_types
 from worker_svc.reports import ReportClient, open_channel
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings
@@ -39,9 +39,9 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     """Run until a stop is requested, then stop gracefully."""
     token = settings.token()
     # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
-    install(settings.modules())
+    types = load_job_types(settings.modules())
     reports = ReportClient(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
-    runner = Runner(settings.handler_processes, settings.modules())
+    runner = Runner(types, settings.handler_processes)
     metrics_server = None
     try:
         handler = DeliveryHandler(reports, runner)

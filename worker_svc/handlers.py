@@ -1,9 +1,9 @@
-"""One handler per job type: what the worker computes for a job's (already parsed) payload.
+"""The built-in job types' handlers: what the worker computes for a job's (already parsed) payload.
 
-Adding a built-in job type is one entry in common.job_types.JOB_TYPES (its
-payload rule) plus one entry in HANDLERS here; a unit test checks the two tables
-agree. Types from JOB_TYPE_MODULES bring their handler with them; ``install``
-adds them to both tables (in the worker and in each of its handler processes).
+Adding a built-in job type is its payload rule in common.job_types.BUILTIN_TYPES
+plus its handler in BUILTIN_TYPES here (the worker refuses to start, at
+import, if the two name different types). Types from JOB_TYPE_MODULES bring
+their handler with them; ``load_job_types`` loads both into the worker's registry.
 
 This module is imported by the handler processes too, so it stays free of I/O
 and of anything that would be costly or unsafe to import there.
@@ -11,11 +11,10 @@ and of anything that would be costly or unsafe to import there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
-from common.job_types import JOB_TYPES, JobType, load_modules
+from common import job_types as rules
+from common.job_types import JobTypes
 
 # Python refuses to convert ints of more than sys.get_int_max_str_digits() digits
 # (4300 by default, 640 at the least) to text. Converting in chunks of fewer
@@ -67,54 +66,35 @@ def fibonacci_calc(n: int) -> str:
     return decimal(fibonacci(n))
 
 
-@dataclass(frozen=True)
-class Handler:
-    """How to run one job type: the function, and whether it is heavy enough to need a process of its own."""
-
-    run: Callable[[Any], str]
-    #: True when the work may take long enough to stall the event loop (run it in the process pool).
-    cpu_bound: bool
-    #: For a cpu_bound handler: whether this input is so small that handing it to the pool would
-    #: cost more than computing it here (a pool round trip costs a few hundred microseconds).
-    small: Callable[[Any], bool] | None = None
+def small_fibonacci(n: int) -> bool:
+    """Whether F(n) is quicker to compute on the event loop than to hand to the process pool."""
+    return n <= INLINE_FIBONACCI_N
 
 
-HANDLERS: dict[str, Handler] = {
-    # String payloads are at most 64 KiB, so these finish in well under a millisecond.
-    "reverse_string": Handler(reverse_string, cpu_bound=False),
-    "uppercase_text": Handler(uppercase_text, cpu_bound=False),
-    # F(2000) takes about 20 µs; F(100000) about 15 ms, too long to hold the event loop.
-    "fibonacci_calc": Handler(fibonacci_calc, cpu_bound=True, small=lambda n: n <= INLINE_FIBONACCI_N),
-}
+def _with_handlers() -> JobTypes:
+    by_name = {job_type.name: job_type for job_type in rules.BUILTIN_TYPES}
+    types = JobTypes(
+        [
+            # String payloads are at most 64 KiB, so these finish in well under a millisecond.
+            by_name["reverse_string"].with_handler(reverse_string),
+            by_name["uppercase_text"].with_handler(uppercase_text),
+            # F(2000) takes about 20 µs; F(100000) about 15 ms, too long to hold the event loop.
+            by_name["fibonacci_calc"].with_handler(fibonacci_calc, cpu_bound=True, small=small_fibonacci),
+        ]
+    )
+    if missing := by_name.keys() - types.keys():
+        raise ImportError(f"built-in job types without a handler in {__name__}: {sorted(missing)}")
+    return types
 
 
-def add_handlers(job_types: Sequence[JobType], handlers: dict[str, Handler] | None = None) -> None:
-    """Add the handler each of ``job_types`` carries to ``handlers`` (default: HANDLERS)."""
-    target = HANDLERS if handlers is None else handlers
-    for job_type in job_types:
-        if job_type.handler is None:
-            # load_modules refuses such types; built-in types are never passed here.
-            raise ValueError(f"job type {job_type.name!r} carries no handler")
-        target[job_type.name] = Handler(job_type.handler, cpu_bound=job_type.cpu_bound)
+#: The built-in job types, each with its handler.
+BUILTIN_TYPES = _with_handlers()
 
 
-def install(module_names: Sequence[str]) -> list[JobType]:
-    """Load the JOB_TYPE_MODULES ``module_names``: their payload rules into JOB_TYPES, their handlers into HANDLERS.
+def load_job_types(module_names: Sequence[str]) -> JobTypes:
+    """The worker's job types: the built-in ones and those of the JOB_TYPE_MODULES ``module_names``.
 
-    Raises common.settings.SettingsError (and changes nothing) if a module breaks
-    the contract described in common.job_types. Returns the added types.
+    Raises common.settings.SettingsError if a module breaks the contract
+    described in common.job_types.
     """
-    added = load_modules(module_names, JOB_TYPES)
-    add_handlers(added)
-    return added
-
-
-def run_handler(job_type: str, value: Any) -> str:
-    """Run ``job_type``'s handler on its parsed payload.
-
-    The process pool is handed this function and the type's name, not the
-    handler itself: the handler is looked up in the handler process's own
-    HANDLERS (filled by ``install`` in the pool's initializer), so it need not
-    be picklable and comes from the very module the worker loaded.
-    """
-    return HANDLERS[job_type].run(value)
+    return JobTypes.load(module_names, BUILTIN_TYPES.values())

@@ -22,8 +22,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from common.job_types import PayloadError, parse_payload
-from worker_svc.handlers import HANDLERS, install, run_handler
+from common.job_types import JobTypes, PayloadError
+from worker_svc.handlers import load_job_types
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,17 @@ class Result:
 
 _PR_SET_PDEATHSIG = 1
 
+#: In a handler process (only): the job types, loaded once by its initializer.
+#: The pool is handed a type's name, not its handler, so handlers need not be
+#: picklable and come from the very modules the worker loaded.
+_process_types: JobTypes | None = None
+
 
 def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
     """Initializer of each handler process.
 
-    A spawned process starts with only the built-in job types; it installs the
-    worker's JOB_TYPE_MODULES itself, so handlers from those modules run here too.
+    A spawned process knows no job types; it loads the worker's
+    JOB_TYPE_MODULES itself, so handlers from those modules run here too.
 
     Ctrl-C signals the whole process group; if the pool processes died of it,
     the jobs they were running would look like crashes instead of being handed
@@ -59,7 +64,16 @@ def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the worker died before prctl took effect
             os._exit(1)
-    install(modules)
+    global _process_types  # noqa: PLW0603 - set once, before the process takes any job
+    _process_types = load_job_types(modules)
+
+
+def _run_handler(job_type: str, value: Any) -> str:
+    """Run ``job_type``'s handler on its parsed payload, in a handler process."""
+    assert _process_types is not None, "called outside a handler process"
+    handler = _process_types[job_type].handler
+    assert handler is not None  # the worker's types all carry one
+    return handler(value)
 
 
 class HandlerProcess:
@@ -103,7 +117,7 @@ class HandlerProcess:
         pid: int | None = None
         try:
             pid = await self.pid()
-            return await asyncio.get_running_loop().run_in_executor(pool, run_handler, job_type, value)
+            return await asyncio.get_running_loop().run_in_executor(pool, _run_handler, job_type, value)
         except asyncio.CancelledError:
             if pid is not None:  # the job was handed over: stop it
                 with contextlib.suppress(ProcessLookupError):
@@ -138,14 +152,17 @@ class HandlerProcess:
 
 
 class Runner:
-    """Runs jobs: cheap handlers inline, CPU-bound ones in ``processes`` handler processes.
+    """Runs jobs of ``types``: cheap handlers inline, CPU-bound ones in ``processes`` handler processes.
 
-    ``modules`` are the JOB_TYPE_MODULES the worker installed (worker_svc.handlers.install)
-    before creating the runner; every handler process installs them too.
+    ``types`` come from worker_svc.handlers.load_job_types; every handler process
+    loads the same JOB_TYPE_MODULES (``types.modules``) itself.
     """
 
-    def __init__(self, processes: int = 1, modules: Sequence[str] = ()) -> None:
-        self._processes = [HandlerProcess(modules) for _ in range(processes)]
+    def __init__(self, types: JobTypes, processes: int = 1) -> None:
+        if unhandled := sorted(name for name, job_type in types.items() if job_type.handler is None):
+            raise ValueError(f"job types without a handler cannot be run: {unhandled}")
+        self._types = types
+        self._processes = [HandlerProcess(types.modules) for _ in range(processes)]
         #: The handler processes no job holds; see ``turn``.
         self._idle: asyncio.Queue[HandlerProcess] = asyncio.Queue()
         for process in self._processes:
@@ -180,14 +197,14 @@ class Runner:
             self._idle.put_nowait(process)
 
     def _in_pool(self, job_type: str, payload: Any) -> bool:
-        handler = HANDLERS.get(job_type)
-        if handler is None or not handler.cpu_bound:
+        known = self._types.get(job_type)
+        if known is None or not known.cpu_bound:
             return False
         try:
-            value = parse_payload(job_type, payload)
-        except (PayloadError, KeyError):
+            value = known.parse(payload)
+        except PayloadError:
             return False  # run answers it at once
-        return handler.small is None or not handler.small(value)
+        return known.small is None or not known.small(value)
 
     async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
         """The result of the job; raises only for failures that are not the job's fault.
@@ -195,18 +212,16 @@ class Runner:
         A job for the pool runs in ``process``, the one its ``turn`` gave, or
         else in the next free one. Cancelling the call stops the handler.
         """
-        handler = HANDLERS.get(job_type)
-        if handler is None:
+        known = self._types.get(job_type)
+        if known is None:
             return Result(False, UNKNOWN_TYPE)
         try:
-            value = parse_payload(job_type, payload)
+            value = known.parse(payload)
         except PayloadError as error:
             return Result(False, f"payload: {error}")
-        except KeyError:
-            # A handler whose type is missing from JOB_TYPES; a unit test keeps the two tables equal.
-            return Result(False, UNKNOWN_TYPE)
-        if not handler.cpu_bound or (handler.small is not None and handler.small(value)):
-            return Result(True, handler.run(value))
+        if not known.cpu_bound or (known.small is not None and known.small(value)):
+            assert known.handler is not None  # checked by __init__
+            return Result(True, known.handler(value))
         if self._closed:
             raise RuntimeError("cannot run a pool job: the runner is closed")
         if process is not None:

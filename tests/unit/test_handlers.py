@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
 
-from common.job_types import JOB_TYPES, MAX_FIBONACCI_N, parse_payload
-from worker_svc.handlers import HANDLERS, decimal, fibonacci, fibonacci_calc, reverse_string, uppercase_text
+from common import job_types
+from common.job_types import MAX_FIBONACCI_N
+from worker_svc.handlers import (
+    BUILTIN_TYPES,
+    INLINE_FIBONACCI_N,
+    decimal,
+    fibonacci,
+    fibonacci_calc,
+    reverse_string,
+    uppercase_text,
+)
 
 
-def test_every_job_type_has_a_handler_and_every_handler_a_job_type() -> None:
-    assert set(HANDLERS) == set(JOB_TYPES)
+def run(job_type: str, payload: Any) -> str:
+    """What the worker computes for a built-in type's payload: its rule, then its handler."""
+    handler = BUILTIN_TYPES[job_type].handler
+    assert handler is not None
+    return handler(BUILTIN_TYPES.parse(job_type, payload))
+
+
+def test_every_built_in_type_has_its_rule_and_a_handler() -> None:
+    rules = {t.name: t for t in job_types.BUILTIN_TYPES}
+    assert list(BUILTIN_TYPES) == list(rules)
+    for name, job_type in BUILTIN_TYPES.items():
+        assert job_type.handler is not None, name
+        assert job_type.parse is rules[name].parse, name
 
 
 @pytest.mark.parametrize(
@@ -27,7 +48,7 @@ def test_every_job_type_has_a_handler_and_every_handler_a_job_type() -> None:
 )
 def test_reverse_string_reverses_code_points(text: str, expected: str) -> None:
     assert reverse_string(text) == expected
-    assert HANDLERS["reverse_string"].run(parse_payload("reverse_string", text)) == expected
+    assert run("reverse_string", text) == expected
 
 
 @pytest.mark.parametrize(
@@ -36,7 +57,7 @@ def test_reverse_string_reverses_code_points(text: str, expected: str) -> None:
 )
 def test_uppercase_text_uses_full_unicode_case_mapping(text: str, expected: str) -> None:
     assert uppercase_text(text) == expected
-    assert HANDLERS["uppercase_text"].run(parse_payload("uppercase_text", text)) == expected
+    assert run("uppercase_text", text) == expected
 
 
 @pytest.mark.parametrize(("n", "expected"), [(0, "0"), (1, "1"), (2, "1"), (3, "2"), (10, "55"), (20, "6765")])
@@ -58,7 +79,7 @@ def test_fibonacci_90_is_exact() -> None:
 
 def test_fibonacci_accepts_the_payload_as_json_sends_it() -> None:
     # google.protobuf.Value carries numbers as doubles.
-    assert HANDLERS["fibonacci_calc"].run(parse_payload("fibonacci_calc", 10.0)) == "55"
+    assert run("fibonacci_calc", 10.0) == "55"
 
 
 def test_fibonacci_largest_n_is_complete_without_touching_the_digit_limit() -> None:
@@ -97,5 +118,9 @@ def test_decimal_refuses_negative_numbers() -> None:
         decimal(-1)
 
 
-def test_only_fibonacci_needs_a_process_of_its_own() -> None:
-    assert {name for name, handler in HANDLERS.items() if handler.cpu_bound} == {"fibonacci_calc"}
+def test_only_fibonacci_needs_a_process_of_its_own_and_only_when_large() -> None:
+    assert {name for name, job_type in BUILTIN_TYPES.items() if job_type.cpu_bound} == {"fibonacci_calc"}
+    small = BUILTIN_TYPES["fibonacci_calc"].small
+    assert small is not None
+    assert small(INLINE_FIBONACCI_N)
+    assert not small(INLINE_FIBONACCI_N + 1)

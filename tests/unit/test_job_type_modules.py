@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from common.job_types import JOB_TYPES, JobType, load_modules, module_names, parse_payload
+from common.job_types import BUILTIN_TYPES, JobType, JobTypes, module_names, text
 from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
 from tests.support.flaky_jobs import AlwaysFails
 from tests.support.processes import ROOT
-from worker_svc.handlers import HANDLERS, Handler, add_handlers, install
+from worker_svc.handlers import load_job_types
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings as WorkerSettings
 
@@ -73,16 +73,27 @@ def test_both_services_default_to_no_modules() -> None:
     assert load(JobSettings, {"JOB_TYPE_MODULES": FLAKY}).modules() == (FLAKY,)
 
 
-def test_a_module_adds_its_types_to_the_table(modules_dir: Path) -> None:
+def test_a_module_adds_its_types_to_the_registry(modules_dir: Path) -> None:
     name = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
-    registry = dict(JOB_TYPES)
-    added = load_modules([name, FLAKY], registry)
-    assert [t.name for t in added] == ["shout", "always_fails", "sleeps"]
-    assert set(registry) == {*JOB_TYPES, "shout", "always_fails", "sleeps"}
-    assert registry["shout"].parse("hi") == "hi"
-    assert registry["shout"].handler is not None
-    assert registry["shout"].handler("hi") == "HI!"
-    assert "shout" not in JOB_TYPES, "a registry was given: the global table must stay as it was"
+    types = JobTypes.load([name, FLAKY])
+    builtins = [t.name for t in BUILTIN_TYPES]
+    assert list(types) == [*builtins, "shout", "always_fails", "sleeps"]
+    assert types.modules == (name, FLAKY)
+    assert types.parse("shout", "hi") == "hi"
+    handler = types["shout"].handler
+    assert handler is not None
+    assert handler("hi") == "HI!"
+    assert list(JobTypes.load([])) == builtins, "each registry is its own: loading one changes no other"
+
+
+def test_a_registry_cannot_be_changed() -> None:
+    types = JobTypes.load([FLAKY])
+    with pytest.raises(TypeError):
+        types["shout"] = JobType("shout", text, "")  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        types.modules = ()  # type: ignore[misc]
+    with pytest.raises(ValueError, match="'shout' is given twice"):
+        JobTypes([JobType("shout", text, ""), JobType("shout", text, "")])
 
 
 BROKEN = [
@@ -113,63 +124,55 @@ BROKEN = [
 @pytest.mark.parametrize(("source", "message"), BROKEN)
 def test_a_module_that_breaks_the_contract_is_refused_by_name(modules_dir: Path, source: str, message: str) -> None:
     name = write_module(modules_dir, source)
-    registry = dict(JOB_TYPES)
     with pytest.raises(SettingsError, match=f"^JOB_TYPE_MODULES: module '{name}'.*{message}"):
-        load_modules([name], registry)
-    assert registry == JOB_TYPES
+        JobTypes.load([name])
+    with pytest.raises(SettingsError, match=f"^JOB_TYPE_MODULES: module '{name}'.*{message}"):
+        load_job_types([name])
 
 
 def test_an_unknown_module_is_refused_by_name() -> None:
     with pytest.raises(SettingsError, match="module 'no_such_jobs_module' cannot be imported"):
-        load_modules(["no_such_jobs_module"], {})
+        JobTypes.load(["no_such_jobs_module"], builtins=())
 
 
-def test_two_modules_may_not_declare_the_same_type_and_nothing_is_added(modules_dir: Path) -> None:
+def test_two_modules_may_not_declare_the_same_type(modules_dir: Path) -> None:
     first = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
     second = write_module(modules_dir, GOOD_TYPE.format(name="shout"))
-    registry: dict[str, JobType] = {}
     with pytest.raises(SettingsError, match=f"module '{second}' declares job type 'shout', which module '{first}'"):
-        load_modules([first, second], registry)
-    assert registry == {}, "a refused list must add nothing, not the types before the bad module"
+        JobTypes.load([first, second], builtins=())
 
 
 def test_handlers_come_with_their_types() -> None:
-    handlers: dict[str, Handler] = {}
-    added = load_modules([FLAKY], {})
-    add_handlers(added, handlers)
-    assert list(handlers) == ["always_fails", "sleeps"]
-    assert handlers["always_fails"].cpu_bound
+    types = load_job_types([FLAKY])
+    assert types.modules == (FLAKY,)
+    assert types["always_fails"].cpu_bound
+    handler = types["always_fails"].handler
+    assert handler is not None
     with pytest.raises(AlwaysFails):
-        handlers["always_fails"].run("x")
-    with pytest.raises(ValueError, match="carries no handler"):
-        add_handlers([JOB_TYPES["reverse_string"]], handlers)
+        handler("x")
+    assert all(t.handler is not None for t in types.values()), "the worker's registry runs every type it knows"
 
 
-def test_install_fills_both_tables(global_tables: None) -> None:
-    assert [t.name for t in install([FLAKY])] == ["always_fails", "sleeps"]
-    assert set(HANDLERS) == set(JOB_TYPES)
-    assert parse_payload("always_fails", "x") == "x"
+def test_a_runner_refuses_types_it_cannot_run() -> None:
+    with pytest.raises(ValueError, match=r"without a handler cannot be run: \['fibonacci_calc', 'reverse_string'"):
+        Runner(JobTypes.load([FLAKY]))
 
 
 @pytest.fixture
-async def runners(global_tables: None) -> AsyncIterator[tuple[Runner, Runner]]:
-    """Two runners in a worker that installed FLAKY: one told so (as __main__ does), one not."""
-    install([FLAKY])
-    told, untold = Runner(processes=1, modules=[FLAKY]), Runner(processes=1)
-    yield told, untold
-    await told.close()
-    await untold.close()
+async def runner() -> AsyncIterator[Runner]:
+    """A runner in a worker that loaded FLAKY, as __main__ does."""
+    runner = Runner(load_job_types([FLAKY]), processes=1)
+    yield runner
+    await runner.close()
 
 
-async def test_handler_processes_install_the_same_modules(runners: tuple[Runner, Runner]) -> None:
-    told, untold = runners
+async def test_handler_processes_load_the_same_modules(runner: Runner) -> None:
     # always_fails is cpu_bound: its handler runs in a spawned pool process, which
-    # knows the type only if its initializer installed the module.
+    # knows the type only if its initializer loaded the module (else: KeyError).
     with pytest.raises(AlwaysFails):
-        await told.run("always_fails", "x")
-    with pytest.raises(KeyError, match="always_fails"):
-        await untold.run("always_fails", "x")
-    assert (await told.run("fibonacci_calc", 10.0)).text == "55"
+        await runner.run("always_fails", "x")
+    assert (await runner.run("fibonacci_calc", 10.0)).text == "55"
+    assert (await runner.run("fibonacci_calc", 5000.0)).text.startswith("38789684543883256337")
 
 
 @pytest.mark.parametrize("service", ["worker_svc", "job_svc"])

@@ -13,7 +13,7 @@ import pytest
 
 from common.job_types import MAX_FIBONACCI_N
 from tests.support.processes import alive
-from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, install
+from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, load_job_types
 from worker_svc.runner import UNKNOWN_TYPE, Result, Runner
 
 FLAKY = "tests.support.flaky_jobs"
@@ -21,7 +21,7 @@ FLAKY = "tests.support.flaky_jobs"
 
 @pytest.fixture
 async def runner() -> AsyncIterator[Runner]:
-    runner = Runner(processes=1)
+    runner = Runner(load_job_types([]), processes=1)
     yield runner
     await runner.close()
 
@@ -110,10 +110,9 @@ async def test_a_pool_job_waits_its_turn_for_a_free_process_and_an_inline_job_do
 
 
 @pytest.fixture
-async def sleepy(global_tables: None) -> AsyncIterator[Runner]:
-    """A runner of one handler process, in a worker that installed the test job types (``sleeps``)."""
-    install([FLAKY])
-    runner = Runner(processes=1, modules=[FLAKY])
+async def sleepy() -> AsyncIterator[Runner]:
+    """A runner of one handler process, in a worker that loaded the test job types (``sleeps``)."""
+    runner = Runner(load_job_types([FLAKY]), processes=1)
     await runner.start()
     yield runner
     await runner.close()
@@ -134,6 +133,12 @@ async def test_a_stopped_pool_job_is_killed_with_its_process_and_the_next_job_ru
             running.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await running
+    # SIGKILL takes effect asynchronously: on a busy machine the process may
+    # take a moment to die after the call returned.
+    for _ in range(100):
+        if not alive(pid):
+            break
+        await asyncio.sleep(0.05)
     assert not alive(pid)
     # The one handler process is free again at once, not in ten minutes.
     async with sleepy.turn("fibonacci_calc", 5000.0) as process:

@@ -1,0 +1,176 @@
+"""The unit tests' FakeStore does what the real JobStore does: the same scenarios, the same observable outcomes.
+
+The job service's core is unit-tested on tests/support/fake_job_service.py;
+those tests mean something only while the fake follows the SQL. Each scenario
+here runs on PostgreSQL and on the fake, and the traces must be equal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from job_svc.model import Job, ListQuery, NewJob, Report, Status
+from job_svc.store import JobStore
+from tests.support.fake_job_service import FakeStore
+
+Store = JobStore | FakeStore
+Scenario = Callable[[Store], Awaitable[list[Any]]]
+ALICE, BOB = uuid.uuid4(), uuid.uuid4()
+
+
+def encode(job_id: uuid.UUID, job_type: str, payload: Any, timeout_seconds: int) -> bytes:
+    return f"{job_id} {job_type} {payload} {timeout_seconds}".encode()
+
+
+def new(owner: uuid.UUID, payload: str, request_id: uuid.UUID | None = None) -> NewJob:
+    job_id = uuid.uuid4()
+    return NewJob(
+        job_id, owner, "reverse_string", payload, encode(job_id, "reverse_string", payload, 60), request_id=request_id
+    )
+
+
+def seen(job: Job | None) -> tuple[Any, ...] | None:
+    """What a caller can rely on: the values, and which timestamps are set (the clocks differ)."""
+    if job is None:
+        return None
+    return (
+        job.payload,
+        job.status,
+        job.attempts,
+        job.max_attempts,
+        job.result,
+        job.error,
+        job.started_at is not None,
+        job.finished_at is not None,
+        job.run_after is not None,
+    )
+
+
+async def one(store: Store, job: NewJob) -> Job:
+    [(stored, _)] = await store.create([job])
+    return stored
+
+
+async def creates(store: Store) -> list[Any]:
+    key = uuid.uuid4()
+    batch = await store.create([new(ALICE, "a", key), new(ALICE, "b", key), new(BOB, "c", key), new(ALICE, "d")])
+    again = await store.create([new(ALICE, "e", key)])
+    return [(seen(job), created) for job, created in (*batch, *again)]
+
+
+async def lifecycle(store: Store) -> list[Any]:
+    job = await one(store, new(ALICE, "x"))
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    trace: list[Any] = []
+
+    async def start(claim: uuid.UUID) -> None:
+        trace.append(("start", [seen(j) for j in await store.start([(job.id, claim)], 5.0)]))
+
+    async def finish(report: Report) -> None:
+        trace.append(("finish", [seen(j) for j in await store.finish([report])]))
+
+    await start(first)
+    await start(first)  # the same claim again: no new attempt
+    await start(second)  # taken over: attempt 2
+    await finish(Report(job.id, Status.COMPLETED, attempt=1, result="stale"))
+    await finish(Report(job.id, Status.FAILED, attempt=2, error="flaky", retryable=True, retry_delay=30))
+    await finish(Report(job.id, Status.FAILED, attempt=2, error="flaky", retryable=True, retry_delay=30))
+    await start(third)
+    await finish(Report(job.id, Status.FAILED, attempt=3, error="last", retryable=True))  # attempts used up
+    await start(uuid.uuid4())
+    trace.append(("get", [seen(j) for j in await store.get_many([job.id, uuid.uuid4()])]))
+    return trace
+
+
+async def cancels(store: Store) -> list[Any]:
+    queued = await one(store, new(ALICE, "q"))
+    running = await one(store, new(ALICE, "r"))
+    await store.start([(running.id, uuid.uuid4())], 5.0)
+    trace: list[Any] = [await store.cancel(queued.id, BOB)]
+    for job_id in (queued.id, running.id, queued.id):
+        cancelled = await store.cancel(job_id, ALICE)
+        trace.append(None if cancelled is None else (seen(cancelled[0]), cancelled[1]))
+    return trace
+
+
+async def reruns(store: Store) -> list[Any]:
+    dead = []
+    for payload in ("d1", "d2", "d3"):
+        job = await one(store, new(ALICE, payload))
+        await store.start([(job.id, uuid.uuid4())], 5.0)
+        await store.finish([Report(job.id, Status.FAILED, attempt=1, error="boom")])
+        dead.append(job)
+    alive = await one(store, new(ALICE, "alive"))
+    trace: list[Any] = [
+        seen(await store.rerun(dead[0].id, 2, encode, BOB)),
+        seen(await store.rerun(alive.id, 2, encode, None)),
+        seen(await store.rerun(dead[0].id, 2, encode, ALICE)),
+        seen(await store.rerun(dead[0].id, 2, encode, None)),  # QUEUED again now
+        [seen(j) for j in await store.list_dead(10, None, None)],
+    ]
+    failed_by = await store.now()
+    trace.append(await store.rerun_dead("reverse_string", failed_by, 3, 1, encode))
+    trace.append(await store.rerun_dead(None, failed_by, 3, 10, encode))
+    trace.append(await store.rerun_dead(None, failed_by, 3, 10, encode))
+    trace.append(sorted(str(seen(j)) for j in await store.get_many([j.id for j in dead])))
+    return trace
+
+
+async def listings(store: Store) -> list[Any]:
+    for payload in ("p1", "p2"):
+        await one(store, new(ALICE, payload))
+    await store.create([new(ALICE, f"b{i}") for i in range(3)])  # one created_at: the id orders them
+    await one(store, new(BOB, "bob's"))
+    pages = []
+    after = None
+    while True:
+        page = await store.list(ListQuery(owner_id=ALICE, page_size=2, after=after))
+        pages.append(len(page))
+        if len(page) < 2:
+            break
+        after = (page[-1].created_at, page[-1].id)
+    everything = await store.list(ListQuery(owner_id=ALICE, page_size=10))
+    payloads = [job.payload for job in everything]
+    assert [(j.created_at, j.id) for j in everything] == sorted(
+        ((j.created_at, j.id) for j in everything), reverse=True
+    )
+    return [pages, sorted(payloads[:3]), payloads[3:], len(await store.list(ListQuery(BOB, 10, Status.QUEUED, "x")))]
+
+
+async def outbox(store: Store) -> list[Any]:
+    await store.create([new(ALICE, "o1"), new(ALICE, "o2")])
+    trace: list[Any] = []
+    async with store.outbox_batch(1) as batch:
+        trace.append(len(batch))
+    try:
+        async with store.outbox_batch(10) as batch:
+            trace.append(len(batch))
+            raise RuntimeError("publish failed")  # the block fails: its rows stay
+    except RuntimeError:
+        trace.append("failed")
+    async with store.outbox_batch(10) as batch:
+        trace.append(len(batch))
+    async with store.outbox_batch(10) as batch:
+        trace.append(len(batch))
+    return trace
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    async with pool.acquire() as connection:
+        await connection.execute("TRUNCATE jobs, job_outbox")
+    yield pool
+    await pool.close()
+
+
+@pytest.mark.parametrize("scenario", [creates, lifecycle, cancels, reruns, listings, outbox])
+async def test_the_fake_store_does_what_the_real_one_does(pool: asyncpg.Pool, scenario: Scenario) -> None:
+    real = await scenario(JobStore(pool))
+    fake = await scenario(FakeStore())
+    assert fake == real

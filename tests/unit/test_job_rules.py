@@ -1,0 +1,119 @@
+"""What a valid JobService request is: page tokens, batch sizes, attempts, listings, ids."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from common.errors import InvalidArgument
+from common.job_types import JobTypes
+from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
+from job_svc.rules import (
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
+    MAX_PAGE_SIZE,
+    check_attempts,
+    check_batch,
+    check_listing,
+    decode_page_token,
+    encode_page_token,
+    parse_id,
+)
+
+AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+JOB_ID = uuid.UUID("0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10")
+TYPES = JobTypes.load()
+
+
+def token(data: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+@pytest.mark.parametrize("filters", [[None, None], ["COMPLETED", "reverse_string"], ["dead", None]])
+def test_a_page_token_gives_back_its_cursor(filters: list[str | None]) -> None:
+    assert decode_page_token(encode_page_token(AT, JOB_ID, filters), filters) == (AT, JOB_ID)
+
+
+def test_a_page_token_keeps_the_offset_of_its_time() -> None:
+    at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=2)))
+    decoded, _ = decode_page_token(encode_page_token(at, JOB_ID, []), [])
+    assert decoded == at
+    assert decoded.utcoffset() == timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("issued_for", "used_for"),
+    [
+        ([None, None], ["QUEUED", None]),
+        (["QUEUED", None], [None, None]),
+        ([None, "reverse_string"], [None, "uppercase_text"]),
+        (["dead", None], [None, None]),
+        ([None, None], [None]),
+    ],
+)
+def test_a_page_token_is_bound_to_the_filters_it_was_issued_for(
+    issued_for: list[str | None], used_for: list[str | None]
+) -> None:
+    with pytest.raises(InvalidArgument, match="page_token: is not a token this service issued for these filters"):
+        decode_page_token(encode_page_token(AT, JOB_ID, issued_for), used_for)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "x",
+        "!!!!",
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        token("a string"),
+        token({"at": AT.isoformat()}),
+        token([AT.isoformat()]),
+        token(["yesterday", str(JOB_ID)]),
+        token([AT.isoformat(), "not-a-uuid"]),
+        token([12, str(JOB_ID)]),
+        token([AT.replace(tzinfo=None).isoformat(), str(JOB_ID)]),
+    ],
+    ids=["short", "not-base64", "not-utf8", "not-a-list", "a-dict", "no-id", "bad-time", "bad-id", "number", "naive"],
+)
+def test_garbage_and_naive_times_are_refused(garbage: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        decode_page_token(garbage, [])
+    assert [v.field for v in refused.value.violations] == ["page_token"]
+
+
+@pytest.mark.parametrize(("size", "ok"), [(0, False), (1, True), (MAX_BATCH, True), (MAX_BATCH + 1, False)])
+def test_a_batch_holds_1_to_max_batch_items(size: int, ok: bool) -> None:
+    if ok:
+        check_batch(size, "jobs")
+        return
+    with pytest.raises(InvalidArgument, match=f"^requests: must hold 1 to {MAX_BATCH} reports$"):
+        check_batch(size, "reports")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, DEFAULT_MAX_ATTEMPTS), (1, 1), (MAX_ATTEMPTS, MAX_ATTEMPTS)])
+def test_attempts_default_when_zero(value: int, expected: int) -> None:
+    assert check_attempts(value) == expected
+
+
+@pytest.mark.parametrize("value", [-1, MAX_ATTEMPTS + 1])
+def test_attempts_out_of_range_are_refused(value: int) -> None:
+    with pytest.raises(InvalidArgument, match=f"max_attempts: must be between 1 and {MAX_ATTEMPTS}"):
+        check_attempts(value)
+
+
+def test_a_listing_defaults_its_page_size_and_knows_the_registrys_types() -> None:
+    assert check_listing(0, None, TYPES) == DEFAULT_PAGE_SIZE
+    assert check_listing(MAX_PAGE_SIZE, "fibonacci_calc", TYPES) == MAX_PAGE_SIZE
+    assert check_listing(1, "always_fails", JobTypes.load(["tests.support.flaky_jobs"])) == 1
+    with pytest.raises(InvalidArgument) as refused:
+        check_listing(MAX_PAGE_SIZE + 1, "always_fails", TYPES)
+    assert [v.field for v in refused.value.violations] == ["page_size", "type"]
+
+
+def test_ids_are_uuids_named_by_their_field() -> None:
+    assert parse_id(str(JOB_ID)) == JOB_ID
+    with pytest.raises(InvalidArgument, match=r"^claim_id: must be a UUID$"):
+        parse_id("nope", "claim_id")
