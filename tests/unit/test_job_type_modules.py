@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,6 @@ from common.job_types import BUILTIN_TYPES, JobType, JobTypes, module_names, tex
 from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
 from tests.support.flaky_jobs import AlwaysFails
-from tests.support.processes import ROOT
 from worker_svc.handlers import load_job_types
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings as WorkerSettings
@@ -156,39 +152,3 @@ def test_handlers_come_with_their_types() -> None:
 def test_a_runner_refuses_types_it_cannot_run() -> None:
     with pytest.raises(ValueError, match=r"without a handler cannot be run: \['fibonacci_calc', 'reverse_string'"):
         Runner(JobTypes.load([FLAKY]))
-
-
-@pytest.fixture
-async def runner() -> AsyncIterator[Runner]:
-    """A runner in a worker that loaded FLAKY, as __main__ does."""
-    runner = Runner(load_job_types([FLAKY]), processes=1)
-    yield runner
-    await runner.close()
-
-
-async def test_handler_processes_load_the_same_modules(runner: Runner) -> None:
-    # always_fails is cpu_bound: its handler runs in a spawned pool process, which
-    # knows the type only if its initializer loaded the module (else: KeyError).
-    with pytest.raises(AlwaysFails):
-        await runner.run("always_fails", "x")
-    assert (await runner.run("fibonacci_calc", 10.0)).text == "55"
-    assert (await runner.run("fibonacci_calc", 5000.0)).text.startswith("38789684543883256337")
-
-
-@pytest.mark.parametrize("service", ["worker_svc", "job_svc"])
-def test_a_service_refuses_to_start_with_a_module_it_cannot_load(service: str, tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "DEV_SECRETS_DIR": str(tmp_path), "JOB_TYPE_MODULES": f"{FLAKY},no_such_jobs"}
-    done = subprocess.run(
-        [sys.executable, "-m", service], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 2, done.stderr
-    assert f"{service}: JOB_TYPE_MODULES: module 'no_such_jobs' cannot be imported" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-@pytest.mark.parametrize("service", ["worker_svc", "job_svc"])
-def test_help_documents_the_setting(service: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", service, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
-    )
-    assert "JOB_TYPE_MODULES" in done.stdout
