@@ -14,7 +14,7 @@ SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcar
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 
-.PHONY: help install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults bench clean
+.PHONY: hooks help install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ buf: $(BUF)
 	# The baseline is a committed file, not a git ref: on CI's clean clone HEAD is the
 	# tree itself, so comparing with it could never fail.
 	$(BUF) breaking protos --against $(RELEASED_API)
+
+hooks: install  ## run ruff, mypy, buf and gen-check on every commit (pre-commit, local hooks only)
+	$(VENV)/bin/pre-commit install
 
 check: lint  ## the inner loop, under a minute: lint and the unit tests (no services needed)
 	$(PY) -m pytest tests/unit -q
