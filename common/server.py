@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from common import metrics
-from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, status_code
+from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, code_number, status_code
 from common.health import HealthServicer
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) ->
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    proto = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    proto = status_pb2.Status(code=code_number(code), message=message, details=packed)
     status: grpc.Status = rpc_status.to_status(proto)
     return status
 

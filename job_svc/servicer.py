@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from common.errors import FieldViolation, InvalidArgument, ServiceError, status_code
+from common.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Report, Status
@@ -207,7 +207,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         for i in range(len(request.requests)):
             outcome = refused.get(i) or next(outcomes)
             if isinstance(outcome, ServiceError):
-                results.append(jobs_pb2.UpdateJobsResult(code=status_code(outcome).value[0], message=outcome.message))
+                results.append(
+                    jobs_pb2.UpdateJobsResult(code=code_number(status_code(outcome)), message=outcome.message)
+                )
             else:
                 results.append(
                     jobs_pb2.UpdateJobsResult(job_status=_STATUS_TO_PROTO[outcome.status], attempts=outcome.attempts)
