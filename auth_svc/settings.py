@@ -52,11 +52,4 @@ class AuthSettings(ServiceSettings):
 
     def private_key_pem(self) -> bytes:
         """The configured signing key's PEM; raises SettingsError if there is none and APP_ENV=production."""
-        return secrets.resolve(
-            inline=self.jwt_private_key,
-            file=self.jwt_private_key_file,
-            dev_name=secrets.PRIVATE_KEY,
-            app_env=self.app_env,
-            dev_dir=self.dev_secrets_dir,
-            variable="JWT_PRIVATE_KEY",
-        )
+        return secrets.of(self, "JWT_PRIVATE_KEY", secrets.PRIVATE_KEY)

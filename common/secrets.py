@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.settings import SettingsError
+from common.settings import ServiceSettings, SettingsError
 
 PRIVATE_KEY = "jwt-ed25519.pem"
 PUBLIC_KEY = "jwt-ed25519.pub.pem"
@@ -78,3 +78,20 @@ def resolve(*, inline: str, file: str, dev_name: str, app_env: str, dev_dir: str
     if app_env == "production":
         raise SettingsError(f"{variable} or {variable}_FILE must be set when APP_ENV=production")
     return (ensure_dev_secrets(dev_dir) / dev_name).read_bytes().strip()
+
+
+def of(settings: ServiceSettings, variable: str, dev_name: str) -> bytes:
+    """The secret ``variable`` (e.g. "WORKER_TOKEN") of ``settings``, from its inline or ``_FILE`` setting.
+
+    ``settings`` must have the two fields (``worker_token``, ``worker_token_file``);
+    outside production a missing secret is the development one named ``dev_name``.
+    """
+    field = variable.lower()
+    return resolve(
+        inline=getattr(settings, field),
+        file=getattr(settings, f"{field}_file"),
+        dev_name=dev_name,
+        app_env=settings.app_env,
+        dev_dir=settings.dev_secrets_dir,
+        variable=variable,
+    )

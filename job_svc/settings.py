@@ -50,22 +50,8 @@ class Settings(ServiceSettings):
 
     def public_key_pem(self) -> bytes:
         """The key verifying access tokens: inline, else from its file, else (outside production) the dev key."""
-        return secrets.resolve(
-            inline=self.jwt_public_key,
-            file=self.jwt_public_key_file,
-            dev_name=secrets.PUBLIC_KEY,
-            app_env=self.app_env,
-            dev_dir=self.dev_secrets_dir,
-            variable="JWT_PUBLIC_KEY",
-        )
+        return secrets.of(self, "JWT_PUBLIC_KEY", secrets.PUBLIC_KEY)
 
     def token(self) -> bytes:
         """The worker token UpdateJob callers must present: inline, else from its file, else the dev secret."""
-        return secrets.resolve(
-            inline=self.worker_token,
-            file=self.worker_token_file,
-            dev_name=secrets.WORKER_TOKEN,
-            app_env=self.app_env,
-            dev_dir=self.dev_secrets_dir,
-            variable="WORKER_TOKEN",
-        )
+        return secrets.of(self, "WORKER_TOKEN", secrets.WORKER_TOKEN)

@@ -66,14 +66,7 @@ class Settings(ServiceSettings):
 
     def token(self) -> bytes:
         """The worker token: inline, else from its file, else (outside production) the dev secret."""
-        token = secrets.resolve(
-            inline=self.worker_token,
-            file=self.worker_token_file,
-            dev_name=secrets.WORKER_TOKEN,
-            app_env=self.app_env,
-            dev_dir=self.dev_secrets_dir,
-            variable="WORKER_TOKEN",
-        )
+        token = secrets.of(self, "WORKER_TOKEN", secrets.WORKER_TOKEN)
         # It travels as a gRPC metadata value, which must be printable ASCII.
         if not token or not all(0x21 <= byte <= 0x7E for byte in token):
             raise SettingsError("WORKER_TOKEN must be non-empty printable ASCII without spaces")
