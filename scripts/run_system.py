@@ -4,11 +4,24 @@ This is what ``make run`` executes. Auth and jobs start first; workers start onc
 both report SERVING on grpc.health.v1, so a worker's first report finds the job
 service up. Each child's output is passed through with its name in front.
 
+Once everything is up, a child that exits on its own is restarted, like a
+process manager (or compose's ``restart: unless-stopped``) would: after a
+backoff that doubles from 0.5 s up to 30 s and starts over once a run has
+lasted 30 s, with one line saying what died, how, and when it comes back. The
+rest keep serving meanwhile: workers keep their reports until the job service
+is back, and the queue keeps the jobs of a dead worker. A child that exits 5
+times within 60 s is crash-looping: we say so loudly, once, and keep retrying
+it every 30 s rather than give up (a crash loop here is most often a
+dependency that is down, and it heals when the dependency returns) or stop
+the rest (which would throw away what still works). A child that fails before
+the system is up (a bad setting, a taken port) still stops everything: that is
+a mistake to fix, not a crash to heal.
+
 Stopping (SIGINT, SIGTERM or SIGHUP) goes workers -> job -> auth, waiting for each
 stage, so a worker finishing its last job can still report it. A child that has
 not exited after --stop-timeout seconds is killed (and we say so); a second
-Ctrl-C kills at once. If any child exits on its own, the rest are stopped and we
-exit 1. Exit status: 0 only if every child exited 0 after a requested stop.
+Ctrl-C kills at once. Exit status: 0 only if every child was running when the
+stop was asked for and exited 0.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common.backoff import Backoff  # noqa: E402
 from common.health_check import HealthCheck  # noqa: E402
 
 #: Our own messages carry this name, in the same column as the children's.
@@ -54,6 +69,21 @@ class Child:
     start_stage: int = 0
     #: Lower stages are stopped (and waited for) first.
     stop_stage: int = 0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a child that exited on its own is started again, and when that counts as a crash loop."""
+
+    #: The first restart waits about this long; each further one twice as long (with jitter).
+    base: float = 0.5
+    #: No restart waits longer than this.
+    cap: float = 30.0
+    #: A run that lasted this long was a success: the next restart waits ``base`` again.
+    stable_after: float = 30.0
+    #: This many exits within ``window`` seconds is a crash loop, reported loudly.
+    crash_loop_exits: int = 5
+    window: float = 60.0
 
 
 def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -198,9 +228,11 @@ class Supervisor:
         cwd: Path = ROOT,
         startup_timeout: float = 60.0,
         stop_timeout: float = 30.0,
+        restart: RestartPolicy = RestartPolicy(),
         hints: Sequence[str] = (),
     ) -> None:
         self.children = list(children)
+        self._restart = restart
         self._hints = list(hints)
         self._out = out
         self._environ = dict(environ)
@@ -268,20 +300,52 @@ class Supervisor:
                 await asyncio.sleep(0.2)
         return None
 
-    async def _watch(self, stop: asyncio.Event) -> str | None:
-        """Wait for a stop request (None) or for a child to exit on its own (why that is a failure)."""
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait([stopping, *self._exits.values()], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if stop.is_set():
-            return None
-        name, exited = next((n, t) for n, t in self._exits.items() if t.done())
-        return f"{name} exited unexpectedly with {describe_exit(exited.result())}"
+    async def _keep(self, child: Child, stop: asyncio.Event) -> None:
+        """Until a stop is asked for, start ``child`` again each time it exits on its own (see the module doc)."""
+        loop = asyncio.get_running_loop()
+        policy = self._restart
+        backoff = Backoff(policy.base, policy.cap)
+        exits: deque[float] = deque()
+        started = loop.time()
+        looping = False
+        while True:
+            exited = self._exits[child.name]
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if stop.is_set():
+                return
+            now = loop.time()
+            if now - started >= policy.stable_after:
+                backoff.reset()
+                looping = False
+            exits.append(now)
+            while exits and exits[0] < now - policy.window:
+                exits.popleft()
+            delay = backoff.next_delay()
+            how = describe_exit(exited.result())
+            if len(exits) >= policy.crash_loop_exits and not looping:
+                looping = True
+                self.say(
+                    f"{child.name} IS CRASH-LOOPING: {len(exits)} exits within {policy.window:g} s, the last with "
+                    f"{how}.\nIts own last lines are above. The rest keep running; {child.name} is retried, "
+                    f"at most {policy.cap:g} s apart, until it stays up or you press Ctrl-C."
+                )
+            self.say(
+                f"{child.name} exited unexpectedly with {how}; restarting it in {delay:.1f} s"
+                f"{' (crash-looping)' if looping else ''}; the rest keep running"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+                return
+            await self._spawn(child)
+            started = loop.time()
+            self.say(f"{child.name} restarted, pid {self._processes[child.name].pid}")
 
     async def run(self, stop: asyncio.Event, force: asyncio.Event | None = None) -> int:
-        """Run until ``stop`` is set or a child fails; then stop every child. Returns the exit status.
+        """Run until ``stop`` is set (or a child fails to start); then stop every child. Returns the exit status.
 
         Setting ``force`` while stopping kills whatever is still running.
         """
@@ -297,16 +361,19 @@ class Supervisor:
                     break
             else:
                 self.say(self.banner())
-                failure = await self._watch(stop)
+                # Not cancelled: one may be starting a process, which must be tracked to be stopped.
+                await asyncio.gather(*(self._keep(child, stop) for child in self.children))
         finally:
             if failure is not None:
                 self.say(f"{failure}; stopping the rest")
             else:
                 self.say("stopping: workers, then job, then auth (Ctrl-C again to kill)")
+            down = [name for name, exited in self._exits.items() if exited.done()]
             codes = await self._stop_all(force or asyncio.Event())
         bad = {name: code for name, code in codes.items() if code != 0}
         for name, code in bad.items():
-            self.say(f"{name} exited with {describe_exit(code)}")
+            when = "before the stop (it was waiting to be restarted)" if name in down else ""
+            self.say(" ".join(filter(None, [f"{name} exited with {describe_exit(code)}", when])))
         if failure is None and not bad:
             self.say("all stopped cleanly")
             return 0

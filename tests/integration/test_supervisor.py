@@ -27,7 +27,10 @@ else:
     from scripts import run_system
 
 Child = run_system.Child
+RestartPolicy = run_system.RestartPolicy
 Supervisor = run_system.Supervisor
+#: Restarts at once, so that tests of restarting do not wait.
+QUICK = RestartPolicy(base=0.01, cap=0.05, crash_loop_exits=3)
 
 
 # --- the supervisor, with stand-in children --------------------------------------------------------------
@@ -48,6 +51,11 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "ignore" else stop)
 print(name, "ready", flush=True)
 if mode.startswith("exit:"):
     sys.exit(int(mode[5:]))
+if mode.startswith("once:"):  # exit the first time only (a marker file remembers)
+    marker = f"{log}.{name}.exited"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        sys.exit(int(mode[5:]))
 print("no newline at the end", end="", flush=True)
 while os.getppid() == parent:
     time.sleep(0.2)
@@ -68,10 +76,22 @@ def child(
 
 
 def supervisor(
-    children: list[Child], out: io.BytesIO, *, startup_timeout: float = 20.0, stop_timeout: float = 10.0
+    children: list[Child],
+    out: io.BytesIO,
+    *,
+    startup_timeout: float = 20.0,
+    stop_timeout: float = 10.0,
+    restart: RestartPolicy = QUICK,
 ) -> Supervisor:
     environ: Mapping[str, str] = dict(os.environ)
-    return Supervisor(children, out=out, environ=environ, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
+    return Supervisor(
+        children,
+        out=out,
+        environ=environ,
+        startup_timeout=startup_timeout,
+        stop_timeout=stop_timeout,
+        restart=restart,
+    )
 
 
 async def until_output(out: io.BytesIO, *needles: bytes, timeout: float = 20.0) -> None:
@@ -127,14 +147,55 @@ async def test_stop_goes_workers_then_job_then_auth(tmp_path: Path) -> None:
     assert "run      | all stopped cleanly" in lines
 
 
-async def test_a_child_exiting_on_its_own_stops_the_rest(tmp_path: Path) -> None:
-    log, out = tmp_path / "stops", io.BytesIO()
-    code = await supervisor(plan_for(log, worker_mode="exit:3"), out).run(asyncio.Event())
-    assert code == 1
-    assert "run      | worker-1 exited unexpectedly with code 3; stopping the rest" in out.getvalue().decode()
+async def test_a_child_that_exits_on_its_own_is_restarted_while_the_rest_keep_running(tmp_path: Path) -> None:
+    log, out, stop = tmp_path / "stops", io.BytesIO(), asyncio.Event()
+    running = asyncio.ensure_future(supervisor(plan_for(log, worker_mode="once:3"), out).run(stop))
+    await until_output(out, b"Ctrl-C to stop", b"run      | worker-1 restarted, pid ")
+    async with asyncio.timeout(10):
+        while out.getvalue().count(b"worker-1 | worker-1 ready") < 2:
+            await asyncio.sleep(0.02)
+    text = out.getvalue().decode()
+    assert "run      | worker-1 exited unexpectedly with code 3; restarting it in " in text
+    assert text.count("worker-1 | worker-1 ready") == 2
     others = pids(out, ["auth", "job", "worker-2"])
     assert len(others) == 3
-    assert not any(_alive(pid) for pid in others)
+    assert all(_alive(pid) for pid in others)  # never stopped, never restarted
+    stop.set()
+    assert await running == 0  # every child was running when the stop came, and stopped cleanly
+    assert sorted(log.read_text().split()) == ["auth", "job", "worker-1", "worker-2"]
+
+
+async def test_a_crash_looping_child_is_reported_once_and_retried_while_the_rest_keep_running(tmp_path: Path) -> None:
+    log, out, stop = tmp_path / "stops", io.BytesIO(), asyncio.Event()
+    running = asyncio.ensure_future(supervisor(plan_for(log, worker_mode="exit:3"), out).run(stop))
+    await until_output(out, b"worker-1 IS CRASH-LOOPING: 3 exits within 60 s, the last with code 3.")
+    # It is still retried after the report, and only reported once.
+    await until_output(out, b"restarting it in 0.0 s (crash-looping)")
+    count = out.getvalue().count(b"worker-1 | worker-1 ready")
+    async with asyncio.timeout(10):
+        while out.getvalue().count(b"worker-1 | worker-1 ready") < count + 2:
+            await asyncio.sleep(0.02)
+    text = out.getvalue().decode()
+    assert text.count("IS CRASH-LOOPING") == 1
+    others = pids(out, ["auth", "job", "worker-2"])
+    assert all(_alive(pid) for pid in others)
+    stop.set()
+    assert await running == 1  # a child was down: not a clean stop
+    assert sorted(log.read_text().split()) == ["auth", "job", "worker-2"]
+    assert "stopping: workers, then job, then auth" in out.getvalue().decode()
+
+
+async def test_a_stop_during_a_restart_backoff_starts_nothing_more(tmp_path: Path) -> None:
+    log, out, stop = tmp_path / "stops", io.BytesIO(), asyncio.Event()
+    slow = RestartPolicy(base=30.0, cap=60.0)
+    running = asyncio.ensure_future(supervisor(plan_for(log, worker_mode="exit:3"), out, restart=slow).run(stop))
+    await until_output(out, b"worker-1 exited unexpectedly with code 3; restarting it in ")
+    stop.set()
+    async with asyncio.timeout(10):  # not after the 15-30 s backoff
+        assert await running == 1
+    text = out.getvalue().decode()
+    assert text.count("worker-1 | worker-1 ready") == 1
+    assert "worker-1 exited with code 3 before the stop (it was waiting to be restarted)" in text
 
 
 async def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
