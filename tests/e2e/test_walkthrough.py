@@ -8,18 +8,13 @@ the ports this test's system listens on.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.support.processes import ROOT, ServiceProcess, free_port
+from tests.e2e.conftest import RunningSystem
+from tests.support.processes import ROOT
 
 README = (ROOT / "README.md").read_text()
 
@@ -31,41 +26,6 @@ def readme_block(name: str) -> str:
     )
     assert match, f"README.md has no walkthrough:{name} block"
     return match.group(1)
-
-
-class RunningSystem:
-    def __init__(self, process: ServiceProcess, env: dict[str, str]) -> None:
-        self.process = process
-        self.env = env
-
-    def localize(self, text: str) -> str:
-        return text.replace("localhost:5001", f"127.0.0.1:{self.env['AUTH_PORT']}").replace(
-            "localhost:5002", f"127.0.0.1:{self.env['JOB_PORT']}"
-        )
-
-
-@pytest.fixture
-def make_run(service_env: dict[str, str], tmp_path: Path, purge_queues: None) -> Iterator[RunningSystem]:
-    """`scripts/run_system.py --workers 2`, the command behind `make run`, with this test's ports and queue."""
-    env = {
-        **os.environ,
-        **service_env,
-        "AUTH_PORT": str(free_port()),
-        "JOB_PORT": str(free_port()),
-        "WORKER_HEALTH_PORT": str(free_port()),
-        # grpcurl, and the python3 the README's commands call, come from the project's virtualenv.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    argv = [sys.executable, "scripts/run_system.py", "--workers", "2"]
-    process = ServiceProcess("run_system", env, tmp_path / "run_system.log", argv=argv)
-    try:
-        workers = [f"127.0.0.1:{int(env['WORKER_HEALTH_PORT']) + i}" for i in range(2)]
-        for address in [f"127.0.0.1:{env['AUTH_PORT']}", f"127.0.0.1:{env['JOB_PORT']}", *workers]:
-            process.wait_healthy(address, timeout=60)
-        yield RunningSystem(process, env)
-    finally:
-        code = process.stop(60, sig=signal.SIGINT)  # Ctrl-C
-    assert code == 0, process.output()
 
 
 def test_the_grpcurl_walkthrough_works_as_written(make_run: RunningSystem) -> None:

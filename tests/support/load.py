@@ -44,7 +44,7 @@ class Spec:
     """One job to submit and the result it must end with."""
 
     type: str
-    payload: str | int
+    payload: str | float
 
     @property
     def value(self) -> struct_pb2.Value:
@@ -54,6 +54,8 @@ class Spec:
 
     @property
     def expected(self) -> str:
+        if self.type == "sleeps":  # tests/support/flaky_jobs.py
+            return f"slept {float(self.payload):g} s"
         if self.type == "reverse_string":
             return str(self.payload)[::-1]
         if self.type == "uppercase_text":
