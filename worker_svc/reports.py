@@ -99,12 +99,23 @@ class ReportAbandoned(Exception):
 
 
 def open_channel(address: str, *, reconnect_cap: float = 5.0) -> grpc.aio.Channel:
-    """A channel to the job service at ``address`` (host:port) for a ReportClient."""
+    """A channel to the job service at ``address`` for a ReportClient.
+
+    ``address`` is any gRPC target: ``host:port``; ``dns:///job-service:5002``,
+    whose every address (one per replica behind the name) gets its share of
+    the calls; or a fixed list, ``ipv4:10.0.0.1:5002,10.0.0.2:5002``.
+    """
     return grpc.aio.insecure_channel(
         address,
-        # gRPC's own reconnect backoff grows to 2 minutes by default, which
-        # would keep reports failing long after the job service is back.
-        options=[("grpc.max_reconnect_backoff_ms", int(reconnect_cap * 1000))],
+        options=[
+            # gRPC's own reconnect backoff grows to 2 minutes by default, which
+            # would keep reports failing long after the job service is back.
+            ("grpc.max_reconnect_backoff_ms", int(reconnect_cap * 1000)),
+            # Calls go round the job service's replicas instead of all to the first
+            # (gRPC's default, pick_first). Any replica may take any report: the
+            # database fences them, not the replica that took the claim.
+            ("grpc.lb_policy_name", "round_robin"),
+        ],
     )
 
 

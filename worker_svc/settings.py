@@ -16,7 +16,11 @@ class Settings(ServiceSettings):
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "the RabbitMQ broker to consume from")
     rabbitmq_queue: str = setting("job_queue", "the job queue; rejected messages go to <queue>.dead")
     prefetch_count: int = setting(100, "how many unacknowledged messages this worker holds at once")
-    job_service_addr: str = setting("127.0.0.1:5002", "host:port of the job service, which takes UpdateJob reports")
+    job_service_addr: str = setting(
+        "127.0.0.1:5002",
+        "the job service, which takes UpdateJob reports: host:port, or a gRPC target naming several replicas "
+        "(dns:///job-service:5002, ipv4:10.0.0.1:5002,10.0.0.2:5002), which share the calls round robin",
+    )
     worker_token: str = setting(
         "", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)", secret=True
     )

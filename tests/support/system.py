@@ -66,9 +66,9 @@ class System:
             wait_for_queue(self.direct_rabbitmq_url, self.env["RABBITMQ_QUEUE"])
         return self.jobs
 
-    def start_another_job_service(self) -> str:
+    def start_another_job_service(self, **env: str) -> str:
         """One more job service on the same database and queue (and a port of its own); returns its address."""
-        env = {name: value for name, value in self.env.items() if name != "JOB_PORT"}
+        env = {**{name: value for name, value in self.env.items() if name != "JOB_PORT"}, **env}
         process = start_service("job_svc", env, self.logs / f"job_svc-{len(self.more_jobs) + 2}.log")
         self.more_jobs.append(process)
         return process.address
