@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.databases import module_database  # noqa: F401 - the fixture `database_url`
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.processes import ServiceProcess, free_port, free_ports
 
 
 class RunningSystem:
@@ -61,7 +61,8 @@ def make_run(
         **make_run_env,
         "AUTH_PORT": str(free_port()),
         "JOB_PORT": str(free_port()),
-        "WORKER_HEALTH_PORT": str(free_port()),
+        # Worker i listens on WORKER_HEALTH_PORT + i: both must be free, not just the first.
+        "WORKER_HEALTH_PORT": str(free_ports(2)),
         # grpcurl, and the python3 the README's commands call, come from the project's virtualenv.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }

@@ -37,6 +37,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports nothing listens on right now (as `make run` gives workers)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65_536:
+            continue
+        held = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
     """The health status a server reports for ``service``, or None if it cannot be asked."""
     return status_of(address, service, timeout=timeout)
