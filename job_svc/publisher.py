@@ -114,6 +114,8 @@ class Publisher:
         answer. The queues are declared as on connecting (the same arguments,
         so never refused), which answers with their counts, where a passive
         declare of a queue deleted by hand would close the publishing channel.
+        Each declare is one round trip that publishes on this channel wait
+        behind (about 1 ms for all three on a local broker).
         """
         channel = self._link.channel
         if channel is None or channel.is_closed:
