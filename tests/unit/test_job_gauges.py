@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 import prometheus_client
 import pytest
 
+from common.settings import SettingsError, load
 from job_svc import metrics
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import Status
 from job_svc.publisher import QueueStats
+from job_svc.settings import Settings
 
 
 class FakeCounts:
@@ -133,3 +135,12 @@ async def test_an_unexpected_error_is_not_swallowed() -> None:
     # The supervisor then stops the service loudly, instead of gauges silently frozen.
     with pytest.raises(KeyError):
         await gauges(Broken({}), FakeQueues([]), Clock()).refresh()
+
+
+def test_the_refresh_intervals_default_to_the_documented_ones_and_must_be_positive() -> None:
+    settings = load(Settings, {})
+    assert (settings.job_count_seconds, settings.finished_count_seconds) == (15.0, 300.0)
+    assert load(Settings, {"JOB_COUNT_SECONDS": "0.2"}).job_count_seconds == 0.2
+    for name in ("JOB_COUNT_SECONDS", "FINISHED_COUNT_SECONDS"):
+        with pytest.raises(SettingsError, match=name):
+            load(Settings, {name: "0"})
