@@ -20,6 +20,7 @@ from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
 from common.job_types import JobTypes
 from common.server import build_server
+from job_svc import metrics as job_metrics
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.publisher import Publisher
@@ -92,6 +93,14 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(publisher.wait_connected(), 2)
         relaying = supervisor.spawn(relay.run(), name="relay")
+        if metrics_server is not None:
+            gauges = job_metrics.Gauges(
+                store,
+                publisher,
+                every=settings.job_count_seconds,
+                finished_every=settings.finished_count_seconds,
+            )
+            supervisor.spawn(gauges.run(), name="gauges")
         supervisor.spawn(monitor.run(), name="health")
         log.info(
             "job service listening",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aio_pika
 import aiormq
@@ -22,6 +23,15 @@ log = logging.getLogger(__name__)
 
 #: What a publish can raise when the channel or connection fails under it.
 _PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What the broker says of one queue: messages ready for a consumer, and consumers."""
+
+    queue: str
+    ready: int
+    consumers: int
 
 
 class Publisher:
@@ -96,6 +106,31 @@ class Publisher:
             with contextlib.suppress(*_PUBLISH_ERRORS):
                 await rabbitmq.declare(channel, self._topology)
             raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """The job queue's and the dead-letter queue's ready messages and consumers, as the broker counts them.
+
+        Raises BrokerUnavailable if there is no channel or the broker does not
+        answer. The queues are declared as on connecting (the same arguments,
+        so never refused), which answers with their counts, where a passive
+        declare of a queue deleted by hand would close the publishing channel.
+        Each declare is one round trip that publishes on this channel wait
+        behind (about 1 ms for all three on a local broker).
+        """
+        channel = self._link.channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        try:
+            job_queue = await rabbitmq.declare(channel, self._topology)
+            dead = await channel.declare_queue(self._topology.dead_letter_queue, durable=True)
+        except _PUBLISH_ERRORS as error:
+            raise BrokerUnavailable(f"cannot read the queues' counts: {error!r}") from error
+        return [
+            QueueStats(
+                queue.name, queue.declaration_result.message_count or 0, queue.declaration_result.consumer_count or 0
+            )
+            for queue in (job_queue, dead)
+        ]
 
     async def announce_cancellation(self, job_id: uuid.UUID) -> None:
         """Tell every worker that ``job_id`` was cancelled (best effort: see JobCancellation)."""

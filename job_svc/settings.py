@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from common import secrets
 from common.job_types import module_names
-from common.settings import ServiceSettings, setting
+from common.settings import ServiceSettings, SettingsError, setting
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,12 @@ class Settings(ServiceSettings):
     job_host: str = setting("0.0.0.0", "Interface the gRPC server listens on.")
     job_port: int = setting(5002, "Port of the gRPC server (JobService, health, reflection).", port=True)
     metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (on JOB_HOST); 0 turns it off.", port=True)
+    job_count_seconds: float = setting(
+        15.0, "With METRICS_PORT on: how often the QUEUED, RUNNING and FAILED job counts and the queue gauges are read."
+    )
+    finished_count_seconds: float = setting(
+        300.0, "With METRICS_PORT on: how often COMPLETED and CANCELLED jobs are counted (a scan of the jobs table)."
+    )
     database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs.")
     db_pool_size: int = setting(10, "Most PostgreSQL connections held at once.")
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ the relay publishes jobs to.")
@@ -42,6 +48,9 @@ class Settings(ServiceSettings):
 
     def validate(self) -> None:
         """The job service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
+        for name in ("job_count_seconds", "finished_count_seconds"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name.upper()} must be a positive number of seconds")
         self.modules()
 
     def modules(self) -> tuple[str, ...]:
