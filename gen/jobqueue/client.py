@@ -18,7 +18,7 @@ Example::
     import asyncio
 
     import grpc
-    from jobqueue.client import JobQueueError, connect_auth, connect_jobs
+    from jobqueue.client import JobQueueError, JobStatus, connect_auth, connect_jobs, login_with
 
 
     async def main() -> None:
@@ -28,16 +28,28 @@ Example::
             except JobQueueError as error:
                 if error.code != grpc.StatusCode.ALREADY_EXISTS:
                     raise
-            token = await auth.login("ada@example.com", "correct horse battery")
 
-        async with connect_jobs("localhost:5002", token=token) as jobs:
+        # login_with logs in now and again whenever the token expires.
+        refresh = login_with("ada@example.com", "correct horse battery", address="localhost:5001")
+        async with connect_jobs("localhost:5002", refresh=refresh) as jobs:
             job = await jobs.submit_and_wait("fibonacci_calc", 10, timeout=30)
-            print(job.result)  # "55"
+            print(job.status, job.result)  # COMPLETED 55
+            if job.status == JobStatus.FAILED:
+                print(job)  # the id, the attempts and the whole error
             async for job in jobs.list(job_type="fibonacci_calc"):
                 print(job.id, job.status)
 
 
     asyncio.run(main())
+
+Jobs come back as :class:`Job`, a read-only view that speaks words: ``status``
+and ``priority`` are :class:`JobStatus` and :class:`JobPriority` (``IntEnum`` classes
+mirroring the proto enums: ``str()`` gives ``COMPLETED``, ``repr()``
+``JobStatus.COMPLETED``, and they still equal the proto numbers, so
+``job.status == jobs_pb2.JOB_STATUS_COMPLETED``), the payload is a Python value,
+times are aware ``datetime`` values, ``result`` and ``error`` are ``None`` when absent,
+and ``job.proto`` is the ``jobqueue.jobs.v1.Job`` message the service sent.
+``str(job)`` is a few lines for a person, with a failed job's error in full.
 
 Errors: every call raises :class:`JobQueueError` when the service refuses it;
 ``e.code`` is the ``grpc.StatusCode``, ``e.reason`` the ``ErrorInfo`` reason and
@@ -49,24 +61,36 @@ are refused locally with ``ValueError`` before any call.
 Retries: :meth:`JobsClient.wait` retries, because polling is idempotent, and so
 does :meth:`JobsClient.submit`, because every submission carries a
 ``request_id``: the job service answers a repeat with the job the first call
-created, so a lost reply never creates a second job. Submissions wait between
-tries with exponential backoff and jitter (0.2 to 0.4 s, then 0.4 to 0.8 s, ...).
+created, so a lost reply never creates a second job. The other reads (``get``,
+``list``, ``list_dead``) are retried on UNAVAILABLE and on CANCELLED (what a
+stopping service answers the calls it drops). Calls wait between tries with
+exponential backoff and jitter (0.2 to 0.4 s, then 0.4 to 0.8 s, ...). The other
+writes (cancel, rerun) are never retried: a lost reply would leave the caller
+unsure whether they happened.
+
+Expired tokens: a :class:`JobsClient` given ``refresh`` (an async callable that
+returns a new token, such as :func:`login_with`) answers UNAUTHENTICATED by
+getting a new token once and repeating the call (safe for every call: the job
+service refuses an unauthenticated call before doing anything); a second
+UNAUTHENTICATED is raised. Calls that fail together share one refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import enum
 import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeAlias, TypeVar, cast
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import descriptor, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -82,14 +106,17 @@ __all__ = [
     "AuthClient",
     "FieldViolation",
     "Job",
+    "JobPriority",
     "JobQueueError",
     "JobStatus",
     "JobsClient",
     "Payload",
+    "TokenRefresh",
     "auth_metadata",
     "connect_auth",
     "connect_jobs",
     "is_final",
+    "login_with",
     "to_value",
 ]
 
@@ -101,25 +128,98 @@ MAX_SAFE_INTEGER = 2**53
 #: Most jobs BatchCreateJobs takes in one call.
 BATCH_SIZE = 1000
 
-Job = jobs_pb2.Job
-JobStatus = jobs_pb2.JobStatus
 #: What ``submit`` accepts as a payload; a prepared ``google.protobuf.Value`` is passed through.
 Payload = str | int | float | struct_pb2.Value
+#: A payload as :class:`Job` shows it: any JSON value (the API's job types take strings and numbers).
+_JsonValue: TypeAlias = "str | int | float | bool | list[_JsonValue] | dict[str, _JsonValue] | None"
+#: What ``connect_jobs(refresh=...)`` takes: an async callable that returns a new access token.
+TokenRefresh: TypeAlias = Callable[[], Awaitable[str]]
+
+
+class _ProtoEnum(enum.IntEnum):
+    """An IntEnum that mirrors a proto enum: equal to the proto numbers, printed as words.
+
+    ``str()`` and ``format()`` give the name (an IntEnum of Python 3.11+ would
+    print the number), ``repr()`` ``JobStatus.COMPLETED``; a format spec for
+    numbers (``f"{status:d}"``) still gives the number. A number this client does
+    not know (a newer service's) is kept, named ``UNKNOWN_<n>``, rather than
+    failing the call that received it: proto3 enums are open.
+    """
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+    def __format__(self, spec: str) -> str:
+        if spec and spec[-1] in "bcdnoxX":
+            return int.__format__(self, spec)
+        return format(self.name, spec)
+
+    @classmethod
+    def _missing_(cls, value: object) -> Self | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        unknown = int.__new__(cls, value)
+        unknown._name_ = f"UNKNOWN_{value}"
+        unknown._value_ = value
+        return unknown
+
+
+class JobStatus(_ProtoEnum):
+    """Where a job is in its life (``jobqueue.jobs.v1.JobStatus`` without the ``JOB_STATUS_`` prefix)."""
+
+    #: Not a real status; as a ``list`` filter it means "any status".
+    UNSPECIFIED = jobs_pb2.JOB_STATUS_UNSPECIFIED
+    QUEUED = jobs_pb2.JOB_STATUS_QUEUED
+    RUNNING = jobs_pb2.JOB_STATUS_RUNNING
+    COMPLETED = jobs_pb2.JOB_STATUS_COMPLETED
+    FAILED = jobs_pb2.JOB_STATUS_FAILED
+    CANCELLED = jobs_pb2.JOB_STATUS_CANCELLED
+
+
+class JobPriority(_ProtoEnum):
+    """How urgent a job is (``jobqueue.jobs.v1.JobPriority`` without the ``JOB_PRIORITY_`` prefix)."""
+
+    #: Not given: the service uses NORMAL.
+    UNSPECIFIED = jobs_pb2.JOB_PRIORITY_UNSPECIFIED
+    LOW = jobs_pb2.JOB_PRIORITY_LOW
+    NORMAL = jobs_pb2.JOB_PRIORITY_NORMAL
+    HIGH = jobs_pb2.JOB_PRIORITY_HIGH
+
+
+def _check_mirror(mirror: type[_ProtoEnum], proto: descriptor.EnumDescriptor, prefix: str) -> None:
+    """Refuse to import if ``mirror`` and the generated enum disagree, so that the two cannot drift apart.
+
+    The members are spelled out (rather than made from the descriptor) so that
+    type checkers and editors know them; this check keeps them honest.
+    """
+    expected = {value.name.removeprefix(prefix): value.number for value in proto.values}
+    actual = {member.name: member.value for member in mirror}
+    if actual != expected:
+        raise ImportError(f"jobqueue.client.{mirror.__name__} is {actual}, but {proto.full_name} is {expected}")
+
+
+_check_mirror(JobStatus, jobs_pb2.JobStatus.DESCRIPTOR, "JOB_STATUS_")
+_check_mirror(JobPriority, jobs_pb2.JobPriority.DESCRIPTOR, "JOB_PRIORITY_")
 
 #: Statuses a job never leaves.
-FINAL_STATUSES: frozenset[jobs_pb2.JobStatus.ValueType] = frozenset(
-    {jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED}
-)
+FINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # Codes after which asking again may succeed: a service restarting, a slow reply.
 # CANCELLED reaches a caller only from the server's side (a service shutting
 # down drops calls it had not started); a caller's own cancellation raises
 # asyncio.CancelledError instead.
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+# What a read is retried on. Not DEADLINE_EXCEEDED: the deadline is the
+# caller's own bound on the call (call_timeout), which a retry would stretch;
+# a submission retries it only because its outcome is otherwise unknown.
+_READ_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 # The client library ships alone (pip install ./gen) and so cannot import the
 # services' common/backoff.py; _retry_delay is the same policy written for the
-# one place the client retries: base * 2**n, each delay scaled by a random
+# places the client retries: base * 2**n, each delay scaled by a random
 # factor in [1/2, 1], so that many clients that met the same outage do not all
 # come back at the same instant. A generator of its own, so that nothing a
 # caller does with the global `random` (seeding it, say) makes the delays alike.
@@ -175,9 +275,119 @@ def to_value(payload: Payload) -> struct_pb2.Value:
     raise TypeError(f"payload must be str, int or float, not {type(payload).__name__}")
 
 
-def is_final(status: jobs_pb2.JobStatus.ValueType) -> bool:
+def is_final(status: JobStatus | int) -> bool:
     """Whether a job in ``status`` is finished for good (COMPLETED, FAILED or CANCELLED)."""
     return status in FINAL_STATUSES
+
+
+def _from_value(value: struct_pb2.Value) -> _JsonValue:
+    """``value`` as a Python value; a whole number comes back as an int (JSON does not tell 10 from 10.0)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) <= MAX_SAFE_INTEGER else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "list_value":
+        return [_from_value(item) for item in value.list_value.values]
+    if kind == "struct_value":
+        return {key: _from_value(item) for key, item in value.struct_value.fields.items()}
+    return None
+
+
+_TimeField = Literal["created_at", "updated_at", "started_at", "finished_at", "next_attempt_at"]
+
+
+def _time(message: jobs_pb2.Job, name: _TimeField) -> datetime.datetime | None:
+    if not message.HasField(name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, name)
+    return stamp.ToDatetime(tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as a person and a program read it; ``proto`` is the message the service sent.
+
+    Every field of ``jobqueue.jobs.v1.Job`` is here, converted: enums are
+    :class:`JobStatus` and :class:`JobPriority`, the payload a Python value,
+    times aware ``datetime`` values (UTC), and a field the service left out
+    (``result``, ``error``, the later times) is ``None``. ``str(job)`` is a
+    summary of a few lines that shows ``result`` and ``error`` in full.
+    """
+
+    #: The job's id (a UUID).
+    id: str
+    #: The job type, e.g. ``"reverse_string"``.
+    type: str
+    #: Where the job is in its life.
+    status: JobStatus
+    #: The input, as submitted.
+    payload: _JsonValue
+    #: The answer, once the job is COMPLETED.
+    result: str | None
+    #: Why the job (or its last attempt, while a retry waits) failed; the whole text the service stored.
+    error: str | None
+    #: How many times a worker has started the job, re-runs included.
+    attempts: int
+    #: How many attempts the job gets in all.
+    max_attempts: int
+    #: The priority it was submitted with.
+    priority: JobPriority
+    #: How long one attempt may run, in seconds.
+    timeout_seconds: int
+    #: The id of the user who submitted the job.
+    owner_id: str
+    #: When the job was stored.
+    created_at: datetime.datetime
+    #: When anything about the job last changed.
+    updated_at: datetime.datetime
+    #: When a worker last started it.
+    started_at: datetime.datetime | None
+    #: When it reached a final status.
+    finished_at: datetime.datetime | None
+    #: When a waiting retry is due.
+    next_attempt_at: datetime.datetime | None
+    #: The ``jobqueue.jobs.v1.Job`` message itself (for ``HasField``, serializing, a stub's request).
+    proto: jobs_pb2.Job = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, message: jobs_pb2.Job) -> Job:
+        """The view of ``message`` (which it keeps as ``proto``: do not change it afterwards)."""
+        epoch = datetime.datetime.fromtimestamp(0, datetime.UTC)
+        return cls(
+            id=message.id,
+            type=message.type,
+            status=JobStatus(message.status),
+            payload=_from_value(message.payload),
+            result=message.result if message.HasField("result") else None,
+            error=message.error if message.HasField("error") else None,
+            attempts=message.attempts,
+            max_attempts=message.max_attempts,
+            priority=JobPriority(message.priority),
+            timeout_seconds=message.timeout_seconds,
+            owner_id=message.owner_id,
+            # Always set by the service; a message without one reads as the epoch, as protobuf has it.
+            created_at=_time(message, "created_at") or epoch,
+            updated_at=_time(message, "updated_at") or epoch,
+            started_at=_time(message, "started_at"),
+            finished_at=_time(message, "finished_at"),
+            next_attempt_at=_time(message, "next_attempt_at"),
+            proto=message,
+        )
+
+    def __str__(self) -> str:
+        """``job <id> (<type>): <STATUS>, attempt n of m``, then the result or the error, each in full."""
+        lines = [f"job {self.id} ({self.type}): {self.status}, attempt {self.attempts} of {self.max_attempts}"]
+        if self.next_attempt_at is not None:
+            lines[0] += f", next attempt at {self.next_attempt_at.isoformat()}"
+        for label, text in (("result", self.result), ("error", self.error)):
+            if text is not None:
+                # Continuation lines (a traceback, say) indented under their label.
+                lines.append(f"{label}: " + "\n  ".join(text.split("\n")))
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -331,57 +541,132 @@ class AuthClient(_Client):
 
 
 class JobsClient(_Client):
-    """One user's jobs (``jobqueue.jobs.v1.JobService``), every call authenticated with ``token``."""
+    """One user's jobs (``jobqueue.jobs.v1.JobService``), every call authenticated with a token.
 
-    def __init__(self, channel: grpc.aio.Channel, *, token: str, call_timeout: float | None = 30.0) -> None:
+    With ``refresh``, an UNAUTHENTICATED answer (an expired token, say) gets a
+    new token from it and the call is made once more; without ``token``, the
+    first call gets one from it. The client belongs to the event loop it was
+    made in (as its grpc.aio channel does); its calls may run concurrently in
+    that loop's tasks, and calls that meet the same expired token share one refresh.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        token: str | None = None,
+        refresh: TokenRefresh | None = None,
+        call_timeout: float | None = 30.0,
+    ) -> None:
+        if token is None and refresh is None:
+            raise TypeError("give a token, a refresh callable, or both")
         super().__init__(channel, call_timeout=call_timeout)
-        self._metadata = auth_metadata(token)
+        self._token = token
+        self._metadata = auth_metadata(token) if token is not None else ()
+        self._refresh = refresh
+        #: The refresh under way, which every call that failed with the same token awaits.
+        self._renewal: asyncio.Future[None] | None = None
         self.stub = jobs_pb2_grpc.JobServiceStub(channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """The metadata sent with every call, for calling ``stub`` directly."""
+        """The metadata sent with every call (the current token's), for calling ``stub`` directly."""
         return self._metadata
+
+    async def _call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- see _Client._call
+    ) -> _Response:
+        """The call, made once more with a new token after an UNAUTHENTICATED answer, when ``refresh`` was given.
+
+        Repeating any call (a write too) is safe there: the job service checks
+        the token before it does anything else.
+        """
+        refresh = self._refresh
+        if refresh is None:
+            return await super()._call(method, request, timeout=timeout)
+        if self._token is None:
+            await self._renew(None, refresh)
+        sent = self._token
+        try:
+            return await super()._call(method, request, timeout=timeout)
+        except JobQueueError as error:
+            if error.code != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+        await self._renew(sent, refresh)
+        return await super()._call(method, request, timeout=timeout)
+
+    async def _renew(self, stale: str | None, refresh: TokenRefresh) -> None:
+        """Replace the token ``stale`` by a new one from ``refresh``, unless another call already has.
+
+        Calls that fail while a refresh is under way await that same refresh
+        (and see its error, if it fails); a later failure starts a new one.
+        """
+        if self._token != stale:
+            return
+        if self._renewal is None:
+            self._renewal = asyncio.ensure_future(self._fetch_token(refresh))
+            self._renewal.add_done_callback(self._renewal_done)
+        # shield: a caller that gives up (is cancelled) must not cancel the others' refresh.
+        await asyncio.shield(self._renewal)
+
+    async def _fetch_token(self, refresh: TokenRefresh) -> None:
+        token = await refresh()
+        self._metadata = auth_metadata(token)  # refuses a malformed token
+        self._token = token
+
+    def _renewal_done(self, renewal: asyncio.Future[None]) -> None:
+        self._renewal = None
+        if not renewal.cancelled():
+            # Each waiter raises it; this marks it retrieved even if every waiter was cancelled.
+            renewal.exception()
+
+    async def _retrying(self, method: Any, request: Any, attempts: int, codes: frozenset[grpc.StatusCode]) -> Any:
+        """Call ``method``, retrying an answer with one of ``codes`` up to ``attempts`` calls in all."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._call(method, request)
+            except JobQueueError as error:
+                if error.code not in codes or attempt >= attempts:
+                    raise
+            await asyncio.sleep(_retry_delay(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def submit(
         self,
         job_type: str,
         payload: Payload,
         *,
-        priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+        priority: JobPriority | int = JobPriority.UNSPECIFIED,
         max_attempts: int = 0,
         timeout_seconds: int = 0,
         request_id: str | None = None,
         attempts: int = 3,
-    ) -> jobs_pb2.Job:
+    ) -> Job:
         """Store a job and queue it; returns it QUEUED.
 
         ``priority``, ``max_attempts`` (how often a worker may try the job) and
         ``timeout_seconds`` are CreateJob's; 0 and UNSPECIFIED take the server's
         defaults. The request carries ``request_id`` (a fresh UUID unless given),
-        so an UNAVAILABLE or DEADLINE_EXCEEDED answer is retried, up to
+        so an UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED answer is retried, up to
         ``attempts`` calls in all, without any risk of creating the job twice.
         """
-        request = jobs_pb2.CreateJobRequest(
-            type=job_type,
-            payload=to_value(payload),
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds,
-            request_id=request_id or str(uuid.uuid4()),
-        )
-        reply: jobs_pb2.CreateJobResponse = await self._idempotent(self.stub.CreateJob, request, attempts)
-        return reply.job
+        request = _create_request(job_type, payload, priority, max_attempts, timeout_seconds, request_id)
+        reply: jobs_pb2.CreateJobResponse = await self._retrying(self.stub.CreateJob, request, attempts, _TRANSIENT)
+        return Job.from_proto(reply.job)
 
     async def submit_many(
         self,
         jobs: Iterable[tuple[str, Payload]],
         *,
-        priority: jobs_pb2.JobPriority.ValueType = jobs_pb2.JOB_PRIORITY_UNSPECIFIED,
+        priority: JobPriority | int = JobPriority.UNSPECIFIED,
         max_attempts: int = 0,
         timeout_seconds: int = 0,
         attempts: int = 3,
-    ) -> list[jobs_pb2.Job]:
+    ) -> list[Job]:
         """Store many (job type, payload) jobs with BatchCreateJobs; returns them QUEUED, in order.
 
         Up to BATCH_SIZE jobs go in each call, which stores all of its jobs or
@@ -390,53 +675,44 @@ class JobsClient(_Client):
         so calls are retried as :meth:`submit` retries, never creating a job twice.
         """
         requests = [
-            jobs_pb2.CreateJobRequest(
-                type=job_type,
-                payload=to_value(payload),
-                priority=priority,
-                max_attempts=max_attempts,
-                timeout_seconds=timeout_seconds,
-                request_id=str(uuid.uuid4()),
-            )
+            _create_request(job_type, payload, priority, max_attempts, timeout_seconds, None)
             for job_type, payload in jobs
         ]
-        stored: list[jobs_pb2.Job] = []
+        stored: list[Job] = []
         for start in range(0, len(requests), BATCH_SIZE):
             batch = jobs_pb2.BatchCreateJobsRequest(requests=requests[start : start + BATCH_SIZE])
-            stored.extend((await self._idempotent(self.stub.BatchCreateJobs, batch, attempts)).jobs)
+            reply = await self._retrying(self.stub.BatchCreateJobs, batch, attempts, _TRANSIENT)
+            stored.extend(Job.from_proto(job) for job in reply.jobs)
         return stored
 
-    async def _idempotent(self, method: Any, request: Any, attempts: int) -> Any:
-        """Call ``method``, retrying a retryable failure up to ``attempts`` calls in all (safe: request_id)."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._call(method, request)
-            except JobQueueError as error:
-                if not error.retryable or attempt >= attempts:
-                    raise
-            await asyncio.sleep(_retry_delay(attempt))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    async def get(self, job_id: str, *, attempts: int = 3) -> Job:
+        """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job.
 
-    async def get(self, job_id: str) -> jobs_pb2.Job:
-        """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job."""
-        return (await self._call(self.stub.GetJob, jobs_pb2.GetJobRequest(id=job_id))).job
+        UNAVAILABLE and CANCELLED answers are retried, up to ``attempts`` calls in all.
+        """
+        request = jobs_pb2.GetJobRequest(id=job_id)
+        reply: jobs_pb2.GetJobResponse = await self._retrying(self.stub.GetJob, request, attempts, _READ_RETRIED)
+        return Job.from_proto(reply.job)
 
-    async def cancel(self, job_id: str) -> jobs_pb2.Job:
+    async def cancel(self, job_id: str) -> Job:
         """Withdraw one of the caller's jobs; FAILED_PRECONDITION if it already finished."""
-        return (await self._call(self.stub.CancelJob, jobs_pb2.CancelJobRequest(id=job_id))).job
+        return Job.from_proto((await self._call(self.stub.CancelJob, jobs_pb2.CancelJobRequest(id=job_id))).job)
 
-    async def rerun(self, job_id: str, *, max_attempts: int = 0) -> jobs_pb2.Job:
+    async def rerun(self, job_id: str, *, max_attempts: int = 0) -> Job:
         """Run a FAILED job again with ``max_attempts`` more attempts (0: the server's default).
 
         The caller's own job, or anyone's for an operator.
         """
         request = jobs_pb2.RerunJobRequest(id=job_id, max_attempts=max_attempts)
-        return (await self._call(self.stub.RerunJob, request)).job
+        return Job.from_proto((await self._call(self.stub.RerunJob, request)).job)
 
-    async def list_dead(self, *, job_type: str = "", page_size: int = 0) -> AsyncIterator[jobs_pb2.Job]:
-        """Every user's FAILED jobs, most recently failed first, page after page (operators only)."""
+    async def list_dead(self, *, job_type: str = "", page_size: int = 0, attempts: int = 3) -> AsyncIterator[Job]:
+        """Every user's FAILED jobs, most recently failed first, page after page (operators only).
+
+        Each page is retried as :meth:`get` is.
+        """
         request = jobs_pb2.ListDeadJobsRequest(page_size=page_size, type=job_type)
-        async for job in self._pages(self.stub.ListDeadJobs, request):
+        async for job in self._pages(self.stub.ListDeadJobs, request, attempts):
             yield job
 
     async def rerun_dead(self, *, job_type: str = "", max_attempts: int = 0) -> int:
@@ -452,12 +728,12 @@ class JobsClient(_Client):
         *,
         timeout: float = 60.0,  # noqa: ASYNC109
         poll_interval: float = 0.2,
-    ) -> jobs_pb2.Job:
+    ) -> Job:
         """Poll until the job is COMPLETED, FAILED or CANCELLED and return it.
 
         Raises TimeoutError if it is not final after ``timeout`` seconds.
-        UNAVAILABLE and DEADLINE_EXCEEDED answers are polled through (a service
-        restart should not fail a wait); any other error is raised at once.
+        UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED answers are polled through
+        (a service restart should not fail a wait); any other error is raised at once.
         """
         deadline = time.monotonic() + timeout
         last: str = "never answered"
@@ -475,8 +751,8 @@ class JobsClient(_Client):
                 last = error.code.name
             else:
                 if is_final(job.status):
-                    return job
-                last = jobs_pb2.JobStatus.Name(job.status)
+                    return Job.from_proto(job)
+                last = JobStatus(job.status).name
             await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
 
     async def submit_and_wait(
@@ -486,7 +762,7 @@ class JobsClient(_Client):
         timeout: float = 60.0,  # noqa: ASYNC109 -- see wait
         *,
         poll_interval: float = 0.2,
-    ) -> jobs_pb2.Job:
+    ) -> Job:
         """Submit a job and wait for its final state (see ``wait``); a FAILED job is returned, not raised."""
         job = await self.submit(job_type, payload)
         return await self.wait(job.id, timeout=timeout, poll_interval=poll_interval)
@@ -494,25 +770,26 @@ class JobsClient(_Client):
     async def list(
         self,
         *,
-        status: jobs_pb2.JobStatus.ValueType = jobs_pb2.JOB_STATUS_UNSPECIFIED,
+        status: JobStatus | int = JobStatus.UNSPECIFIED,
         job_type: str = "",
         page_size: int = 0,
-    ) -> AsyncIterator[jobs_pb2.Job]:
+        attempts: int = 3,
+    ) -> AsyncIterator[Job]:
         """Every one of the caller's jobs, newest first, fetching page after page as it is iterated.
 
         ``status`` and ``job_type`` filter (the defaults mean "any"); ``page_size``
-        is per call (0 lets the server choose).
+        is per call (0 lets the server choose). Each page is retried as :meth:`get` is.
         """
-        request = jobs_pb2.ListJobsRequest(page_size=page_size, status=status, type=job_type)
-        async for job in self._pages(self.stub.ListJobs, request):
+        request = jobs_pb2.ListJobsRequest(page_size=page_size, status=_status(status), type=job_type)
+        async for job in self._pages(self.stub.ListJobs, request, attempts):
             yield job
 
-    async def _pages(self, method: Any, request: _PagedRequest) -> AsyncIterator[jobs_pb2.Job]:
+    async def _pages(self, method: Any, request: _PagedRequest, attempts: int) -> AsyncIterator[Job]:
         """The jobs of every page ``method`` returns for ``request``, following next_page_token."""
         while True:
-            reply = await self._call(method, request)
+            reply = await self._retrying(method, request, attempts, _READ_RETRIED)
             for job in reply.jobs:
-                yield job
+                yield Job.from_proto(job)
             if not reply.next_page_token:
                 return
             # A fresh request per page: one already sent is never changed under its caller.
@@ -520,6 +797,51 @@ class JobsClient(_Client):
             following.CopyFrom(request)
             following.page_token = reply.next_page_token
             request = following
+
+
+def _status(status: JobStatus | int) -> jobs_pb2.JobStatus.ValueType:
+    return jobs_pb2.JobStatus.ValueType(int(status))
+
+
+def _create_request(  # noqa: PLR0917 -- the fields of CreateJobRequest, in order
+    job_type: str,
+    payload: Payload,
+    priority: JobPriority | int,
+    max_attempts: int,
+    timeout_seconds: int,
+    request_id: str | None,
+) -> jobs_pb2.CreateJobRequest:
+    return jobs_pb2.CreateJobRequest(
+        type=job_type,
+        payload=to_value(payload),
+        priority=jobs_pb2.JobPriority.ValueType(int(priority)),
+        max_attempts=max_attempts,
+        timeout_seconds=timeout_seconds,
+        request_id=request_id or str(uuid.uuid4()),
+    )
+
+
+def login_with(
+    email: str,
+    password: str,
+    *,
+    address: str = DEFAULT_AUTH_ADDRESS,
+    credentials: grpc.ChannelCredentials | None = None,
+    call_timeout: float | None = 30.0,
+) -> TokenRefresh:
+    """A ``refresh`` for :func:`connect_jobs` that logs in with ``email`` and ``password`` each time it is called.
+
+    Each login opens a channel to the auth service at ``address`` (as
+    :func:`connect_auth` does) and closes it: tokens last an hour, so a channel
+    kept open in between would only wait. The callable keeps the password for
+    as long as it lives; where that is unwanted, pass a ``refresh`` of your own.
+    """
+
+    async def login() -> str:
+        async with connect_auth(address, credentials=credentials, call_timeout=call_timeout) as auth:
+            return await auth.login(email, password)
+
+    return login
 
 
 def connect_auth(
@@ -539,13 +861,21 @@ def connect_auth(
 def connect_jobs(
     address: str = DEFAULT_JOBS_ADDRESS,
     *,
-    token: str,
+    token: str | None = None,
+    refresh: TokenRefresh | None = None,
     credentials: grpc.ChannelCredentials | None = None,
     call_timeout: float | None = 30.0,
 ) -> JobsClient:
     """A client for the job service at ``address`` that sends ``token`` with every call.
 
-    Same conventions as :func:`connect_auth`.
+    ``refresh``, an async callable that returns a new token (e.g.
+    :func:`login_with`), is called when the service answers UNAUTHENTICATED
+    (then the call is made once more with the new token) and, without
+    ``token``, before the first call. Give ``token``, ``refresh``, or both.
+    Otherwise the same conventions as :func:`connect_auth`.
     """
-    auth_metadata(token)  # refuses a malformed token before a channel is opened
-    return JobsClient(_channel(address, credentials), token=token, call_timeout=call_timeout)
+    if token is not None:
+        auth_metadata(token)  # refuses a malformed token before a channel is opened
+    elif refresh is None:
+        raise TypeError("connect_jobs needs a token, a refresh callable, or both")
+    return JobsClient(_channel(address, credentials), token=token, refresh=refresh, call_timeout=call_timeout)

@@ -15,8 +15,8 @@ from collections import Counter
 import aio_pika
 import pytest
 
-from jobqueue.client import JobQueueError, connect_auth, connect_jobs
-from jobqueue.jobs.v1 import delivery_pb2, jobs_pb2
+from jobqueue.client import JobQueueError, JobStatus, connect_auth, connect_jobs
+from jobqueue.jobs.v1 import delivery_pb2
 from tests.support import flaky_jobs
 from tests.support.system import System
 
@@ -59,7 +59,7 @@ async def _scenario(system: System) -> str:
         doomed = await jobs.submit("always_fails", "x", max_attempts=2)
         fine = await jobs.submit("reverse_string", "abc")
         dead = await jobs.wait(doomed.id, timeout=60)
-        assert (dead.status, dead.attempts, dead.error) == (jobs_pb2.JOB_STATUS_FAILED, 2, flaky_jobs.ERROR)
+        assert (dead.status, dead.attempts, dead.error) == (JobStatus.FAILED, 2, flaky_jobs.ERROR)
         assert (await jobs.wait(fine.id, timeout=60)).result == "cba"
         with pytest.raises(JobQueueError) as refused:
             [job async for job in jobs.list_dead()]
@@ -78,13 +78,13 @@ async def _scenario(system: System) -> str:
         listed = [job async for job in ops.list_dead()]
         assert [j.id for j in listed if j.owner_id == dead.owner_id] == [doomed.id]
         again = await ops.rerun(doomed.id, max_attempts=1)
-        assert (again.status, again.attempts, again.max_attempts) == (jobs_pb2.JOB_STATUS_QUEUED, 2, 3)
+        assert (again.status, again.attempts, again.max_attempts) == (JobStatus.QUEUED, 2, 3)
         assert await ops.rerun_dead() == len(listed) - 1  # the rest; this one is queued already
     async with connect_jobs(system.job_address, token=user) as jobs:
         rerun = await jobs.wait(doomed.id, timeout=60)
-        assert (rerun.status, rerun.attempts, rerun.max_attempts) == (jobs_pb2.JOB_STATUS_FAILED, 3, 3)
+        assert (rerun.status, rerun.attempts, rerun.max_attempts) == (JobStatus.FAILED, 3, 3)
         # The owner may re-run it too, and nobody else's token could.
-        assert (await jobs.rerun(doomed.id)).status == jobs_pb2.JOB_STATUS_QUEUED
+        assert (await jobs.rerun(doomed.id)).status == JobStatus.QUEUED
         assert (await jobs.wait(doomed.id, timeout=60)).attempts == 6
     return doomed.id
 

@@ -1,10 +1,14 @@
-"""The client helper's own logic: payload conversion, metadata, final states, error decoding, polling, paging.
+"""The client helper's own logic: payload conversion, metadata, statuses as words, the job view, error
+decoding, polling, paging, retries and token refresh.
 
 Calls go to fake stubs here; the helper against the running system is covered end to end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import enum
 import math
 import random
 import uuid
@@ -18,18 +22,22 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from common.errors import FieldViolation as ServerFieldViolation
-from common.errors import InvalidArgument, NotFound, Unavailable
+from common.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
 from common.server import status_for
 from jobqueue import client as client_module
 from jobqueue.client import (
     FINAL_STATUSES,
     MAX_SAFE_INTEGER,
     FieldViolation,
+    Job,
+    JobPriority,
     JobQueueError,
     JobsClient,
+    JobStatus,
     auth_metadata,
     connect_jobs,
     is_final,
+    login_with,
     to_value,
 )
 from jobqueue.jobs.v1 import jobs_pb2
@@ -116,6 +124,188 @@ def test_final_statuses(status: jobs_pb2.JobStatus.ValueType, final: bool) -> No
 def test_every_status_is_classified() -> None:
     # A status added to the proto must be placed deliberately, final or not.
     assert set(jobs_pb2.JobStatus.values()) == {0, 1, 2} | set(FINAL_STATUSES)
+
+
+def test_final_statuses_are_the_enum_members() -> None:
+    assert {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED} == FINAL_STATUSES
+    assert all(type(status) is JobStatus for status in FINAL_STATUSES)
+    assert is_final(JobStatus.FAILED)
+    assert not is_final(JobStatus.RUNNING)
+
+
+# --- statuses and priorities as words -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("member", "number", "word"),
+    [
+        (JobStatus.COMPLETED, jobs_pb2.JOB_STATUS_COMPLETED, "COMPLETED"),
+        (JobStatus.QUEUED, jobs_pb2.JOB_STATUS_QUEUED, "QUEUED"),
+        (JobPriority.HIGH, jobs_pb2.JOB_PRIORITY_HIGH, "HIGH"),
+    ],
+)
+def test_statuses_and_priorities_print_as_words_and_compare_as_numbers(
+    member: enum.IntEnum, number: int, word: str
+) -> None:
+    assert (str(member), f"{member}", f"{member:>10}", repr(member)) == (
+        word,
+        word,
+        word.rjust(10),
+        f"{type(member).__name__}.{word}",
+    )
+    assert str([member]) == f"[{type(member).__name__}.{word}]"
+    assert member == number
+    assert f"{member:d}" == str(number)
+    assert type(member)(number) is member
+    # Requests take them as they take the proto numbers (the .pyi stubs type those as jobs_pb2's own).
+    assert jobs_pb2.ListJobsRequest(status=JobStatus.FAILED).status == jobs_pb2.JOB_STATUS_FAILED  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mirror", "proto", "prefix"),
+    [(JobStatus, jobs_pb2.JobStatus, "JOB_STATUS_"), (JobPriority, jobs_pb2.JobPriority, "JOB_PRIORITY_")],
+)
+def test_the_enums_mirror_the_proto_enums(mirror: type[enum.IntEnum], proto: Any, prefix: str) -> None:
+    assert [(member.name, member.value) for member in mirror] == [
+        (name.removeprefix(prefix), number) for name, number in proto.items()
+    ]
+
+
+def test_an_enum_that_drifted_from_the_proto_refuses_to_import() -> None:
+    class Stale(client_module._ProtoEnum):
+        UNSPECIFIED = 0
+        QUEUED = 1
+
+    with pytest.raises(ImportError, match=r"Stale is .* but jobqueue\.jobs\.v1\.JobStatus is"):
+        client_module._check_mirror(Stale, jobs_pb2.JobStatus.DESCRIPTOR, "JOB_STATUS_")
+
+
+def test_a_number_from_a_newer_service_is_kept_not_refused() -> None:
+    status = JobStatus(9)
+    assert (status, str(status), repr(status)) == (9, "UNKNOWN_9", "JobStatus.UNKNOWN_9")
+    assert not is_final(status)
+    assert Job.from_proto(jobs_pb2.Job(id="j1", status=cast(Any, 9))).status == 9
+    with pytest.raises(ValueError, match="not a valid JobStatus"):
+        JobStatus("COMPLETED")  # type: ignore[arg-type]
+
+
+# --- the job view ---------------------------------------------------------------------------------------
+
+_TRACEBACK = "RuntimeError: disk on fire\nTraceback (most recent call last):\n" + "".join(
+    f'  File "/srv/handlers/step_{i}.py", line {i}, in step_{i}\n    step_{i + 1}()\n' for i in range(200)
+)
+
+
+def _full_job() -> jobs_pb2.Job:
+    message = jobs_pb2.Job(
+        id="j1",
+        type="fibonacci_calc",
+        payload=struct_pb2.Value(number_value=10),
+        status=jobs_pb2.JOB_STATUS_COMPLETED,
+        result="55",
+        attempts=1,
+        owner_id="u1",
+        priority=jobs_pb2.JOB_PRIORITY_HIGH,
+        max_attempts=3,
+        timeout_seconds=60,
+    )
+    for seconds, stamp in enumerate(
+        (message.created_at, message.updated_at, message.started_at, message.finished_at), start=1
+    ):
+        stamp.FromSeconds(1_800_000_000 + seconds)
+    return message
+
+
+def test_the_job_view_converts_every_field() -> None:
+    message = _full_job()
+    job = Job.from_proto(message)
+    at = datetime.datetime.fromtimestamp(1_800_000_000, datetime.UTC)
+    assert job == Job(
+        id="j1",
+        type="fibonacci_calc",
+        status=JobStatus.COMPLETED,
+        payload=10,
+        result="55",
+        error=None,
+        attempts=1,
+        max_attempts=3,
+        priority=JobPriority.HIGH,
+        timeout_seconds=60,
+        owner_id="u1",
+        created_at=at + datetime.timedelta(seconds=1),
+        updated_at=at + datetime.timedelta(seconds=2),
+        started_at=at + datetime.timedelta(seconds=3),
+        finished_at=at + datetime.timedelta(seconds=4),
+        next_attempt_at=None,
+        proto=jobs_pb2.Job(),
+    )
+    assert type(job.status) is JobStatus
+    assert type(job.priority) is JobPriority
+    assert type(job.payload) is int
+    assert job.proto is message
+
+
+def test_absent_fields_are_none_not_empty() -> None:
+    job = Job.from_proto(jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))
+    assert (job.result, job.error, job.started_at, job.finished_at, job.next_attempt_at) == (None,) * 5
+    assert Job.from_proto(jobs_pb2.Job(result="")).result == ""  # present but empty is not absent
+
+
+def test_the_job_view_has_every_field_of_the_proto() -> None:
+    # A field added to jobqueue.jobs.v1.Job must be added to the view deliberately.
+    view = {name for name in Job.__dataclass_fields__ if name != "proto"}
+    assert view == {f.name for f in jobs_pb2.Job.DESCRIPTOR.fields}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (struct_pb2.Value(string_value="hello"), "hello"),
+        (struct_pb2.Value(number_value=10), 10),
+        (struct_pb2.Value(number_value=2.5), 2.5),
+        (struct_pb2.Value(number_value=2.0**60), 2.0**60),  # beyond 2**53: not claimed exact
+        (struct_pb2.Value(bool_value=True), True),
+        (struct_pb2.Value(null_value=struct_pb2.NULL_VALUE), None),
+        (struct_pb2.Value(list_value=struct_pb2.ListValue(values=[struct_pb2.Value(string_value="a")])), ["a"]),
+        (struct_pb2.Value(struct_value=struct_pb2.Struct(fields={"n": struct_pb2.Value(number_value=1)})), {"n": 1}),
+    ],
+)
+def test_payloads_come_back_as_python_values(value: struct_pb2.Value, expected: object) -> None:
+    payload = Job.from_proto(jobs_pb2.Job(payload=value)).payload
+    assert payload == expected
+    assert type(payload) is type(expected)
+
+
+def test_a_failed_job_shows_its_whole_error() -> None:
+    message = jobs_pb2.Job(
+        id="j1",
+        type="always_fails",
+        status=jobs_pb2.JOB_STATUS_FAILED,
+        error=_TRACEBACK,
+        attempts=2,
+        max_attempts=2,
+    )
+    job = Job.from_proto(message)
+    assert job.error == _TRACEBACK
+    text = str(job)
+    first, second, *rest = text.split("\n")
+    assert first == "job j1 (always_fails): FAILED, attempt 2 of 2"
+    assert second == "error: RuntimeError: disk on fire"
+    # Every line of the error, each indented under it, none cut.
+    assert rest == ["  " + line for line in _TRACEBACK.split("\n")[1:]]
+    assert "status=JobStatus.FAILED" in repr(job)
+    assert f"error={_TRACEBACK!r}" in repr(job)
+
+
+def test_a_completed_job_and_a_waiting_retry_read_as_words() -> None:
+    assert str(Job.from_proto(_full_job())) == "job j1 (fibonacci_calc): COMPLETED, attempt 1 of 3\nresult: 55"
+    retry = jobs_pb2.Job(
+        id="j2", type="flaky", status=jobs_pb2.JOB_STATUS_QUEUED, error="TimeoutError", attempts=1, max_attempts=3
+    )
+    retry.next_attempt_at.FromSeconds(1_800_000_000)
+    assert str(Job.from_proto(retry)) == (
+        "job j2 (flaky): QUEUED, attempt 1 of 3, next attempt at 2027-01-15T08:00:00+00:00\nerror: TimeoutError"
+    )
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -221,7 +411,7 @@ class FakeMethod:
 class FakeStub:
     """A JobService stub whose methods are FakeMethods."""
 
-    def __init__(self, **methods: FakeMethod) -> None:
+    def __init__(self, **methods: object) -> None:
         for name, method in methods.items():
             setattr(self, name, method)
 
@@ -252,7 +442,7 @@ async def test_wait_polls_until_final_through_transient_errors(client: JobsClien
     )
     client.stub = cast(Any, FakeStub(GetJob=get))
     job = await client.wait("j1", timeout=5, poll_interval=0.01)
-    assert job.status == jobs_pb2.JOB_STATUS_COMPLETED
+    assert (type(job), str(job.status)) == (Job, "COMPLETED")
     assert len(get.calls) == 4
     request, timeout, metadata = get.calls[0]
     assert request.id == "j1"
@@ -263,7 +453,7 @@ async def test_wait_polls_until_final_through_transient_errors(client: JobsClien
 
 async def test_wait_returns_a_failed_job(client: JobsClient) -> None:
     client.stub = cast(Any, FakeStub(GetJob=FakeMethod([_got(jobs_pb2.JOB_STATUS_FAILED)])))
-    assert (await client.wait("j1", timeout=5, poll_interval=0.01)).status == jobs_pb2.JOB_STATUS_FAILED
+    assert (await client.wait("j1", timeout=5, poll_interval=0.01)).status == JobStatus.FAILED
 
 
 async def test_wait_raises_a_refusal_at_once(client: JobsClient) -> None:
@@ -277,7 +467,7 @@ async def test_wait_raises_a_refusal_at_once(client: JobsClient) -> None:
 
 async def test_wait_times_out_naming_the_last_status(client: JobsClient) -> None:
     client.stub = cast(Any, FakeStub(GetJob=FakeMethod([_got(jobs_pb2.JOB_STATUS_RUNNING)] * 1000)))
-    with pytest.raises(TimeoutError, match="JOB_STATUS_RUNNING"):
+    with pytest.raises(TimeoutError, match=r"\(last seen: RUNNING\)"):
         await client.wait("j1", timeout=0.2, poll_interval=0.02)
 
 
@@ -285,7 +475,7 @@ async def test_submit_and_wait_sends_a_converted_payload(client: JobsClient) -> 
     create = FakeMethod([jobs_pb2.CreateJobResponse(job=jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))])
     client.stub = cast(Any, FakeStub(CreateJob=create, GetJob=FakeMethod([_got(jobs_pb2.JOB_STATUS_COMPLETED)])))
     job = await client.submit_and_wait("fibonacci_calc", 10, timeout=5)
-    assert job.status == jobs_pb2.JOB_STATUS_COMPLETED
+    assert job.status == JobStatus.COMPLETED
     request = create.calls[0][0]
     assert request.type == "fibonacci_calc"
     assert request.payload == struct_pb2.Value(number_value=10)
@@ -327,7 +517,7 @@ async def test_dead_jobs_are_listed_page_after_page_and_rerun(client: JobsClient
     assert [job.id async for job in client.list_dead(job_type="x", page_size=1)] == ["a", "b"]
     second = pages.calls[1][0]
     assert (second.page_token, second.type, second.page_size) == ("p2", "x", 1)
-    assert (await client.rerun("a", max_attempts=2)).status == jobs_pb2.JOB_STATUS_QUEUED
+    assert (await client.rerun("a", max_attempts=2)).status == JobStatus.QUEUED
     assert (rerun.calls[0][0].id, rerun.calls[0][0].max_attempts) == ("a", 2)
     assert await client.rerun_dead(job_type="x") == 7
     assert rerun_dead.calls[0][0].type == "x"
@@ -401,3 +591,282 @@ def test_retry_delays_are_spread_within_half_to_all_of_the_ceiling() -> None:
 
 def test_retry_delay_never_overflows() -> None:
     assert client_module._retry_delay(10_000) > 0
+
+
+# --- what the client returns ----------------------------------------------------------------------------
+
+
+async def test_calls_return_job_views_that_print_words(client: JobsClient) -> None:
+    create = FakeMethod([jobs_pb2.CreateJobResponse(job=jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))])
+    pages = FakeMethod([jobs_pb2.ListJobsResponse(jobs=[jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_FAILED)])])
+    client.stub = cast(Any, FakeStub(CreateJob=create, ListJobs=pages))
+    submitted = await client.submit("reverse_string", "x", priority=JobPriority.HIGH)
+    assert isinstance(submitted, Job)
+    assert str(submitted.status) == "QUEUED"
+    assert create.calls[0][0].priority == jobs_pb2.JOB_PRIORITY_HIGH
+    [listed] = [job async for job in client.list(status=JobStatus.FAILED)]
+    assert (type(listed), f"{listed.status}") == (Job, "FAILED")
+    assert pages.calls[0][0].status == jobs_pb2.JOB_STATUS_FAILED
+
+
+# --- retrying reads -------------------------------------------------------------------------------------
+
+
+def _answer(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), code.name.lower(), None)
+
+
+class ImmediateRandom(RecordingRandom):
+    """Records each delay's bounds and waits not at all."""
+
+    def uniform(self, a: float, b: float) -> float:
+        super().uniform(a, b)
+        return 0.0
+
+
+@pytest.fixture
+def delays(monkeypatch: pytest.MonkeyPatch) -> ImmediateRandom:
+    rng = ImmediateRandom()
+    monkeypatch.setattr(client_module, "_RANDOM", rng)
+    return rng
+
+
+async def test_get_is_retried_on_unavailable_and_on_a_stopping_services_cancelled(
+    client: JobsClient, delays: ImmediateRandom
+) -> None:
+    get = FakeMethod([_unavailable(), _answer(grpc.StatusCode.CANCELLED), _got(jobs_pb2.JOB_STATUS_RUNNING)])
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    assert (await client.get("j1")).status == JobStatus.RUNNING
+    assert [call[0].id for call in get.calls] == ["j1"] * 3
+    assert delays.bounds == [(0.2, 0.4), (0.4, 0.8)]  # the jittered, doubling backoff
+
+
+async def test_get_gives_up_after_its_attempts(client: JobsClient, delays: ImmediateRandom) -> None:
+    get = FakeMethod([_unavailable()] * 4)
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    with pytest.raises(JobQueueError) as caught:
+        await client.get("j1", attempts=4)
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert len(get.calls) == 4
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND])
+async def test_get_does_not_retry_its_own_deadline_or_a_refusal(
+    client: JobsClient, delays: ImmediateRandom, code: grpc.StatusCode
+) -> None:
+    get = FakeMethod([_answer(code), _got(jobs_pb2.JOB_STATUS_RUNNING)])
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    with pytest.raises(JobQueueError) as caught:
+        await client.get("j1")
+    assert caught.value.code == code
+    assert len(get.calls) == 1
+
+
+async def test_a_page_is_retried_with_its_own_token(client: JobsClient, delays: ImmediateRandom) -> None:
+    pages = FakeMethod(
+        [
+            jobs_pb2.ListJobsResponse(jobs=[jobs_pb2.Job(id="a")], next_page_token="p2"),
+            _answer(grpc.StatusCode.CANCELLED),
+            jobs_pb2.ListJobsResponse(jobs=[jobs_pb2.Job(id="b")]),
+        ]
+    )
+    dead = FakeMethod([_unavailable(), jobs_pb2.ListDeadJobsResponse(jobs=[jobs_pb2.Job(id="c")])])
+    client.stub = cast(Any, FakeStub(ListJobs=pages, ListDeadJobs=dead))
+    assert [job.id async for job in client.list()] == ["a", "b"]
+    assert [call[0].page_token for call in pages.calls] == ["", "p2", "p2"]
+    assert [job.id async for job in client.list_dead()] == ["c"]
+    assert len(dead.calls) == 2
+
+
+async def test_writes_other_than_create_are_not_retried(client: JobsClient, delays: ImmediateRandom) -> None:
+    cancel = FakeMethod([_unavailable()])
+    rerun = FakeMethod([_answer(grpc.StatusCode.CANCELLED)])
+    client.stub = cast(Any, FakeStub(CancelJob=cancel, RerunJob=rerun))
+    with pytest.raises(JobQueueError):
+        await client.cancel("j1")
+    with pytest.raises(JobQueueError):
+        await client.rerun("j1")
+    assert (len(cancel.calls), len(rerun.calls)) == (1, 1)
+
+
+async def test_wait_polls_through_a_stopping_services_cancelled(client: JobsClient) -> None:
+    get = FakeMethod([_answer(grpc.StatusCode.CANCELLED), _got(jobs_pb2.JOB_STATUS_COMPLETED)])
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    assert (await client.wait("j1", timeout=5, poll_interval=0.01)).status == JobStatus.COMPLETED
+    assert len(get.calls) == 2
+
+
+# --- refreshing an expired token ------------------------------------------------------------------------
+
+
+def _expired() -> grpc.aio.AioRpcError:
+    return _rpc_error(status_for(Unauthenticated("access token has expired; log in again")))
+
+
+class Refresh:
+    """A refresh callable that hands out fresh-1, fresh-2, ... (or raises ``error``), slowly, counting calls."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.calls = 0
+        self.error = error
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await asyncio.sleep(0.05)  # long enough for every concurrent call to meet the same stale token
+        if self.error is not None:
+            raise self.error
+        return f"fresh-{self.calls}"
+
+
+class TokenChecking:
+    """A GetJob that answers UNAUTHENTICATED unless the call carries ``valid``, recording the tokens sent.
+
+    Each call is answered after 0.01 s (so that calls overlap, as calls in flight
+    do), or after the next of ``latencies``, while any are left.
+    """
+
+    def __init__(self, valid: str, latencies: Sequence[float] = ()) -> None:
+        self.valid = valid
+        self.tokens: list[str] = []
+        self._latencies = iter(latencies)
+
+    async def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
+        [(_, value)] = metadata
+        token = value.removeprefix("Bearer ")
+        self.tokens.append(token)
+        await asyncio.sleep(next(self._latencies, 0.01))
+        if token != self.valid:
+            raise _expired()
+        return _got(jobs_pb2.JOB_STATUS_RUNNING)
+
+
+@pytest.fixture
+async def refreshing() -> AsyncIterator[tuple[JobsClient, Refresh]]:
+    refresh = Refresh()
+    async with connect_jobs("127.0.0.1:1", token="old", refresh=refresh, call_timeout=5.0) as jobs:
+        yield jobs, refresh
+
+
+async def test_an_expired_token_is_refreshed_once_and_the_call_repeated(
+    refreshing: tuple[JobsClient, Refresh],
+) -> None:
+    client, refresh = refreshing
+    get = FakeMethod([_expired(), _got(jobs_pb2.JOB_STATUS_RUNNING), _got(jobs_pb2.JOB_STATUS_COMPLETED)])
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    assert (await client.get("j1")).status == JobStatus.RUNNING
+    assert (await client.get("j1")).status == JobStatus.COMPLETED  # the new token is kept
+    assert [call[2] for call in get.calls] == [
+        (("authorization", "Bearer old"),),
+        (("authorization", "Bearer fresh-1"),),
+        (("authorization", "Bearer fresh-1"),),
+    ]
+    assert refresh.calls == 1
+    assert client.metadata == (("authorization", "Bearer fresh-1"),)
+
+
+async def test_a_second_unauthenticated_is_raised(refreshing: tuple[JobsClient, Refresh]) -> None:
+    client, refresh = refreshing
+    cancel = FakeMethod([_expired(), _expired()])
+    client.stub = cast(Any, FakeStub(CancelJob=cancel))
+    with pytest.raises(JobQueueError) as caught:
+        await client.cancel("j1")
+    assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert (len(cancel.calls), refresh.calls) == (2, 1)
+
+
+async def test_without_refresh_unauthenticated_is_raised_at_once(client: JobsClient) -> None:
+    get = FakeMethod([_expired(), _got(jobs_pb2.JOB_STATUS_RUNNING)])
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    with pytest.raises(JobQueueError) as caught:
+        await client.get("j1")
+    assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert len(get.calls) == 1
+
+
+async def test_concurrent_calls_share_one_refresh(refreshing: tuple[JobsClient, Refresh]) -> None:
+    client, refresh = refreshing
+    # The first call's answer comes after the refresh is over: it needs no refresh of its own.
+    get = TokenChecking(valid="fresh-1", latencies=[0.2])
+    client.stub = cast(Any, FakeStub(GetJob=get))
+    jobs = await asyncio.gather(*(client.get("j1") for _ in range(20)))
+    assert [job.status for job in jobs] == [JobStatus.RUNNING] * 20
+    assert refresh.calls == 1
+    assert sorted(get.tokens) == ["fresh-1"] * 20 + ["old"] * 20
+
+
+async def test_a_failed_refresh_fails_every_waiting_call_once_and_a_later_call_tries_again(
+    refreshing: tuple[JobsClient, Refresh],
+) -> None:
+    client, refresh = refreshing
+    refresh.error = JobQueueError(grpc.StatusCode.UNAUTHENTICATED, "wrong email or password")
+    client.stub = cast(Any, FakeStub(GetJob=TokenChecking(valid="fresh-2")))
+    outcomes = await asyncio.gather(*(client.get("j1") for _ in range(5)), return_exceptions=True)
+    assert [str(outcome) for outcome in outcomes] == ["UNAUTHENTICATED: wrong email or password"] * 5
+    assert refresh.calls == 1
+    refresh.error = None
+    assert (await client.get("j1")).status == JobStatus.RUNNING
+    assert refresh.calls == 2
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_refresh(refreshing: tuple[JobsClient, Refresh]) -> None:
+    client, refresh = refreshing
+    client.stub = cast(Any, FakeStub(GetJob=TokenChecking(valid="fresh-1")))
+    impatient = asyncio.ensure_future(client.get("j1"))
+    patient = asyncio.ensure_future(client.get("j1"))
+    await asyncio.sleep(0.03)  # both have met the expired token and wait on the refresh
+    impatient.cancel()
+    assert (await patient).status == JobStatus.RUNNING
+    assert refresh.calls == 1
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+
+
+async def test_without_a_token_the_first_call_gets_one() -> None:
+    refresh = Refresh()
+    async with connect_jobs("127.0.0.1:1", refresh=refresh) as client:
+        get = FakeMethod([_got(jobs_pb2.JOB_STATUS_RUNNING)])
+        client.stub = cast(Any, FakeStub(GetJob=get))
+        await client.get("j1")
+    assert get.calls[0][2] == (("authorization", "Bearer fresh-1"),)
+    assert refresh.calls == 1
+
+
+def test_connect_jobs_needs_a_token_or_a_refresh() -> None:
+    with pytest.raises(TypeError, match="token"):
+        connect_jobs("127.0.0.1:1")
+
+
+async def test_login_with_logs_in_through_an_auth_client_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    logins: list[tuple[str, str, str]] = []
+
+    class FakeAuth:
+        def __init__(self, address: str) -> None:
+            self.address = address
+            self.closed = False
+
+        async def __aenter__(self) -> FakeAuth:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            self.closed = True
+
+        async def login(self, email: str, password: str) -> str:
+            logins.append((self.address, email, password))
+            return f"token-{len(logins)}"
+
+    opened: list[FakeAuth] = []
+
+    def fake_connect_auth(address: str, **_: Any) -> FakeAuth:
+        opened.append(FakeAuth(address))
+        return opened[-1]
+
+    monkeypatch.setattr(client_module, "connect_auth", fake_connect_auth)
+    refresh = login_with("ada@example.com", "pw", address="auth:5001")
+    assert (await refresh(), await refresh()) == ("token-1", "token-2")
+    assert logins == [("auth:5001", "ada@example.com", "pw")] * 2
+    assert [auth.closed for auth in opened] == [True, True]
+
+
+def test_every_public_name_exists() -> None:
+    assert [name for name in client_module.__all__ if not hasattr(client_module, name)] == []
+    assert {"Job", "JobStatus", "JobPriority", "login_with", "TokenRefresh"} <= set(client_module.__all__)
