@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from common.demo_jobs import MAX_FAILURES, MAX_SLEEP_SECONDS, DemoFailure
 from common.job_types import JobTypes, PayloadError
 from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
+from tests.support.processes import ROOT
 from worker_svc.handlers import load_job_types
 from worker_svc.runner import HandlerError, Result, Runner
 from worker_svc.settings import Settings as WorkerSettings
@@ -41,6 +45,17 @@ def test_production_refuses_the_demo_types_at_start(settings: type[JobSettings],
         load(settings, {"APP_ENV": "production", **environ})
     load(settings, {"APP_ENV": "development", **environ})
     load(settings, {"APP_ENV": "production", "DEMO_JOB_TYPES": "false"})
+
+
+@pytest.mark.parametrize("service", ["job_svc", "worker_svc"])
+def test_a_service_in_production_will_not_start_with_the_demo_types(service: str, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DEV_SECRETS_DIR": str(tmp_path), "APP_ENV": "production", "DEMO_JOB_TYPES": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", service], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{service}: DEMO_JOB_TYPES: the demo job types (common.demo_jobs) are refused" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_the_job_service_and_the_worker_know_the_same_demo_types() -> None:

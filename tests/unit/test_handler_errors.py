@@ -7,6 +7,7 @@ import pytest
 from common.job_types import JobType, JobTypes, text
 from job_svc.rules import MAX_ERROR_CHARS as JOB_SERVICE_LIMIT
 from worker_svc.runner import (
+    ERROR_FRAME_CHARS,
     ERROR_FRAMES,
     ERROR_MESSAGE_CHARS,
     MAX_ERROR_CHARS,
@@ -87,6 +88,21 @@ def test_a_file_outside_sys_path_keeps_its_full_path() -> None:
     with pytest.raises(OSError, match="disk") as raised:
         space["boom"]()  # type: ignore[operator]
     assert describe(raised.value).splitlines()[-1] == "  /nowhere/plugin.py:2 in boom"
+
+
+def test_a_frame_with_a_huge_file_name_takes_one_bounded_line() -> None:
+    code = compile("def boom():\n    raise OSError('disk')\n", "/nowhere/" + "x" * 5000 + ".py", "exec")
+    space: dict[str, object] = {}
+    exec(code, space)  # noqa: S102 - a function from a file of a huge name
+    with pytest.raises(OSError, match="disk") as raised:
+        space["boom"]()  # type: ignore[operator]
+    frame = describe(raised.value).splitlines()[-1]
+    assert len(frame) == ERROR_FRAME_CHARS
+    # The bounds of an error's lines add up to less than its own: a long line never crowds out the frames.
+    lines = [ERROR_MESSAGE_CHARS, len("  (1000 outer frames left out)"), *[ERROR_FRAME_CHARS] * ERROR_FRAMES]
+    assert sum(lines) + len(lines) - 1 <= MAX_ERROR_CHARS
+    assert frame.startswith("  /nowhere/xxx")
+    assert frame.endswith("…")
 
 
 def shout(value: str) -> str:
