@@ -85,7 +85,10 @@ class JobType:
     the job without retrying. ``handler`` takes that input and returns the
     result text; any exception it raises fails the attempt as *retryable*, so
     the job is retried until it has had its max_attempts, then it is FAILED and
-    its message goes to ``<queue>.dead``. ``cpu_bound`` handlers run in the
+    its message goes to ``<queue>.dead``. A handler declared ``takes_attempt``
+    is called ``handler(input, attempt)``, with the number of the attempt it
+    runs (1 for the first; it keeps counting across re-runs, as the job's
+    ``attempts`` does). ``cpu_bound`` handlers run in the
     worker's process pool, the others on its event loop (they must be quick);
     ``small``, if set, tells which inputs of a cpu_bound handler are so small
     that a pool round trip (a few hundred microseconds) would cost more than
@@ -98,9 +101,11 @@ class JobType:
     name: str
     parse: Callable[[Any], Any]
     summary: str
-    handler: Callable[[Any], str] | None = None
+    #: ``handler(input)``, or ``handler(input, attempt)`` if ``takes_attempt``.
+    handler: Callable[..., str] | None = None
     cpu_bound: bool = False
     small: Callable[[Any], bool] | None = None
+    takes_attempt: bool = False
 
     def with_handler(
         self, handler: Callable[[Any], str], *, cpu_bound: bool = False, small: Callable[[Any], bool] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common import secrets
+from common import demo_jobs, secrets
 from common.job_types import module_names
 from common.settings import ServiceSettings, SettingsError, setting
 
@@ -45,6 +45,11 @@ class Settings(ServiceSettings):
         "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
         "common.job_types.JobType with handlers); give the workers the same list.",
     )
+    demo_job_types: bool = setting(
+        False,
+        "true adds the demo job types sleep and fail (common/demo_jobs.py), to try cancelling, retries and "
+        "dead jobs; refused when APP_ENV=production; give the workers the same.",
+    )
 
     def validate(self) -> None:
         """The job service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
@@ -54,8 +59,10 @@ class Settings(ServiceSettings):
         self.modules()
 
     def modules(self) -> tuple[str, ...]:
-        """The module names in JOB_TYPE_MODULES (their job types are added at start, in __main__)."""
-        return module_names(self.job_type_modules)
+        """JOB_TYPE_MODULES, plus the demo module if DEMO_JOB_TYPES (their types are added at start, in __main__)."""
+        return demo_jobs.modules(
+            module_names(self.job_type_modules), demo=self.demo_job_types, production=self.production
+        )
 
     def public_key_pem(self) -> bytes:
         """The key verifying access tokens: inline, else from its file, else (outside production) the dev key."""

@@ -4,6 +4,12 @@ decode -> wait for its turn (a free handler process, for a job that needs one)
 -> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
 -> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
 
+A handler that raises fails its attempt as retryable, with the description of
+its exception (type, message, innermost frames: worker_svc.runner.describe) as
+the attempt's error, which the job's owner reads through GetJob. An error of
+the worker's own (a bug in our code) is logged in full here, and the job gets
+only its type: its details are ours to read, not the owner's.
+
 A message whose channel closed while it waited for its turn is dropped
 unclaimed: the broker has already handed it out again, and claiming this copy
 would run the job twice (the later claim takes the job over).
@@ -32,7 +38,7 @@ from common.messages import Delivery, MalformedDelivery, MalformedMessage, decod
 from worker_svc import metrics
 from worker_svc.consumer import BROKER_ERRORS
 from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
-from worker_svc.runner import HandlerProcess, Result
+from worker_svc.runner import HandlerError, HandlerProcess, Result
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +66,10 @@ class JobRunner(Protocol):
     def turn(self, job_type: str, payload: Any) -> AbstractAsyncContextManager[HandlerProcess | None]:
         """Entered once the job can start at once; gives the free handler process it needs, if any."""
 
-    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
-        """The job's result; raises only for failures that are not the job's fault. Cancelling it stops the handler."""
+    async def run(
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+    ) -> Result:
+        """The result of the job's ``attempt``; HandlerError if the handler raised. Cancelling it stops the handler."""
 
 
 class DeliveryHandler:
@@ -119,7 +127,7 @@ class DeliveryHandler:
                 await _settle(message.ack(), "ack", fields)
                 return
             fields["attempt"] = attempt
-            result = await self._run(delivery, process)
+            result = await self._run(delivery, process, attempt)
             if result is None:
                 # The job is CANCELLED already; the job service would refuse any report.
                 metrics.JOBS.labels(delivery.job_type, "cancelled").inc()
@@ -145,13 +153,17 @@ class DeliveryHandler:
             metrics.JOBS.labels(delivery.job_type, "timed_out").inc()
             log.warning("job timed out; handler stopped", extra={**fields, "error": str(error)})
             await self._recover(message, delivery, attempt, error)
+        except HandlerError as error:
+            # exc_info: the whole chain (for a handler process, the remote traceback) stays in our log.
+            log.warning("job's handler raised", extra={**fields, "error": str(error)}, exc_info=True)
+            await self._recover(message, delivery, attempt, error)
         except Exception as error:
             log.exception("job handling failed", extra=fields)
             await self._recover(message, delivery, attempt, error)
 
-    async def _run(self, delivery: Delivery, process: HandlerProcess | None) -> Result | None:
+    async def _run(self, delivery: Delivery, process: HandlerProcess | None, attempt: int) -> Result | None:
         """The handler's result, or None if the job was cancelled (see ``cancel``) while it ran."""
-        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload, process))
+        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload, process, attempt=attempt))
         self._running[delivery.job_id] = run
         started = time.monotonic()
         try:
@@ -199,7 +211,7 @@ class DeliveryHandler:
         if attempt is not None:
             # A refused report would be refused again; a crash may well not recur.
             retryable = not isinstance(error, ReportRefused)
-            if isinstance(error, HandlerTimeout):
+            if isinstance(error, HandlerTimeout | HandlerError):
                 reason = str(error)
             elif retryable:
                 reason = f"internal worker error ({type(error).__name__})"

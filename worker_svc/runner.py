@@ -1,9 +1,16 @@
 """Running a job: pick its handler, check its payload, and compute the result off the event loop when heavy.
 
 A job's own problems (unknown type, payload that breaks its rule) are a
-Result with ok=False: permanent failures, reported FAILED. Anything else that
-goes wrong is raised to the caller, including whatever a handler raises: the
-consumer fails that attempt as retryable (worker_svc/delivery.py).
+Result with ok=False: permanent failures, reported FAILED. An exception a
+handler raises is raised as HandlerError, whose text is what the job's owner
+reads: the exception's type and message and where it was raised (``describe``);
+the consumer fails that attempt as retryable (worker_svc/delivery.py). Anything
+else that goes wrong is ours, not the handler's, and is raised as it is.
+
+A handler process describes its handler's exception itself and sends back only
+that text: there the traceback is a real one, and an exception that cannot
+cross the process boundary (one whose class does not unpickle) would otherwise
+break the pool and look like a crash.
 """
 
 from __future__ import annotations
@@ -16,18 +23,29 @@ import multiprocessing
 import os
 import signal
 import sys
+import traceback
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from common.job_types import JobTypes, PayloadError
+from common.job_types import JobType, JobTypes, PayloadError
 from worker_svc.handlers import load_job_types
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_TYPE = "unknown job type"
+#: The most frames of a handler's traceback a job's error shows: the innermost ones.
+ERROR_FRAMES = 5
+#: The longest first line of a job's error from a handler: the exception's type and message.
+ERROR_MESSAGE_CHARS = 1000
+#: The longest line of a job's error naming a frame.
+ERROR_FRAME_CHARS = 200
+#: The longest error ``describe`` writes: its lines' bounds add up to less, so a long message
+#: never crowds out the frames. The job service refuses a report with more than
+#: job_svc.rules.MAX_ERROR_CHARS (8192).
+MAX_ERROR_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,60 @@ class Result:
 
     ok: bool
     text: str
+
+
+class HandlerError(Exception):
+    """Raised when a job's handler raised; its text (see ``describe``) is the attempt's error."""
+
+
+def describe(error: BaseException, *, skip: int = 0) -> str:
+    """A handler's exception as its job's error: type, message, and the innermost frames, bounded.
+
+    ``"ValueError: bad input\\n  my_jobs/parse.py:12 in check"``: the
+    exception's type and message, then at most ERROR_FRAMES frames as
+    file:line in function (no source lines and no locals: the job's owner
+    reads this), each file relative to the sys.path entry it was imported
+    from. Each line is bounded, NUL and lone surrogates are escaped (the job
+    service refuses NUL, protobuf refuses surrogates). ``skip`` leaves out the
+    outermost frames (the runner's own).
+    """
+    frames = list(traceback.walk_tb(error.__traceback__))[skip:]
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the exception's type
+        message = "(its message could not be turned into text)"
+    lines = [_line(type(error).__qualname__ + (f": {message}" if message else ""), ERROR_MESSAGE_CHARS)]
+    if len(frames) > ERROR_FRAMES:
+        lines.append(f"  ({len(frames) - ERROR_FRAMES} outer frames left out)")
+    for frame, line in frames[-ERROR_FRAMES:]:
+        code = frame.f_code
+        lines.append(_line(f"  {_short_path(code.co_filename)}:{line} in {code.co_qualname}", ERROR_FRAME_CHARS))
+    return _line("\n".join(lines), MAX_ERROR_CHARS)
+
+
+def _line(text: str, limit: int) -> str:
+    """``text`` with NUL and lone surrogates escaped, cut to ``limit`` characters."""
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_path(filename: str) -> str:
+    """``filename`` relative to the longest sys.path entry holding it (``common/demo_jobs.py``), else as it is."""
+    roots = sorted({os.path.abspath(entry or os.curdir) for entry in sys.path}, key=len, reverse=True)
+    for root in roots:
+        if filename.startswith(root.rstrip(os.sep) + os.sep):
+            return filename[len(root.rstrip(os.sep)) + 1 :]
+    return filename
+
+
+def _call_handler(job_type: JobType, value: Any, attempt: int) -> str:
+    """``job_type``'s handler on its parsed payload; HandlerError, describing it, for whatever the handler raised."""
+    handler = job_type.handler
+    assert handler is not None  # the worker's types all carry one
+    try:
+        return handler(value, attempt) if job_type.takes_attempt else handler(value)
+    except Exception as error:
+        raise HandlerError(describe(error, skip=1)) from error
 
 
 _PR_SET_PDEATHSIG = 1
@@ -68,12 +140,10 @@ def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
     _process_types = load_job_types(modules)
 
 
-def _run_handler(job_type: str, value: Any) -> str:
-    """Run ``job_type``'s handler on its parsed payload, in a handler process."""
+def _run_handler(job_type: str, value: Any, attempt: int) -> str:
+    """Run ``job_type``'s handler on its parsed payload, in a handler process (HandlerError if it raised)."""
     assert _process_types is not None, "called outside a handler process"
-    handler = _process_types[job_type].handler
-    assert handler is not None  # the worker's types all carry one
-    return handler(value)
+    return _call_handler(_process_types[job_type], value, attempt)
 
 
 class HandlerProcess:
@@ -107,8 +177,8 @@ class HandlerProcess:
             self._pid = asyncio.get_running_loop().run_in_executor(self._pool, os.getpid)
         return self._pid
 
-    async def run(self, job_type: str, value: Any) -> str:
-        """The handler's result, computed in this process; raises what the handler raised.
+    async def run(self, job_type: str, value: Any, attempt: int = 1) -> str:
+        """The handler's result, computed in this process; HandlerError if the handler raised.
 
         Cancelling the call kills the process (the handler stops at once) and
         starts another. BrokenProcessPool means the process died under the job.
@@ -117,7 +187,7 @@ class HandlerProcess:
         pid: int | None = None
         try:
             pid = await self.pid()
-            return await asyncio.get_running_loop().run_in_executor(pool, _run_handler, job_type, value)
+            return await asyncio.get_running_loop().run_in_executor(pool, _run_handler, job_type, value, attempt)
         except asyncio.CancelledError:
             if pid is not None:  # the job was handed over: stop it
                 with contextlib.suppress(ProcessLookupError):
@@ -206,8 +276,10 @@ class Runner:
             return False  # run answers it at once
         return known.small is None or not known.small(value)
 
-    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
-        """The result of the job; raises only for failures that are not the job's fault.
+    async def run(
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+    ) -> Result:
+        """The result of the job's ``attempt``; HandlerError if its handler raised; raises nothing else of the job's.
 
         A job for the pool runs in ``process``, the one its ``turn`` gave, or
         else in the next free one. Cancelling the call stops the handler.
@@ -220,15 +292,14 @@ class Runner:
         except PayloadError as error:
             return Result(False, f"payload: {error}")
         if not known.cpu_bound or (known.small is not None and known.small(value)):
-            assert known.handler is not None  # checked by __init__
-            return Result(True, known.handler(value))
+            return Result(True, _call_handler(known, value, attempt))
         if self._closed:
             raise RuntimeError("cannot run a pool job: the runner is closed")
         if process is not None:
-            return Result(True, await process.run(job_type, value))
+            return Result(True, await process.run(job_type, value, attempt))
         async with self.turn(job_type, payload) as free:
             assert free is not None  # a pool job's turn always gives a process
-            return Result(True, await free.run(job_type, value))
+            return Result(True, await free.run(job_type, value, attempt))
 
     async def close(self) -> None:
         """Stop the handler processes (after the jobs they are running)."""

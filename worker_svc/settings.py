@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common import secrets
+from common import demo_jobs, secrets
 from common.job_types import module_names
 from common.settings import ServiceSettings, SettingsError, setting
 
@@ -48,6 +48,11 @@ class Settings(ServiceSettings):
         "comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
         "common.job_types.JobType with handlers); give the job service the same list",
     )
+    demo_job_types: bool = setting(
+        False,
+        "true adds the demo job types sleep and fail (common/demo_jobs.py); refused when APP_ENV=production; "
+        "give the job service the same",
+    )
     stop_report_retry_seconds: float = setting(
         10.0,
         "on SIGTERM, how long an undeliverable report is retried before its message is handed back "
@@ -65,8 +70,10 @@ class Settings(ServiceSettings):
         self.modules()
 
     def modules(self) -> tuple[str, ...]:
-        """The module names in JOB_TYPE_MODULES (their job types are installed at start, in __main__)."""
-        return module_names(self.job_type_modules)
+        """JOB_TYPE_MODULES, plus the demo module if DEMO_JOB_TYPES (their types are loaded at start, in __main__)."""
+        return demo_jobs.modules(
+            module_names(self.job_type_modules), demo=self.demo_job_types, production=self.production
+        )
 
     def token(self) -> bytes:
         """The worker token: inline, else from its file, else (outside production) the dev secret."""

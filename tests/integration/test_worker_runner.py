@@ -6,15 +6,18 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 
 from common.job_types import MAX_FIBONACCI_N
+from tests.support import flaky_jobs
 from tests.support.processes import alive
 from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, load_job_types
-from worker_svc.runner import UNKNOWN_TYPE, Result, Runner
+from worker_svc.runner import UNKNOWN_TYPE, HandlerError, Result, Runner
 
 FLAKY = "tests.support.flaky_jobs"
 
@@ -164,3 +167,59 @@ async def test_a_pool_job_run_without_its_turn_takes_the_process_for_its_run(sle
     assert await asyncio.wait_for(first, 30) == Result(True, "slept 2 s")
     await asyncio.wait_for(waiting, 5)
     assert entered.is_set()
+
+
+async def test_a_handler_exception_in_a_handler_process_becomes_its_description(sleepy: Runner) -> None:
+    [pid] = await sleepy.pids()
+    with pytest.raises(HandlerError) as failed:
+        await sleepy.run("always_fails", "x")
+    assert str(failed.value) == flaky_jobs.ERROR  # what the job's owner reads, and the e2e tests expect
+    assert await sleepy.pids() == [pid]  # a handler's exception is not a crash
+
+
+ODD_JOBS = """
+from common.job_types import JobType, text
+
+
+class Odd(Exception):
+    def __init__(self, a: int, b: int) -> None:  # unpickling calls Odd("1/2"): a TypeError
+        super().__init__(f"{a}/{b}")
+
+
+def odd(value: str) -> str:
+    raise Odd(1, 2)
+
+
+def numbered(value: str, attempt: int) -> str:
+    return f"{value} #{attempt}"
+
+
+JOB_TYPES = [
+    JobType("odd", text, "", handler=odd, cpu_bound=True),
+    JobType("numbered", text, "", handler=numbered, cpu_bound=True, takes_attempt=True),
+]
+"""
+
+
+@pytest.fixture
+async def odd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runner]:
+    """A runner of one handler process whose module has a handler raising an exception that cannot be unpickled."""
+    name = f"odd_jobs_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(ODD_JOBS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned handler processes inherit sys.path
+    runner = Runner(load_job_types([name]), processes=1)
+    await runner.start()
+    yield runner
+    await runner.close()
+
+
+async def test_an_exception_that_cannot_cross_processes_is_still_described_and_breaks_nothing(odd: Runner) -> None:
+    # Sent back as it is, Odd would fail to unpickle in the worker and break the pool (BrokenProcessPool).
+    [pid] = await odd.pids()
+    with pytest.raises(HandlerError, match=r"^Odd: 1/2\n  odd_jobs_\w+\.py:11 in odd$"):
+        await odd.run("odd", "x")
+    assert await odd.pids() == [pid]
+
+
+async def test_a_handler_in_a_handler_process_is_given_its_attempt(odd: Runner) -> None:
+    assert await odd.run("numbered", "x", attempt=7) == Result(True, "x #7")

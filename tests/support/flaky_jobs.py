@@ -3,7 +3,7 @@
 ``always_fails`` takes a string payload (checked at CreateJob like any other)
 and its handler raises AlwaysFails every time. The worker treats a handler's
 exception as a transient failure, so such a job is retried until it has had
-its max_attempts, then it is FAILED and its message goes to ``<queue>.dead``.
+its max_attempts, then it is FAILED (with ERROR) and its message goes to ``<queue>.dead``.
 
 ``sleeps`` takes a number of seconds (0 … 3600) and its handler sleeps that
 long: a job that is still running when a test cancels it or its timeout ends.
@@ -16,9 +16,6 @@ from typing import Any
 
 from common.job_types import JobType, PayloadError, text
 
-#: The error a job of this type ends with: the worker reports the exception's class, not its message.
-ERROR = "internal worker error (AlwaysFails)"
-
 
 class AlwaysFails(RuntimeError):
     """Raised by the always_fails handler, every time."""
@@ -26,7 +23,15 @@ class AlwaysFails(RuntimeError):
 
 def always_fails(payload: str) -> str:
     """Fail, whatever the payload."""
-    raise AlwaysFails(f"always_fails never succeeds (payload {payload[:20]!r})")
+    raise AlwaysFails("always_fails never succeeds")
+
+
+#: The error a job of this type ends with (worker_svc.runner.describe): the exception, and the line
+#: that raised it, the third of always_fails (tests/integration/test_worker_runner.py checks it).
+ERROR = (
+    "AlwaysFails: always_fails never succeeds\n"
+    f"  tests/support/flaky_jobs.py:{always_fails.__code__.co_firstlineno + 2} in always_fails"
+)
 
 
 def seconds(payload: Any) -> float:

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from jobqueue.jobs.v1 import delivery_pb2
 from worker_svc.delivery import DeliveryHandler
 from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
-from worker_svc.runner import HandlerProcess, Result
+from worker_svc.runner import HandlerError, HandlerProcess, Result
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 
@@ -92,13 +92,17 @@ class FakeRunner:
 
     reply: Scripted = field(default_factory=lambda: Result(True, "dlrow olleh"))
     ran: list[tuple[str, Any]] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=list)
 
     @contextlib.asynccontextmanager
     async def turn(self, job_type: str, payload: Any) -> AsyncIterator[None]:
         yield
 
-    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
+    async def run(
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+    ) -> Result:
         self.ran.append((job_type, payload))
+        self.attempts.append(attempt)
         if isinstance(self.reply, BaseException):
             raise self.reply
         return cast(Result, self.reply)
@@ -222,17 +226,36 @@ async def test_claim_error_hands_the_message_back() -> None:
     assert message.settled == [("nack", True)]
 
 
-async def test_handler_crash_is_reported_as_a_retryable_failure() -> None:
+async def test_the_handler_is_told_the_attempt_the_claim_returned() -> None:
+    reports, runner = FakeReports(claim_reply=4), FakeRunner()
+    await handle(reports, runner)
+    assert runner.attempts == [4]
+
+
+HANDLER_ERROR = "DemoFailure: attempt 3 fails on purpose (the first 5 do)\n  common/demo_jobs.py:75 in fail"
+
+
+async def test_a_handler_exception_is_a_retryable_failure_whose_error_describes_it() -> None:
     reports = FakeReports(claim_reply=3)
-    message = await handle(reports, FakeRunner(RuntimeError("boom")))
-    assert reports.log[1] == ("fail", JOB_ID, 3, "internal worker error (RuntimeError)")
+    message = await handle(reports, FakeRunner(HandlerError(HANDLER_ERROR)))
+    assert reports.log[1] == ("fail", JOB_ID, 3, HANDLER_ERROR)
     assert reports.retryable == [True]
     assert message.settled == [("ack", None)]  # the job service queues the retry itself
 
 
-async def test_a_crash_on_the_last_attempt_dead_letters_the_message() -> None:
+async def test_a_worker_error_is_a_retryable_failure_that_names_only_its_type() -> None:
+    """A bug of ours: its message and traceback are for our log, not for the job's owner."""
+    reports = FakeReports(claim_reply=3)
+    message = await handle(reports, FakeRunner(RuntimeError("boom in /srv/worker internals")))
+    assert reports.log[1] == ("fail", JOB_ID, 3, "internal worker error (RuntimeError)")
+    assert reports.retryable == [True]
+    assert message.settled == [("ack", None)]
+
+
+@pytest.mark.parametrize("error", [HandlerError(HANDLER_ERROR), RuntimeError("boom")], ids=["handler", "worker"])
+async def test_a_failure_on_the_last_attempt_dead_letters_the_message(error: Exception) -> None:
     reports = FakeReports(claim_reply=3, fail_reply=Failure.FINAL)
-    message = await handle(reports, FakeRunner(RuntimeError("boom")))
+    message = await handle(reports, FakeRunner(error))
     assert message.settled == [("reject", False)]
 
 
@@ -283,7 +306,9 @@ async def test_a_message_whose_channel_closed_while_it_waited_is_not_claimed() -
 
 async def test_one_delivery_failing_does_not_affect_another() -> None:
     class Runner(FakeRunner):
-        async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
+        async def run(
+            self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+        ) -> Result:
             if payload == "bad":
                 raise RuntimeError("boom")
             return Result(True, payload[::-1])
@@ -306,7 +331,9 @@ class BlockingRunner(FakeRunner):
         super().__init__()
         self.started = asyncio.Event()
 
-    async def run(self, job_type: str, payload: Any, process: HandlerProcess | None = None) -> Result:
+    async def run(
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+    ) -> Result:
         self.started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
