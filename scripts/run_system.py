@@ -268,16 +268,19 @@ def holder(port: int) -> str:
 
 def taken_ports(children: Sequence[Child]) -> str | None:
     """One line naming every port of ``children`` that is taken and what holds it; None if all are free."""
-    taken = [
-        f"{listen.port} ({child.name} {listen.what}: {holder(listen.port)})"
-        for child in children
-        for listen in child.listens
-        if not port_free(listen.host, listen.port)
-    ]
-    if not taken:
+    by_holder: dict[str, list[str]] = {}
+    for child in children:
+        for listen in child.listens:
+            if not port_free(listen.host, listen.port):
+                what = child.name if listen.what != "metrics" else f"{child.name} metrics"
+                by_holder.setdefault(holder(listen.port), []).append(f"{listen.port} ({what})")
+    if not by_holder:
         return None
+    taken = "; ".join(
+        f"{', '.join(ports)} {'in use' if held == 'in use' else f'held by {held}'}" for held, ports in by_holder.items()
+    )
     return (
-        f"cannot start, port{'s' if len(taken) > 1 else ''} taken: {', '.join(taken)}. Another make run? "
+        f"cannot start, port{'s' if sum(map(len, by_holder.values())) > 1 else ''} taken: {taken}. Another make run? "
         "Stop it, or choose other ports (AUTH_PORT, JOB_PORT, WORKER_HEALTH_PORT, METRICS_PORT)."
     )
 
@@ -554,11 +557,12 @@ class Supervisor:
     def banner(self) -> str:
         """What runs where (the addresses each child was told to listen on), and how to stop it."""
         lines = ["Job Queue Processor is running:"]
-        for child in self.children:
-            where = ", ".join(map(str, child.listens))
+        wheres = [", ".join(map(str, child.listens)) for child in self.children]
+        width = max(map(len, wheres), default=0)
+        for child, where in zip(self.children, wheres, strict=True):
             pid = self._processes[child.name].pid
             command = " ".join([Path(child.argv[0]).name, *child.argv[1:]])
-            lines.append(f"  {child.name:<{self._width}}  {where:<26} pid {pid}  ({command})")
+            lines.append(f"  {child.name:<{self._width}}  {where:<{width}}  pid {pid}  ({command})")
         return "\n".join([*lines, *self._hints, "Ctrl-C to stop."])
 
 

@@ -316,4 +316,4 @@ def test_a_taken_port_stops_the_start_in_one_line_naming_its_holder(tmp_path: Pa
     assert done.stdout == ""  # nothing was started
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"run_system: cannot start, port taken: {port} (job grpc: pid {os.getpid()} (")
+    assert lines[0].startswith(f"run_system: cannot start, port taken: {port} (job) held by pid {os.getpid()} (")

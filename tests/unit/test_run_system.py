@@ -168,14 +168,14 @@ def test_every_taken_port_is_named_in_one_line(listener: int) -> None:
     line = run_system.taken_ports(children)
     assert line is not None
     assert "\n" not in line
-    assert line.startswith(f"cannot start, port taken: {listener} (auth grpc: pid ")
+    assert line.startswith(f"cannot start, port taken: {listener} (auth) held by pid {os.getpid()} (")
     assert run_system.taken_ports(plan(0, {"AUTH_PORT": "0", "JOB_PORT": "0"})) is None
 
 
 def test_metrics_ports_are_checked_too(listener: int) -> None:
     line = run_system.taken_ports(plan(0, {"AUTH_PORT": "0", "JOB_PORT": "0", "METRICS_PORT": str(listener - 1)}))
     assert line is not None
-    assert f"{listener} (job metrics: pid " in line
+    assert f"{listener} (job metrics) held by pid " in line
 
 
 def test_the_holder_of_a_socket_is_found_through_proc(tmp_path: Path) -> None:
