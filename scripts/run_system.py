@@ -17,6 +17,14 @@ the rest (which would throw away what still works). A child that fails before
 the system is up (a bad setting, a taken port) still stops everything: that is
 a mistake to fix, not a crash to heal.
 
+Before starting anything, every port the children will listen on is tried:
+if one is taken (most often by another ``make run``), one line says which and
+what holds it, and we exit 1 with nothing started. Children listen on loopback
+unless told otherwise: BIND_HOST (default 127.0.0.1) is given to each of them
+as AUTH_HOST / JOB_HOST / WORKER_HEALTH_HOST (which also carry the metrics
+endpoints), unless that variable is set itself. The banner prints the very
+addresses handed to the children.
+
 Stopping (SIGINT, SIGTERM or SIGHUP) goes workers -> job -> auth, waiting for each
 stage, so a worker finishing its last job can still report it. A child that has
 not exited after --stop-timeout seconds is killed (and we say so); a second
@@ -32,6 +40,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +65,18 @@ MAX_LINE = 64 * 1024
 
 
 @dataclass(frozen=True)
+class Listen:
+    """One address a child listens on: what it serves there, and the host and port it binds."""
+
+    what: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.what} {address(self.host, self.port)}"
+
+
+@dataclass(frozen=True)
 class Child:
     """One process to run: what to execute, and where it sits in the start and stop order."""
 
@@ -69,6 +90,8 @@ class Child:
     start_stage: int = 0
     #: Lower stages are stopped (and waited for) first.
     stop_stage: int = 0
+    #: What it listens on (as its ``env`` tells it to): checked before the start, and printed in the banner.
+    listens: tuple[Listen, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,15 @@ def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
 
 
+#: Where the children listen unless BIND_HOST (or their own *_HOST variable) says otherwise.
+DEFAULT_BIND_HOST = "127.0.0.1"
+
+
+def address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def probe_host(bind_host: str) -> str:
     """Where this machine reaches a server bound to ``bind_host`` (a wildcard means loopback)."""
     return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::", "[::]") else bind_host
@@ -112,31 +144,145 @@ def metrics_ports(base: int, workers: int) -> list[dict[str, str]]:
     return [{"METRICS_PORT": str(base + i)} if base else {"METRICS_PORT": "0"} for i in range(2 + workers)]
 
 
+def bind_hosts(environ: Mapping[str, str]) -> dict[str, str]:
+    """Each service's *_HOST: its own variable if set, else BIND_HOST, else loopback."""
+    default = environ.get("BIND_HOST", "").strip() or DEFAULT_BIND_HOST
+    names = ("AUTH_HOST", "JOB_HOST", "WORKER_HEALTH_HOST")
+    return {name: environ.get(name, "").strip() or default for name in names}
+
+
 def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable) -> list[Child]:
     """The children of a local run: auth and job (started first, stopped last), then the workers."""
-    auth = f"{probe_host(environ.get('AUTH_HOST', ''))}:{env_int(environ, 'AUTH_PORT', 5001)}"
-    job = f"{probe_host(environ.get('JOB_HOST', ''))}:{env_int(environ, 'JOB_PORT', 5002)}"
+    hosts = bind_hosts(environ)
+    auth_port, job_port = env_int(environ, "AUTH_PORT", 5001), env_int(environ, "JOB_PORT", 5002)
+    job = address(probe_host(hosts["JOB_HOST"]), job_port)
     ports = worker_health_ports(env_int(environ, "WORKER_HEALTH_PORT", 5003), workers)
     auth_metrics, job_metrics, *worker_metrics = metrics_ports(env_int(environ, "METRICS_PORT", 0), workers)
+
+    def listens(what: str, host: str, port: int, metrics: Mapping[str, str]) -> tuple[Listen, ...]:
+        # The services serve /metrics on the host of their gRPC server.
+        on = int(metrics["METRICS_PORT"])
+        return (Listen(what, host, port), *([Listen("metrics", host, on)] if on else []))
+
     return [
-        Child("auth", (python, "-m", "auth_svc"), auth_metrics, health_address=auth, start_stage=0, stop_stage=2),
-        Child("job", (python, "-m", "job_svc"), job_metrics, health_address=job, start_stage=0, stop_stage=1),
+        Child(
+            "auth",
+            (python, "-m", "auth_svc"),
+            {"AUTH_HOST": hosts["AUTH_HOST"], **auth_metrics},
+            health_address=address(probe_host(hosts["AUTH_HOST"]), auth_port),
+            start_stage=0,
+            stop_stage=2,
+            listens=listens("grpc", hosts["AUTH_HOST"], auth_port, auth_metrics),
+        ),
+        Child(
+            "job",
+            (python, "-m", "job_svc"),
+            {"JOB_HOST": hosts["JOB_HOST"], **job_metrics},
+            health_address=job,
+            start_stage=0,
+            stop_stage=1,
+            listens=listens("grpc", hosts["JOB_HOST"], job_port, job_metrics),
+        ),
         *(
             Child(
                 f"worker-{i + 1}",
                 (python, "-m", "worker_svc"),
                 # Workers follow the job service to whatever port it was given.
                 env={
+                    "WORKER_HEALTH_HOST": hosts["WORKER_HEALTH_HOST"],
                     "WORKER_HEALTH_PORT": str(port),
                     "JOB_SERVICE_ADDR": environ.get("JOB_SERVICE_ADDR", job),
                     **worker_metrics[i],
                 },
                 start_stage=1,
                 stop_stage=0,
+                listens=listens("health", hosts["WORKER_HEALTH_HOST"], port, worker_metrics[i]),
             )
             for i, port in enumerate(ports)
         ),
     ]
+
+
+# --- ports taken before the start --------------------------------------------------------------------------
+
+#: /proc/net/tcp's state of a listening socket.
+_LISTEN = "0A"
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (bound as the services bind: SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True  # not ours to judge: the service says what is wrong with its host
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError:
+            return False
+    return True
+
+
+def listening_inodes(port: int, proc: Path = Path("/proc")) -> set[str]:
+    """The socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_owner(inodes: set[str], proc: Path = Path("/proc")) -> tuple[int, str] | None:
+    """The pid and command of a process holding one of these socket inodes, if /proc lets us see it."""
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            held = any(os.readlink(fd) in wanted for fd in (pid_dir / "fd").iterdir())
+            if not held:
+                continue
+            argv = (pid_dir / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:  # gone, or not ours to look at
+            continue
+        command = " ".join(
+            [Path(argv[0].decode(errors="replace")).name, *(a.decode(errors="replace") for a in argv[1:])]
+        )
+        return int(pid_dir.name), command if len(command) <= 60 else command[:57] + "..."
+    return None
+
+
+def holder(port: int) -> str:
+    """Who holds ``port``: ``pid 123 (python3 -m job_svc)``, or ``in use`` when /proc does not tell."""
+    owner = socket_owner(inodes) if (inodes := listening_inodes(port)) else None
+    return f"pid {owner[0]} ({owner[1]})" if owner else "in use"
+
+
+def taken_ports(children: Sequence[Child]) -> str | None:
+    """One line naming every port of ``children`` that is taken and what holds it; None if all are free."""
+    by_holder: dict[str, list[str]] = {}
+    for child in children:
+        for listen in child.listens:
+            if not port_free(listen.host, listen.port):
+                what = child.name if listen.what != "metrics" else f"{child.name} metrics"
+                by_holder.setdefault(holder(listen.port), []).append(f"{listen.port} ({what})")
+    if not by_holder:
+        return None
+    taken = "; ".join(
+        f"{', '.join(ports)} {'in use' if held == 'in use' else f'held by {held}'}" for held, ports in by_holder.items()
+    )
+    return (
+        f"cannot start, port{'s' if sum(map(len, by_holder.values())) > 1 else ''} taken: {taken}. Another make run? "
+        "Stop it, or choose other ports (AUTH_PORT, JOB_PORT, WORKER_HEALTH_PORT, METRICS_PORT)."
+    )
 
 
 def _stages(children: Sequence[Child], key: Callable[[Child], int]) -> list[list[Child]]:
@@ -409,15 +555,14 @@ class Supervisor:
         return {name: exited.result() for name, exited in self._exits.items()}
 
     def banner(self) -> str:
-        """What runs where, and how to stop it."""
+        """What runs where (the addresses each child was told to listen on), and how to stop it."""
         lines = ["Job Queue Processor is running:"]
-        for child in self.children:
-            where = f"grpc {child.health_address}" if child.health_address else ""
-            if "WORKER_HEALTH_PORT" in child.env:
-                where = f"health port {child.env['WORKER_HEALTH_PORT']}"
+        wheres = [", ".join(map(str, child.listens)) for child in self.children]
+        width = max(map(len, wheres), default=0)
+        for child, where in zip(self.children, wheres, strict=True):
             pid = self._processes[child.name].pid
             command = " ".join([Path(child.argv[0]).name, *child.argv[1:]])
-            lines.append(f"  {child.name:<{self._width}}  {where:<26} pid {pid}  ({command})")
+            lines.append(f"  {child.name:<{self._width}}  {where:<{width}}  pid {pid}  ({command})")
         return "\n".join([*lines, *self._hints, "Ctrl-C to stop."])
 
 
@@ -426,8 +571,9 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
     parser = argparse.ArgumentParser(
         description="Run auth_svc, job_svc and N worker_svc processes locally; Ctrl-C stops them "
         "(workers first, then job, then auth).",
-        epilog="Environment: WORKERS (default worker count, 2), AUTH_HOST/AUTH_PORT (5001) and JOB_HOST/JOB_PORT "
-        "(5002) where the services are probed, WORKER_HEALTH_PORT (5003: worker i gets 5003+i), METRICS_PORT "
+        epilog="Environment: WORKERS (default worker count, 2); BIND_HOST (127.0.0.1: loopback only; 0.0.0.0 "
+        "opens every interface), given to the services as AUTH_HOST, JOB_HOST and WORKER_HEALTH_HOST unless those "
+        "are set; AUTH_PORT (5001), JOB_PORT (5002), WORKER_HEALTH_PORT (5003: worker i gets 5003+i), METRICS_PORT "
         "(0: off; else auth gets it, job the next, then each worker). Every variable is passed on to the "
         "services; see each one's --help for theirs.",
     )
@@ -487,6 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"run_system: {error}", file=sys.stderr)
         return 2
+    taken = taken_ports(plan(args.workers, environ))
+    if taken is not None:
+        print(f"run_system: {taken}", file=sys.stderr)
+        return 1
     return asyncio.run(_main(args, environ))
 
 

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from typing import Any
 
 from common.job_types import JobType, JobTypes, PayloadError
@@ -146,6 +147,31 @@ def _run_handler(job_type: str, value: Any, attempt: int) -> str:
     return _call_handler(_process_types[job_type], value, attempt)
 
 
+#: The resource tracker's own warnings (their text starts with its name); see _start_resource_tracker.
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker, without its warning about a dead worker's semaphores.
+
+    A pool's queues use named semaphores, and the tracker (a helper process
+    started with the first pool) unlinks those whose owner died without doing
+    so. When the worker is SIGKILLed, that clean-up is just what should happen
+    and nothing is lost, yet the tracker warns "There appear to be 5 leaked
+    semaphore objects to clean up at shutdown", which reads like a bug under
+    `make run`. A worker that stops cleanly shuts its pools down, which
+    unregisters their semaphores, so then there is nothing to warn about at all.
+    The tracker takes its warning filters from our command line
+    (sys.warnoptions), so the filter is added only while it is started: the
+    worker and its handler processes keep every warning.
+    """
+    sys.warnoptions.append(_QUIET_TRACKER)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.remove(_QUIET_TRACKER)
+
+
 class HandlerProcess:
     """One handler process, running one job at a time, which can be stopped mid-job.
 
@@ -162,6 +188,7 @@ class HandlerProcess:
         self._closed = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
+        _start_resource_tracker()  # before the pool's semaphores would start it
         # "spawn", not the Linux default "fork": forking a process that runs
         # gRPC and asyncio threads can copy their locks in a held state.
         return ProcessPoolExecutor(

@@ -67,5 +67,6 @@ def test_a_killed_worker_and_a_killed_job_service_are_restarted_and_every_job_co
     output = make_run.output()
     assert "stopping the rest" not in output
     assert "CRASH-LOOPING" not in output
+    assert "leaked semaphore" not in output  # the SIGKILLed worker's resource tracker stays quiet
     print(f"{JOBS} jobs, {unfinished} unfinished when the job service was killed; all completed")
     # The fixture then stops it with Ctrl-C and requires exit 0: every child was up and stopped cleanly.

@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -291,3 +292,28 @@ async def test_children_die_with_a_killed_supervisor() -> None:
     async with asyncio.timeout(10):
         while _alive(sleeper):
             await asyncio.sleep(0.05)
+
+
+# --- the command itself: ports checked before anything starts ------------------------------------------------
+
+
+def test_a_taken_port_stops_the_start_in_one_line_naming_its_holder(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**os.environ, "AUTH_PORT": "0", "JOB_PORT": str(port), "WORKER_HEALTH_PORT": "0"}
+        done = subprocess.run(
+            [sys.executable, "scripts/run_system.py", "--workers", "1"],
+            cwd=run_system.ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stdout == ""  # nothing was started
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"run_system: cannot start, port taken: {port} (job) held by pid {os.getpid()} (")

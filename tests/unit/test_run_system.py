@@ -5,6 +5,10 @@ Its handling of real processes (start, stop, failures) is in tests/integration/t
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -44,17 +48,52 @@ def test_default_plan() -> None:
         ("worker-2", ("py", "-m", "worker_svc")),
     ]
     assert [c.health_address for c in children] == ["127.0.0.1:5001", "127.0.0.1:5002", None, None]
+    worker = {"WORKER_HEALTH_HOST": "127.0.0.1", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"}
     assert [dict(c.env) for c in children] == [
-        {"METRICS_PORT": "0"},
-        {"METRICS_PORT": "0"},
-        {"WORKER_HEALTH_PORT": "5003", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"},
-        {"WORKER_HEALTH_PORT": "5004", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"},
+        {"AUTH_HOST": "127.0.0.1", "METRICS_PORT": "0"},
+        {"JOB_HOST": "127.0.0.1", "METRICS_PORT": "0"},
+        {**worker, "WORKER_HEALTH_PORT": "5003"},
+        {**worker, "WORKER_HEALTH_PORT": "5004"},
     ]
+    assert [[str(listen) for listen in c.listens] for c in children] == [
+        ["grpc 127.0.0.1:5001"],
+        ["grpc 127.0.0.1:5002"],
+        ["health 127.0.0.1:5003"],
+        ["health 127.0.0.1:5004"],
+    ]
+
+
+def test_bind_host_opens_every_service_unless_its_own_host_is_set() -> None:
+    children = plan(1, {"BIND_HOST": "0.0.0.0", "JOB_HOST": "10.0.0.7"}, python="py")
+    assert [
+        c.env.get(name) for c, name in zip(children, ["AUTH_HOST", "JOB_HOST", "WORKER_HEALTH_HOST"], strict=True)
+    ] == [
+        "0.0.0.0",
+        "10.0.0.7",
+        "0.0.0.0",
+    ]
+    # Probed (and followed by the workers) where this machine reaches it; printed where it listens.
+    assert [c.health_address for c in children[:2]] == ["127.0.0.1:5001", "10.0.0.7:5002"]
+    assert children[2].env["JOB_SERVICE_ADDR"] == "10.0.0.7:5002"
+    assert [str(c.listens[0]) for c in children] == ["grpc 0.0.0.0:5001", "grpc 10.0.0.7:5002", "health 0.0.0.0:5003"]
+
+
+def test_an_ipv6_host_is_bracketed() -> None:
+    children = plan(0, {"BIND_HOST": "::1"}, python="py")
+    assert [c.health_address for c in children] == ["[::1]:5001", "[::1]:5002"]
+    assert str(children[0].listens[0]) == "grpc [::1]:5001"
 
 
 def test_metrics_ports_count_up_from_the_base_in_start_order() -> None:
     children = plan(2, {"METRICS_PORT": "9100"}, python="py")
     assert [c.env["METRICS_PORT"] for c in children] == ["9100", "9101", "9102", "9103"]
+    # ... on the host of each one's gRPC server, and listed with it.
+    assert [", ".join(map(str, c.listens)) for c in children] == [
+        "grpc 127.0.0.1:5001, metrics 127.0.0.1:9100",
+        "grpc 127.0.0.1:5002, metrics 127.0.0.1:9101",
+        "health 127.0.0.1:5003, metrics 127.0.0.1:9102",
+        "health 127.0.0.1:5004, metrics 127.0.0.1:9103",
+    ]
 
 
 def test_plan_takes_addresses_and_ports_from_the_environment() -> None:
@@ -97,6 +136,65 @@ def test_negative_worker_count_is_refused(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         run_system.parse_args(["--workers", "-1"], {})
     assert "--workers" in capsys.readouterr().err
+
+
+# --- ports taken before the start ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A port this test process listens on (loopback)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_listening_port_is_taken_and_its_holder_named(listener: int) -> None:
+    assert not run_system.port_free("127.0.0.1", listener)
+    assert not run_system.port_free("0.0.0.0", listener)  # a wildcard bind would clash too
+    assert run_system.holder(listener).startswith(f"pid {os.getpid()} (")
+
+
+def test_a_free_port_is_free() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert run_system.port_free("127.0.0.1", port)
+
+
+def test_every_taken_port_is_named_in_one_line(listener: int) -> None:
+    children = plan(2, {"AUTH_PORT": str(listener), "JOB_PORT": "0", "WORKER_HEALTH_PORT": "0", "METRICS_PORT": "0"})
+    line = run_system.taken_ports(children)
+    assert line is not None
+    assert "\n" not in line
+    assert line.startswith(f"cannot start, port taken: {listener} (auth) held by pid {os.getpid()} (")
+    assert run_system.taken_ports(plan(0, {"AUTH_PORT": "0", "JOB_PORT": "0"})) is None
+
+
+def test_metrics_ports_are_checked_too(listener: int) -> None:
+    line = run_system.taken_ports(plan(0, {"AUTH_PORT": "0", "JOB_PORT": "0", "METRICS_PORT": str(listener - 1)}))
+    assert line is not None
+    assert f"{listener} (job metrics) held by pid " in line
+
+
+def test_the_holder_of_a_socket_is_found_through_proc(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = [
+        "   0: 0100007F:1389 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4242 1",
+        "   1: 0100007F:138A 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 4343 1",
+    ]
+    (tmp_path / "net" / "tcp").write_text(header + "\n".join(rows) + "\n")
+    assert run_system.listening_inodes(0x1389, tmp_path) == {"4242"}
+    assert run_system.listening_inodes(0x138A, tmp_path) == set()  # connected, not listening
+    fds = tmp_path / "77" / "fd"
+    fds.mkdir(parents=True)
+    (fds / "3").symlink_to("socket:[4242]")
+    (tmp_path / "77" / "cmdline").write_bytes(b"/usr/bin/python3\0-m\0job_svc\0")
+    (tmp_path / "self").mkdir()
+    assert run_system.socket_owner({"4242"}, tmp_path) == (77, "python3 -m job_svc")
+    assert run_system.socket_owner({"9999"}, tmp_path) is None
 
 
 # --- output ---------------------------------------------------------------------------------------------
