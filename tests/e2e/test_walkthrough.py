@@ -94,6 +94,8 @@ def test_the_python_walkthrough_works_as_written(make_run: RunningSystem) -> Non
     lines = done.stdout.splitlines()
     assert lines[:3] == ["reverse_string dlrow olleh", "uppercase_text HELLO WORLD", "fibonacci_calc 55"]
     assert any(line.endswith(" 55") for line in lines[3:-1])
+    # The client speaks words: a status prints as its name, not its number.
+    assert any(line.endswith(" COMPLETED 55") for line in lines[3:-1]), lines[3:6]
     assert lines[-1] == "batch 1200 9911 boj"
 
 
