@@ -27,6 +27,10 @@ from common.health_check import SERVING, status_of
 ROOT = Path(__file__).resolve().parents[2]
 
 #: The setting naming the port of each service's gRPC health service.
+#: How long a stopped service may take before it is killed: longer than any service's own grace
+#: (the worker's SHUTDOWN_GRACE_SECONDS is 30 s), so a service that uses all of its grace and then
+#: exits cleanly is not mistaken for a hung one.
+STOP_TIMEOUT = 45.0
 HEALTH_PORT_SETTING = {"auth_svc": "AUTH_PORT", "job_svc": "JOB_PORT", "worker_svc": "WORKER_HEALTH_PORT"}
 
 
@@ -197,7 +201,7 @@ class ServiceProcess:
         """Its exit code, once it exits (subprocess.TimeoutExpired after ``timeout``)."""
         return self.process.wait(timeout)
 
-    def stop(self, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM) -> int:
+    def stop(self, timeout: float = STOP_TIMEOUT, sig: signal.Signals = signal.SIGTERM) -> int:
         """Send ``sig`` and wait; returns the exit code (SIGKILL after ``timeout``)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
