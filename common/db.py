@@ -12,6 +12,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
+    # asyncpg's own state machine, on a connection the server dropped mid-statement ("cannot switch
+    # to state 12; another operation is in progress"): seen when PostgreSQL restarted under load,
+    # where answering INTERNAL made workers fail jobs whose handlers had succeeded.
+    asyncpg.InternalClientError,
 )
 
 
