@@ -31,6 +31,7 @@ from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+import grpc
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
@@ -41,6 +42,9 @@ from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import HandlerError, HandlerProcess, Result
 
 log = logging.getLogger(__name__)
+
+#: Refusals of a report that say nothing about the job: the attempt it ends may be retried.
+_NOT_THE_JOBS_FAULT = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 
 class HandlerTimeout(Exception):
@@ -209,14 +213,15 @@ class DeliveryHandler:
         """After an unexpected error: settle the job as FAILED if we hold an attempt, else hand the message back."""
         fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type, "attempt": attempt}
         if attempt is not None:
-            # A refused report would be refused again; a crash may well not recur.
-            retryable = not isinstance(error, ReportRefused)
+            # A refused report would be refused again; a crash may well not recur, and neither may
+            # an INTERNAL or UNKNOWN answer, which is the job service's failure, not the job's.
+            retryable = not isinstance(error, ReportRefused) or error.code in _NOT_THE_JOBS_FAULT
             if isinstance(error, HandlerTimeout | HandlerError):
                 reason = str(error)
-            elif retryable:
-                reason = f"internal worker error ({type(error).__name__})"
-            else:
+            elif isinstance(error, ReportRefused):
                 reason = f"the job service refused the worker's report ({error})"
+            else:
+                reason = f"internal worker error ({type(error).__name__})"
             try:
                 outcome = await self._reports.fail(delivery.job_id, attempt, reason, retryable=retryable)
             except ReportAbandoned:

@@ -277,6 +277,19 @@ async def test_refused_result_is_reported_failed_with_the_reason() -> None:
     assert message.settled == [("ack", None)]
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN])
+async def test_a_result_refused_by_a_job_service_failure_fails_the_attempt_retryably(code: grpc.StatusCode) -> None:
+    # The job service's own failure (a database outage it did not recognise, say) must not end a
+    # job whose handler succeeded: the attempt fails retryably, so the job runs again.
+    reports = FakeReports(complete_reply=ReportRefused(code, "internal error"))
+    message = await handle(reports)
+    kind, _, attempt, error = reports.log[-1]
+    assert (kind, attempt) == ("fail", 1)
+    assert reports.retryable == [True]
+    assert f"{code.name}: internal error" in error
+    assert message.settled == [("ack", None)]
+
+
 async def test_when_even_failed_cannot_be_reported_the_message_is_handed_back() -> None:
     reports = FakeReports(fail_reply=RuntimeError("job service bug"))
     message = await handle(reports, FakeRunner(RuntimeError("boom")))
