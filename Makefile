@@ -14,7 +14,7 @@ SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcar
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 
-.PHONY: hooks help install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults bench clean
+.PHONY: hooks help install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults test-compose bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,10 +82,13 @@ hadolint: install  ## lint every Dockerfile
 	$(VENV)/bin/hadolint */Dockerfile
 
 test: install services lint gen-check hadolint  ## everything CI checks: lint, generated code, all tests
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/compose
 
 test-faults: install services  ## only the fault-injection suite (tests/faults), with its summary table
 	$(PY) -m pytest tests/faults
+
+test-compose: install  ## the compose stack on a real Docker engine (installed and started if none runs; docs/containers.md)
+	$(PY) -m pytest tests/compose
 
 # e.g. BENCH_ARGS="--mode open -R 400 --seconds 10"; `$(PY) scripts/bench.py --help` lists the flags.
 BENCH_ARGS ?=
