@@ -3,7 +3,10 @@
 `engine` runs scripts/containers/engine.sh (which installs and starts Docker where
 none runs: the suite never skips for want of one) and standins.sh (the base
 images, pulled or, with no registry, built as stand-ins); it stops the engine at
-the end if it started it. `stack` brings the whole compose file up from nothing
+the end if it started it. Both live as long as this package's tests, not the
+whole pytest session: run inside `make test`, the stack and the engine are gone
+before the fault suite and the benchmark tests start, so they do not compete
+with them for the machine's two cores. `stack` brings the whole compose file up from nothing
 (`up --wait --build`, fresh volumes) while watching each server's health, and
 removes its containers, networks, volumes and images at the end.
 """
@@ -27,7 +30,7 @@ from tests.support.processes import ROOT, health_status
 HARNESS = ROOT / "scripts" / "containers"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine() -> Iterator[None]:
     """A Docker engine with Compose v2 and the base images; DOCKER_HOST set for this process and its children."""
     up = subprocess.run([HARNESS / "engine.sh", "up"], capture_output=True, text=True, timeout=900, check=False)
@@ -72,7 +75,7 @@ def can_work(stack: Stack, service: str) -> bool | None:
     return None  # workers publish no port: test_health checks them through the jobs they run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def startup_and_stack(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Startup, Stack]]:
     stack = Stack(tmp_path_factory.mktemp("compose"))
     startup = Startup()
@@ -99,7 +102,7 @@ def startup_and_stack(engine: None, tmp_path_factory: pytest.TempPathFactory) ->
         stack.compose("down", "--volumes", "--remove-orphans", "--rmi", "local", "--timeout", "60")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def startup(startup_and_stack: tuple[Startup, Stack]) -> Startup:
     return startup_and_stack[0]
 
