@@ -26,10 +26,18 @@ LABEL=org.jobqueue.standin
 
 say() { echo "standins: $*" >&2; }
 
-# The images our files name, read from them so that a new tag there needs no change here.
+# The images our files name, read from them so that a new tag there needs no change here: each
+# FROM that is not an earlier build stage of the same Dockerfile (FROM x AS name), and each image:.
 wanted() {
   {
-    sed -n 's/^FROM[[:space:]]\+\([^[:space:]]\+\).*/\1/p' "$ROOT"/*/Dockerfile
+    local dockerfile
+    for dockerfile in "$ROOT"/*/Dockerfile; do
+      awk 'toupper($1) == "FROM" {
+             image = $2; for (i = 2; i <= NF; i++) if ($i ~ /^--/) { image = $(i + 1) } else { image = $i; break }
+             if (!(image in stages) && image != "scratch") print image
+             if (toupper($(NF - 1)) == "AS") stages[$NF] = 1
+           }' "$dockerfile"
+    done
     sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]]\+\).*/\1/p' "$ROOT/docker-compose.yml"
   } | sort -u
 }
@@ -100,6 +108,9 @@ build() {
 }
 
 for image in $(wanted); do
+  case $image in
+    *@sha256:*) say "$image is pinned by digest: only a registry can provide it, no stand-in can"; exit 1 ;;
+  esac
   folder=$(kind "$image") || { say "no stand-in known for $image"; exit 1; }
   if docker image inspect "$image" >/dev/null 2>&1 && ! is_standin "$image"; then
     continue
