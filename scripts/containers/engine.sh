@@ -80,9 +80,10 @@ install_engine() {
 start_engine() {
   mkdir -p "$RUN_DIR" "$DATA_ROOT"
   say "starting dockerd (data $DATA_ROOT, socket $SOCKET, log $LOG)"
-  # setsid: the engine outlives this script and the shell or test that ran it, until `down`.
+  # setsid: the engine outlives this script and the shell or test that ran it, until `down`;
+  # without our lock's descriptor, or it would hold the lock for as long as it runs.
   setsid /usr/sbin/dockerd --storage-driver=overlay2 --data-root="$DATA_ROOT" --exec-root="$RUN_DIR/exec" \
-    --pidfile="$PIDFILE" --host="unix://$SOCKET" >>"$LOG" 2>&1 </dev/null &
+    --pidfile="$PIDFILE" --host="unix://$SOCKET" >>"$LOG" 2>&1 </dev/null 9>&- &
   for _ in $(seq 1 120); do
     usable "unix://$SOCKET" && return 0
     sleep 0.5
@@ -123,6 +124,11 @@ down() {
   say "dockerd $pid did not stop within 120 s"
   return 1
 }
+
+# One `up` or `down` at a time: two test runs starting together must not both start a dockerd.
+mkdir -p "$RUN_DIR"
+exec 9>"$RUN_DIR/lock"
+flock 9
 
 case ${1:-} in
   up) up ;;
