@@ -49,13 +49,8 @@ installed() {
   at_least "$(/usr/sbin/dockerd --version | awk '{print $3}' | tr -d ,)" "$MIN_ENGINE"
 }
 
-# The Debian mirror this machine's apt uses (the one that serves its own release).
-mirror() {
-  local codename
-  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-  apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(TARGET_OF)' 2>/dev/null |
-    awk -v want="$codename" '$2 == want && $3 == "deb" {print $1; exit}'
-}
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 install_engine() {
   local apt_dir=$CACHE/apt repo

@@ -54,12 +54,8 @@ kind() {
 
 is_standin() { [ "$(docker image inspect --format "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null)" = true ]; }
 
-mirror() {
-  local codename
-  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-  apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(TARGET_OF)' 2>/dev/null |
-    awk -v want="$codename" '$2 == want && $3 == "deb" {print $1; exit}'
-}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 base_image() {
   docker image inspect "$BASE" >/dev/null 2>&1 && return

@@ -6,17 +6,15 @@ addresses change, to the ports this suite published for its own project.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.compose.stack import Stack
-from tests.e2e.test_walkthrough import readme_block
+from tests.support.readme import readme_block, wait_listed_completed
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -52,21 +50,7 @@ def test_the_grpcurl_walkthrough_works_against_the_containers(stack: Stack) -> N
         'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"page_size": 10}\' '
         "localhost:5002 jobqueue.jobs.v1.JobService/ListJobs",
     )
-    deadline = time.monotonic() + 60
-    while True:
-        listed = subprocess.run(
-            ["bash", "-c", list_jobs],
-            env={**user_env(), "TOKEN": token},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        jobs = json.loads(listed.stdout)["jobs"]
-        if all(job["status"] == "JOB_STATUS_COMPLETED" for job in jobs):
-            break
-        assert time.monotonic() < deadline, listed.stdout
-        time.sleep(0.2)
+    jobs = wait_listed_completed(list_jobs, {**user_env(), "TOKEN": token})
     assert {(job["type"], job["result"]) for job in jobs} == {
         ("reverse_string", "dlrow olleh"),
         ("uppercase_text", "HELLO WORLD"),

@@ -16,8 +16,8 @@ import pytest
 
 from common import demo_jobs
 from tests.e2e.conftest import RunningSystem
-from tests.e2e.test_walkthrough import README, readme_block
 from tests.support.processes import ROOT
+from tests.support.readme import README, readme_block
 
 #: Printed between the two walkthroughs, to tell their output apart.
 BETWEEN = "=== the demo walkthrough starts here ==="

@@ -9,27 +9,15 @@ the ports this test's system listens on. Around them, what the README says of
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.conftest import RunningSystem
 from tests.support.processes import ROOT
-
-README = (ROOT / "README.md").read_text()
-
-
-def readme_block(name: str) -> str:
-    """The fenced code block between `<!-- walkthrough:NAME ... -->` and `<!-- /walkthrough:NAME -->`."""
-    match = re.search(
-        rf"<!-- walkthrough:{name}\b.*?-->\s*```\w*\n(.*?)```\s*<!-- /walkthrough:{name} -->", README, re.S
-    )
-    assert match, f"README.md has no walkthrough:{name} block"
-    return match.group(1)
+from tests.support.readme import readme_block, wait_listed_completed
 
 
 def test_the_grpcurl_walkthrough_works_as_written_twice_in_a_row(make_run: RunningSystem) -> None:
@@ -55,21 +43,7 @@ def test_the_grpcurl_walkthrough_works_as_written_twice_in_a_row(make_run: Runni
         "localhost:5002 jobqueue.jobs.v1.JobService/ListJobs"
     )
     assert list_command.split(" -d ")[0].replace("$TOKEN", "") in make_run.localize(script).replace("$TOKEN", "")
-    deadline = time.monotonic() + 60
-    while True:
-        listed = subprocess.run(
-            ["bash", "-c", list_command],
-            env={**make_run.env, "TOKEN": token},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        jobs = json.loads(listed.stdout)["jobs"]
-        if all(job["status"] == "JOB_STATUS_COMPLETED" for job in jobs):
-            break
-        assert time.monotonic() < deadline, listed.stdout
-        time.sleep(0.2)
+    jobs = wait_listed_completed(list_command, {**make_run.env, "TOKEN": token})
     assert len(jobs) == 8  # four from each run
     results = {(job["type"], job["result"]) for job in jobs}
     assert results == {

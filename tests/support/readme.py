@@ -1,0 +1,37 @@
+"""The README's walkthroughs as the tests run them: its code blocks, and waiting for the jobs they submit."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tests.support.processes import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def readme_block(name: str) -> str:
+    """The fenced code block between `<!-- walkthrough:NAME ... -->` and `<!-- /walkthrough:NAME -->`."""
+    match = re.search(
+        rf"<!-- walkthrough:{name}\b.*?-->\s*```\w*\n(.*?)```\s*<!-- /walkthrough:{name} -->", README, re.S
+    )
+    assert match, f"README.md has no walkthrough:{name} block"
+    return match.group(1)
+
+
+def wait_listed_completed(list_command: str, env: Mapping[str, str], timeout: float = 60) -> list[dict[str, Any]]:
+    """Run a grpcurl ListJobs command until every job it lists is COMPLETED; returns them (as JSON)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run(
+            ["bash", "-c", list_command], env=dict(env), capture_output=True, text=True, timeout=30, check=True
+        )
+        jobs: list[dict[str, Any]] = json.loads(listed.stdout)["jobs"]
+        if all(job["status"] == "JOB_STATUS_COMPLETED" for job in jobs):
+            return jobs
+        assert time.monotonic() < deadline, listed.stdout
+        time.sleep(0.2)
