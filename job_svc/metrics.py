@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
+import asyncpg
 from prometheus_client import Counter, Gauge
 
 from common import db
@@ -74,6 +75,8 @@ def cancelled(job: Job) -> None:
     OUTCOMES.labels(job.type, "cancelled").inc()
 
 
+#: The database could not, or would not, count: the gauges go empty until the next round.
+_COUNT_ERRORS: tuple[type[BaseException], ...] = (*db.TRANSIENT_ERRORS, asyncpg.PostgresError)
 #: What count_by_status(finished=False) counts; COMPLETED and CANCELLED change only with a full count.
 _OFTEN = (Status.QUEUED, Status.RUNNING, Status.FAILED)
 
@@ -139,7 +142,9 @@ class Gauges:
         every_status = self._counted_all_at is None or now - self._counted_all_at >= self._finished_every
         try:
             counts = await self._store.count_by_status(finished=every_status)
-        except db.TRANSIENT_ERRORS as error:
+        except _COUNT_ERRORS as error:
+            # A database that refuses the count (a statement_timeout shorter than the whole-table
+            # count, say) leaves the gauges empty: it must not stop a service that still takes jobs.
             JOBS.clear()
             self._counted_all_at = None  # the cleared COMPLETED and CANCELLED come back with the next count
             self._failed("database", error)

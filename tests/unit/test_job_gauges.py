@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import asyncpg
 import prometheus_client
 import pytest
 
@@ -125,6 +126,19 @@ async def test_queue_gauges_follow_the_broker_and_are_gone_while_it_is_unreachab
     assert queue_gauge("jobqueue_queue_consumers", "job_queue") is None
     # The database's gauges do not depend on the broker.
     assert jobs_gauge()["QUEUED"] == 0
+
+
+async def test_a_database_that_refuses_the_count_empties_the_job_gauges_and_stops_nothing() -> None:
+    class Refusing(FakeCounts):
+        async def count_by_status(self, *, finished: bool) -> Mapping[Status, int]:
+            if finished:
+                raise asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
+            return await super().count_by_status(finished=finished)
+
+    store, clock = Refusing({Status.QUEUED: 3}), Clock()
+    refresher = gauges(store, FakeQueues([]), clock)
+    await refresher.refresh()  # the whole-table count times out: no exception escapes
+    assert set(jobs_gauge().values()) == {None}
 
 
 async def test_an_unexpected_error_is_not_swallowed() -> None:
