@@ -102,7 +102,7 @@ api-release: install $(BUF)  ## record protos/ as the released API that `buf bre
 	mv $(RELEASED_API).tmp $(RELEASED_API)
 
 hadolint: install  ## lint every Dockerfile
-	$(VENV)/bin/hadolint */Dockerfile
+	$(VENV)/bin/hadolint Dockerfile
 
 test: install services lint gen-check hadolint  ## everything CI checks: lint, generated code, all tests
 	# Not yet tests/compose (`make test-compose`, docs/containers.md): it joins once it has passed

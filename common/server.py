@@ -36,6 +36,8 @@ MAX_CALLS_IN_PROGRESS = 1000
 #: cannot tell from its own cancellation. Waiting calls cost little, and once taken, any beyond
 #: MAX_CALLS_IN_PROGRESS are refused with a clear status, so this backlog only has to absorb bursts.
 MAX_CALLS_WAITING = 20_000
+#: After a connection's GOAWAY (max_connection_age), how long its calls in flight may still take.
+CONNECTION_AGE_GRACE_SECONDS = 30
 
 
 def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) -> grpc.Status:
@@ -153,12 +155,22 @@ def build_server(
     register: Callable[[grpc.aio.Server], None],
     health_servicer: HealthServicer,
     transient: tuple[type[BaseException], ...] = (),
+    max_connection_age: float = 0,
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a server with the given servicers plus health and reflection.
 
-    ``register`` adds the service's own servicers. Returns the server and the
-    port actually bound (useful with ``port=0``).
+    ``register`` adds the service's own servicers. ``max_connection_age`` (seconds, 0 for none):
+    connections older than that are sent GOAWAY, their calls in flight get
+    CONNECTION_AGE_GRACE_SECONDS more, and the client reconnects, resolving the server's name
+    again, which is how clients of replicas behind one name find new ones. Returns the server
+    and the port actually bound (useful with ``port=0``).
     """
+    age_limits = []
+    if max_connection_age > 0:
+        age_limits = [
+            ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
+        ]
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(transient)],
         maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS,
@@ -167,6 +179,7 @@ def build_server(
             ("grpc.so_reuseport", 0),
             ("grpc.server.max_pending_requests", MAX_CALLS_WAITING),
             ("grpc.server.max_pending_requests_hard_limit", MAX_CALLS_WAITING),
+            *age_limits,
         ],
     )
     register(server)

@@ -84,6 +84,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             ),
             health_servicer=health_servicer,
             transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
+            max_connection_age=settings.max_connection_age_seconds,
         )
         metrics_server = metrics.serve(settings.job_host, settings.metrics_port)
         await server.start()

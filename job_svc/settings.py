@@ -34,6 +34,12 @@ class Settings(ServiceSettings):
         10.0, "How long past a job's timeout a silent worker keeps it before it is taken back and retried."
     )
     shutdown_grace_seconds: float = setting(10.0, "On SIGTERM, how long in-flight calls may take to finish.")
+    max_connection_age_seconds: float = setting(
+        300.0,
+        "A client connection older than this is asked to reconnect (HTTP/2 GOAWAY; its calls in flight get 30 s"
+        " more), so clients that reach the replicas through one name (dns:///...) find replicas added since;"
+        " 0 keeps connections for ever.",
+    )
     jwt_public_key: str = setting("", "PEM public key verifying access tokens (or JWT_PUBLIC_KEY_FILE).")
     jwt_public_key_file: str = setting("", "File holding the PEM public key.")
     jwt_issuer: str = setting("jobqueue-auth", "Required `iss` claim of access tokens.")
@@ -56,6 +62,8 @@ class Settings(ServiceSettings):
         for name in ("job_count_seconds", "finished_count_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+        if not self.max_connection_age_seconds >= 0:
+            raise SettingsError("MAX_CONNECTION_AGE_SECONDS must be 0 (no limit) or a number of seconds")
         self.modules()
 
     def modules(self) -> tuple[str, ...]:

@@ -115,6 +115,10 @@ def open_channel(address: str, *, reconnect_cap: float = 5.0) -> grpc.aio.Channe
             # (gRPC's default, pick_first). Any replica may take any report: the
             # database fences them, not the replica that took the claim.
             ("grpc.lb_policy_name", "round_robin"),
+            # A dns:/// name is resolved again when a connection ends (a replica stopped, or the job
+            # service aging the connection out to spread its clients); gRPC's default waits at least
+            # 30 s between resolutions, which would keep new or moved replicas out for that long.
+            ("grpc.dns_min_time_between_resolutions_ms", 2000),
         ],
     )
 

@@ -2,7 +2,8 @@
 
 `engine` runs scripts/containers/engine.sh (which installs and starts Docker where
 none runs: the suite never skips for want of one) and standins.sh (the base
-images, pulled or, with no registry, built as stand-ins); it stops the engine at
+images, pulled or, with no registry, built as stand-ins, with the variable that
+points the digest-pinned Python base at its stand-in); it stops the engine at
 the end if it started it. Both live as long as this package's tests, not the
 whole pytest session: run inside `make test`, the stack and the engine are gone
 before the fault suite and the benchmark tests start, so they do not compete
@@ -14,7 +15,6 @@ removes its containers, networks, volumes and images at the end.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import time
@@ -36,19 +36,18 @@ def engine() -> Iterator[None]:
     up = subprocess.run([HARNESS / "engine.sh", "up"], capture_output=True, text=True, timeout=900, check=False)
     assert up.returncode == 0, up.stderr
     settings = dict(re.findall(r"(\w+)=(\S+)", up.stdout))
-    previous = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = settings["DOCKER_HOST"]
-    try:
-        images = subprocess.run([HARNESS / "standins.sh"], capture_output=True, text=True, timeout=900, check=False)
-        assert images.returncode == 0, images.stderr
-        yield
-    finally:
-        if settings.get("JOBQUEUE_ENGINE_STARTED") == "1":
-            subprocess.run([HARNESS / "engine.sh", "down"], timeout=300, check=True)
-        if previous is None:
-            del os.environ["DOCKER_HOST"]
-        else:
-            os.environ["DOCKER_HOST"] = previous
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("DOCKER_HOST", settings["DOCKER_HOST"])
+        try:
+            images = subprocess.run([HARNESS / "standins.sh"], capture_output=True, text=True, timeout=900, check=False)
+            assert images.returncode == 0, images.stderr
+            # A base pinned by digest that only a stand-in could provide: the variable naming the stand-in.
+            for name, value in re.findall(r"^export (\w+)=(\S+)$", images.stdout, re.MULTILINE):
+                environment.setenv(name, value)
+            yield
+        finally:
+            if settings.get("JOBQUEUE_ENGINE_STARTED") == "1":
+                subprocess.run([HARNESS / "engine.sh", "down"], timeout=300, check=True)
 
 
 @dataclass
@@ -82,7 +81,13 @@ def startup_and_stack(engine: None, tmp_path_factory: pytest.TempPathFactory) ->
     began = time.monotonic()
     up_log = stack.log.with_name("up.log")
     with up_log.open("w") as output:
-        up = subprocess.Popen(stack.argv("up", "--wait", "--build"), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        up = subprocess.Popen(
+            stack.argv("up", "--wait", "--build"),
+            cwd=ROOT,
+            env=stack.environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         while up.poll() is None:
             for container in stack.ps():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import time
@@ -26,22 +27,30 @@ from typing import Any
 import asyncpg
 
 from jobqueue.client import JobsClient, connect_auth, connect_jobs
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_ports
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: Service -> the port inside its container that the tests publish on a free loopback port.
 PUBLISHED = {"auth-service": 5001, "job-service": 5002, "postgres": 5432, "rabbitmq": 5672}
+#: Services the tests run several replicas of, and how many host ports (one per replica) they get.
+REPLICA_PORTS = {"job-service": 2}
 #: The long-running services; `migrate` runs once and exits.
 SERVERS = ("rabbitmq", "postgres", "auth-service", "job-service", "worker-service")
 #: The compose file's development defaults (no .env is read: the project directory has none).
 DATABASE = {"user": "jobqueue", "password": "jobqueue-dev", "database": "jobqueue"}
+#: Variables compose reads from the tests' environment. A short connection age makes the job service
+#: send GOAWAY every few seconds all through the suite, so every test also checks that clients and
+#: workers ride it out, and a replica added while workers run gets their reports within seconds.
+ENVIRONMENT = {"MAX_CONNECTION_AGE_SECONDS": "5"}
 
 
 def override(ports: dict[str, int]) -> str:
-    """An override file that publishes each service's port on 127.0.0.1:<ports[service]> and nothing else."""
+    """An override file that publishes each service's port(s) on 127.0.0.1 from ``ports[service]`` and nothing else."""
     lines = ["services:"]
     for service, container_port in PUBLISHED.items():
-        lines += [f"  {service}:", "    ports: !override", f'      - "127.0.0.1:{ports[service]}:{container_port}"']
+        first = ports[service]
+        host = f"{first}-{first + REPLICA_PORTS[service] - 1}" if service in REPLICA_PORTS else str(first)
+        lines += [f"  {service}:", "    ports: !override", f'      - "127.0.0.1:{host}:{container_port}"']
     return "\n".join(lines) + "\n"
 
 
@@ -50,7 +59,7 @@ class Stack:
 
     def __init__(self, directory: Path) -> None:
         self.project = f"jqtest-{uuid.uuid4().hex[:8]}"
-        self.ports = {service: free_port() for service in PUBLISHED}
+        self.ports = {service: free_ports(REPLICA_PORTS.get(service, 1)) for service in PUBLISHED}
         self.override_file = directory / "ports.yml"
         self.override_file.write_text(override(self.ports))
         self.log = directory / "compose.log"
@@ -58,16 +67,31 @@ class Stack:
     def argv(self, *args: str) -> list[str]:
         return ["docker", "compose", "-p", self.project, "-f", str(COMPOSE_FILE), "-f", str(self.override_file), *args]
 
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, **ENVIRONMENT}
+
     def compose(self, *args: str, timeout: float = 600) -> str:
         """Run a compose command; its output, or AssertionError with the output if it fails."""
-        done = subprocess.run(self.argv(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            self.argv(*args),
+            cwd=ROOT,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         with self.log.open("a") as log:
             log.write(f"$ docker compose {' '.join(args)}\n{done.stdout}{done.stderr}\n")
         assert done.returncode == 0, f"docker compose {' '.join(args)}:\n{done.stdout}{done.stderr}"
         return done.stdout
 
-    def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.ports[service]}"
+    def address(self, service: str, replica: int = 1) -> str:
+        """host:port of ``service`` (of its ``replica``-th container, for one with several) on this host."""
+        if service not in REPLICA_PORTS:
+            return f"127.0.0.1:{self.ports[service]}"
+        # Docker gives each replica one port of the range: which one, only it can say.
+        return self.compose("port", "--index", str(replica), service, str(PUBLISHED[service]), timeout=60).strip()
 
     def ps(self) -> list[dict[str, Any]]:
         """`docker compose ps --all` as compose reports it: Service, Name, State, Health, ExitCode, ID, ..."""
@@ -108,8 +132,8 @@ class Stack:
         done = subprocess.run(["docker", "exec", container, *command], capture_output=True, timeout=60, check=False)
         return done.returncode
 
-    def worker_metric(self, container: str, name: str) -> float:
-        """A worker's counter, summed over its labels, read from its /metrics inside its own network namespace."""
+    def metric(self, container: str, name: str) -> float:
+        """A service's counter, summed over its labels, read from its /metrics inside its own network namespace."""
         script = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())"
         out = subprocess.run(
             ["docker", "exec", container, "python", "-c", script],
@@ -149,13 +173,17 @@ async def postgres_answers(url: str) -> bool:
         await connection.close()
 
 
-async def new_user(stack: Stack) -> JobsClient:
-    """A user of this test's own, logged in: a jobs client with its token (close it when done)."""
+async def new_token(stack: Stack) -> str:
+    """A token for a user of this test's own, registered and logged in through auth-service."""
     email = f"{uuid.uuid4().hex[:12]}@example.com"
     async with connect_auth(stack.address("auth-service")) as auth:
         await auth.register(email, "correct horse battery", "Compose Test")
-        token = await auth.login(email, "correct horse battery")
-    return connect_jobs(stack.address("job-service"), token=token)
+        return await auth.login(email, "correct horse battery")
+
+
+async def new_user(stack: Stack) -> JobsClient:
+    """A user of this test's own, logged in: a jobs client with its token (close it when done)."""
+    return connect_jobs(stack.address("job-service"), token=await new_token(stack))
 
 
 @dataclass

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tests.compose.stack import Backlog, Stack, new_user, started_at
+from jobqueue.client import connect_jobs
+from tests.compose.stack import Backlog, Stack, new_token, new_user, started_at
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -48,13 +49,17 @@ async def test_a_server_restarted_under_load_loses_nothing(
 
 
 async def test_down_and_up_again_keeps_every_job(stack: Stack) -> None:
-    async with await new_user(stack) as jobs:
-        backlog = Backlog()
+    token = await new_token(stack)
+    backlog = Backlog()
+    async with connect_jobs(stack.address("job-service"), token=token) as jobs:
         await backlog.submit(jobs, 20000, "volumes")
         await backlog.wait_until_some_done(stack)
-        stack.compose("down")
-        assert stack.ps() == []
-        stack.compose("up", "--detach", "--wait")
-        # The token from before `down` still works: the signing keys are in the `secrets` volume too.
+    stack.compose("down")
+    assert stack.ps() == []
+    stack.compose("up", "--detach", "--wait")
+    # The token from before `down` still works: the signing keys are in the `secrets` volume too.
+    # (A new connection: the tests give the job service a port range, and the new container may
+    # have taken another port of it.)
+    async with connect_jobs(stack.address("job-service"), token=token) as jobs:
         await backlog.submit(jobs, 1000, "after up")
-        await backlog.wait_all_completed(stack)
+    await backlog.wait_all_completed(stack)

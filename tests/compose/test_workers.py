@@ -24,13 +24,13 @@ async def test_five_workers_all_take_work_and_scaling_back_to_one_loses_nothing(
     stack.compose("up", "--detach", "--wait", "--no-recreate", "--scale", "worker-service=5")
     workers = [c["ID"] for c in stack.containers("worker-service")]
     assert len(workers) == 5
-    before = {worker: stack.worker_metric(worker, COMPLETED) for worker in workers}
+    before = {worker: stack.metric(worker, COMPLETED) for worker in workers}
 
     async with await new_user(stack) as jobs:
         spread = Backlog()
         await spread.submit(jobs, 5000, "spread")
         await spread.wait_all_completed(stack)
-        took = {worker[:12]: stack.worker_metric(worker, COMPLETED) - before[worker] for worker in workers}
+        took = {worker[:12]: stack.metric(worker, COMPLETED) - before[worker] for worker in workers}
         assert all(count > 0 for count in took.values()), took
         assert sum(took.values()) >= 5000, took
 

@@ -1,9 +1,9 @@
-"""The images: lint-clean, non-root, no secret baked in, running what the tests run.
+"""The images: one multi-stage Dockerfile, lint-clean, pinned, non-root, no secret baked in.
 
-There is no Docker engine here, so each Dockerfile is read as text and linted
-with hadolint (installed into .venv by requirements-dev.txt). The health probe
-the images run is executed against a real in-process gRPC health server, so a
-probe that could never pass fails here rather than in a container.
+Read as text here (and linted with hadolint, installed into .venv by requirements-dev.txt);
+tests/compose/test_images.py builds the same file on a real engine and checks what the images
+contain. The health probe the images run is executed against a real in-process gRPC health
+server, so a probe that could never pass fails here rather than in a container.
 """
 
 from __future__ import annotations
@@ -27,20 +27,23 @@ from tests.packaging.test_compose import SERVICES, settings_defaults
 from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 #: Where compose mounts the shared `secrets` volume (the services' DEV_SECRETS_DIR).
 SECRETS_MOUNT = "/app/var/secrets"
 #: The METRICS_PORT docker-compose.yml gives every service.
 COMPOSE_METRICS_PORT = "9100"
-#: The tag pins Python's minor version; an optional suffix may pin the Debian release, and a digest may follow.
-BASE_IMAGE = re.compile(r"^python:3\.11(\.\d+)?-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?$")
+#: The base: Python 3.11 to the patch release, slim, on a named Debian release, and its digest.
+PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}$")
 #: An ENV or ARG holding a secret, or the path of a secret file baked into the image.
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|PASS|SECRET|TOKEN|KEY|CREDENTIALS?)(_FILE)?$", re.IGNORECASE)
+#: Where the build stage installs everything, and the only thing the images take from it.
+VENV = "/opt/jobqueue"
 
 
 @dataclass(frozen=True)
 class Image:
-    """What one Dockerfile must build: its package, the compose service running it, its health port."""
+    """What one target of the Dockerfile must build: its package, the compose service running it, its health port."""
 
     package: str
     compose_service: str
@@ -48,12 +51,13 @@ class Image:
     port_variable: str | None = None
 
 
+#: Target -> image. Each target has the name of the compose service that runs it.
 IMAGES = {
-    "auth_svc": Image("auth_svc", "auth-service", 5001, "AUTH_PORT"),
-    "job_svc": Image("job_svc", "job-service", 5002, "JOB_PORT"),
-    "worker_svc": Image("worker_svc", "worker-service", 5003, "WORKER_HEALTH_PORT"),
+    "auth-service": Image("auth_svc", "auth-service", 5001, "AUTH_PORT"),
+    "job-service": Image("job_svc", "job-service", 5002, "JOB_PORT"),
+    "worker-service": Image("worker_svc", "worker-service", 5003, "WORKER_HEALTH_PORT"),
     # A one-shot job: no port, no health probe.
-    "migrations": Image("migrations", "migrate"),
+    "migrate": Image("migrations", "migrate"),
 }
 SERVERS = [name for name, image in IMAGES.items() if image.port is not None]
 
@@ -64,6 +68,18 @@ class Instruction:
 
     keyword: str
     arguments: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One FROM and the instructions under it."""
+
+    name: str
+    base: str
+    instructions: list[Instruction]
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
 
 
 def parse(text: str) -> list[Instruction]:
@@ -84,17 +100,50 @@ def parse(text: str) -> list[Instruction]:
     return instructions
 
 
-def dockerfile(package: str) -> Path:
-    """The Dockerfile of ``package``; fails (not skips) when it is missing."""
-    path = ROOT / package / "Dockerfile"
-    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
-    return path
+INSTRUCTIONS = parse(DOCKERFILE.read_text())
 
 
-def instructions(package: str, keyword: str | None = None) -> list[Instruction]:
-    """The instructions of ``package``'s Dockerfile, optionally only those with ``keyword``."""
-    found = parse(dockerfile(package).read_text())
-    return [i for i in found if keyword is None or i.keyword == keyword]
+def global_args() -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults."""
+    args: dict[str, str] = {}
+    for instruction in INSTRUCTIONS:
+        if instruction.keyword == "FROM":
+            break
+        if instruction.keyword == "ARG":
+            name, _, default = instruction.arguments.partition("=")
+            args[name] = default
+    return args
+
+
+def stages() -> dict[str, Stage]:
+    """The Dockerfile's stages by name (every stage must be named: targets are how compose picks an image)."""
+    found: dict[str, Stage] = {}
+    current: list[Instruction] | None = None
+    for instruction in INSTRUCTIONS:
+        if instruction.keyword == "FROM":
+            base, separator, name = instruction.arguments.rpartition(" AS ")
+            assert separator, f"FROM {instruction.arguments}: every stage is named"
+            current = []
+            found[name] = Stage(name, base.split()[-1], current)
+        elif current is not None:
+            current.append(instruction)
+    return found
+
+
+STAGES = stages()
+
+
+def ancestry(name: str) -> list[Stage]:
+    """The stage and the stages it is built FROM, nearest first."""
+    chain = [STAGES[name]]
+    while chain[-1].base in STAGES:
+        chain.append(STAGES[chain[-1].base])
+    return chain
+
+
+def image_instructions(target: str, keyword: str) -> list[Instruction]:
+    """What the image of ``target`` inherits and adds with ``keyword``, in build order."""
+    return [i for stage in reversed(ancestry(target)) for i in stage.all(keyword)]
 
 
 def exec_form(arguments: str) -> list[str]:
@@ -116,35 +165,40 @@ def copy_sources(instruction: Instruction) -> list[str]:
     return parts[:-1]
 
 
-def health_probe(package: str) -> list[str]:
+def health_probe(target: str) -> list[str]:
     """The argv of the image's HEALTHCHECK CMD."""
-    (check,) = instructions(package, "HEALTHCHECK")
+    (check,) = image_instructions(target, "HEALTHCHECK")
     _, separator, command = check.arguments.partition("CMD ")
-    assert separator, f"HEALTHCHECK of {package} has no CMD: {check.arguments}"
+    assert separator, f"HEALTHCHECK of {target} has no CMD: {check.arguments}"
     return exec_form(command.strip())
 
 
-def test_every_dockerfile_is_checked() -> None:
-    """Each image has a Dockerfile and every Dockerfile has expectations here."""
-    found = {path.parent.name for path in ROOT.glob("*/Dockerfile")}
-    assert found == set(IMAGES)
+def test_the_images_are_the_targets_compose_builds() -> None:
+    """One Dockerfile at the root; each built compose service names its target in it, and only these."""
+    assert sorted(path.relative_to(ROOT).as_posix() for path in ROOT.glob("**/Dockerfile")) == [
+        "Dockerfile",
+        *sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "scripts" / "containers").glob("**/Dockerfile")),
+    ], "a Dockerfile outside the root one (the stand-ins' are the test harness's own)"
+    built = {name: service["build"] for name, service in SERVICES.items() if "build" in service}
+    assert {build["target"] for build in built.values()} == set(IMAGES)
+    for name, build in built.items():
+        assert (ROOT / build["context"]).resolve() == ROOT
+        assert build.get("dockerfile", "Dockerfile") == "Dockerfile"
+        assert IMAGES[build["target"]].compose_service == name
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_hadolint_passes(package: str) -> None:
+def test_hadolint_passes() -> None:
     """hadolint reports nothing (a missing hadolint is a failure: `make install` provides it)."""
     assert HADOLINT.is_file(), f"{HADOLINT} is missing; run `make install`"
-    path = dockerfile(package)
     result = subprocess.run(
-        [str(HADOLINT), "--no-color", str(path)], cwd=ROOT, capture_output=True, text=True, check=False
+        [str(HADOLINT), "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_hadolint_ignores_are_justified(package: str) -> None:
+def test_hadolint_ignores_are_justified() -> None:
     """An inline `# hadolint ignore=` is preceded by a comment saying why."""
-    lines = dockerfile(package).read_text().splitlines()
+    lines = DOCKERFILE.read_text().splitlines()
     for number, line in enumerate(lines):
         if re.match(r"\s*#\s*hadolint\s+ignore", line):
             previous = lines[number - 1].strip() if number else ""
@@ -152,37 +206,75 @@ def test_hadolint_ignores_are_justified(package: str) -> None:
             assert "hadolint" not in previous, f"line {number + 1}: say why the rule is ignored"
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_base_image_is_python_311_slim(package: str) -> None:
-    """One stage, on python:3.11-slim pinned to the minor version."""
-    (base,) = instructions(package, "FROM")
-    assert BASE_IMAGE.match(base.arguments), base.arguments
+def test_the_base_is_python_311_slim_pinned_by_digest() -> None:
+    """Every stage starts from the one base ARG (or an earlier stage), whose default is pinned by digest."""
+    base = global_args()["PYTHON_IMAGE"]
+    assert PINNED_BASE.match(base), base
+    for stage in STAGES.values():
+        assert stage.base in ("${PYTHON_IMAGE}", *STAGES), f"stage {stage.name} is built FROM {stage.base}"
 
 
-def test_images_share_their_base_and_user() -> None:
-    """Same base and user everywhere: the dependency layers are shared and the `secrets` volume has one owner."""
-    bases = {instructions(package, "FROM")[0].arguments for package in IMAGES}
-    users = {instructions(package, "USER")[-1].arguments for package in IMAGES if instructions(package, "USER")}
-    assert len(bases) == 1, bases
-    assert len(users) == 1, users
+def test_every_image_shares_the_runtime_stage() -> None:
+    """The four images are the runtime stage plus their own package: their dependency layers are one."""
+    for target in IMAGES:
+        assert [stage.name for stage in ancestry(target)] == [target, "runtime"], target
+        assert STAGES[target].all("RUN") == [], f"{target} runs a command of its own: it belongs in runtime"
+    assert STAGES["runtime"].base == "${PYTHON_IMAGE}"
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_runs_as_non_root(package: str) -> None:
-    """The process runs as a user other than root."""
-    users = instructions(package, "USER")
-    assert users, "no USER: the service would run as root"
-    user = users[-1].arguments.split(":")[0]
-    assert user not in ("root", "0"), user
-    keywords = [i.keyword for i in instructions(package)]
-    last_user = max(i for i, keyword in enumerate(keywords) if keyword == "USER")
-    assert last_user < keywords.index("CMD"), "USER must come before CMD"
+def test_only_the_build_stage_installs_and_it_leaves_no_installer() -> None:
+    """pip runs only in `build`; it installs the pinned requirements, then ./gen, then removes pip and setuptools."""
+    for stage in STAGES.values():
+        if stage.name != "build":
+            assert not any("pip" in run.arguments for run in stage.all("RUN")), f"{stage.name} runs pip"
+    installs = " && ".join(run.arguments for run in STAGES["build"].all("RUN"))
+    assert f"python -m venv {VENV}" in installs
+    requirements = installs.index(f"{VENV}/bin/pip install --no-cache-dir -r /tmp/requirements.txt")
+    client = installs.index(f"{VENV}/bin/pip install --no-cache-dir --no-deps /tmp/gen")
+    check = installs.index(f"{VENV}/bin/pip check")
+    removed = installs.index(f"{VENV}/bin/pip uninstall --yes --quiet pip setuptools")
+    assert requirements < client < check < removed
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_no_secret_is_baked_in(package: str) -> None:
+def test_images_take_only_the_environment_from_the_build_stage() -> None:
+    """The runtime stage copies the virtual environment out of `build` and nothing else from it."""
+    from_build = [c for c in STAGES["runtime"].all("COPY") if "--from=" in c.arguments]
+    assert [c.arguments for c in from_build] == [f"--from=build {VENV} {VENV}"]
+    for stage in STAGES.values():
+        if stage.name != "runtime":
+            assert not any("--from=" in c.arguments for c in stage.all("COPY")), stage.name
+    assert any(f"PATH={VENV}/bin:$PATH" in env.arguments for env in STAGES["runtime"].all("ENV"))
+
+
+@pytest.mark.parametrize("target", IMAGES)
+def test_copies_only_what_the_service_needs(target: str) -> None:
+    """An image holds common/ and its own package (plus the environment); `build` the requirements and gen/."""
+    assert not [i for i in INSTRUCTIONS if i.keyword == "ADD"]
+    copies = [copy for copy in image_instructions(target, "COPY") if "--from=" not in copy.arguments]
+    sources = [source for copy in copies for source in copy_sources(copy)]
+    assert sorted(source.rstrip("/") for source in sources) == sorted(["common", IMAGES[target].package])
+    build = [s for copy in STAGES["build"].all("COPY") for s in copy_sources(copy)]
+    assert sorted(source.rstrip("/") for source in build) == ["gen", "requirements.txt"]
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for source in sources + build:
+        assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
+        assert source.rstrip("/").split("/")[0] not in ignored, f"COPY {source}: excluded by .dockerignore"
+
+
+@pytest.mark.parametrize("target", IMAGES)
+def test_runs_as_non_root(target: str) -> None:
+    """The process runs as a numeric user other than root, the same in every image."""
+    users = image_instructions(target, "USER")
+    assert [u.arguments for u in users] == ["10001:10001"], "one USER, in runtime, for every image"
+
+
+def test_no_secret_is_baked_in() -> None:
     """No ENV or ARG carries a secret: secrets come at run time (environment, *_FILE, or generated)."""
-    for instruction in instructions(package):
+    for instruction in INSTRUCTIONS:
         assert "-----BEGIN" not in instruction.arguments, instruction
         if instruction.keyword not in ("ENV", "ARG"):
             continue
@@ -193,70 +285,43 @@ def test_no_secret_is_baked_in(package: str) -> None:
             assert not SECRET_NAME.search(name), f"{instruction.keyword} {name} looks like a secret"
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_cmd_runs_the_package(package: str) -> None:
+@pytest.mark.parametrize("target", IMAGES)
+def test_cmd_runs_the_package(target: str) -> None:
     """CMD is `python -m <package>`, the entry point the tests run, from WORKDIR /app."""
-    (cmd,) = instructions(package, "CMD")
+    package = IMAGES[target].package
+    (cmd,) = STAGES[target].all("CMD")
     assert exec_form(cmd.arguments) == ["python", "-m", package]
     assert (ROOT / package / "__main__.py").is_file(), f"{package}/__main__.py is missing"
-    assert not instructions(package, "ENTRYPOINT")
-    assert [w.arguments for w in instructions(package, "WORKDIR")] == ["/app"]
+    assert not image_instructions(target, "ENTRYPOINT")
+    assert [w.arguments for w in image_instructions(target, "WORKDIR")] == ["/app"]
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_copies_only_what_the_service_needs(package: str) -> None:
-    """COPY brings the pinned requirements, the client library, common/ and the package itself, nothing else."""
-    assert not instructions(package, "ADD")
-    sources = [source for copy in instructions(package, "COPY") for source in copy_sources(copy)]
-    assert sorted(source.rstrip("/") for source in sources) == sorted(["requirements.txt", "gen", "common", package])
-    ignored = {
-        line.strip().rstrip("/")
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
-    for source in sources:
-        assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
-        assert source.rstrip("/").split("/")[0] not in ignored, f"COPY {source}: excluded by .dockerignore"
-
-
-@pytest.mark.parametrize("package", IMAGES)
-def test_installs_requirements_then_client_without_cache(package: str) -> None:
-    """The pinned requirements, then ./gen, each with pip's cache off (smaller layers)."""
-    installs = [run.arguments for run in instructions(package, "RUN") if "pip install" in run.arguments]
-    assert installs, "nothing is installed"
-    for install in installs:
-        assert "--no-cache-dir" in install, install
-    requirements = next(i for i, run in enumerate(installs) if "-r requirements.txt" in run)
-    client = next(i for i, run in enumerate(installs) if re.search(r"pip install .*\./gen\b", run))
-    assert requirements < client
-
-
-@pytest.mark.parametrize("package", IMAGES)
-def test_exposes_its_ports(package: str) -> None:
+@pytest.mark.parametrize("target", IMAGES)
+def test_exposes_its_ports(target: str) -> None:
     """EXPOSE names exactly the ports the service serves, gRPC and metrics (none for the one-shot migration)."""
-    image = IMAGES[package]
-    exposed = [port for expose in instructions(package, "EXPOSE") for port in expose.arguments.split()]
+    image = IMAGES[target]
+    exposed = [port for expose in image_instructions(target, "EXPOSE") for port in expose.arguments.split()]
     assert exposed == ([] if image.port is None else [str(image.port), COMPOSE_METRICS_PORT])
 
 
-@pytest.mark.parametrize("package", IMAGES)
-def test_healthcheck_uses_grpc_health(package: str) -> None:
+@pytest.mark.parametrize("target", IMAGES)
+def test_healthcheck_uses_grpc_health(target: str) -> None:
     """Servers run the shared grpc.health.v1 probe on their port (following its variable); the one-shot job none."""
-    image = IMAGES[package]
+    image = IMAGES[target]
     if image.port is None:
-        assert [h.arguments for h in instructions(package, "HEALTHCHECK")] == ["NONE"]
+        assert [h.arguments for h in image_instructions(target, "HEALTHCHECK")] == ["NONE"]
         return
-    argv = health_probe(package)
+    argv = health_probe(target)
     assert argv[:3] == ["python", "-m", "common.health_check"]
     assert argv[3:] == [image.port_variable, str(image.port)]
 
 
-@pytest.mark.parametrize("package", SERVERS)
-def test_probed_port_is_the_service_setting(package: str) -> None:
+@pytest.mark.parametrize("target", SERVERS)
+def test_probed_port_is_the_service_setting(target: str) -> None:
     """The variable the probe reads is the service's port setting, and the image's port is its default."""
-    image = IMAGES[package]
-    defaults = settings_defaults(package)
-    assert image.port_variable in defaults, f"{package}.settings has no {image.port_variable}"
+    image = IMAGES[target]
+    defaults = settings_defaults(image.package)
+    assert image.port_variable in defaults, f"{image.package}.settings has no {image.port_variable}"
     assert defaults[image.port_variable] == image.port
 
 
@@ -279,12 +344,12 @@ def run_probe(argv: list[str], variable: str, port: int) -> subprocess.Completed
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
 
 
-@pytest.mark.parametrize("package", SERVERS)
-def test_probe_passes_only_while_serving(package: str, health_server: tuple[HealthServicer, int]) -> None:
+@pytest.mark.parametrize("target", SERVERS)
+def test_probe_passes_only_while_serving(target: str, health_server: tuple[HealthServicer, int]) -> None:
     """The probe exits 0 on SERVING and non-zero on NOT_SERVING, so Docker's health follows the service's."""
     servicer, port = health_server
-    argv = health_probe(package)
-    variable = IMAGES[package].port_variable
+    argv = health_probe(target)
+    variable = IMAGES[target].port_variable
     assert variable is not None
 
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -297,34 +362,34 @@ def test_probe_passes_only_while_serving(package: str, health_server: tuple[Heal
     assert "NOT_SERVING" in not_serving.stderr
 
 
-@pytest.mark.parametrize("package", SERVERS)
-def test_probe_fails_when_nothing_listens(package: str) -> None:
+@pytest.mark.parametrize("target", SERVERS)
+def test_probe_fails_when_nothing_listens(target: str) -> None:
     """A service that is down (connection refused) is unhealthy, not an error Docker ignores."""
-    variable = IMAGES[package].port_variable
+    variable = IMAGES[target].port_variable
     assert variable is not None
-    result = run_probe(health_probe(package), variable, free_port())
+    result = run_probe(health_probe(target), variable, free_port())
     assert result.returncode == 1, result.stderr
 
 
-@pytest.mark.parametrize("package", SERVERS)
-def test_compose_runs_the_image_probe(package: str) -> None:
+@pytest.mark.parametrize("target", SERVERS)
+def test_compose_runs_the_image_probe(target: str) -> None:
     """docker-compose.yml's healthcheck is the image's, so `docker run` and compose agree on health."""
-    test = SERVICES[IMAGES[package].compose_service]["healthcheck"]["test"]
-    assert test == ["CMD", *health_probe(package)]
+    test = SERVICES[IMAGES[target].compose_service]["healthcheck"]["test"]
+    assert test == ["CMD", *health_probe(target)]
 
 
-@pytest.mark.parametrize("package", SERVERS)
-def test_secrets_mount_point_belongs_to_the_service_user(package: str) -> None:
+@pytest.mark.parametrize("target", SERVERS)
+def test_secrets_mount_point_belongs_to_the_service_user(target: str) -> None:
     """The image creates the secrets directory owned by its user.
 
     Docker seeds an empty named volume from the image's directory, owner
     included; without it the volume is root-owned and a non-root service cannot
     write its development secrets.
     """
-    volumes = SERVICES[IMAGES[package].compose_service].get("volumes") or []
+    volumes = SERVICES[IMAGES[target].compose_service].get("volumes") or []
     assert any(str(volume).split(":")[1] == SECRETS_MOUNT for volume in volumes)
-    uid = instructions(package, "USER")[-1].arguments.split(":")[0]
-    runs = " ".join(run.arguments for run in instructions(package, "RUN"))
+    uid = image_instructions(target, "USER")[-1].arguments.split(":")[0]
+    runs = " ".join(run.arguments for run in image_instructions(target, "RUN"))
     assert f"--uid {uid}" in runs
     assert f"mkdir -p {SECRETS_MOUNT}" in runs
     assert re.search(rf"chown -R \S+ {SECRETS_MOUNT.rsplit('/', 1)[0]}\b", runs), "the directory is not chowned"

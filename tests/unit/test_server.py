@@ -6,6 +6,7 @@ one raw-bytes method that raises whatever the test asks for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,3 +78,44 @@ async def test_an_outage_is_logged_once_per_interval_with_a_count(
         await call(b"outage")
     logged = [r for r in caplog.records if r.getMessage() == "dependency unavailable"]
     assert [r.__dict__["similar_calls_not_logged"] for r in logged] == [0, 49]
+
+
+async def _peer(request: bytes, context: Any) -> bytes:
+    return str(context.peer()).encode()
+
+
+async def peers_seen(max_connection_age: float, calls: int, interval: float) -> set[bytes]:
+    """The client addresses a server with ``max_connection_age`` sees for ``calls`` calls over one channel."""
+
+    def register(server: grpc.aio.Server) -> None:
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_peer)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Peer", {"Peer": handler}),))
+
+    server, port = build_server(
+        host="127.0.0.1",
+        port=0,
+        service_names=["test.Peer"],
+        register=register,
+        health_servicer=HealthServicer(),
+        max_connection_age=max_connection_age,
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            peer: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Peer/Peer")
+            seen = set()
+            for _ in range(calls):
+                seen.add(await peer(b""))  # every call succeeds, across the reconnections too
+                await asyncio.sleep(interval)
+            return seen
+    finally:
+        await server.stop(None)
+
+
+async def test_connections_are_aged_out_so_clients_reconnect_and_resolve_again() -> None:
+    """With max_connection_age, one client's calls arrive over several connections, none failing."""
+    assert len(await peers_seen(max_connection_age=0.3, calls=12, interval=0.1)) >= 2
+
+
+async def test_without_an_age_one_connection_serves_every_call() -> None:
+    assert len(await peers_seen(max_connection_age=0, calls=12, interval=0.1)) == 1
