@@ -14,15 +14,16 @@ from time import monotonic
 from typing import Any, cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from common import metrics
+from common import metrics, stream_limits
 from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, code_number, status_code
 from common.health import HealthServicer
+from common.stream_limits import StreamCounts, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,53 @@ MAX_CALLS_IN_PROGRESS = 1000
 MAX_CALLS_WAITING = 20_000
 #: After a connection's GOAWAY (max_connection_age), how long its calls in flight may still take.
 CONNECTION_AGE_GRACE_SECONDS = 30
+#: Streams (calls) one HTTP/2 connection may have open at once. gRPC's Python client does not wait
+#: for a free stream when it meets this: it fails the call with UNAVAILABLE ("RST_STREAM ... code 7";
+#: measured: 2,060 of a 3,000-call burst at a limit of 256). So the limit sits far above the calls a
+#: server takes at once, where a client meets RESOURCE_EXHAUSTED first, and only stops one connection
+#: from filling the whole waiting room (MAX_CALLS_WAITING).
+MAX_STREAMS_PER_CONNECTION = 4096
+#: A connection with no call for this long is closed (the client reconnects when it next calls), so
+#: connections opened and left idle do not pile up.
+MAX_CONNECTION_IDLE_SECONDS = 600
+#: The server pings a connection that has been quiet this long, and closes it if no answer comes
+#: within KEEPALIVE_TIMEOUT_SECONDS: a client that vanished (host gone, cable cut) frees its calls.
+KEEPALIVE_SECONDS = 60
+KEEPALIVE_TIMEOUT_SECONDS = 20
+#: The most often a client may ping us without a call in flight; one that pings more often is sent
+#: GOAWAY after MAX_PING_STRIKES such pings (gRPC's default policy, stated here as ours).
+MIN_CLIENT_PING_INTERVAL_SECONDS = 300
+MAX_PING_STRIKES = 2
+
+
+def connection_options(max_connection_age: float) -> list[tuple[str, int]]:
+    """The HTTP/2 limits every server sets: streams per connection, idle and age limits, keepalive."""
+    options = [
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_SECONDS * 1000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_SECONDS * 1000),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
+    if max_connection_age > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
+        ]
+    return options
+
+
+def stream_refusal() -> grpc.Status:
+    """What a Watch or reflection stream beyond its budget gets (common/stream_limits.py)."""
+    return _rich_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "too many open streams from this address or in all; retry later",
+        [
+            error_details_pb2.ErrorInfo(reason=stream_limits.REASON, domain=ERROR_DOMAIN),
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=stream_limits.RETRY_AFTER_SECONDS)),
+        ],
+    )
 
 
 def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) -> grpc.Status:
@@ -156,30 +204,33 @@ def build_server(
     health_servicer: HealthServicer,
     transient: tuple[type[BaseException], ...] = (),
     max_connection_age: float = 0,
+    stream_counts: StreamCounts | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a server with the given servicers plus health and reflection.
 
     ``register`` adds the service's own servicers. ``max_connection_age`` (seconds, 0 for none):
     connections older than that are sent GOAWAY, their calls in flight get
     CONNECTION_AGE_GRACE_SECONDS more, and the client reconnects, resolving the server's name
-    again, which is how clients of replicas behind one name find new ones. Returns the server
-    and the port actually bound (useful with ``port=0``).
+    again, which is how clients of replicas behind one name find new ones. ``stream_counts``: the
+    bounds on open Watch and reflection streams (common/stream_limits.py; tests pass their own).
+    Returns the server and the port actually bound (useful with ``port=0``).
     """
-    age_limits = []
-    if max_connection_age > 0:
-        age_limits = [
-            ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
-            ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
-        ]
+    streams = stream_counts or StreamCounts(
+        total=stream_limits.MAX_STREAMS,
+        per_address=stream_limits.MAX_STREAMS_PER_ADDRESS,
+        per_connection=stream_limits.MAX_STREAMS_PER_CONNECTION,
+    )
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(transient)],
-        maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS,
+        interceptors=[ErrorInterceptor(transient), StreamLimits(streams, stream_refusal())],
+        # The streams anyone may hold open (health Watch, reflection) have a budget of their own,
+        # on top of the calls that do the work: holding them cannot take those calls' slots.
+        maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS + streams.total,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
             ("grpc.server.max_pending_requests", MAX_CALLS_WAITING),
             ("grpc.server.max_pending_requests_hard_limit", MAX_CALLS_WAITING),
-            *age_limits,
+            *connection_options(max_connection_age),
         ],
     )
     register(server)
