@@ -7,6 +7,7 @@ SIGTERM/SIGINT: NOT_SERVING, in-flight calls finish, the pool closes, exit 0.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,7 +49,12 @@ async def serve(settings: AuthSettings, supervisor: service.Supervisor) -> None:
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
     metrics_server = None
     try:
-        accounts = Accounts(UserStore(pool), await PasswordHasher.create(settings.bcrypt_rounds), issuer)
+        hasher = await PasswordHasher.create(
+            settings.bcrypt_rounds,
+            threads=settings.bcrypt_threads or os.cpu_count() or 1,
+            waiting=settings.bcrypt_waiting,
+        )
+        accounts = Accounts(UserStore(pool), hasher, issuer, settings.attempt_limits())
         health_servicer = HealthServicer()
         monitor = HealthMonitor(health_servicer, [SERVICE_NAME], {"postgres": lambda: db.ping(pool)})
         server, port = build_server(

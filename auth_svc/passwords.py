@@ -1,11 +1,18 @@
-"""Password hashing with bcrypt, always off the event loop (each hash costs ~2**rounds work)."""
+"""Password hashing with bcrypt, off the event loop in a bounded pool (each hash costs ~2**rounds work)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
+
+from common.errors import ResourceExhausted
+
+T = TypeVar("T")
 
 #: bcrypt reads at most this many bytes of a password; longer ones are refused at registration.
 MAX_PASSWORD_BYTES = 72
@@ -27,22 +34,41 @@ def check_password(password: str, password_hash: bytes) -> bool:
     return matched and not too_long
 
 
-class PasswordHasher:
-    """Hashes and checks passwords in worker threads, at the configured cost."""
+class HashingBusy(ResourceExhausted):
+    """Raised when every bcrypt thread is busy and the waiting room is full: retry in a moment."""
 
-    def __init__(self, rounds: int, dummy_hash: bytes) -> None:
+    reason = "HASHING_BUSY"
+
+
+class PasswordHasher:
+    """Hashes and checks passwords at the configured cost, in ``threads`` threads.
+
+    At most ``waiting`` more calls wait for a thread; any beyond are refused at once with
+    HashingBusy (RESOURCE_EXHAUSTED), never queued: a queue that grows would make every
+    Login wait behind a flood, where a refusal lets the client retry when told to.
+    """
+
+    def __init__(self, rounds: int, dummy_hash: bytes, *, threads: int = 2, waiting: int = 8) -> None:
         self.rounds = rounds
         self._dummy_hash = dummy_hash
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self._capacity = threads + waiting
+        self._in_use = 0
 
     @classmethod
-    async def create(cls, rounds: int) -> PasswordHasher:
+    async def create(cls, rounds: int, *, threads: int = 2, waiting: int = 8) -> PasswordHasher:
         """A hasher whose stand-in hash (for unknown accounts) has the same cost as real ones."""
         dummy = await asyncio.to_thread(hash_password, secrets.token_urlsafe(32), rounds)
-        return cls(rounds, dummy)
+        return cls(rounds, dummy, threads=threads, waiting=waiting)
+
+    @property
+    def in_use(self) -> int:
+        """Calls hashing or waiting for a thread now."""
+        return self._in_use
 
     async def hash(self, password: str) -> bytes:
         """A new hash of ``password``."""
-        return await asyncio.to_thread(hash_password, password, self.rounds)
+        return await self._run(hash_password, password, self.rounds)
 
     async def verify(self, password: str, password_hash: bytes | None) -> bool:
         """Whether ``password`` matches ``password_hash``; None (no such account) never matches.
@@ -52,5 +78,18 @@ class PasswordHasher:
         and timing cannot reveal which emails have accounts.
         """
         against = self._dummy_hash if password_hash is None else password_hash
-        matched = await asyncio.to_thread(check_password, password, against)
+        matched = await self._run(check_password, password, against)
         return matched and password_hash is not None
+
+    async def _run(self, work: Callable[..., T], *args: object) -> T:
+        if self._in_use >= self._capacity:
+            # Roughly when a place frees: one hash's time for each call ahead per thread.
+            raise HashingBusy("password hashing is busy; retry later", retry_after=0.5)
+        self._in_use += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        finally:
+            self._in_use -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from auth_svc.accounts import Accounts
 from auth_svc.store import User
 from auth_svc.tokens import TOKEN_TYPE
+from common.peers import client_address
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 
 #: The full name health and reflection know the service by.
@@ -39,14 +40,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> auth_pb2.RegisterResponse:
         """Create an account."""
-        user = await self._accounts.register(request.email, request.password, request.name)
+        client = client_address(context.peer())
+        user = await self._accounts.register(request.email, request.password, request.name, client=client)
         return auth_pb2.RegisterResponse(user=user_message(user))
 
     async def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> auth_pb2.LoginResponse:
         """Trade credentials for an access token."""
-        session = await self._accounts.login(request.email, request.password)
+        session = await self._accounts.login(request.email, request.password, client=client_address(context.peer()))
         return auth_pb2.LoginResponse(
             access_token=session.token.token,
             token_type=TOKEN_TYPE,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auth_svc.limits import AttemptLimits, Rate
 from common import secrets
 from common.settings import ServiceSettings, SettingsError, setting
 
@@ -30,6 +31,17 @@ class AuthSettings(ServiceSettings):
     jwt_audience: str = setting("jobqueue", "the tokens' aud claim")
     jwt_private_key: str = setting("", "Ed25519 private key (PEM) that signs tokens", secret=True)
     jwt_private_key_file: str = setting("", "path of a file holding JWT_PRIVATE_KEY (used when that is empty)")
+    registers_per_minute_per_address: int = setting(
+        10, "Register calls one client address may make a minute (bursts of as many); beyond: RESOURCE_EXHAUSTED"
+    )
+    logins_per_minute_per_address: int = setting(60, "Login calls one client address may make a minute (bursts alike)")
+    logins_per_minute_per_email: int = setting(
+        10, "Login calls for one email a minute, from any address (bursts alike)"
+    )
+    bcrypt_threads: int = setting(0, "threads hashing and checking passwords; 0 means one per CPU")
+    bcrypt_waiting: int = setting(
+        8, "calls that may wait for a bcrypt thread; more are refused at once with RESOURCE_EXHAUSTED"
+    )
 
     def validate(self) -> None:
         """The auth service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
@@ -37,6 +49,15 @@ class AuthSettings(ServiceSettings):
             raise SettingsError(f"DB_POOL_SIZE={self.db_pool_size} must be at least 1")
         if self.token_ttl_seconds < 1:
             raise SettingsError(f"TOKEN_TTL_SECONDS={self.token_ttl_seconds} must be at least 1")
+        for name in (
+            "registers_per_minute_per_address",
+            "logins_per_minute_per_address",
+            "logins_per_minute_per_email",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()}={getattr(self, name)} must be at least 1")
+        if self.bcrypt_threads < 0 or self.bcrypt_waiting < 0:
+            raise SettingsError("BCRYPT_THREADS and BCRYPT_WAITING must not be negative")
         if not MIN_ROUNDS <= self.bcrypt_rounds <= MAX_ROUNDS:
             raise SettingsError(f"BCRYPT_ROUNDS={self.bcrypt_rounds} must be between {MIN_ROUNDS} and {MAX_ROUNDS}")
         if self.production and self.bcrypt_rounds < MIN_PRODUCTION_ROUNDS:
@@ -49,6 +70,14 @@ class AuthSettings(ServiceSettings):
     def uses_dev_key(self) -> bool:
         """Whether no key is configured, so the generated development key signs tokens."""
         return not (self.jwt_private_key or self.jwt_private_key_file)
+
+    def attempt_limits(self) -> AttemptLimits:
+        """The Register and Login rates these settings allow."""
+        return AttemptLimits(
+            register_per_address=Rate(self.registers_per_minute_per_address, 60),
+            login_per_address=Rate(self.logins_per_minute_per_address, 60),
+            login_per_email=Rate(self.logins_per_minute_per_email, 60),
+        )
 
     def private_key_pem(self) -> bytes:
         """The configured signing key's PEM; raises SettingsError if there is none and APP_ENV=production."""

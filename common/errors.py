@@ -80,9 +80,16 @@ class FailedPrecondition(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """Raised when a limit is reached; retrying later may succeed."""
+    """Raised when a limit is reached; retrying later may succeed.
+
+    ``retry_after`` (seconds) is when: the caller receives it as a google.rpc.RetryInfo.
+    """
 
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, reason: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
 
 
 class Unavailable(ServiceError):

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from common import metrics, stream_limits
-from common.errors import ERROR_DOMAIN, InvalidArgument, ServiceError, code_number, status_code
+from common.errors import ERROR_DOMAIN, InvalidArgument, ResourceExhausted, ServiceError, code_number, status_code
 from common.health import HealthServicer
 from common.stream_limits import StreamCounts, StreamLimits
 
@@ -102,6 +102,10 @@ def _rich_status(code: grpc.StatusCode, message: str, details: Sequence[Any]) ->
 def status_for(error: ServiceError) -> grpc.Status:
     """The status (code, message, ErrorInfo and BadRequest details) a caller receives for ``error``."""
     details: list[Any] = [error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)]
+    if isinstance(error, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(error.retry_after * 1e9)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if isinstance(error, InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(

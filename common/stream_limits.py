@@ -27,6 +27,8 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
+from common.peers import client_address
+
 #: Open streams (Watch, reflection) one connection may hold at once.
 MAX_STREAMS_PER_CONNECTION = 10
 #: Open streams one client address may hold at once, over all its connections.
@@ -39,16 +41,6 @@ REASON = "TOO_MANY_STREAMS"
 RETRY_AFTER_SECONDS = 5
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-
-
-def client_address(peer: str) -> str:
-    """The address of a gRPC peer: ``ipv4:10.0.0.1:5678`` -> ``10.0.0.1``, ``ipv6:[::1]:5678`` -> ``::1``."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rsplit(":", 1)[0]
-    if kind == "ipv6":
-        return rest.rsplit(":", 1)[0].strip("[]")
-    return peer  # unix sockets and the like: one name for all their callers
 
 
 class StreamCounts:

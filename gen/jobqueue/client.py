@@ -102,6 +102,7 @@ __all__ = [
     "DEFAULT_AUTH_ADDRESS",
     "DEFAULT_JOBS_ADDRESS",
     "FINAL_STATUSES",
+    "MAX_HONOURED_RETRY_AFTER",
     "MAX_SAFE_INTEGER",
     "AuthClient",
     "FieldViolation",
@@ -225,6 +226,20 @@ _READ_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLE
 # caller does with the global `random` (seeding it, say) makes the delays alike.
 _RETRY_BASE_SECONDS = 0.2
 _RANDOM = random.Random()
+
+
+#: The longest RetryInfo delay a retrying call waits out by itself; a refusal asking for longer is
+#: raised at once (its ``retry_after`` says when), since the caller may rather do something else.
+MAX_HONOURED_RETRY_AFTER = 10.0
+
+
+def _honoured(error: JobQueueError) -> bool:
+    """Whether ``error`` is a refusal whose RetryInfo a retrying call waits out and tries again after."""
+    return (
+        error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and error.retry_after is not None
+        and error.retry_after <= MAX_HONOURED_RETRY_AFTER
+    )
 
 
 def _retry_delay(failures: int, rng: random.Random | None = None) -> float:
@@ -410,6 +425,7 @@ class JobQueueError(Exception):
         domain: str = "",
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(code, message)
         #: The gRPC status code, e.g. ``grpc.StatusCode.INVALID_ARGUMENT``.
@@ -424,6 +440,9 @@ class JobQueueError(Exception):
         self.metadata: Mapping[str, str] = dict(metadata or {})
         #: ``BadRequest.field_violations``, one per bad field.
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+        #: ``RetryInfo.retry_delay`` in seconds: when the service says a refused call (a limit reached,
+        #: RESOURCE_EXHAUSTED) may be tried again; None when it did not say.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.message}"
@@ -441,6 +460,7 @@ class JobQueueError(Exception):
         reason = domain = ""
         metadata: dict[str, str] = {}
         violations: list[FieldViolation] = []
+        retry_after: float | None = None
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -450,7 +470,19 @@ class JobQueueError(Exception):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
-        return cls(code, status.message, reason=reason, domain=domain, metadata=metadata, field_violations=violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+        return cls(
+            code,
+            status.message,
+            reason=reason,
+            domain=domain,
+            metadata=metadata,
+            field_violations=violations,
+            retry_after=retry_after,
+        )
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> JobQueueError:
@@ -506,6 +538,22 @@ class _Client:
         except grpc.aio.AioRpcError as error:
             raise JobQueueError.from_rpc_error(error) from error
 
+    async def _retrying(self, method: Any, request: Any, attempts: int, codes: frozenset[grpc.StatusCode]) -> Any:
+        """Call ``method``, retrying an answer with one of ``codes`` up to ``attempts`` calls in all.
+
+        A refusal that says when to come back (RESOURCE_EXHAUSTED with RetryInfo) is retried too,
+        no sooner than it says, when that is within MAX_HONOURED_RETRY_AFTER.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._call(method, request)
+            except JobQueueError as error:
+                if attempt >= attempts or not (error.code in codes or _honoured(error)):
+                    raise
+                delay = max(_retry_delay(attempt), error.retry_after or 0.0)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def close(self) -> None:
         """Close the channel; calls still in flight are cancelled."""
         await self.channel.close(None)
@@ -529,15 +577,24 @@ class AuthClient(_Client):
         super().__init__(channel, call_timeout=call_timeout)
         self.stub = auth_pb2_grpc.AuthServiceStub(channel)
 
-    async def register(self, email: str, password: str, name: str) -> auth_pb2.User:
-        """Create an account; ALREADY_EXISTS if the email is taken."""
-        request = auth_pb2.RegisterRequest(email=email, password=password, name=name)
-        return (await self._call(self.stub.Register, request)).user
+    async def register(self, email: str, password: str, name: str, *, attempts: int = 3) -> auth_pb2.User:
+        """Create an account; ALREADY_EXISTS if the email is taken.
 
-    async def login(self, email: str, password: str) -> str:
-        """An access token for the job service; UNAUTHENTICATED for a wrong email or password."""
+        A refusal for a limit (RESOURCE_EXHAUSTED with RetryInfo) did nothing, so it is retried after
+        the delay it names, up to ``attempts`` calls in all (see MAX_HONOURED_RETRY_AFTER).
+        """
+        request = auth_pb2.RegisterRequest(email=email, password=password, name=name)
+        reply: auth_pb2.RegisterResponse = await self._retrying(self.stub.Register, request, attempts, frozenset())
+        return reply.user
+
+    async def login(self, email: str, password: str, *, attempts: int = 3) -> str:
+        """An access token for the job service; UNAUTHENTICATED for a wrong email or password.
+
+        Refusals for a limit are retried as Register's are.
+        """
         request = auth_pb2.LoginRequest(email=email, password=password)
-        return (await self._call(self.stub.Login, request)).access_token
+        reply: auth_pb2.LoginResponse = await self._retrying(self.stub.Login, request, attempts, frozenset())
+        return reply.access_token
 
 
 class JobsClient(_Client):
@@ -623,17 +680,6 @@ class JobsClient(_Client):
         if not renewal.cancelled():
             # Each waiter raises it; this marks it retrieved even if every waiter was cancelled.
             renewal.exception()
-
-    async def _retrying(self, method: Any, request: Any, attempts: int, codes: frozenset[grpc.StatusCode]) -> Any:
-        """Call ``method``, retrying an answer with one of ``codes`` up to ``attempts`` calls in all."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._call(method, request)
-            except JobQueueError as error:
-                if error.code not in codes or attempt >= attempts:
-                    raise
-            await asyncio.sleep(_retry_delay(attempt))
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def submit(
         self,

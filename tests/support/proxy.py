@@ -15,8 +15,11 @@ import threading
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``; runs its own event loop in a thread."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, source_address: str | None = None) -> None:
+        """``source_address``: the address the proxy connects to ``target`` from (``127.0.0.2``, say), so a
+        server sees the proxy's clients as another host than the test's own direct ones."""
         self._target = (target_host, target_port)
+        self._local = (source_address, 0) if source_address else None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-proxy")
         self._server: asyncio.Server | None = None
@@ -77,7 +80,7 @@ class TcpProxy:
         try:
             if self._cut:
                 return
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target, local_addr=self._local)
             writers.append(upstream_writer)
             if self.is_cut():  # cut while we were connecting
                 return

@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from common.health import HealthServicer
+from common.peers import client_address
 from common.server import build_server
-from common.stream_limits import REASON, RETRY_AFTER_SECONDS, StreamCounts, client_address
+from common.stream_limits import REASON, RETRY_AFTER_SECONDS, StreamCounts
 
 
 def test_the_address_of_a_peer() -> None:
