@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -38,12 +38,25 @@ class Coalescer(Generic[Item, Result]):
         if len(self._flushers) < self._max_concurrent:
             task = asyncio.create_task(self._flush())
             self._flushers.add(task)
+            # Only for a flusher cancelled before it ran its first line (its finally never runs).
             task.add_done_callback(self._flushers.discard)
         return await future
 
     async def _flush(self) -> None:
         """Run batches until nothing waits."""
-        await asyncio.sleep(0)  # let the calls that arrived together join this batch
+        try:
+            await asyncio.sleep(0)  # let the calls that arrived together join this batch
+            await self._drain()
+        finally:
+            # Leave the set in the same step as the last look at the queue, with no await in
+            # between. A done callback would leave it a loop turn later: a caller woken by this
+            # flusher's last batch that submitted again at once found the set still full, started
+            # no flusher, and waited for ever (tests/unit/test_batching.py, the sequential caller).
+            current = asyncio.current_task()
+            if current is not None:
+                self._flushers.discard(cast("asyncio.Task[None]", current))
+
+    async def _drain(self) -> None:
         while self._waiting:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]

@@ -81,3 +81,17 @@ async def test_a_caller_that_stops_waiting_does_not_disturb_the_others() -> None
     assert await patient == 4
     with pytest.raises(asyncio.CancelledError):
         await impatient
+
+
+async def test_a_caller_submitting_again_as_soon_as_it_is_answered_is_served() -> None:
+    """The flusher that answered it is finishing in that very loop turn; the new item must still run.
+
+    It once waited for ever: the finished flusher left the set of running ones only a turn later,
+    so the new submit saw the set full and started none (CI hung here for 300 s under load).
+    """
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.run, max_batch=10, max_concurrent=1)
+    async with asyncio.timeout(5):
+        for i in range(20, 40):
+            assert await coalescer.submit(i) == i * 2
+    assert recorder.batches == [[i] for i in range(20, 40)]
