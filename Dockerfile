@@ -25,13 +25,17 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c8
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/jobqueue
-# Dependencies before code: this layer is rebuilt only when requirements.txt changes.
+# Dependencies before code: this layer is rebuilt only when requirements.txt changes. It is the lock
+# (`make lock`): every package, transitive ones included, pinned with the sha256 of its files, and
+# --require-hashes installs no other file and no package it does not pin. --no-build-isolation: pip
+# fetches no build backend of its own, unchecked (./gen is built with the setuptools locked there).
 COPY requirements.txt /tmp/requirements.txt
-RUN /opt/jobqueue/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+RUN /opt/jobqueue/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/requirements.txt
 # The client library's dependencies are pinned in requirements.txt (installed above); `pip check`
-# proves that they satisfy it. Then pip and setuptools go: nothing installs anything at run time.
+# proves that they satisfy it. It is built with that setuptools too. Then pip and setuptools go:
+# nothing installs anything at run time.
 COPY gen/ /tmp/gen/
-RUN /opt/jobqueue/bin/pip install --no-cache-dir --no-deps /tmp/gen \
+RUN /opt/jobqueue/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/gen \
     && /opt/jobqueue/bin/pip check \
     && /opt/jobqueue/bin/pip uninstall --yes --quiet pip setuptools
 

