@@ -112,7 +112,7 @@ class Reloading(Generic[T]):
         self._read_at = self._clock()
         try:
             value = self._read()
-        except SettingsError as error:
+        except (SettingsError, OSError) as error:
             log.warning("%s not read again; the last ones stay in use", self._what, extra={"error": str(error)})
             return
         if value != self._value:

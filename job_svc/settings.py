@@ -50,7 +50,7 @@ class Settings(ServiceSettings):
     jwt_public_key_file: str = setting(
         "",
         "File holding the PEM public key, or several one after another (all trusted, each known by its JWK"
-        f" thumbprint, the `kid` auth writes into its tokens); read again every {REREAD_SECONDS:g} s.",
+        " thumbprint, the `kid` auth writes into its tokens); read again like JWT_PUBLIC_KEYS_DIR.",
     )
     jwt_public_keys_dir: str = setting(
         "",
