@@ -41,6 +41,8 @@ def token_issuer(settings: AuthSettings) -> TokenIssuer:
 async def serve(settings: AuthSettings, supervisor: service.Supervisor) -> None:
     """Serve until a stop is requested, then stop gracefully."""
     issuer = token_issuer(settings)
+    # The job service logs the kids it trusts: matching them is how an operator checks a key rotation.
+    log.info("signing tokens", extra={"kid": issuer.key_id})
     if settings.uses_dev_key:
         log.warning(
             "signing tokens with the generated development key; set JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE",

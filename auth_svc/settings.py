@@ -11,6 +11,9 @@ from common.settings import ServiceSettings, SettingsError, setting
 #: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.
 MIN_ROUNDS, MAX_ROUNDS = 4, 31
 MIN_PRODUCTION_ROUNDS = 10
+#: Bounds of TOKEN_TTL_SECONDS. Below a minute, clients would log in (a bcrypt hash each time) more often than
+#: they do anything else; beyond a day, a stolen token, a revoked role or a retired key would live on too long.
+MIN_TTL_SECONDS, MAX_TTL_SECONDS = 60, 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,19 @@ class AuthSettings(ServiceSettings):
     bcrypt_rounds: int = setting(
         12, f"bcrypt cost ({MIN_ROUNDS}..{MAX_ROUNDS}); at least {MIN_PRODUCTION_ROUNDS} in production"
     )
-    token_ttl_seconds: int = setting(3600, "how long an access token is accepted after login")
+    token_ttl_seconds: int = setting(
+        3600, f"how long an access token is accepted after login ({MIN_TTL_SECONDS}..{MAX_TTL_SECONDS})"
+    )
     jwt_issuer: str = setting("jobqueue-auth", "the tokens' iss claim")
     jwt_audience: str = setting("jobqueue", "the tokens' aud claim")
-    jwt_private_key: str = setting("", "Ed25519 private key (PEM) that signs tokens", secret=True)
-    jwt_private_key_file: str = setting("", "path of a file holding JWT_PRIVATE_KEY (used when that is empty)")
+    jwt_private_key: str = setting(
+        "", "Ed25519 private key (PEM) that signs tokens; its id goes into each token's kid header", secret=True
+    )
+    jwt_private_key_file: str = setting(
+        "",
+        "path of a file holding JWT_PRIVATE_KEY (used when that is empty); to rotate, give the job service the new"
+        " public key first, then restart auth with the new private key",
+    )
     registers_per_minute_per_address: int = setting(
         10, "Register calls one client address may make a minute (bursts of as many); beyond: RESOURCE_EXHAUSTED"
     )
@@ -47,8 +58,11 @@ class AuthSettings(ServiceSettings):
         """The auth service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
         if self.db_pool_size < 1:
             raise SettingsError(f"DB_POOL_SIZE={self.db_pool_size} must be at least 1")
-        if self.token_ttl_seconds < 1:
-            raise SettingsError(f"TOKEN_TTL_SECONDS={self.token_ttl_seconds} must be at least 1")
+        if not MIN_TTL_SECONDS <= self.token_ttl_seconds <= MAX_TTL_SECONDS:
+            raise SettingsError(
+                f"TOKEN_TTL_SECONDS={self.token_ttl_seconds} must be between {MIN_TTL_SECONDS} and "
+                f"{MAX_TTL_SECONDS} (a minute to a day)"
+            )
         for name in (
             "registers_per_minute_per_address",
             "logins_per_minute_per_address",

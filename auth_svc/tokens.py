@@ -1,5 +1,9 @@
 """Access tokens: EdDSA (Ed25519) JWTs that the job service verifies with the public key alone.
 
+Header: ``kid`` names the signing key by its JWK thumbprint (common.secrets.key_id),
+so the job service, which may trust several keys while one replaces another,
+knows which one verifies the token.
+
 Claims (the contract job_svc checks): ``sub`` (the user's UUID), ``email``,
 ``iat``, ``exp``, ``iss``, ``aud`` and ``roles``.
 
@@ -24,6 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from common.secrets import key_id
 from common.settings import SettingsError
 
 ALGORITHM = "EdDSA"
@@ -59,6 +64,8 @@ class TokenIssuer:
 
     def __init__(self, key: Ed25519PrivateKey, *, issuer: str, audience: str, ttl_seconds: int) -> None:
         self._key = key
+        #: The signing key's id, written into every token's ``kid`` header.
+        self.key_id = key_id(key.public_key())
         self._issuer = issuer
         self._audience = audience
         self._ttl = timedelta(seconds=ttl_seconds)
@@ -81,4 +88,5 @@ class TokenIssuer:
             "aud": self._audience,
             ROLES_CLAIM: list(roles),
         }
-        return IssuedToken(jwt.encode(claims, self._key, algorithm=ALGORITHM), expires_at)
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id})
+        return IssuedToken(token, expires_at)

@@ -1,26 +1,41 @@
-"""Where the JWT keys and the worker token come from.
+"""Where the JWT keys and the worker token come from, and how a key is named.
 
 In production (``APP_ENV=production``) every secret must be configured, inline
 or as a file path, and a service refuses to start without it. Anywhere else a
 missing secret is generated once into ``DEV_SECRETS_DIR`` (default
 ``var/secrets``) and shared from there, so a fresh checkout runs with no set-up.
+
+Both secrets rotate without logging anyone out, because the checking side
+accepts a set: the job service trusts several public keys at once (a key file
+may hold several PEM keys one after another), each named by its ``key_id``,
+which the auth service writes into every token's ``kid`` header; and a worker
+token file may hold several tokens, one per line, of which the job service
+accepts any and a worker presents the last (the newest).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
+import re
 import secrets as _random
 import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.settings import ServiceSettings, SettingsError
 
 PRIVATE_KEY = "jwt-ed25519.pem"
 PUBLIC_KEY = "jwt-ed25519.pub.pem"
 WORKER_TOKEN = "worker-token"  # noqa: S105 - a file name, not a secret
+#: The shortest worker token production accepts: a guessable token would let anyone settle any job.
+MIN_PRODUCTION_TOKEN_LENGTH = 32
+#: A PEM block: its label ("PUBLIC KEY", "PRIVATE KEY", ...) and everything up to its END line.
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
 
 
 def _write_once(path: Path, data: bytes, mode: int) -> None:
@@ -71,10 +86,7 @@ def resolve(*, inline: str, file: str, dev_name: str, app_env: str, dev_dir: str
     if inline:
         return inline.encode()
     if file:
-        try:
-            return Path(file).read_bytes().strip()
-        except OSError as error:
-            raise SettingsError(f"{variable}_FILE={file!r} cannot be read: {error.strerror}") from None
+        return read(file, f"{variable}_FILE").strip()
     if app_env == "production":
         raise SettingsError(f"{variable} or {variable}_FILE must be set when APP_ENV=production")
     return (ensure_dev_secrets(dev_dir) / dev_name).read_bytes().strip()
@@ -95,3 +107,109 @@ def of(settings: ServiceSettings, variable: str, dev_name: str) -> bytes:
         dev_dir=settings.dev_secrets_dir,
         variable=variable,
     )
+
+
+def origin(settings: ServiceSettings, variable: str) -> str:
+    """Where ``of(settings, variable, ...)`` takes the secret from, for a message: the variable, its file, or dev."""
+    field = variable.lower()
+    if getattr(settings, field):
+        return variable
+    if getattr(settings, f"{field}_file"):
+        return f"{variable}_FILE"
+    return f"the development {variable} in DEV_SECRETS_DIR"
+
+
+def read(path: str | Path, variable: str) -> bytes:
+    """The bytes of the file ``path`` that ``variable`` names; SettingsError naming both if it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise SettingsError(f"{variable}={str(path)!r} cannot be read: {error.strerror}") from None
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """The key's RFC 7638 JWK thumbprint: SHA-256 of its canonical JWK, base64url without padding.
+
+    Derived from the key itself, so the auth service (signing) and the job
+    service (verifying) agree on a key's name with nothing more to configure.
+    """
+    x = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    # RFC 7638 section 3.2: the required members only (RFC 8037: crv, kty, x), sorted, no whitespace.
+    jwk = {"crv": "Ed25519", "kty": "OKP", "x": _base64url(x)}
+    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
+    return _base64url(hashlib.sha256(canonical).digest())
+
+
+def public_keys(pem: bytes, source: str) -> dict[str, Ed25519PublicKey]:
+    """Every PEM public key in ``pem`` (one or several, one after another), by key id.
+
+    Text between the blocks is ignored (a comment saying which key is which);
+    anything else is a SettingsError naming ``source``: no key at all, a key
+    that is not Ed25519, or a private key, which the job service must never hold.
+    """
+    # An inline key in an env file or compose YAML often arrives with its line breaks written as "\n".
+    text = pem.replace(b"\\n", b"\n")
+    blocks = list(_PEM_BLOCK.finditer(text))
+    if not blocks:
+        raise SettingsError(f"{source} holds no PEM public key")
+    keys: dict[str, Ed25519PublicKey] = {}
+    for block in blocks:
+        label = block[1].decode()
+        if label != "PUBLIC KEY":
+            raise SettingsError(f"{source} holds a {label}; give the job service public keys only")
+        try:
+            key = serialization.load_pem_public_key(block[0])
+        except ValueError:
+            raise SettingsError(f"{source} holds a PEM public key that does not parse") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise SettingsError(f"{source} holds a key that is not Ed25519 (tokens are signed with EdDSA)")
+        keys[key_id(key)] = key
+    return keys
+
+
+def key_files(directory: str, variable: str) -> list[Path]:
+    """The key files in ``directory``: every visible file (symbolic links followed), by name.
+
+    Hidden names are skipped: editors' and copy tools' temporary files, and the
+    ``..data`` links a Kubernetes secret volume keeps beside its files.
+    """
+    try:
+        entries = sorted(Path(directory).iterdir())
+    except OSError as error:
+        raise SettingsError(f"{variable}={directory!r} cannot be read: {error.strerror}") from None
+    return [entry for entry in entries if not entry.name.startswith(".") and entry.is_file()]
+
+
+def worker_tokens(settings: ServiceSettings) -> tuple[bytes, ...]:
+    """The worker tokens of ``settings`` (WORKER_TOKEN, else WORKER_TOKEN_FILE, else the dev one), in order.
+
+    The job service accepts any of them; a worker presents the last, so a file
+    both share rotates by appending the new token and, once every worker
+    presents it, removing the old one.
+    """
+    text = of(settings, "WORKER_TOKEN", WORKER_TOKEN)
+    return parse_worker_tokens(text, origin(settings, "WORKER_TOKEN"), production=settings.production)
+
+
+def parse_worker_tokens(text: bytes, variable: str, *, production: bool) -> tuple[bytes, ...]:
+    """The worker tokens in ``text``, one per line (blank lines skipped), in order.
+
+    Each travels as a gRPC metadata value, so it must be printable ASCII without
+    spaces; in production each must be at least MIN_PRODUCTION_TOKEN_LENGTH characters.
+    """
+    tokens = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not tokens:
+        raise SettingsError(f"{variable} holds no worker token")
+    for token in tokens:
+        if not all(0x21 <= byte <= 0x7E for byte in token):
+            raise SettingsError(f"{variable} must hold printable ASCII tokens without spaces")
+        if production and len(token) < MIN_PRODUCTION_TOKEN_LENGTH:
+            raise SettingsError(
+                f"{variable} holds a token of {len(token)} characters; APP_ENV=production needs at least "
+                f"{MIN_PRODUCTION_TOKEN_LENGTH} (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    return tokens
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

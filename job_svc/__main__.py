@@ -42,10 +42,11 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     # Before anything connects: a module that cannot be loaded stops the service here, with its name.
     types = JobTypes.load(settings.modules())
     authenticator = Authenticator(
-        public_key_pem=settings.public_key_pem(),
+        keys=settings.public_keys,
+        worker_tokens=settings.worker_tokens,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
-        worker_token=settings.token(),
+        leeway_seconds=settings.jwt_leeway_seconds,
     )
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
     publisher = Publisher(settings.rabbitmq_url, rabbitmq.Topology(settings.rabbitmq_queue))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from common import demo_jobs, secrets
 from common.job_types import module_names
 from common.settings import ServiceSettings, SettingsError, setting
+from job_svc.auth import REREAD_SECONDS
+
+#: The most clock skew JWT_LEEWAY_SECONDS may allow: more would keep an expired token alive for minutes.
+MAX_LEEWAY_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,30 @@ class Settings(ServiceSettings):
         " 0 keeps connections for ever.",
     )
     jwt_public_key: str = setting("", "PEM public key verifying access tokens (or JWT_PUBLIC_KEY_FILE).")
-    jwt_public_key_file: str = setting("", "File holding the PEM public key.")
+    jwt_public_key_file: str = setting(
+        "",
+        "File holding the PEM public key, or several one after another (all trusted, each known by its JWK"
+        " thumbprint, the `kid` auth writes into its tokens); read again like JWT_PUBLIC_KEYS_DIR.",
+    )
+    jwt_public_keys_dir: str = setting(
+        "",
+        "Directory of PEM public key files, one key per file, all trusted (instead of JWT_PUBLIC_KEY or its file);"
+        f" read again every {REREAD_SECONDS:g} s and when a token names a key not seen yet, so keys are added and"
+        " retired without a restart.",
+    )
+    jwt_leeway_seconds: int = setting(
+        30,
+        f"Clock skew allowed between the auth and job hosts (0..{MAX_LEEWAY_SECONDS}): a token is accepted this"
+        " long before its `iat`/`nbf` and after its `exp`.",
+    )
     jwt_issuer: str = setting("jobqueue-auth", "Required `iss` claim of access tokens.")
     jwt_audience: str = setting("jobqueue", "Required `aud` claim of access tokens.")
     worker_token: str = setting("", "Secret the workers present to call UpdateJob (or WORKER_TOKEN_FILE).", secret=True)
-    worker_token_file: str = setting("", "File holding the worker token.")
+    worker_token_file: str = setting(
+        "",
+        "File holding the worker token, or several, one per line (any is accepted, so a new one can be added"
+        f" before the workers switch to it); read again every {REREAD_SECONDS:g} s.",
+    )
     job_type_modules: str = setting(
         "",
         "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
@@ -64,6 +89,13 @@ class Settings(ServiceSettings):
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
         if not self.max_connection_age_seconds >= 0:
             raise SettingsError("MAX_CONNECTION_AGE_SECONDS must be 0 (no limit) or a number of seconds")
+        if not 0 <= self.jwt_leeway_seconds <= MAX_LEEWAY_SECONDS:
+            raise SettingsError(
+                f"JWT_LEEWAY_SECONDS={self.jwt_leeway_seconds} must be between 0 and {MAX_LEEWAY_SECONDS}"
+            )
+        if self.jwt_public_keys_dir and (self.jwt_public_key or self.jwt_public_key_file):
+            # Keys from two places would make retiring one a matter of remembering both.
+            raise SettingsError("set JWT_PUBLIC_KEYS_DIR or JWT_PUBLIC_KEY(_FILE), not both")
         self.modules()
 
     def modules(self) -> tuple[str, ...]:
@@ -72,10 +104,35 @@ class Settings(ServiceSettings):
             module_names(self.job_type_modules), demo=self.demo_job_types, production=self.production
         )
 
-    def public_key_pem(self) -> bytes:
-        """The key verifying access tokens: inline, else from its file, else (outside production) the dev key."""
-        return secrets.of(self, "JWT_PUBLIC_KEY", secrets.PUBLIC_KEY)
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The keys that verify access tokens, by key id; called at start and again while the service runs.
 
-    def token(self) -> bytes:
-        """The worker token UpdateJob callers must present: inline, else from its file, else the dev secret."""
-        return secrets.of(self, "WORKER_TOKEN", secrets.WORKER_TOKEN)
+        From JWT_PUBLIC_KEY (else its file), or every file in JWT_PUBLIC_KEYS_DIR,
+        else (outside production) the dev key. Raises SettingsError, naming the
+        file, for one that cannot be read or holds anything but Ed25519 public
+        keys, and when no key is found at all.
+        """
+        if self.production and not (self.jwt_public_key or self.jwt_public_key_file or self.jwt_public_keys_dir):
+            raise SettingsError(
+                "JWT_PUBLIC_KEY, JWT_PUBLIC_KEY_FILE or JWT_PUBLIC_KEYS_DIR must be set when APP_ENV=production"
+            )
+        if not self.jwt_public_keys_dir:
+            return secrets.public_keys(
+                secrets.of(self, "JWT_PUBLIC_KEY", secrets.PUBLIC_KEY), secrets.origin(self, "JWT_PUBLIC_KEY")
+            )
+        keys: dict[str, Ed25519PublicKey] = {}
+        for path in secrets.key_files(self.jwt_public_keys_dir, "JWT_PUBLIC_KEYS_DIR"):
+            source = f"{path} (in JWT_PUBLIC_KEYS_DIR)"
+            keys.update(secrets.public_keys(secrets.read(path, "JWT_PUBLIC_KEYS_DIR file"), source))
+        if not keys:
+            raise SettingsError(f"JWT_PUBLIC_KEYS_DIR={self.jwt_public_keys_dir!r} holds no key file")
+        return keys
+
+    def worker_tokens(self) -> frozenset[bytes]:
+        """The worker tokens UpdateJob callers may present (any of them); called at start and again while running.
+
+        From WORKER_TOKEN, else its file (one per line), else (outside production)
+        the dev secret; SettingsError for a token a worker could not send, or, in
+        production, one shorter than secrets.MIN_PRODUCTION_TOKEN_LENGTH.
+        """
+        return frozenset(secrets.worker_tokens(self))

@@ -24,7 +24,11 @@ class Settings(ServiceSettings):
     worker_token: str = setting(
         "", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)", secret=True
     )
-    worker_token_file: str = setting("", "path of a file holding the worker token")
+    worker_token_file: str = setting(
+        "",
+        "path of a file holding the worker token; during a rotation it may hold several, one per line, "
+        "and the worker sends the last (the newest)",
+    )
     worker_health_host: str = setting("0.0.0.0", "interface of the health/reflection gRPC server")
     worker_health_port: int = setting(5003, "port of the health/reflection gRPC server", port=True)
     metrics_port: int = setting(
@@ -76,9 +80,9 @@ class Settings(ServiceSettings):
         )
 
     def token(self) -> bytes:
-        """The worker token: inline, else from its file, else (outside production) the dev secret."""
-        token = secrets.of(self, "WORKER_TOKEN", secrets.WORKER_TOKEN)
-        # It travels as a gRPC metadata value, which must be printable ASCII.
-        if not token or not all(0x21 <= byte <= 0x7E for byte in token):
-            raise SettingsError("WORKER_TOKEN must be non-empty printable ASCII without spaces")
-        return token
+        """The worker token to present: the last one given (the newest, during a rotation), else the dev secret.
+
+        Raises SettingsError for a token that cannot travel as gRPC metadata, or,
+        with APP_ENV=production, one too short to resist guessing.
+        """
+        return secrets.worker_tokens(self)[-1]

@@ -14,14 +14,19 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.settings import load
+from job_svc.settings import Settings
 from jobqueue.client import JobQueueError, JobStatus, connect_jobs
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.integration.jobservice import JobService
 from tests.support.clients import bearer, mint_token
 
+#: How long past its ``exp`` the job service (`jobs` runs it with the default JWT_LEEWAY_SECONDS) accepts a token.
+LEEWAY = load(Settings, {}).jwt_leeway_seconds
+
 
 async def _until_past(instant: int) -> None:
-    """Sleep until the wall clock is past ``instant`` (a JWT ``exp``, whole seconds)."""
+    """Sleep until the wall clock is past ``instant`` (whole seconds)."""
     await asyncio.sleep(max(0.0, instant - time.time()) + 0.2)
 
 
@@ -29,8 +34,8 @@ async def test_a_token_that_expires_mid_session_is_refreshed_once_and_the_calls_
     jobs: JobService, secrets_dir: Path
 ) -> None:
     owner = uuid.uuid4()
-    expires = int(time.time()) + 3
-    short_lived = mint_token(secrets_dir, owner, exp=expires)
+    refused_from = int(time.time()) + 3  # the token's exp plus the leeway: the service refuses it from then on
+    short_lived = mint_token(secrets_dir, owner, iat=refused_from - 600, exp=refused_from - LEEWAY)
     minted: list[str] = []
 
     async def refresh() -> str:
@@ -41,7 +46,7 @@ async def test_a_token_that_expires_mid_session_is_refreshed_once_and_the_calls_
     async with connect_jobs(jobs.address, token=short_lived, refresh=refresh) as client:
         job = await client.submit("reverse_string", "hello")
         assert minted == []  # the first token was good
-        await _until_past(expires)
+        await _until_past(refused_from)
 
         # The service does refuse the old token now: without the refresh these calls would fail.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -63,7 +68,7 @@ async def test_a_token_that_expires_mid_session_is_refreshed_once_and_the_calls_
 async def test_a_refresh_that_does_not_help_raises_the_second_unauthenticated(
     jobs: JobService, secrets_dir: Path
 ) -> None:
-    expired = int(time.time()) - 10
+    expired = int(time.time()) - 10 - LEEWAY
     handed_out: list[str] = []
 
     async def refresh() -> str:

@@ -31,7 +31,9 @@ def test_production_refuses_cheap_bcrypt() -> None:
         ({"BCRYPT_ROUNDS": "3"}, "BCRYPT_ROUNDS=3 must be between 4 and 31"),
         ({"BCRYPT_ROUNDS": "32"}, "BCRYPT_ROUNDS=32 must be between 4 and 31"),
         ({"BCRYPT_ROUNDS": "twelve"}, "BCRYPT_ROUNDS='twelve' is not an integer"),
-        ({"TOKEN_TTL_SECONDS": "0"}, "TOKEN_TTL_SECONDS=0 must be at least 1"),
+        ({"TOKEN_TTL_SECONDS": "0"}, "TOKEN_TTL_SECONDS=0 must be between 60 and 86400"),
+        ({"TOKEN_TTL_SECONDS": "59"}, "TOKEN_TTL_SECONDS=59 must be between 60 and 86400"),
+        ({"TOKEN_TTL_SECONDS": "86401"}, "TOKEN_TTL_SECONDS=86401 must be between 60 and 86400"),
         ({"AUTH_PORT": "70000"}, "AUTH_PORT=70000 is not a TCP port"),
         ({"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE=0 must be at least 1"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD' is not a log level"),
@@ -41,6 +43,11 @@ def test_bad_values_name_their_variable(environ: dict[str, str], message: str) -
     with pytest.raises(SettingsError) as caught:
         load(AuthSettings, environ)
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("ttl", [60, 3600, 86400])
+def test_a_token_ttl_from_a_minute_to_a_day_is_taken(ttl: int) -> None:
+    assert load(AuthSettings, {"TOKEN_TTL_SECONDS": str(ttl)}).token_ttl_seconds == ttl
 
 
 def test_production_needs_a_configured_key(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from auth_svc.roles import Role
 from auth_svc.settings import AuthSettings
 from auth_svc.tokens import ROLES_CLAIM, TokenIssuer, load_private_key
+from common.secrets import key_id, public_keys
 from common.settings import SettingsError, load
 from job_svc.auth import Authenticator, Caller
 from job_svc.errors import ExpiredToken, InvalidToken, OperatorsOnly
@@ -40,14 +41,15 @@ def pem(key: Ed25519PrivateKey) -> bytes:
 
 
 def authenticator(public_key: Ed25519PublicKey, **overrides: str) -> Authenticator:
-    """The job service's Authenticator for ``public_key``, with its default settings (``overrides`` aside)."""
+    """The job service's Authenticator trusting ``public_key``, with its default settings (``overrides`` aside)."""
     settings = load(JobSettings, {})
     public_pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return Authenticator(
-        public_key_pem=public_pem,
+        keys=lambda: public_keys(public_pem, "the test's key"),
+        worker_tokens=lambda: frozenset({WORKER_TOKEN}),
         issuer=overrides.get("issuer", settings.jwt_issuer),
         audience=overrides.get("audience", settings.jwt_audience),
-        worker_token=WORKER_TOKEN,
+        leeway_seconds=settings.jwt_leeway_seconds,
     )
 
 
@@ -80,7 +82,7 @@ def test_the_job_service_accepts_what_the_auth_service_mints(key: Ed25519Private
     issued = issuer.issue(str(subject), "ada@example.com")
 
     assert accept(issued.token, key.public_key()) == Caller(subject, operator=False)
-    assert jwt.get_unverified_header(issued.token)["alg"] == "EdDSA"
+    assert jwt.get_unverified_header(issued.token) == {"alg": "EdDSA", "typ": "JWT", "kid": key_id(key.public_key())}
     claims = claims_of(issued.token)
     assert claims["email"] == "ada@example.com"
     assert before.timestamp() <= claims["iat"] <= datetime.now(UTC).timestamp()
@@ -117,7 +119,9 @@ def test_roles_are_exactly_what_the_users_table_allows() -> None:
 
 
 def test_expiry_is_honoured(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None:
-    long_ago = datetime.now(UTC) - timedelta(seconds=TTL + 5)
+    # Expired for longer than the job service's default leeway for clock skew.
+    leeway = load(JobSettings, {}).jwt_leeway_seconds
+    long_ago = datetime.now(UTC) - timedelta(seconds=TTL + leeway + 5)
     expired = issuer.issue(str(uuid.uuid4()), "ada@example.com", now=long_ago)
     assert expired.expires_at < datetime.now(UTC)
     with pytest.raises(ExpiredToken):
@@ -129,8 +133,20 @@ def test_expiry_is_honoured(key: Ed25519PrivateKey, issuer: TokenIssuer) -> None
 
 def test_another_key_is_rejected(issuer: TokenIssuer) -> None:
     token = issuer.issue(str(uuid.uuid4()), "ada@example.com").token
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken, match="kid unknown"):
         accept(token, Ed25519PrivateKey.generate().public_key())
+
+
+def test_a_token_naming_a_trusted_key_but_signed_by_another_is_rejected(key: Ed25519PrivateKey) -> None:
+    settings = load(AuthSettings, {})
+    forger = TokenIssuer(
+        Ed25519PrivateKey.generate(), issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl_seconds=TTL
+    )
+    forger.key_id = key_id(key.public_key())  # the kid of the key the job service trusts
+    token = forger.issue(str(uuid.uuid4()), "ada@example.com").token
+    assert jwt.get_unverified_header(token)["kid"] == key_id(key.public_key())
+    with pytest.raises(InvalidToken, match="not valid"):
+        accept(token, key.public_key())
 
 
 @pytest.mark.parametrize("expected", [{"audience": "someone-else"}, {"issuer": "someone-else"}])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.secrets import PUBLIC_KEY, WORKER_TOKEN, ensure_dev_secrets
+from common.secrets import PUBLIC_KEY, WORKER_TOKEN, ensure_dev_secrets, public_keys
 from job_svc import auth
 from job_svc.auth import Authenticator
 from job_svc.errors import ExpiredToken, InvalidToken
@@ -20,23 +20,28 @@ def secrets(tmp_path: Path) -> Path:
     return ensure_dev_secrets(tmp_path)
 
 
-def authenticator(secrets: Path) -> Authenticator:
+def authenticator(secrets: Path, leeway_seconds: int = 0) -> Authenticator:
     return Authenticator(
-        public_key_pem=(secrets / PUBLIC_KEY).read_bytes(),
+        keys=lambda: public_keys((secrets / PUBLIC_KEY).read_bytes(), "the dev key"),
+        worker_tokens=lambda: frozenset({(secrets / WORKER_TOKEN).read_bytes().strip()}),
         issuer="jobqueue-auth",
         audience="jobqueue",
-        worker_token=(secrets / WORKER_TOKEN).read_bytes().strip(),
+        leeway_seconds=leeway_seconds,
     )
 
 
-def test_a_remembered_token_is_refused_once_it_expires(secrets: Path) -> None:
-    checker = authenticator(secrets)
+@pytest.mark.parametrize("leeway", [0, 1])
+def test_a_remembered_token_is_refused_once_it_expires(secrets: Path, leeway: int) -> None:
+    checker = authenticator(secrets, leeway)
     user = uuid.uuid4()
     now = int(time.time())
-    token = mint_token(secrets, user, iat=now, exp=now + 1)
+    token = mint_token(secrets, user, iat=now - 1, exp=now + 1)
     assert checker.user(bearer(token)).id == user
     assert checker.user(bearer(token)).id == user  # from memory now
     time.sleep(now + 1.1 - time.time())
+    if leeway:  # still accepted within the leeway: from memory now, as it was never refused
+        assert checker.user(bearer(token)).id == user
+        time.sleep(now + 1 + leeway + 0.1 - time.time())
     with pytest.raises(ExpiredToken):
         checker.user(bearer(token))
 
