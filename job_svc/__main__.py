@@ -20,6 +20,7 @@ from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
 from common.job_types import JobTypes
 from common.server import build_server
+from common.signing import Signer
 from job_svc import metrics as job_metrics
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
@@ -49,7 +50,9 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         leeway_seconds=settings.jwt_leeway_seconds,
     )
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
-    publisher = Publisher(settings.rabbitmq_url, rabbitmq.Topology(settings.rabbitmq_queue))
+    publisher = Publisher(
+        settings.rabbitmq_url, rabbitmq.Topology(settings.rabbitmq_queue), Signer(authenticator.worker_tokens)
+    )
     metrics_server = None
     try:
         store = JobStore(pool)

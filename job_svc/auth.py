@@ -144,6 +144,10 @@ class Authenticator:
         #: the key that verified them, so a token outlives neither its expiry nor its key. Oldest first.
         self._verified: dict[str, tuple[Caller, float, str]] = {}
 
+    def worker_tokens(self) -> frozenset[bytes]:
+        """The worker tokens trusted now; the job service signs its queue messages with each (common/signing.py)."""
+        return self._worker_tokens.get()
+
     def user(self, metadata: Metadata) -> Caller:
         """The user whose access token the call carries."""
         token = _bearer(metadata)

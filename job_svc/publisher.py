@@ -16,6 +16,7 @@ from pamqp.commands import Basic
 
 from common import rabbitmq
 from common.messages import CANCELLATION_TYPE, CONTENT_TYPE, MESSAGE_TYPE, encode_cancellation
+from common.signing import Signer
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
 
@@ -37,8 +38,10 @@ class QueueStats:
 class Publisher:
     """Keeps one confirmed channel open, reconnecting by itself; publishes batches of messages."""
 
-    def __init__(self, url: str, topology: rabbitmq.Topology) -> None:
+    def __init__(self, url: str, topology: rabbitmq.Topology, signer: Signer) -> None:
+        """``signer`` signs every message, so that workers act only on what this service published."""
         self._topology = topology
+        self._signer = signer
         self._control: AbstractExchange | None = None
         self._link = rabbitmq.Reconnector(url, name="job_svc publisher", open_session=self._open)
 
@@ -91,6 +94,7 @@ class Publisher:
                             message_type=MESSAGE_TYPE,
                             message_id=str(message.job_id),
                             priority=int(message.priority),
+                            headers=self._signer.headers(MESSAGE_TYPE, message.body),
                         ),
                         mandatory=True,
                         timeout=10,
@@ -139,7 +143,12 @@ class Publisher:
             log.warning("cannot announce a cancellation: RabbitMQ unreachable", extra={"job_id": str(job_id)})
             return
         body = encode_cancellation(job_id)
-        message = aio_pika.Message(body, content_type=CONTENT_TYPE, type=CANCELLATION_TYPE)
+        message = aio_pika.Message(
+            body,
+            content_type=CONTENT_TYPE,
+            type=CANCELLATION_TYPE,
+            headers=self._signer.headers(CANCELLATION_TYPE, body),
+        )
         try:
             await control.publish(message, routing_key="", timeout=5)
         except _PUBLISH_ERRORS as error:

@@ -14,10 +14,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from common import metrics, service
+from common import metrics, secrets, service
 from common.health import NOT_SERVING, HealthMonitor, HealthServicer
 from common.rabbitmq import Topology
 from common.server import build_server
+from common.signing import Verifier
 from worker_svc.consumer import QueueConsumer
 from worker_svc.delivery import DeliveryHandler
 from worker_svc.handlers import load_job_types
@@ -44,7 +45,8 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     runner = Runner(types, settings.handler_processes)
     metrics_server = None
     try:
-        handler = DeliveryHandler(reports, runner)
+        # Every worker token this worker holds: during a rotation its file lists the old and the new.
+        handler = DeliveryHandler(reports, runner, Verifier(secrets.worker_tokens(settings)))
         consumer = QueueConsumer(
             settings.rabbitmq_url,
             Topology(settings.rabbitmq_queue),

@@ -35,7 +35,16 @@ import grpc
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from common.messages import Delivery, MalformedDelivery, MalformedMessage, decode_cancellation, decode_delivery
+from common.messages import (
+    CANCELLATION_TYPE,
+    MESSAGE_TYPE,
+    Delivery,
+    MalformedDelivery,
+    MalformedMessage,
+    decode_cancellation,
+    decode_delivery,
+)
+from common.signing import Verifier
 from worker_svc import metrics
 from worker_svc.consumer import BROKER_ERRORS
 from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
@@ -79,9 +88,11 @@ class JobRunner(Protocol):
 class DeliveryHandler:
     """Handles each delivery from the job queue; see the module doc."""
 
-    def __init__(self, reports: Reports, runner: JobRunner, *, requeue_delay: float = 1.0) -> None:
+    def __init__(self, reports: Reports, runner: JobRunner, verifier: Verifier, *, requeue_delay: float = 1.0) -> None:
+        """``verifier`` checks that the job service signed each message: no other is run (common/signing.py)."""
         self._reports = reports
         self._runner = runner
+        self._verifier = verifier
         # Handing a message straight back when the job service refuses our
         # reports would spin it between workers as fast as the network allows.
         self._requeue_delay = requeue_delay
@@ -92,6 +103,14 @@ class DeliveryHandler:
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Process one delivery to the end: acked, rejected, handed back, or left for redelivery."""
+        if forged := self._verifier.check(MESSAGE_TYPE, message.body, message.headers):
+            metrics.FORGED.labels("job", forged).inc()
+            log.warning(
+                "message not signed by the job service dead-lettered",
+                extra={"reason": forged, "body_bytes": len(message.body), "message_id": message.message_id},
+            )
+            await _settle(message.reject(requeue=False), "reject")
+            return
         try:
             delivery = decode_delivery(message.body)
         except MalformedDelivery as error:
@@ -199,6 +218,10 @@ class DeliveryHandler:
 
     async def handle_control(self, message: AbstractIncomingMessage) -> None:
         """Act on a notice from the control exchange (a JobCancellation); never raises."""
+        if forged := self._verifier.check(CANCELLATION_TYPE, message.body, message.headers):
+            metrics.FORGED.labels("control", forged).inc()
+            log.warning("control notice not signed by the job service ignored", extra={"reason": forged})
+            return
         try:
             job_id = decode_cancellation(message.body)
         except MalformedMessage:

@@ -18,6 +18,12 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0),
 )
 MALFORMED = Counter("jobqueue_worker_malformed_messages_total", "Undecodable messages dead-lettered.")
+FORGED = Counter(
+    "jobqueue_worker_forged_messages_total",
+    "Messages not signed by the job service (common/signing.py), by kind (job: dead-lettered; control: "
+    "ignored) and reason (unsigned, bad_signature).",
+    ["kind", "reason"],
+)
 STALE_COPIES = Counter(
     "jobqueue_worker_stale_copies_dropped_total",
     "Messages dropped unclaimed because their channel closed while they waited (the broker redelivered them).",

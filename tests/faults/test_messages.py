@@ -15,6 +15,7 @@ from pathlib import Path
 import aio_pika
 from google.protobuf import struct_pb2
 
+from common.secrets import WORKER_TOKEN
 from jobqueue.jobs.v1 import delivery_pb2
 from tests.faults.scenario import JOBS, settle, start_workers
 from tests.support.clients import mint_token
@@ -34,13 +35,13 @@ async def _duplicate_queue(url: str, queue: str, copies: int) -> int:
     async with connection:
         channel = await connection.channel()
         source = await channel.get_queue(queue)
-        bodies = []
+        taken = []
         while (message := await source.get(fail=False)) is not None:
-            bodies.append(message.body)
+            taken.append((message.body, message.headers))  # the headers carry the job service's signature
             await message.ack()
-        for body in bodies * copies:
-            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
-        return len(bodies)
+        for body, headers in taken * copies:
+            await channel.default_exchange.publish(aio_pika.Message(body, headers=headers), routing_key=queue)
+        return len(taken)
 
 
 def test_duplicate_deliveries_have_exactly_one_outcome(
@@ -79,14 +80,64 @@ def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
     [worker] = start_workers(system, 1, PREFETCH_COUNT="1", METRICS_PORT=str(free_port()))
     began = time.time()
     backlog = mixed(JOBS)
-    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage + strays, priority=NORMAL))
+    # Signed as the job service signs (the poison is its own bug, not a forgery: see the next scenario).
+    signed_with = (secrets_dir / WORKER_TOKEN).read_bytes().strip()
+    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage + strays, priority=NORMAL, signed_with=signed_with))
     specs = asyncio.run(submit(system.job_address, token, backlog[: JOBS // 2]))
-    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage, priority=NORMAL))  # more, mid-backlog
+    # more, mid-backlog
+    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage, priority=NORMAL, signed_with=signed_with))
     specs |= asyncio.run(submit(system.job_address, token, backlog[JOBS // 2 :]))
     settle(system, token, specs, "poison messages in the queue", began, dead=2 * len(garbage))
     assert worker.process.poll() is None
     # Every message in <queue>.dead is one the worker could not decode, not a job's.
     assert scrape(worker.env)[("jobqueue_worker_malformed_messages_total", ())] == 2 * len(garbage)
+
+
+async def _forge_copies(url: str, queue: str) -> int:
+    """Take every message off ``queue``; put it back with two forged copies carrying another payload.
+
+    One copy keeps the original's signature headers (copied, as an eavesdropper on the broker
+    could), the other has none. Returns how many messages were taken.
+    """
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        source = await channel.get_queue(queue)
+        taken = []
+        while (message := await source.get(fail=False)) is not None:
+            taken.append((message.body, message.headers, message.priority))
+            await message.ack()
+        for body, headers, priority in taken:
+            forged = delivery_pb2.JobDelivery.FromString(body)
+            forged.payload.CopyFrom(struct_pb2.Value(string_value="forged payload"))
+            altered = forged.SerializeToString()
+            for sent, sent_headers in ((body, headers), (altered, headers), (altered, {})):
+                copy = aio_pika.Message(sent, headers=sent_headers, priority=priority)
+                await channel.default_exchange.publish(copy, routing_key=queue)
+        return len(taken)
+
+
+def test_forged_copies_of_every_message_are_dead_lettered_and_results_follow_the_stored_payload(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token = mint_token(secrets_dir)
+    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
+    deadline = time.monotonic() + 30
+    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
+        assert time.monotonic() < deadline, "the outbox was not published"
+        time.sleep(0.1)
+    assert asyncio.run(_forge_copies(rabbitmq_url, queue_name)) == len(specs)
+    began = time.time()
+    [worker] = start_workers(system, 1, METRICS_PORT=str(free_port()))
+    # Every job completes with the result of the payload it was created with (check_policy), and
+    # both forged copies of each message end in <queue>.dead, counted.
+    settle(system, token, specs, "forged copies of every message", began, dead=2 * len(specs))
+    counted = scrape(worker.env)
+    forged = sum(
+        counted.get(("jobqueue_worker_forged_messages_total", (("kind", "job"), ("reason", reason))), 0)
+        for reason in ("unsigned", "bad_signature")
+    )
+    assert forged == 2 * len(specs)
 
 
 def test_a_handler_that_always_fails_is_retried_up_to_max_attempts_then_dead_lettered(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import aio_pika
 import pytest
+
+from common.messages import MESSAGE_TYPE
+from common.signing import Signer
 
 
 async def queue_depth(url: str, queue: str) -> int:
@@ -18,17 +22,32 @@ async def queue_depth(url: str, queue: str) -> int:
         return int(declared.declaration_result.message_count or 0)
 
 
-async def publish_raw(url: str, queue: str, bodies: list[bytes], *, priority: int | None = None) -> None:
+async def publish_raw(
+    url: str,
+    queue: str,
+    bodies: list[bytes],
+    *,
+    priority: int | None = None,
+    signed_with: bytes | None = None,
+    headers: list[dict[str, Any]] | None = None,
+) -> None:
     """Publish each body as it is, straight to ``queue``, with no properties but ``priority`` if given.
 
     Without a priority a message waits behind every job in the (priority) job
     queue; with the jobs' own (2, NORMAL) it takes its place among them.
+    ``signed_with`` (a worker token) signs each as the job service signs a job's message
+    (common/signing.py), as if the job service itself had published it; ``headers``, one per
+    body, are sent as given instead (a copy of a real message's, say).
     """
+    signer = Signer(lambda: frozenset({signed_with})) if signed_with is not None else None
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        for body in bodies:
-            await channel.default_exchange.publish(aio_pika.Message(body, priority=priority), routing_key=queue)
+        for i, body in enumerate(bodies):
+            sent = headers[i] if headers is not None else signer.headers(MESSAGE_TYPE, body) if signer else None
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, priority=priority, headers=sent), routing_key=queue
+            )
 
 
 async def queue_exists(url: str, queue: str) -> bool:

@@ -14,12 +14,19 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 from google.protobuf import struct_pb2
 
+from common.messages import CANCELLATION_TYPE, MESSAGE_TYPE
+from common.signing import Signer, Verifier
 from jobqueue.jobs.v1 import delivery_pb2
+from worker_svc import metrics
 from worker_svc.delivery import DeliveryHandler
 from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
 from worker_svc.runner import HandlerError, HandlerProcess, Result
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
+#: The worker token these tests' job service and worker share; messages are signed with it by default.
+TOKEN = b"worker-token-of-the-delivery-tests"
+SIGNER = Signer(lambda: frozenset({TOKEN}))
+VERIFIER = Verifier([TOKEN])
 
 Scripted = Any  # a value to return, or an exception to raise
 
@@ -33,6 +40,13 @@ class FakeMessage:
     settled: list[tuple[str, bool | None]] = field(default_factory=list)
     fail_settling: bool = False
     channel_closed: bool = False
+    #: What kind of message it is, and its headers: signed by the job service unless given.
+    kind: str = MESSAGE_TYPE
+    headers: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.headers is None:
+            self.headers = SIGNER.headers(self.kind, self.body)
 
     @property
     def channel(self) -> object:
@@ -117,7 +131,7 @@ async def handle(
     reports: FakeReports, runner: FakeRunner | None = None, message: FakeMessage | None = None
 ) -> FakeMessage:
     message = message or FakeMessage(body())
-    handler = DeliveryHandler(reports, runner or FakeRunner(), requeue_delay=0)
+    handler = DeliveryHandler(reports, runner or FakeRunner(), VERIFIER, requeue_delay=0)
     await handler.handle(cast(AbstractIncomingMessage, message))
     return message
 
@@ -200,7 +214,7 @@ async def test_superseded_final_report_is_acked() -> None:
 @pytest.mark.parametrize("raw", [b"", b"garbage", b"\n\x03abc"])
 async def test_malformed_body_is_dead_lettered_and_counted(raw: bytes) -> None:
     reports = FakeReports()
-    handler = DeliveryHandler(reports, FakeRunner(), requeue_delay=0)
+    handler = DeliveryHandler(reports, FakeRunner(), VERIFIER, requeue_delay=0)
     first, second = FakeMessage(raw), FakeMessage(raw)
     await handler.handle(cast(AbstractIncomingMessage, first))
     await handler.handle(cast(AbstractIncomingMessage, second))
@@ -327,7 +341,7 @@ async def test_one_delivery_failing_does_not_affect_another() -> None:
             return Result(True, payload[::-1])
 
     reports = FakeReports(fail_reply=RuntimeError("down"))
-    handler = DeliveryHandler(reports, Runner(), requeue_delay=0)
+    handler = DeliveryHandler(reports, Runner(), VERIFIER, requeue_delay=0)
     bad, good = FakeMessage(body(payload="bad")), FakeMessage(body(payload="good"))
     await asyncio.gather(
         handler.handle(cast(AbstractIncomingMessage, bad)), handler.handle(cast(AbstractIncomingMessage, good))
@@ -353,12 +367,12 @@ class BlockingRunner(FakeRunner):
 
 
 def cancellation(job_id: str = JOB_ID) -> FakeMessage:
-    return FakeMessage(delivery_pb2.JobCancellation(job_id=job_id).SerializeToString())
+    return FakeMessage(delivery_pb2.JobCancellation(job_id=job_id).SerializeToString(), kind=CANCELLATION_TYPE)
 
 
 async def test_a_cancellation_notice_stops_the_running_handler_and_acks_without_a_report() -> None:
     reports, runner = FakeReports(claim_reply=1), BlockingRunner()
-    handler = DeliveryHandler(reports, runner, requeue_delay=0)
+    handler = DeliveryHandler(reports, runner, VERIFIER, requeue_delay=0)
     message = FakeMessage(body())
     task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, message)))
     await asyncio.wait_for(runner.started.wait(), 5)
@@ -372,7 +386,7 @@ async def test_a_cancellation_notice_stops_the_running_handler_and_acks_without_
 
 async def test_stopping_the_worker_is_not_mistaken_for_a_cancellation() -> None:
     reports, runner = FakeReports(claim_reply=1), BlockingRunner()
-    handler = DeliveryHandler(reports, runner, requeue_delay=0)
+    handler = DeliveryHandler(reports, runner, VERIFIER, requeue_delay=0)
     message = FakeMessage(body())
     task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, message)))
     await asyncio.wait_for(runner.started.wait(), 5)
@@ -383,8 +397,10 @@ async def test_stopping_the_worker_is_not_mistaken_for_a_cancellation() -> None:
 
 
 async def test_a_garbage_control_notice_is_ignored() -> None:
-    handler = DeliveryHandler(FakeReports(), FakeRunner(), requeue_delay=0)
-    await handler.handle_control(cast(AbstractIncomingMessage, FakeMessage(b"\xff\xff garbage")))
+    handler = DeliveryHandler(FakeReports(), FakeRunner(), VERIFIER, requeue_delay=0)
+    await handler.handle_control(
+        cast(AbstractIncomingMessage, FakeMessage(b"\xff\xff garbage", kind=CANCELLATION_TYPE))
+    )
 
 
 async def test_a_handler_past_its_timeout_is_stopped_and_fails_retryably() -> None:
@@ -396,3 +412,45 @@ async def test_a_handler_past_its_timeout_is_stopped_and_fails_retryably() -> No
     assert reports.log[-1] == ("fail", JOB_ID, 1, "timed out after 1 s")
     assert reports.retryable == [True]
     assert message.settled == [("ack", None)]
+
+
+def forged(kind: str) -> float:
+    """How many messages of ``kind`` the worker counted as not signed by the job service, so far."""
+    counts: list[float] = [metrics.FORGED.labels(kind, reason)._value.get() for reason in ("unsigned", "bad_signature")]
+    return sum(counts)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # unsigned
+        SIGNER.headers(MESSAGE_TYPE, body(payload="what was stored")),  # a real signature, another payload
+        Signer(lambda: frozenset({b"a token the worker does not hold"})).headers(MESSAGE_TYPE, body()),
+        SIGNER.headers(CANCELLATION_TYPE, body()),  # signed as another kind of message
+        {"x-jobqueue-signatures": ["not a signature"]},
+    ],
+    ids=["unsigned", "altered", "other-key", "other-kind", "garbage"],
+)
+async def test_a_message_the_job_service_did_not_sign_is_dead_lettered_unrun(headers: dict[str, Any]) -> None:
+    reports, runner = FakeReports(claim_reply=1), FakeRunner()
+    before = forged("job")
+    message = await handle(reports, runner, FakeMessage(body(), headers=headers))
+    assert message.settled == [("reject", False)]  # to <queue>.dead
+    assert reports.log == []  # not claimed, not run
+    assert forged("job") == before + 1
+
+
+async def test_an_unsigned_cancellation_is_ignored() -> None:
+    reports, runner = FakeReports(claim_reply=1), BlockingRunner()
+    handler = DeliveryHandler(reports, runner, VERIFIER, requeue_delay=0)
+    task = asyncio.create_task(handler.handle(cast(AbstractIncomingMessage, FakeMessage(body()))))
+    await asyncio.wait_for(runner.started.wait(), 5)
+    before = forged("control")
+    notice = delivery_pb2.JobCancellation(job_id=JOB_ID).SerializeToString()
+    await handler.handle_control(cast(AbstractIncomingMessage, FakeMessage(notice, kind=CANCELLATION_TYPE, headers={})))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the job keeps running
+    assert forged("control") == before + 1
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
