@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -29,19 +30,40 @@ from tests.support.system import System
 NORMAL = 2
 
 
-async def _duplicate_queue(url: str, queue: str, copies: int) -> int:
-    """Take every message off ``queue`` and put ``copies`` of each back; returns how many were taken."""
+async def _put_back(url: str, queue: str, copies: Callable[[aio_pika.Message], list[aio_pika.Message]]) -> int:
+    """Take every message off ``queue`` and publish ``copies(message)`` of each instead; how many were taken.
+
+    A taken message keeps its body, priority and headers (which carry the job service's signature).
+    """
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         source = await channel.get_queue(queue)
         taken = []
-        while (message := await source.get(fail=False)) is not None:
-            taken.append((message.body, message.headers))  # the headers carry the job service's signature
-            await message.ack()
-        for body, headers in taken * copies:
-            await channel.default_exchange.publish(aio_pika.Message(body, headers=headers), routing_key=queue)
+        while (got := await source.get(fail=False)) is not None:
+            taken.append(aio_pika.Message(got.body, headers=got.headers, priority=got.priority))
+            await got.ack()
+        for original in taken:
+            for copy in copies(original):
+                await channel.default_exchange.publish(copy, routing_key=queue)
         return len(taken)
+
+
+def _thrice(message: aio_pika.Message) -> list[aio_pika.Message]:
+    """The message three times: the genuine one, replayed."""
+    return [message] * 3
+
+
+def _with_forgeries(message: aio_pika.Message) -> list[aio_pika.Message]:
+    """The message, and two copies carrying another payload: one with its signature headers, one with none."""
+    forged = delivery_pb2.JobDelivery.FromString(message.body)
+    forged.payload.CopyFrom(struct_pb2.Value(string_value="forged payload"))
+    altered = forged.SerializeToString()
+    return [
+        message,
+        aio_pika.Message(altered, headers=message.headers, priority=message.priority),
+        aio_pika.Message(altered, headers={}, priority=message.priority),
+    ]
 
 
 def test_duplicate_deliveries_have_exactly_one_outcome(
@@ -53,7 +75,7 @@ def test_duplicate_deliveries_have_exactly_one_outcome(
     while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
-    assert asyncio.run(_duplicate_queue(rabbitmq_url, queue_name, copies=3)) == len(specs)
+    assert asyncio.run(_put_back(rabbitmq_url, queue_name, _thrice)) == len(specs)
     began = time.time()
     start_workers(system, 2)
     # Each copy that finds its job not yet final claims it: a new attempt that takes the job over.
@@ -93,30 +115,6 @@ def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
     assert scrape(worker.env)[("jobqueue_worker_malformed_messages_total", ())] == 2 * len(garbage)
 
 
-async def _forge_copies(url: str, queue: str) -> int:
-    """Take every message off ``queue``; put it back with two forged copies carrying another payload.
-
-    One copy keeps the original's signature headers (copied, as an eavesdropper on the broker
-    could), the other has none. Returns how many messages were taken.
-    """
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        source = await channel.get_queue(queue)
-        taken = []
-        while (message := await source.get(fail=False)) is not None:
-            taken.append((message.body, message.headers, message.priority))
-            await message.ack()
-        for body, headers, priority in taken:
-            forged = delivery_pb2.JobDelivery.FromString(body)
-            forged.payload.CopyFrom(struct_pb2.Value(string_value="forged payload"))
-            altered = forged.SerializeToString()
-            for sent, sent_headers in ((body, headers), (altered, headers), (altered, {})):
-                copy = aio_pika.Message(sent, headers=sent_headers, priority=priority)
-                await channel.default_exchange.publish(copy, routing_key=queue)
-        return len(taken)
-
-
 def test_forged_copies_of_every_message_are_dead_lettered_and_results_follow_the_stored_payload(
     system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
 ) -> None:
@@ -126,7 +124,7 @@ def test_forged_copies_of_every_message_are_dead_lettered_and_results_follow_the
     while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
-    assert asyncio.run(_forge_copies(rabbitmq_url, queue_name)) == len(specs)
+    assert asyncio.run(_put_back(rabbitmq_url, queue_name, _with_forgeries)) == len(specs)
     began = time.time()
     [worker] = start_workers(system, 1, METRICS_PORT=str(free_port()))
     # Every job completes with the result of the payload it was created with (check_policy), and
