@@ -35,6 +35,13 @@ RPC_SECONDS = prometheus_client.Histogram(
     buckets=_SECONDS_BUCKETS,
 )
 
+LIMIT_REFUSALS = prometheus_client.Counter(
+    "jobqueue_limit_refusals_total",
+    "Calls refused with RESOURCE_EXHAUSTED because a limit was reached, by the reason the caller is given "
+    "(TOO_MANY_ATTEMPTS, HASHING_BUSY, TOO_MANY_STREAMS, ...; docs/security.md).",
+    ["reason"],
+)
+
 
 def rpc_recorder(full_method: str) -> Callable[[str, float], None]:
     """For ``/package.Service/Method``: a function recording one call's status code name and seconds."""

@@ -165,6 +165,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 except ServiceError as error:
                     status = status_for(error)
+                    if isinstance(error, ResourceExhausted):
+                        metrics.LIMIT_REFUSALS.labels(error.reason).inc()
                 except self._transient as error:
                     self._log_unavailable(method, error)
                     status = _rich_status(

@@ -27,6 +27,7 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
+from common import metrics
 from common.peers import client_address
 
 #: Open streams (Watch, reflection) one connection may hold at once.
@@ -116,6 +117,7 @@ class StreamLimits(grpc.aio.ServerInterceptor):
         async def bounded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             peer = context.peer()
             if not self.counts.admit(peer):
+                metrics.LIMIT_REFUSALS.labels(REASON).inc()
                 refusal = self._refusal
                 await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
             try:

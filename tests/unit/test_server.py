@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 import pytest
 
-from common.errors import InvalidArgument
+from common import metrics
+from common.errors import InvalidArgument, ResourceExhausted
 from common.health import HealthServicer
 from common.server import ErrorInterceptor, build_server
 from tests.support.clients import error_info
@@ -23,6 +24,7 @@ RAISE: dict[bytes, BaseException] = {
     b"outage": ConnectionResetError("database connection lost"),
     b"bug": KeyError("secret internals"),
     b"refusal": InvalidArgument([]),
+    b"limit": ResourceExhausted("slow down", reason="TOO_MANY_TESTS", retry_after=3),
 }
 
 
@@ -119,3 +121,13 @@ async def test_connections_are_aged_out_so_clients_reconnect_and_resolve_again()
 
 async def test_without_an_age_one_connection_serves_every_call() -> None:
     assert len(await peers_seen(max_connection_age=0, calls=12, interval=0.1)) == 1
+
+
+async def test_a_limit_refusal_is_counted_by_reason_and_says_when_to_retry(call: Any) -> None:
+    counter = metrics.LIMIT_REFUSALS.labels("TOO_MANY_TESTS")
+    before = counter._value.get()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(b"limit")
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(caught.value)[1] == "TOO_MANY_TESTS"
+    assert counter._value.get() == before + 1

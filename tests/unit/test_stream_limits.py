@@ -6,6 +6,7 @@ grpc.aio server built by common.server.build_server, with small bounds of the te
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from common import metrics
 from common.health import HealthServicer
 from common.peers import client_address
 from common.server import build_server
@@ -96,6 +98,7 @@ def refusal_details(error: grpc.aio.AioRpcError) -> tuple[str, int]:
 
 
 async def test_streams_beyond_the_per_address_bound_are_refused_and_unary_calls_pass(server_address: str) -> None:
+    refusals = metrics.LIMIT_REFUSALS.labels(REASON)._value.get()
     async with grpc.aio.insecure_channel(server_address) as channel:
         opened = [await open_watch(channel) for _ in range(4)]
         assert [error is None for _, error in opened] == [True, True, True, False]
@@ -103,6 +106,7 @@ async def test_streams_beyond_the_per_address_bound_are_refused_and_unary_calls_
         assert refused is not None
         assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert refusal_details(refused) == (REASON, RETRY_AFTER_SECONDS)
+        assert metrics.LIMIT_REFUSALS.labels(REASON)._value.get() == refusals + 1  # counted
         # The calls that do the work are not counted against the streams.
         echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Echo/Echo")
         assert [await echo(b"%d" % i) for i in range(20)] == [b"%d" % i for i in range(20)]
@@ -112,9 +116,14 @@ async def test_streams_beyond_the_per_address_bound_are_refused_and_unary_calls_
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await info.read()
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        # A closed stream frees its place.
+        # A closed stream frees its place, once the server has seen it close (the cancellation
+        # travels as an RST_STREAM, so a new stream may get there first and be refused).
         opened[0][0].cancel()
-        call, error = await open_watch(channel)
+        for _ in range(50):
+            call, error = await open_watch(channel)
+            if error is None:
+                break
+            await asyncio.sleep(0.05)
         assert error is None
         call.cancel()
         for call, _ in opened:
