@@ -8,11 +8,10 @@ directly (tests/unit/test_job_rules.py).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import uuid
 from collections.abc import Container
-from datetime import datetime
+from datetime import UTC, datetime
 
 from common.errors import FieldViolation, InvalidArgument
 from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
@@ -27,6 +26,8 @@ MAX_BATCH = 1000
 MAX_RESULT_CHARS = 1 << 20
 #: Largest error message a worker may report.
 MAX_ERROR_CHARS = 8192
+#: Longest page token accepted; those the service issues are a few hundred characters.
+MAX_PAGE_TOKEN_CHARS = 1024
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -44,16 +45,36 @@ def encode_page_token(at: datetime, job_id: uuid.UUID, filters: list[str | None]
 
 
 def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, uuid.UUID]:
-    """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters."""
+    """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters.
+
+    The token comes back from the caller, who may send anything: every way it
+    can fail to decode (bad base64, JSON of any shape or depth, times outside
+    what the database stores) is this one INVALID_ARGUMENT, never an exception
+    of the decoder's own that would reach the caller as INTERNAL.
+    """
     bad = InvalidArgument([FieldViolation("page_token", "is not a token this service issued for these filters")])
-    try:
-        at, job_id, *token_filters = json.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor = (datetime.fromisoformat(at), uuid.UUID(job_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
-        raise bad from None
-    if cursor[0].tzinfo is None or token_filters != filters:
+    # Bounding the length first also bounds the JSON's nesting below the parser's recursion limit.
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
         raise bad
-    return cursor
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token))
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise bad from None
+    if not isinstance(data, list) or len(data) < 2 or not all(isinstance(part, str) for part in data[:2]):
+        raise bad
+    at_text, id_text, *token_filters = data
+    if token_filters != filters:
+        raise bad
+    try:
+        at = datetime.fromisoformat(at_text)
+        job_id = uuid.UUID(id_text)
+        # The database compares in UTC, and a time this close to datetime's ends has no UTC form.
+        at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise bad from None
+    if at.tzinfo is None:
+        raise bad
+    return at, job_id
 
 
 def check_attempts(value: int) -> int:
