@@ -206,7 +206,8 @@ def test_any_text_is_a_cursor_or_refused(text: str) -> None:
 
 
 @given(
-    at=st.datetimes(timezones=st.builds(timezone, st.timedeltas(timedelta(hours=-23), timedelta(hours=23)))),
+    # Offsets in whole minutes, as real zones have (isoformat's form of sub-second offsets does not round-trip).
+    at=st.datetimes(timezones=st.integers(-23 * 60, 23 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))),
     job_id=st.uuids(),
 )
 def test_every_cursor_with_a_utc_form_comes_back_from_its_token(at: datetime, job_id: uuid.UUID) -> None:
