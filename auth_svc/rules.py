@@ -105,16 +105,28 @@ def check_registration(email: str, password: str, name: str) -> Registration:
     return registration
 
 
-def check_login(email: str, password: str) -> str:
-    """The normalised email of a Login request; raises InvalidArgument if a field is missing.
+def login_email_problem(email: str) -> str | None:
+    """Why a normalised Login email cannot name any account, or None if it may."""
+    if not email:
+        return "must not be empty"
+    # PostgreSQL text cannot hold a NUL, so it cannot even be compared; no account's email has one
+    # (email_problem refuses it), so refusing it tells a caller nothing about which emails exist.
+    if "\x00" in email:
+        return "must not contain NUL characters"
+    return None
 
-    Only emptiness is checked: anything else wrong with the credentials gets the
-    one generic UNAUTHENTICATED answer, whatever the reason.
+
+def check_login(email: str, password: str) -> str:
+    """The normalised email of a Login request; raises InvalidArgument if a field is missing or unusable.
+
+    Only emptiness, and an email the database cannot even look up, are checked:
+    anything else wrong with the credentials gets the one generic
+    UNAUTHENTICATED answer, whatever the reason.
     """
     normalised = normalise_email(email)
     _raise_if_any(
         {
-            "email": None if normalised else "must not be empty",
+            "email": login_email_problem(normalised),
             "password": None if password else "must not be empty",
         }
     )

@@ -33,6 +33,7 @@ from job_svc.rules import (
     check_attempts,
     check_listing,
     decode_page_token,
+    echoed,
     encode_page_token,
 )
 
@@ -151,7 +152,7 @@ class Jobs:
                 [
                     FieldViolation(
                         "type",
-                        f"unknown job type {job_type!r}; expected one of: {known}",
+                        f"unknown job type {echoed(job_type)}; expected one of: {known}",
                     )
                 ]
             )
@@ -256,7 +257,7 @@ class Jobs:
     async def rerun_dead(self, job_type: str | None, max_attempts: int) -> int:
         """Queue again every job that was FAILED when the call began (of ``job_type``, if given); how many."""
         if job_type is not None and job_type not in self._types:
-            raise InvalidArgument([FieldViolation("type", f"unknown job type {job_type!r}")])
+            raise InvalidArgument([FieldViolation("type", f"unknown job type {echoed(job_type)}")])
         grant = check_attempts(max_attempts)
         failed_by = await self._store.now()
         total = 0

@@ -1,4 +1,4 @@
-"""What a valid JobService request is: limits, defaults, ids, attempts, listings and page tokens.
+"""What a valid JobService request is: limits, defaults, ids, attempts, listings, page tokens, error sizes.
 
 Pure functions of request values: each returns the checked value or raises
 InvalidArgument naming the offending field. No I/O, so they are unit-tested
@@ -8,11 +8,10 @@ directly (tests/unit/test_job_rules.py).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import uuid
-from collections.abc import Container
-from datetime import datetime
+from collections.abc import Container, Sequence
+from datetime import UTC, datetime
 
 from common.errors import FieldViolation, InvalidArgument
 from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
@@ -27,6 +26,30 @@ MAX_BATCH = 1000
 MAX_RESULT_CHARS = 1 << 20
 #: Largest error message a worker may report.
 MAX_ERROR_CHARS = 8192
+#: Longest page token accepted; those the service issues are a few hundred characters.
+MAX_PAGE_TOKEN_CHARS = 1024
+#: Most characters of a caller's own value that an error repeats back. Errors travel in trailers, which
+#: gRPC clients refuse past 8 KiB (at random up to 16 KiB, always beyond): a caller who sent a long value
+#: must still get INVALID_ARGUMENT naming the field, not RESOURCE_EXHAUSTED from their own client.
+MAX_ECHOED_CHARS = 64
+#: Most field violations one INVALID_ARGUMENT lists, for the same reason: a batch of many bad requests
+#: names the first ones and counts the rest.
+MAX_VIOLATIONS = 10
+
+
+def echoed(value: str) -> str:
+    """``value`` quoted as an error message repeats it: cut to MAX_ECHOED_CHARS characters."""
+    if len(value) <= MAX_ECHOED_CHARS:
+        return repr(value)
+    return f"{value[:MAX_ECHOED_CHARS]!r}... ({len(value)} characters)"
+
+
+def first_violations(violations: Sequence[FieldViolation], rest_field: str) -> list[FieldViolation]:
+    """The first MAX_VIOLATIONS of ``violations``, and one on ``rest_field`` counting any others."""
+    if len(violations) <= MAX_VIOLATIONS:
+        return list(violations)
+    unlisted = len(violations) - MAX_VIOLATIONS
+    return [*violations[:MAX_VIOLATIONS], FieldViolation(rest_field, f"{unlisted} more violations are not listed")]
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -44,16 +67,37 @@ def encode_page_token(at: datetime, job_id: uuid.UUID, filters: list[str | None]
 
 
 def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, uuid.UUID]:
-    """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters."""
+    """The cursor in ``token``; INVALID_ARGUMENT if it is garbage or was issued for other filters.
+
+    The token comes back from the caller, who may send anything: every way it
+    can fail to decode (bad base64, JSON of any shape or depth, times outside
+    what the database stores) is this one INVALID_ARGUMENT, never an exception
+    of the decoder's own that would reach the caller as INTERNAL.
+    """
     bad = InvalidArgument([FieldViolation("page_token", "is not a token this service issued for these filters")])
-    try:
-        at, job_id, *token_filters = json.loads(base64.urlsafe_b64decode(token.encode()))
-        cursor = (datetime.fromisoformat(at), uuid.UUID(job_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
-        raise bad from None
-    if cursor[0].tzinfo is None or token_filters != filters:
+    # Bounding the length first keeps the work small and the JSON shallow; RecursionError is still
+    # caught below, because the recursion limit also counts the frames of whoever called this.
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
         raise bad
-    return cursor
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token))
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise bad from None
+    if not isinstance(data, list) or len(data) < 2 or not all(isinstance(part, str) for part in data[:2]):
+        raise bad
+    at_text, id_text, *token_filters = data
+    if token_filters != filters:
+        raise bad
+    try:
+        at = datetime.fromisoformat(at_text)
+        job_id = uuid.UUID(id_text)
+        # The database compares in UTC, and a time this close to datetime's ends has no UTC form.
+        at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise bad from None
+    if at.tzinfo is None:
+        raise bad
+    return at, job_id
 
 
 def check_attempts(value: int) -> int:
@@ -77,7 +121,7 @@ def check_listing(page_size: int, job_type: str | None, known_types: Container[s
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         violations.append(FieldViolation("page_size", f"must be between 0 and {MAX_PAGE_SIZE}"))
     if job_type is not None and job_type not in known_types:
-        violations.append(FieldViolation("type", f"unknown job type {job_type!r}"))
+        violations.append(FieldViolation("type", f"unknown job type {echoed(job_type)}"))
     if violations:
         raise InvalidArgument(violations)
     return page_size or DEFAULT_PAGE_SIZE

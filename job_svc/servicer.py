@@ -15,7 +15,7 @@ from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Report, Status
 from job_svc.reports import Reports
-from job_svc.rules import check_batch, parse_id
+from job_svc.rules import check_batch, first_violations, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -78,7 +78,10 @@ def payload_from_proto(value: struct_pb2.Value, present: bool) -> Any:
         if not math.isfinite(number):
             raise InvalidArgument([FieldViolation("payload", "must be a finite number")])
         return int(number) if number.is_integer() and abs(number) <= 2**53 else number
-    return json_format.MessageToDict(value)
+    try:
+        return json_format.MessageToDict(value)
+    except ValueError:  # a NaN or an infinity inside a list or struct: JSON has no form for either
+        raise InvalidArgument([FieldViolation("payload", "must hold only finite numbers")]) from None
 
 
 def status_from_proto(value: int, field: str, *, allow_unspecified: bool) -> Status | None:
@@ -119,7 +122,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             except InvalidArgument as error:
                 violations.extend(FieldViolation(f"requests[{i}].{v.field}", v.description) for v in error.violations)
         if violations:
-            raise InvalidArgument(violations)
+            raise InvalidArgument(first_violations(violations, "requests"))
         jobs = await self._jobs.create_batch(new_jobs)
         return jobs_pb2.BatchCreateJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
