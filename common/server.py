@@ -15,13 +15,22 @@ from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from common import metrics, stream_limits
-from common.errors import ERROR_DOMAIN, InvalidArgument, ResourceExhausted, ServiceError, code_number, status_code
+from common.errors import (
+    ERROR_DOMAIN,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    code_number,
+    status_code,
+)
 from common.health import HealthServicer
 from common.stream_limits import StreamCounts, StreamLimits
 
@@ -118,6 +127,15 @@ def status_for(error: ServiceError) -> grpc.Status:
     return _rich_status(status_code(error), error.message, details)
 
 
+def parse_request(parse: Callable[[bytes], Any], body: bytes) -> Any:
+    """The request message in ``body``; INVALID_ARGUMENT if it is not one (bad wire format, UTF-8 or nesting)."""
+    try:
+        return parse(body)
+    except DecodeError:
+        violation = FieldViolation("request", "is not a valid message of the method's request type")
+        raise InvalidArgument([violation]) from None
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns what a unary handler raises into a status; nothing else ever reaches a caller.
 
@@ -151,12 +169,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if record is None:
             record = self._recorders[method] = metrics.rpc_recorder(method)
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        parse = handler.request_deserializer
+
+        async def guarded(body: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = monotonic()
             code = grpc.StatusCode.OK
             try:
                 try:
-                    return await inner(request, context)
+                    # Parsed here, not by gRPC: gRPC answers a body that is not the method's message
+                    # with UNKNOWN and the parser's exception text, and logs its traceback.
+                    return await inner(body if parse is None else parse_request(parse, body), context)
                 except grpc.aio.AbortError:
                     code = context.code()  # a handler aborted with a status of its own
                     raise
@@ -182,11 +204,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 record(code.name, monotonic() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return grpc.unary_unary_rpc_method_handler(guarded, response_serializer=handler.response_serializer)
 
     def _log_unavailable(self, method: str, error: BaseException) -> None:
         now = monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from common import metrics
 from common.errors import InvalidArgument, ResourceExhausted
@@ -131,3 +132,34 @@ async def test_a_limit_refusal_is_counted_by_reason_and_says_when_to_retry(call:
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error_info(caught.value)[1] == "TOO_MANY_TESTS"
     assert counter._value.get() == before + 1
+
+
+async def _echo_value(request: Any, context: Any) -> bytes:
+    return bytes(request.SerializeToString())
+
+
+async def test_a_body_that_is_not_the_request_message_is_invalid_argument_on_request() -> None:
+    """gRPC itself would answer UNKNOWN with the parser's exception, and log a traceback."""
+
+    def register(server: grpc.aio.Server) -> None:
+        handler: grpc.RpcMethodHandler[Any, bytes] = grpc.unary_unary_rpc_method_handler(
+            _echo_value, request_deserializer=struct_pb2.Value.FromString
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Parse", {"Parse": handler}),))
+
+    server, port = build_server(
+        host="127.0.0.1", port=0, service_names=["test.Parse"], register=register, health_servicer=HealthServicer()
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Parse/Parse")
+            good = struct_pb2.Value(string_value="fine").SerializeToString()
+            assert await call(good) == good
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(b"\x1a\xff\xff\xff")  # a length past the end of the body
+        code, reason, violations = error_info(caught.value)
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        assert violations == ["request"]
+    finally:
+        await server.stop(None)
