@@ -97,21 +97,18 @@ class StreamLimits(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        if handler.unary_stream is not None:
-            inner = cast(Callable[[Any, Any], Any], handler.unary_stream)
-            return grpc.unary_stream_rpc_method_handler(
-                self._bounded(inner),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            inner = cast(Callable[[Any, Any], Any], handler.stream_stream)
-            return grpc.stream_stream_rpc_method_handler(
-                self._bounded(inner),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        streams: list[tuple[Any, Callable[..., Handler]]] = [
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+        ]
+        for behaviour, wrap in streams:
+            if behaviour is not None:
+                return wrap(
+                    self._bounded(behaviour),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler  # a unary call: not a stream, not counted here
 
     def _bounded(self, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Awaitable[None]]:
         async def bounded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
