@@ -66,15 +66,23 @@ def _with_forgeries(message: aio_pika.Message) -> list[aio_pika.Message]:
     ]
 
 
-def test_duplicate_deliveries_have_exactly_one_outcome(
+def _published_backlog(
     system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
-) -> None:
+) -> tuple[str, dict[str, Spec]]:
+    """A user's token and JOBS mixed jobs, once the outbox has put every job's message on the queue."""
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
     deadline = time.monotonic() + 30
     while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
+    return token, specs
+
+
+def test_duplicate_deliveries_have_exactly_one_outcome(
+    system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
+) -> None:
+    token, specs = _published_backlog(system, secrets_dir, rabbitmq_url, queue_name)
     assert asyncio.run(_put_back(rabbitmq_url, queue_name, _thrice)) == len(specs)
     began = time.time()
     start_workers(system, 2)
@@ -118,12 +126,7 @@ def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
 def test_forged_copies_of_every_message_are_dead_lettered_and_results_follow_the_stored_payload(
     system: System, secrets_dir: Path, rabbitmq_url: str, queue_name: str
 ) -> None:
-    token = mint_token(secrets_dir)
-    specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
-    deadline = time.monotonic() + 30
-    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
-        assert time.monotonic() < deadline, "the outbox was not published"
-        time.sleep(0.1)
+    token, specs = _published_backlog(system, secrets_dir, rabbitmq_url, queue_name)
     assert asyncio.run(_put_back(rabbitmq_url, queue_name, _with_forgeries)) == len(specs)
     began = time.time()
     [worker] = start_workers(system, 1, METRICS_PORT=str(free_port()))

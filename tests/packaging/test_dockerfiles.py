@@ -25,6 +25,7 @@ from grpc_health.v1.health import HealthServicer
 
 from tests.packaging.test_compose import SERVICES, settings_defaults
 from tests.support.processes import free_port
+from tests.support.text import logical_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -84,19 +85,10 @@ class Stage:
 
 def parse(text: str) -> list[Instruction]:
     """The instructions of a Dockerfile, in order (comments and blank lines dropped, as Docker does)."""
-    instructions: list[Instruction] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + line).partition(" ")
+    instructions = []
+    for line in logical_lines(text):
+        keyword, _, arguments = line.partition(" ")
         instructions.append(Instruction(keyword.upper(), arguments.strip()))
-        pending = ""
-    assert not pending, "the Dockerfile ends inside a line continuation"
     return instructions
 
 

@@ -18,6 +18,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.support.text import logical_lines
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Lock -> the input it is resolved from.
 LOCKS = {"requirements.txt": "requirements.in", "requirements-dev.txt": "requirements-dev.in"}
@@ -35,23 +37,6 @@ class Locked:
 
     version: Version
     hashes: frozenset[str]
-
-
-def logical_lines(text: str) -> list[str]:
-    """A requirements file's lines, continuations joined, whole-line comments and blank lines dropped."""
-    lines: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        lines.append(pending + line)
-        pending = ""
-    assert not pending, "the file ends inside a line continuation"
-    return lines
 
 
 def read_lock(name: str) -> dict[str, Locked]:
