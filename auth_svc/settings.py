@@ -24,7 +24,7 @@ class AuthSettings(ServiceSettings):
     auth_host: str = setting("0.0.0.0", "address the gRPC server listens on")
     auth_port: int = setting(5001, "port the gRPC server listens on", port=True)
     metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on AUTH_HOST); 0 turns it off", port=True)
-    database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding the users table")
+    database_url: str = setting("postgresql://jobqueue_auth@127.0.0.1:5432/jobqueue", "PostgreSQL holding the users table, as the auth service's own role (migrations/roles.py)")
     db_pool_size: int = setting(10, "most database connections held open at once")
     bcrypt_rounds: int = setting(
         12, f"bcrypt cost ({MIN_ROUNDS}..{MAX_ROUNDS}); at least {MIN_PRODUCTION_ROUNDS} in production"

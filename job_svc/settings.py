@@ -28,7 +28,7 @@ class Settings(ServiceSettings):
     finished_count_seconds: float = setting(
         300.0, "With METRICS_PORT on: how often COMPLETED and CANCELLED jobs are counted (a scan of the jobs table)."
     )
-    database_url: str = setting("postgresql://postgres@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs.")
+    database_url: str = setting("postgresql://jobqueue_jobs@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs, as the job service's own role (migrations/roles.py).")
     db_pool_size: int = setting(10, "Most PostgreSQL connections held at once.")
     rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ the relay publishes jobs to.")
     rabbitmq_queue: str = setting("job_queue", "Queue the workers consume (dead letters go to <queue>.dead).")

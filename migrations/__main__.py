@@ -4,7 +4,9 @@ Each ``NNNN_name.sql`` file runs once, in order, in its own transaction, and is
 recorded in ``schema_migrations`` with a checksum; an already-applied file that
 has since been edited is refused rather than silently diverging. An advisory
 lock lets any number of starters (compose, several services) run this at once.
-The database named in DATABASE_URL is created first if it does not exist.
+The database named in DATABASE_URL is created first if it does not exist, and
+the services' own database roles before any file runs (migrations/roles.py).
+DATABASE_URL is the owner's: the services log in as their roles instead.
 
 Hand-written because the usual tools (alembic, yoyo) bring a second database
 driver and an ORM for what is forty lines over asyncpg.
@@ -17,12 +19,14 @@ import hashlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from common import logs
+from migrations import roles
 
 log = logging.getLogger("migrations")
 
@@ -36,8 +40,13 @@ def pending_files() -> list[Path]:
     return sorted(FOLDER.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
-async def create_database_if_missing(url: str) -> None:
-    """Create the database DATABASE_URL names, connecting to the server's `postgres` database."""
+async def prepare_server(url: str, environ: Mapping[str, str]) -> None:
+    """Create the database DATABASE_URL names and the services' roles, connected to the server's `postgres` database.
+
+    Roles belong to the whole server, so the runners of every database on it (the test suite
+    migrates several at once) take turns on them under an advisory lock of the `postgres` database:
+    two ALTER ROLEs of one role at once fail ("tuple concurrently updated").
+    """
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
@@ -49,13 +58,18 @@ async def create_database_if_missing(url: str) -> None:
                 log.info("created database", extra={"database": name})
             except asyncpg.DuplicateDatabaseError:
                 pass
+        await connection.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+        await roles.ensure(connection, environ)
     finally:
-        await connection.close()
+        await connection.close()  # which releases the lock
 
 
-async def migrate(url: str) -> list[str]:
-    """Apply every pending migration to the database at ``url``; returns the names applied."""
-    await create_database_if_missing(url)
+async def migrate(url: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Apply every pending migration to the database at ``url``; returns the names applied.
+
+    ``environ`` (default: the process environment) may set the services' role passwords.
+    """
+    await prepare_server(url, os.environ if environ is None else environ)
     connection = await asyncpg.connect(url, timeout=10)
     applied_now: list[str] = []
     try:
@@ -92,7 +106,7 @@ def main() -> int:
     url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     try:
         applied = asyncio.run(migrate(url))
-    except (OSError, asyncpg.PostgresError, RuntimeError) as error:
+    except (OSError, asyncpg.PostgresError, RuntimeError) as error:  # OSError: a password file too
         log.error("migration failed", extra={"error": str(error)})
         return 1
     log.info("schema up to date", extra={"applied": applied})

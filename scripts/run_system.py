@@ -57,6 +57,8 @@ if str(ROOT) not in sys.path:
 
 from common.backoff import Backoff  # noqa: E402
 from common.health_check import HealthCheck  # noqa: E402
+from migrations import roles  # noqa: E402
+from migrations.__main__ import DEFAULT_DATABASE_URL  # noqa: E402
 
 #: Our own messages carry this name, in the same column as the children's.
 SELF = "run"
@@ -151,6 +153,16 @@ def bind_hosts(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: environ.get(name, "").strip() or default for name in names}
 
 
+def database_url(environ: Mapping[str, str], role: roles.Role) -> dict[str, str]:
+    """DATABASE_URL for the service of ``role``: the server and database `make migrate` used, as that role.
+
+    The migrations run as DATABASE_URL's user (the owner) and create the roles there, with the
+    passwords AUTH_DATABASE_PASSWORD / JOB_DATABASE_PASSWORD give, if any; the services log in as them.
+    """
+    owner = environ.get("DATABASE_URL", "") or DEFAULT_DATABASE_URL
+    return {"DATABASE_URL": roles.url_as(owner, role, roles.password(role, environ))}
+
+
 def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable) -> list[Child]:
     """The children of a local run: auth and job (started first, stopped last), then the workers."""
     hosts = bind_hosts(environ)
@@ -168,7 +180,7 @@ def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable)
         Child(
             "auth",
             (python, "-m", "auth_svc"),
-            {"AUTH_HOST": hosts["AUTH_HOST"], **auth_metrics},
+            {"AUTH_HOST": hosts["AUTH_HOST"], **auth_metrics, **database_url(environ, roles.AUTH)},
             health_address=address(probe_host(hosts["AUTH_HOST"]), auth_port),
             start_stage=0,
             stop_stage=2,
@@ -177,7 +189,7 @@ def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable)
         Child(
             "job",
             (python, "-m", "job_svc"),
-            {"JOB_HOST": hosts["JOB_HOST"], **job_metrics},
+            {"JOB_HOST": hosts["JOB_HOST"], **job_metrics, **database_url(environ, roles.JOBS)},
             health_address=job,
             start_stage=0,
             stop_stage=1,

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS fault_outcomes (
     stored_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS fault_outcomes_job ON fault_outcomes (job_id);
-CREATE OR REPLACE FUNCTION fault_record_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: the trigger fires in the job service's transactions, and its role may not write here.
+CREATE OR REPLACE FUNCTION fault_record_outcome() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     INSERT INTO fault_outcomes (job_id, status, attempts) VALUES (NEW.id, NEW.status, NEW.attempts);
     RETURN NULL;

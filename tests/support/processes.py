@@ -3,6 +3,9 @@
 ``start_service`` starts one with the environment a test gives it (and a free
 port unless that names one), waits until its health service answers SERVING,
 and fails with the service's output if it exits or never serves.
+A service given the tests' owner DATABASE_URL logs in as its own role instead
+(``as_service_role``), as it does under `make run` and compose, so every test
+also checks that the grants of migrations/ suffice.
 ``ServiceProcess.stop`` sends SIGTERM and returns the exit code; ``kill`` is a
 crash. Every suite's fixtures (tests/support/system.py for the whole system,
 tests/integration/conftest.py for one job service) and every test that needs
@@ -21,8 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 from common.health_check import SERVING, status_of
+from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,6 +108,26 @@ def alive(pid: int) -> bool:
         return False
 
 
+#: The user of the URLs the tests' databases are made with (tests/support/databases.py): the owner.
+OWNER = "postgres"
+#: The database role each service logs in as.
+SERVICE_ROLES = {role.service: role for role in roles.ROLES}
+
+
+def as_service_role(module: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with a DATABASE_URL of the owner's replaced by the same URL as ``module``'s own role.
+
+    A URL of any other user (a test's deliberately wrong one) is left as it is; a proxy's keeps the owner.
+    """
+    changed = dict(env)
+    role = SERVICE_ROLES.get(module)
+    url = urlsplit(env.get("DATABASE_URL", ""))
+    if role and url.username == OWNER:
+        # A password stays: the tests' server trusts loopback, but a test may check that it is never logged.
+        changed["DATABASE_URL"] = roles.url_as(url.geturl(), role, url.password)
+    return changed
+
+
 def start_service(
     module: str, env: Mapping[str, str], log_path: Path, *, wait: bool = True, timeout: float = 30.0
 ) -> ServiceProcess:
@@ -139,7 +164,7 @@ class ServiceProcess:
         #: Set once the test killed the process on purpose (its exit code then means nothing).
         self.killed = False
         self.log_path = log_path
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        full_env = {**os.environ, **as_service_role(module, env), "PYTHONUNBUFFERED": "1"}
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             argv or [sys.executable, "-m", module], cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT

@@ -50,8 +50,16 @@ def test_default_plan() -> None:
     assert [c.health_address for c in children] == ["127.0.0.1:5001", "127.0.0.1:5002", None, None]
     worker = {"WORKER_HEALTH_HOST": "127.0.0.1", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"}
     assert [dict(c.env) for c in children] == [
-        {"AUTH_HOST": "127.0.0.1", "METRICS_PORT": "0"},
-        {"JOB_HOST": "127.0.0.1", "METRICS_PORT": "0"},
+        {
+            "AUTH_HOST": "127.0.0.1",
+            "METRICS_PORT": "0",
+            "DATABASE_URL": "postgresql://jobqueue_auth@127.0.0.1:5432/jobqueue",
+        },
+        {
+            "JOB_HOST": "127.0.0.1",
+            "METRICS_PORT": "0",
+            "DATABASE_URL": "postgresql://jobqueue_jobs@127.0.0.1:5432/jobqueue",
+        },
         {**worker, "WORKER_HEALTH_PORT": "5003"},
         {**worker, "WORKER_HEALTH_PORT": "5004"},
     ]
@@ -61,6 +69,14 @@ def test_default_plan() -> None:
         ["health 127.0.0.1:5003"],
         ["health 127.0.0.1:5004"],
     ]
+
+
+def test_each_service_logs_in_as_its_own_role_on_the_server_and_database_the_migrations_used() -> None:
+    environ = {"DATABASE_URL": "postgresql://owner:secret@db.example:6543/jq", "JOB_DATABASE_PASSWORD": "p@ss"}
+    auth, job, worker = plan(1, environ, python="py")
+    assert auth.env["DATABASE_URL"] == "postgresql://jobqueue_auth@db.example:6543/jq"
+    assert job.env["DATABASE_URL"] == "postgresql://jobqueue_jobs:p%40ss@db.example:6543/jq"
+    assert "DATABASE_URL" not in worker.env
 
 
 def test_bind_host_opens_every_service_unless_its_own_host_is_set() -> None:
