@@ -120,6 +120,7 @@ async def test_logins_for_one_email_are_limited_from_every_address(
     async with connect_auth(auth_b) as auth:
         await auth.register(email, PASSWORD, "Target")
     guesses: Counter[str] = Counter()
+    started = time.monotonic()
     async with connect_auth(f"127.0.0.1:{make_run.env['AUTH_PORT']}") as attacker:
         for _ in range(20):
             try:
@@ -127,10 +128,11 @@ async def test_logins_for_one_email_are_limited_from_every_address(
             except JobQueueError as error:
                 guesses[f"{error.code.name} {error.reason}"] += 1
     per_email = int(DEFAULTS["LOGINS_PER_MINUTE_PER_EMAIL"])
-    assert guesses == {
-        "UNAUTHENTICATED INVALID_CREDENTIALS": per_email,
-        "RESOURCE_EXHAUSTED TOO_MANY_ATTEMPTS": 20 - per_email,
-    }
+    # The burst, plus what the bucket refilled while the guesses (a bcrypt check each) took their time.
+    refilled = int((time.monotonic() - started) * per_email / 60)
+    checked = guesses["UNAUTHENTICATED INVALID_CREDENTIALS"]
+    assert per_email <= checked <= per_email + refilled, guesses
+    assert guesses["RESOURCE_EXHAUSTED TOO_MANY_ATTEMPTS"] == 20 - checked, guesses
     # The account's limit holds from another address too: password guessing cannot be spread.
     async with connect_auth(auth_b) as auth:
         with pytest.raises(JobQueueError) as caught:
