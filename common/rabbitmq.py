@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +62,57 @@ class Topology:
     def control_exchange(self) -> str:
         """Fanout exchange of JobCancellation notices to every worker."""
         return f"{self.queue}.control"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What a RabbitMQ user may configure (declare), write (publish, bind into) and read (consume, bind from).
+
+    Each is a regular expression over resource names, as RabbitMQ's set_permissions takes them;
+    ``^$`` matches nothing.
+    """
+
+    configure: str
+    write: str
+    read: str
+
+
+#: Names of the queues the broker itself names (a worker's private queue of control notices).
+_SERVER_NAMED = r"amq\.gen-.*"
+
+
+def job_service_permissions(topology: Topology) -> Permissions:
+    """The job service declares the topology, publishes jobs (default exchange) and notices; it consumes nothing.
+
+    It still needs read on ``<queue>``: RabbitMQ asks it of whoever declares a queue with a
+    dead-letter route.
+    """
+    queue = _quoted(topology.queue)
+    return Permissions(
+        configure=rf"^{queue}(\.dead|\.control)?$",
+        write=rf"^(amq\.default|{queue}\.control)$",
+        read=rf"^{queue}$",
+    )
+
+
+def worker_permissions(topology: Topology) -> Permissions:
+    """A worker declares the topology, consumes jobs and hears notices on a queue of its own; it publishes nothing.
+
+    Above all it has no write on ``amq.default``: a worker, which runs plug-in code, cannot put a
+    job on the queue (and could not make it pass as the job service's anyway: common/signing.py).
+    Rejected messages reach ``<queue>.dead`` by the queue's dead-letter route, which needs no permission.
+    """
+    queue = _quoted(topology.queue)
+    return Permissions(
+        configure=rf"^({queue}(\.dead|\.control)?|{_SERVER_NAMED})$",
+        write=rf"^{_SERVER_NAMED}$",
+        read=rf"^({queue}|{queue}\.control|{_SERVER_NAMED})$",
+    )
+
+
+def _quoted(name: str) -> str:
+    """``name`` as a regular expression matching just it."""
+    return re.escape(name)
 
 
 async def connect(url: str, *, name: str) -> AbstractConnection:

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets as _random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,27 +56,69 @@ def _write_once(path: Path, data: bytes, mode: int) -> None:
         os.unlink(tmp)
 
 
-def ensure_dev_secrets(directory: str | Path) -> Path:
-    """Generate the development key pair and worker token in ``directory`` unless present."""
+def dev_secret(directory: str | Path, name: str) -> Path:
+    """The development secret ``name`` (PRIVATE_KEY, PUBLIC_KEY or WORKER_TOKEN) in ``directory``, made if absent.
+
+    Only what is asked for is made (a public key needs its private key, so that
+    first): a folder holding just a public key and a worker token, as compose gives
+    the job service, stays that way.
+    """
     folder = Path(directory)
+    path = folder / name
+    if path.exists():
+        return path
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / PRIVATE_KEY).exists():
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    if name == PRIVATE_KEY:
+        private = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write_once(folder / PRIVATE_KEY, private, 0o600)
-    if not (folder / PUBLIC_KEY).exists():
-        loaded = serialization.load_pem_private_key((folder / PRIVATE_KEY).read_bytes(), password=None)
+        _write_once(path, private, 0o600)
+    elif name == PUBLIC_KEY:
+        loaded = serialization.load_pem_private_key(dev_secret(folder, PRIVATE_KEY).read_bytes(), password=None)
         public = loaded.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        _write_once(folder / PUBLIC_KEY, public, 0o644)
-    if not (folder / WORKER_TOKEN).exists():
-        _write_once(folder / WORKER_TOKEN, _random.token_urlsafe(32).encode(), 0o600)
-    return folder
+        _write_once(path, public, 0o644)
+    elif name == WORKER_TOKEN:
+        _write_once(path, _random.token_urlsafe(32).encode(), 0o600)
+    else:
+        raise ValueError(f"no development secret is called {name!r}")
+    return path
+
+
+def ensure_dev_secrets(directory: str | Path) -> Path:
+    """Generate the development key pair and worker token in ``directory`` unless present (one folder for all)."""
+    for name in (PRIVATE_KEY, PUBLIC_KEY, WORKER_TOKEN):
+        dev_secret(directory, name)
+    return Path(directory)
+
+
+def split_dev_secrets(auth: str | Path, jobs: str | Path, worker: str | Path) -> None:
+    """Development secrets in one folder per service, each holding only what its service reads.
+
+    ``auth``: the key pair (only the auth service can sign tokens); ``jobs``: the
+    public key and the worker token; ``worker``: the worker token. Made in ``auth``
+    and ``jobs`` if absent, then copied where they are read, replacing an older copy,
+    so running it again after either is replaced brings the others along.
+    """
+    public = dev_secret(auth, PUBLIC_KEY).read_bytes()
+    _replace(Path(jobs) / PUBLIC_KEY, public, 0o644)
+    token = dev_secret(jobs, WORKER_TOKEN).read_bytes()
+    _replace(Path(worker) / WORKER_TOKEN, token, 0o600)
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Make ``path`` hold ``data`` (atomically), unless it already does."""
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def resolve(*, inline: str, file: str, dev_name: str, app_env: str, dev_dir: str, variable: str) -> bytes:
@@ -89,7 +132,7 @@ def resolve(*, inline: str, file: str, dev_name: str, app_env: str, dev_dir: str
         return read(file, f"{variable}_FILE").strip()
     if app_env == "production":
         raise SettingsError(f"{variable} or {variable}_FILE must be set when APP_ENV=production")
-    return (ensure_dev_secrets(dev_dir) / dev_name).read_bytes().strip()
+    return dev_secret(dev_dir, dev_name).read_bytes().strip()
 
 
 def of(settings: ServiceSettings, variable: str, dev_name: str) -> bytes:
@@ -213,3 +256,20 @@ def parse_worker_tokens(text: bytes, variable: str, *, production: bool) -> tupl
 
 def _base64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m common.secrets AUTH_DIR JOB_DIR WORKER_DIR`: split_dev_secrets, for compose."""
+    if len(argv) != 3:
+        print("usage: python -m common.secrets AUTH_DIR JOB_DIR WORKER_DIR", file=sys.stderr)
+        return 2
+    split_dev_secrets(*argv)
+    print(
+        f"development secrets ready: key pair in {argv[0]}; public key and worker token in {argv[1]}; "
+        f"worker token in {argv[2]}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,127 @@
+"""Each service's RabbitMQ user holds only what its code uses: common/rabbitmq.py's permissions on the real broker.
+
+The users are made here with rabbitmqctl, as compose's broker set-up makes them
+with the management API (common/broker_users.py), from the same Permissions.
+With them the whole system works (a job completes, a RUNNING job is cancelled,
+which needs the control exchange); and the worker's user, which runs plug-in
+code, can neither put a job on the queue nor send a cancellation, while the job
+service's cannot take jobs off it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import aio_pika
+import grpc
+import pytest
+from aiormq.exceptions import ChannelAccessRefused
+from google.protobuf import struct_pb2
+
+from common.rabbitmq import Permissions, Topology, job_service_permissions, worker_permissions
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from tests.support.clients import bearer, mint_token
+from tests.support.system import System
+
+Stub = jobs_pb2_grpc.JobServiceStub
+
+
+def _rabbitmqctl(*argv: str) -> None:
+    subprocess.run(["rabbitmqctl", "--quiet", *argv], check=True, capture_output=True, timeout=60)
+
+
+class BrokerUser:
+    """A user of the test's own on the shared broker, deleted afterwards."""
+
+    def __init__(self, base_url: str, permissions: Permissions) -> None:
+        self.name = f"jobqueue-test-{uuid.uuid4().hex[:8]}"
+        self.password = uuid.uuid4().hex
+        _rabbitmqctl("add_user", self.name, self.password)
+        rights = (permissions.configure, permissions.write, permissions.read)
+        _rabbitmqctl("set_permissions", "-p", "/", self.name, *rights)
+        broker = urlsplit(base_url)
+        self.url = broker._replace(netloc=f"{quote(self.name)}:{self.password}@{broker.netloc.split('@')[-1]}").geturl()
+
+    def delete(self) -> None:
+        _rabbitmqctl("delete_user", self.name)
+
+
+@pytest.fixture
+def users(rabbitmq_url: str, queue_name: str) -> Iterator[dict[str, BrokerUser]]:
+    topology = Topology(queue_name)
+    made = {
+        "jobs": BrokerUser(rabbitmq_url, job_service_permissions(topology)),
+        "worker": BrokerUser(rabbitmq_url, worker_permissions(topology)),
+    }
+    yield made
+    for user in made.values():
+        user.delete()
+
+
+def _wait_for(stub: Stub, token: str, job_id: str, status: int, timeout: float = 30) -> jobs_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while (job := stub.GetJob(jobs_pb2.GetJobRequest(id=job_id), metadata=bearer(token)).job).status != status:
+        assert time.monotonic() < deadline, f"job {job_id} is {jobs_pb2.JobStatus.Name(job.status)}"
+        time.sleep(0.1)
+    return job
+
+
+async def _publish(url: str, exchange: str, routing_key: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = channel.default_exchange if not exchange else await channel.get_exchange(exchange, ensure=False)
+        await target.publish(aio_pika.Message(b"forged"), routing_key=routing_key)
+
+
+async def _consume_one(url: str, queue: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.get_queue(queue, ensure=False)
+        await declared.get(no_ack=False, fail=False)
+
+
+def test_the_system_works_with_least_privileged_broker_users_and_each_is_refused_the_rest(  # noqa: PLR0917 - fixtures
+    service_env: dict[str, str],
+    tmp_path: Path,
+    purge_queues: None,
+    users: dict[str, BrokerUser],
+    queue_name: str,
+    secrets_dir: Path,
+) -> None:
+    system = System({**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}, tmp_path)
+    try:
+        system.start_jobs(RABBITMQ_URL=users["jobs"].url)
+        worker = system.start_worker(RABBITMQ_URL=users["worker"].url)
+        token = mint_token(secrets_dir)
+        with grpc.insecure_channel(system.job_address) as channel:
+            stub = Stub(channel)
+            create = jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=struct_pb2.Value(number_value=10))
+            job = stub.CreateJob(create, metadata=bearer(token)).job
+            assert _wait_for(stub, token, job.id, jobs_pb2.JOB_STATUS_COMPLETED).result == "55"
+            # Cancelling a RUNNING job goes to the worker through the control exchange.
+            create = jobs_pb2.CreateJobRequest(type="sleeps", payload=struct_pb2.Value(number_value=60))
+            job = stub.CreateJob(create, metadata=bearer(token)).job
+            _wait_for(stub, token, job.id, jobs_pb2.JOB_STATUS_RUNNING)
+            stub.CancelJob(jobs_pb2.CancelJobRequest(id=job.id), metadata=bearer(token))
+            deadline = time.monotonic() + 30
+            while "job cancelled while running; handler stopped" not in worker.output():
+                assert time.monotonic() < deadline, "the worker never heard of the cancellation"
+                time.sleep(0.1)
+    finally:
+        codes = system.stop()
+    assert all(code == 0 for code in codes.values()), codes
+
+    with pytest.raises(ChannelAccessRefused):
+        asyncio.run(_publish(users["worker"].url, "", queue_name))  # a job of its own making
+    with pytest.raises(ChannelAccessRefused):
+        asyncio.run(_publish(users["worker"].url, f"{queue_name}.control", ""))  # a cancellation
+    with pytest.raises(ChannelAccessRefused):
+        asyncio.run(_consume_one(users["jobs"].url, f"{queue_name}.dead"))
