@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from common.settings import env_name
+from job_svc.limits import UNFINISHED_RETRY_SECONDS
 from job_svc.settings import Settings
 from jobqueue.client import JobPriority, JobStatus, connect_jobs
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -258,3 +259,24 @@ def test_the_cap_on_unfinished_jobs_holds_across_two_replicas(system: System, se
     second = asyncio.run(flood([(i % 2, request()) for i in range(40)]))
     assert second.stored == 10, second
     assert asyncio.run(stored_jobs(system.direct_database_url, str(user))) == Counter(QUEUED=CAP, CANCELLED=10)
+
+
+def test_the_client_waits_out_a_refusal_and_submits_again(system: System, secrets_dir: Path) -> None:
+    metrics_port = free_port()
+    address = system.start_another_job_service(MAX_UNFINISHED_JOBS_PER_USER="3", METRICS_PORT=str(metrics_port))
+    token = mint_token(secrets_dir)
+
+    async def run() -> tuple[float, JobStatus]:
+        async with connect_jobs(address, token=token) as jobs:
+            queued = await jobs.submit_many([("reverse_string", str(i)) for i in range(3)])
+            started = time.monotonic()
+            submitting = asyncio.ensure_future(jobs.submit("reverse_string", "fourth"))
+            await asyncio.sleep(1)  # refused by now, waiting out its RetryInfo (5 s)
+            await jobs.cancel(queued[0].id)
+            job = await submitting
+            return time.monotonic() - started, job.status
+
+    seconds, status = asyncio.run(run())
+    assert status == JobStatus.QUEUED
+    assert seconds >= UNFINISHED_RETRY_SECONDS  # it came back when it was told to, not sooner
+    assert refusals(metrics_port)["TOO_MANY_UNFINISHED_JOBS"] == 1
