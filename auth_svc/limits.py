@@ -7,70 +7,20 @@ counted, before anything costly, against token buckets: one per client address (
 Login each) and one per email (Login). A call beyond its bucket is refused with
 RESOURCE_EXHAUSTED, an ErrorInfo reason and a RetryInfo saying when a token is back.
 
-The buckets live in each auth process: with N replicas behind a balancer a client gets up to N
-times the rate (docs/security.md). They forget the least recently used keys beyond ``max_keys``,
-so memory stays bounded whatever the number of addresses or emails; a forgotten key starts
-again with a full bucket, which is what an unknown client gets anyway.
+The buckets (common/rates.py) live in each auth process: with N replicas behind a balancer a
+client gets up to N times the rate (docs/security.md).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from time import monotonic
-
 from common.errors import ResourceExhausted
-
-#: Keys each limiter remembers at most (the least recently used are forgotten first).
-MAX_KEYS = 100_000
+from common.rates import Rate, RateLimiter
 
 
 class TooManyAttempts(ResourceExhausted):
     """Raised when a client address or an email has used up its Register or Login rate."""
 
     reason = "TOO_MANY_ATTEMPTS"
-
-
-@dataclass(frozen=True)
-class Rate:
-    """``count`` calls per ``seconds``, in bursts of up to ``count``."""
-
-    count: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.seconds
-
-
-class RateLimiter:
-    """Token buckets by key, each holding up to ``rate.count`` tokens and refilled at ``rate``."""
-
-    def __init__(self, rate: Rate, *, max_keys: int = MAX_KEYS, clock: Callable[[], float] = monotonic) -> None:
-        self.rate = rate
-        self._max_keys = max_keys
-        self._clock = clock
-        #: key -> (tokens, when they were counted), least recently used first.
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str) -> float:
-        """Take a token for ``key``: 0.0 if there was one, else the seconds until there is (none taken)."""
-        now = self._clock()
-        tokens, then = self._buckets.pop(key, (float(self.rate.count), now))
-        tokens = min(float(self.rate.count), tokens + (now - then) * self.rate.per_second)
-        wait = 0.0
-        if tokens >= 1:
-            tokens -= 1
-        else:
-            wait = (1 - tokens) / self.rate.per_second
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
-        return wait
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 class AttemptLimits:

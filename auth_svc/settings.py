@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auth_svc.limits import AttemptLimits, Rate
+from auth_svc.limits import AttemptLimits
 from common import secrets
+from common.rates import Rate
 from common.settings import ServiceSettings, SettingsError, setting
 
 #: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.

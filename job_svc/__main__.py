@@ -77,7 +77,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             required=["postgres"],
         )
         retry = Backoff(settings.retry_base_seconds, settings.retry_max_seconds)
-        jobs = Jobs(store, relay, publisher, types)
+        jobs = Jobs(store, relay, publisher, types, settings.job_limits())
         reports = Reports(store, retry, lease_grace=settings.lease_grace_seconds)
         server, port = build_server(
             host=settings.job_host,

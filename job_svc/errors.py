@@ -6,6 +6,7 @@ from common.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -75,6 +76,24 @@ class NotRunning(FailedPrecondition):
     """Raised when a final report arrives for a job no worker has started."""
 
     reason = "NOT_RUNNING"
+
+
+class TooManyJobs(ResourceExhausted):
+    """Raised when a user submits jobs faster than JOBS_PER_SECOND_PER_USER allows; RetryInfo says when to retry."""
+
+    reason = "TOO_MANY_JOBS"
+
+
+class TooManyHighPriorityJobs(ResourceExhausted):
+    """Raised when a user submits HIGH priority jobs faster than HIGH_PRIORITY_JOBS_PER_SECOND_PER_USER allows."""
+
+    reason = "TOO_MANY_HIGH_PRIORITY_JOBS"
+
+
+class TooManyUnfinishedJobs(ResourceExhausted):
+    """Raised when storing a job would give its owner more than MAX_UNFINISHED_JOBS_PER_USER QUEUED or RUNNING."""
+
+    reason = "TOO_MANY_UNFINISHED_JOBS"
 
 
 class BrokerUnavailable(Unavailable):

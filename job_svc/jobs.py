@@ -26,6 +26,7 @@ from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
+from job_svc.limits import JobLimits
 from job_svc.model import Encoder, Job, ListQuery, NewJob, Priority, Status
 from job_svc.rules import (
     MAX_BATCH,
@@ -44,8 +45,14 @@ CREATE_TRANSACTIONS = 4
 class Store(Protocol):
     """The jobs table, as the use cases need it (job_svc.store.JobStore; see its methods for the contract)."""
 
-    async def create(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool]]:
-        """Store jobs with their queue messages, in one transaction; each job and whether it is new."""
+    async def create(
+        self, jobs: Sequence[NewJob], max_unfinished: int = 0, *, whole: bool = False
+    ) -> Sequence[tuple[Job, bool] | None]:
+        """Store jobs with their queue messages, in one transaction; each job and whether it is new.
+
+        None for a job that would give its owner more than ``max_unfinished`` unfinished jobs (0: no cap);
+        with ``whole``, all are None and none is stored if one would.
+        """
 
     async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
         """The job (only if ``owner_id`` owns it, when given)."""
@@ -91,11 +98,14 @@ class Announcer(Protocol):
 class Jobs:
     """Validates and carries out each JobService call on domain values, for the job ``types`` it knows."""
 
-    def __init__(self, store: Store, relay: Relay, publisher: Announcer, types: JobTypes) -> None:
+    def __init__(
+        self, store: Store, relay: Relay, publisher: Announcer, types: JobTypes, limits: JobLimits | None = None
+    ) -> None:
         self._store = store
         self._relay = relay
         self._publisher = publisher
         self._types = types
+        self._limits = limits or JobLimits()
         # Concurrent CreateJob calls share transactions (group commit): one
         # INSERT of many rows costs the database about what one row does.
         self._creates: Coalescer[NewJob, tuple[Job, bool]] = Coalescer(
@@ -103,35 +113,52 @@ class Jobs:
         )
 
     async def create(self, job: NewJob) -> Job:
-        """Store a new job with its queue message (or return the one its ``request_id`` created)."""
-        stored, _ = await self._creates.submit(job)
+        """Store a new job with its queue message (or return the one its ``request_id`` created).
+
+        Refused (RESOURCE_EXHAUSTED) before anything is stored beyond its owner's rates, and when it
+        would pass the cap on its owner's unfinished jobs (job_svc/limits.py).
+        """
+        self._limits.admit([job])
+        stored, created = await self._creates.submit(job)
+        if not created:
+            self._limits.refund([job])
         return stored
 
     async def create_batch(self, jobs: Sequence[NewJob]) -> Sequence[Job]:
-        """Store new jobs (at most MAX_BATCH: the servicer checks) in one transaction: all or, on an error, none."""
-        stored = await self._store.create(jobs)
-        if any(created for _, created in stored):
+        """Store new jobs (at most MAX_BATCH: the servicer checks) in one transaction: all or, on an error, none.
+
+        Refused as a whole, as ``create`` is, when the jobs pass a rate or would pass the cap.
+        """
+        self._limits.admit(jobs)
+        stored = await self._store.create(jobs, self._limits.max_unfinished, whole=True)
+        if any(result is None for result in stored):
+            raise self._limits.over_cap()
+        done = [result for result in stored if result is not None]
+        if any(created for _, created in done):
             self._relay.wake()
-            metrics.created(job for job, created in stored if created)
-        return [job for job, _ in stored]
+            metrics.created(job for job, created in done if created)
+        self._limits.refund(new for new, (_, created) in zip(jobs, done, strict=True) if not created)
+        return [job for job, _ in done]
 
     async def _store_batch(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool] | BaseException]:
         """The Coalescer's runner: one transaction for the batch, or one each if the database refused it."""
+        stored: Sequence[tuple[Job, bool] | BaseException | None]
         try:
-            stored: Sequence[tuple[Job, bool] | BaseException] = await self._store.create(jobs)
+            stored = await self._store.create(jobs, self._limits.max_unfinished)
         except asyncpg.PostgresError as error:
             if len(jobs) == 1 or isinstance(error, db.TRANSIENT_ERRORS):
                 raise
             # A row the database refuses must not fail the calls it shared a batch with.
             stored = await asyncio.gather(*(self._store_one(job) for job in jobs), return_exceptions=True)
-        new = [result[0] for result in stored if not isinstance(result, BaseException) and result[1]]
+        results = [self._limits.over_cap() if result is None else result for result in stored]
+        new = [result[0] for result in results if not isinstance(result, BaseException) and result[1]]
         if new:
             self._relay.wake()
             metrics.created(new)
-        return stored
+        return results
 
-    async def _store_one(self, job: NewJob) -> tuple[Job, bool]:
-        [stored] = await self._store.create([job])
+    async def _store_one(self, job: NewJob) -> tuple[Job, bool] | None:
+        [stored] = await self._store.create([job], self._limits.max_unfinished)
         return stored
 
     def check_new(

@@ -8,8 +8,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common import demo_jobs, secrets
 from common.job_types import module_names
+from common.rates import Rate
 from common.settings import ServiceSettings, SettingsError, setting
 from job_svc.auth import REREAD_SECONDS
+from job_svc.limits import JobLimits
+from job_svc.rules import MAX_BATCH
 
 #: The most clock skew JWT_LEEWAY_SECONDS may allow: more would keep an expired token alive for minutes.
 MAX_LEEWAY_SECONDS = 300
@@ -71,6 +74,29 @@ class Settings(ServiceSettings):
         "File holding the worker token, or several, one per line (any is accepted, so a new one can be added"
         f" before the workers switch to it); read again every {REREAD_SECONDS:g} s.",
     )
+    jobs_per_second_per_user: int = setting(
+        200,
+        "Jobs one user may submit a second, in CreateJob and BatchCreateJobs (a batch of N counts N), per job"
+        " service process; beyond: RESOURCE_EXHAUSTED with RetryInfo. 0 turns the limit off.",
+    )
+    job_burst_per_user: int = setting(
+        4000,
+        f"Jobs one user may submit at once, above JOBS_PER_SECOND_PER_USER (at least {MAX_BATCH}, a full"
+        " BatchCreateJobs).",
+    )
+    high_priority_jobs_per_second_per_user: int = setting(
+        10,
+        "HIGH priority jobs one user may submit a second (on top of, and counted in, JOBS_PER_SECOND_PER_USER),"
+        " per process. 0 turns the limit off.",
+    )
+    high_priority_burst_per_user: int = setting(
+        100, "HIGH priority jobs one user may submit at once; a batch holding more is refused (INVALID_ARGUMENT)."
+    )
+    max_unfinished_jobs_per_user: int = setting(
+        10000,
+        "Most QUEUED and RUNNING jobs one user may have, checked in PostgreSQL so it holds across replicas;"
+        " beyond: RESOURCE_EXHAUSTED with RetryInfo. 0 turns the cap off.",
+    )
     job_type_modules: str = setting(
         "",
         "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
@@ -96,7 +122,28 @@ class Settings(ServiceSettings):
         if self.jwt_public_keys_dir and (self.jwt_public_key or self.jwt_public_key_file):
             # Keys from two places would make retiring one a matter of remembering both.
             raise SettingsError("set JWT_PUBLIC_KEYS_DIR or JWT_PUBLIC_KEY(_FILE), not both")
+        for name in (
+            "jobs_per_second_per_user",
+            "high_priority_jobs_per_second_per_user",
+            "max_unfinished_jobs_per_user",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()}={getattr(self, name)} must be 0 (off) or more")
+        if self.jobs_per_second_per_user and self.job_burst_per_user < MAX_BATCH:
+            # A smaller burst would refuse every full BatchCreateJobs, however slowly it was sent.
+            raise SettingsError(f"JOB_BURST_PER_USER={self.job_burst_per_user} must be at least {MAX_BATCH}")
+        if self.high_priority_jobs_per_second_per_user and self.high_priority_burst_per_user < 1:
+            raise SettingsError(f"HIGH_PRIORITY_BURST_PER_USER={self.high_priority_burst_per_user} must be at least 1")
         self.modules()
+
+    def job_limits(self) -> JobLimits:
+        """The per-user limits on CreateJob and BatchCreateJobs these settings give."""
+        rate, high = self.jobs_per_second_per_user, self.high_priority_jobs_per_second_per_user
+        return JobLimits(
+            rate=Rate(rate, 1, burst=self.job_burst_per_user) if rate else None,
+            high_rate=Rate(high, 1, burst=self.high_priority_burst_per_user) if high else None,
+            max_unfinished=self.max_unfinished_jobs_per_user,
+        )
 
     def modules(self) -> tuple[str, ...]:
         """JOB_TYPE_MODULES, plus the demo module if DEMO_JOB_TYPES (their types are added at start, in __main__)."""

@@ -51,54 +51,63 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool]]:
-        """Store QUEUED jobs and their outbox messages in one statement (one transaction).
+    async def create(
+        self, jobs: Sequence[NewJob], max_unfinished: int = 0, *, whole: bool = False
+    ) -> Sequence[tuple[Job, bool] | None]:
+        """Store QUEUED jobs and their outbox messages in one transaction.
 
         Returns each job, in order, and whether it is new: if its owner already
         used its ``request_id`` (before, or earlier in ``jobs``), nothing is
         written for it and the job that used it first is returned.
+
+        With ``max_unfinished``, no owner ends with more than that many QUEUED
+        or RUNNING jobs: new jobs are taken in order while they fit, and each
+        one that does not is None (with ``whole``, every job is None and none
+        is written if one does not fit). Repeats of a used ``request_id`` always
+        fit. The owners' jobs are counted under a transaction-scoped advisory
+        lock per owner, so concurrent creates, from any replica, count one after
+        another and the cap holds exactly; creates of different owners do not
+        wait for each other.
         """
-        # Rows go in sorted by idempotency key, so two batches that share keys
-        # take their index locks in the same order and cannot deadlock.
-        ordered = sorted(jobs, key=lambda j: (j.request_id is not None, str(j.owner_id), str(j.request_id)))
-        rows = await self._pool.fetch(
-            f"""WITH input AS (
-                    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::bytea[],
-                                         $6::uuid[], $7::smallint[], $8::integer[], $9::integer[])
-                        AS t(id, owner_id, type, payload, body, request_id, priority, max_attempts, timeout_seconds)),
-                job AS (
-                    INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds)
-                    SELECT id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds FROM input
-                    ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
-                    RETURNING {_COLUMNS}),
-                outbox AS (
-                    INSERT INTO job_outbox (job_id, body, priority)
-                    SELECT job.id, input.body, job.priority FROM job JOIN input USING (id))
-                SELECT * FROM job""",
-            [j.id for j in ordered],
-            [j.owner_id for j in ordered],
-            [j.type for j in ordered],
-            [json.dumps(j.payload) for j in ordered],
-            [j.body for j in ordered],
-            [j.request_id for j in ordered],
-            [int(j.priority) for j in ordered],
-            [j.max_attempts for j in ordered],
-            [j.timeout_seconds for j in ordered],
-        )
-        created = {row["id"]: _job(row) for row in rows}
-        repeated = [j for j in jobs if j.id not in created]
-        earlier: dict[tuple[uuid.UUID, uuid.UUID | None], Job] = {}
-        if repeated:
-            # The conflicting inserts have committed (ON CONFLICT waited for
-            # them), so a fresh statement sees their rows.
-            found = await self._pool.fetch(
-                f"""SELECT {_COLUMNS}, request_id FROM jobs
-                    WHERE (owner_id, request_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))""",
-                [j.owner_id for j in repeated],
-                [j.request_id for j in repeated],
+        if not max_unfinished:
+            return await _insert(self._pool, jobs)
+        async with self._pool.acquire() as connection, connection.transaction():
+            owners = sorted({job.owner_id for job in jobs})
+            # Locked in key order, so two transactions sharing owners cannot deadlock. The count
+            # is a statement of its own: its snapshot must be taken after the lock is held.
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(key) FROM unnest($1::bigint[]) AS key",
+                sorted({_lock_key(owner) for owner in owners}),
             )
-            earlier = {(row["owner_id"], row["request_id"]): _job(row) for row in found}
-        return [(created[j.id], True) if j.id in created else (earlier[j.owner_id, j.request_id], False) for j in jobs]
+            rows = await connection.fetch(
+                """SELECT owner_id,
+                          (SELECT count(*) FROM (SELECT FROM jobs
+                                                 WHERE jobs.owner_id = o.owner_id AND status IN ('QUEUED', 'RUNNING')
+                                                 LIMIT $2) AS unfinished) AS unfinished,
+                          ARRAY(SELECT request_id FROM jobs
+                                WHERE jobs.owner_id = o.owner_id AND request_id = ANY($3::uuid[])) AS used
+                   FROM unnest($1::uuid[]) AS o (owner_id)""",
+                owners,
+                max_unfinished + 1,
+                [job.request_id for job in jobs if job.request_id is not None],
+            )
+            room = {row["owner_id"]: max_unfinished - row["unfinished"] for row in rows}
+            used = {(row["owner_id"], request_id) for row in rows for request_id in row["used"]}
+            fits: list[bool] = []
+            for job in jobs:
+                key = (job.owner_id, job.request_id)
+                if job.request_id is not None and key in used:
+                    fits.append(True)
+                elif room[job.owner_id] > 0:
+                    room[job.owner_id] -= 1
+                    used.add(key)
+                    fits.append(True)
+                else:
+                    fits.append(False)
+            if whole and not all(fits):
+                return [None] * len(jobs)
+            stored = iter(await _insert(connection, [job for job, fit in zip(jobs, fits, strict=True) if fit]))
+            return [next(stored) if fit else None for fit in fits]
 
     async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
         """The job with this id (only if ``owner_id`` owns it, when given)."""
@@ -418,3 +427,55 @@ async def _requeue(connection: _Connection, rows: Sequence[asyncpg.Record], gran
         grant,
     )
     return [_job(row) for row in updated]
+
+
+def _lock_key(owner: uuid.UUID) -> int:
+    """The advisory lock key under which an owner's unfinished jobs are counted: 64 bits of the owner's id."""
+    return int.from_bytes(owner.bytes[:8], "big", signed=True)
+
+
+async def _insert(connection: _Connection | asyncpg.Pool, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    """Insert the jobs and their outbox messages in one statement; each job, in order, and whether it is new."""
+    if not jobs:
+        return []
+    # Rows go in sorted by idempotency key, so two batches that share keys
+    # take their index locks in the same order and cannot deadlock.
+    ordered = sorted(jobs, key=lambda j: (j.request_id is not None, str(j.owner_id), str(j.request_id)))
+    rows = await connection.fetch(
+        f"""WITH input AS (
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::bytea[],
+                                     $6::uuid[], $7::smallint[], $8::integer[], $9::integer[])
+                    AS t(id, owner_id, type, payload, body, request_id, priority, max_attempts, timeout_seconds)),
+            job AS (
+                INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds)
+                SELECT id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds FROM input
+                ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
+                RETURNING {_COLUMNS}),
+            outbox AS (
+                INSERT INTO job_outbox (job_id, body, priority)
+                SELECT job.id, input.body, job.priority FROM job JOIN input USING (id))
+            SELECT * FROM job""",
+        [j.id for j in ordered],
+        [j.owner_id for j in ordered],
+        [j.type for j in ordered],
+        [json.dumps(j.payload) for j in ordered],
+        [j.body for j in ordered],
+        [j.request_id for j in ordered],
+        [int(j.priority) for j in ordered],
+        [j.max_attempts for j in ordered],
+        [j.timeout_seconds for j in ordered],
+    )
+    created = {row["id"]: _job(row) for row in rows}
+    repeated = [j for j in jobs if j.id not in created]
+    earlier: dict[tuple[uuid.UUID, uuid.UUID | None], Job] = {}
+    if repeated:
+        # The conflicting inserts have committed (ON CONFLICT waited for
+        # them), so a fresh statement sees their rows.
+        found = await connection.fetch(
+            f"""SELECT {_COLUMNS}, request_id FROM jobs
+                WHERE (owner_id, request_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))""",
+            [j.owner_id for j in repeated],
+            [j.request_id for j in repeated],
+        )
+        earlier = {(row["owner_id"], row["request_id"]): _job(row) for row in found}
+    return [(created[j.id], True) if j.id in created else (earlier[j.owner_id, j.request_id], False) for j in jobs]

@@ -79,6 +79,16 @@ UNLIMITED_ATTEMPTS = (
 )
 
 
+#: The job service's per-user limits, lifted (the checks still run) for the tests that are not about them.
+UNLIMITED_JOBS = (
+    "JOBS_PER_SECOND_PER_USER",
+    "JOB_BURST_PER_USER",
+    "HIGH_PRIORITY_JOBS_PER_SECOND_PER_USER",
+    "HIGH_PRIORITY_BURST_PER_USER",
+    "MAX_UNFINISHED_JOBS_PER_USER",
+)
+
+
 @pytest.fixture
 def service_env(database_url: str, rabbitmq_url: str, secrets_dir: Path, queue_name: str) -> dict[str, str]:
     """Environment for the services under test (ports are added by each test)."""
@@ -94,6 +104,9 @@ def service_env(database_url: str, rabbitmq_url: str, secrets_dir: Path, queue_n
         # Tests register and log in hundreds of accounts from 127.0.0.1 within seconds; the limits
         # themselves are tested with their defaults (tests/e2e/test_auth_flood.py).
         **dict.fromkeys(UNLIMITED_ATTEMPTS, "1000000"),
+        # One user submits backlogs of 20,000 jobs as fast as it can; the job limits are tested with their
+        # defaults, or values of their own (tests/e2e/test_job_flood.py).
+        **dict.fromkeys(UNLIMITED_JOBS, "1000000"),
     }
 
 

@@ -698,7 +698,10 @@ class JobsClient(_Client):
         ``timeout_seconds`` are CreateJob's; 0 and UNSPECIFIED take the server's
         defaults. The request carries ``request_id`` (a fresh UUID unless given),
         so an UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED answer is retried, up to
-        ``attempts`` calls in all, without any risk of creating the job twice.
+        ``attempts`` calls in all, without any risk of creating the job twice; so is
+        a refusal for a per-user limit (RESOURCE_EXHAUSTED ``TOO_MANY_JOBS``,
+        ``TOO_MANY_HIGH_PRIORITY_JOBS``, ``TOO_MANY_UNFINISHED_JOBS``), no sooner than
+        its RetryInfo says, when that is within MAX_HONOURED_RETRY_AFTER.
         """
         request = _create_request(job_type, payload, priority, max_attempts, timeout_seconds, request_id)
         reply: jobs_pb2.CreateJobResponse = await self._retrying(self.stub.CreateJob, request, attempts, _TRANSIENT)

@@ -8,7 +8,7 @@ here runs on PostgreSQL and on the fake, and the traces must be equal.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -52,15 +52,35 @@ def seen(job: Job | None) -> tuple[Any, ...] | None:
 
 
 async def one(store: Store, job: NewJob) -> Job:
-    [(stored, _)] = await store.create([job])
-    return stored
+    [stored] = await store.create([job])
+    assert stored is not None
+    return stored[0]
+
+
+def outcomes(stored: Sequence[tuple[Job, bool] | None]) -> list[Any]:
+    return [None if result is None else (seen(result[0]), result[1]) for result in stored]
 
 
 async def creates(store: Store) -> list[Any]:
     key = uuid.uuid4()
     batch = await store.create([new(ALICE, "a", key), new(ALICE, "b", key), new(BOB, "c", key), new(ALICE, "d")])
     again = await store.create([new(ALICE, "e", key)])
-    return [(seen(job), created) for job, created in (*batch, *again)]
+    return outcomes([*batch, *again])
+
+
+async def caps(store: Store) -> list[Any]:
+    key = uuid.uuid4()
+    trace: list[Any] = [outcomes(await store.create([new(ALICE, "a"), new(ALICE, "b", key)], 3))]
+    running = await one(store, new(ALICE, "running"))  # no cap: ALICE has 3 unfinished now
+    await store.start([(running.id, uuid.uuid4())], 5.0)  # RUNNING counts as unfinished too
+    trace.append(outcomes(await store.create([new(ALICE, "c"), new(BOB, "d")], 4)))  # one fits, BOB's own
+    # A repeat of a used request_id always fits (it stores nothing); new jobs past the cap do not.
+    trace.append(outcomes(await store.create([new(ALICE, "e", key), new(ALICE, "f"), new(ALICE, "f")], 4)))
+    await store.finish([Report(running.id, Status.COMPLETED, attempt=1, result="gninnur")])
+    trace.append(outcomes(await store.create([new(ALICE, "g"), new(ALICE, "h")], 4, whole=True)))  # all or none
+    trace.append(outcomes(await store.create([new(ALICE, "i"), new(ALICE, "j", key)], 4, whole=True)))
+    trace.append(len(await store.list(ListQuery(owner_id=ALICE, page_size=100))))
+    return trace
 
 
 async def lifecycle(store: Store) -> list[Any]:
@@ -169,7 +189,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.mark.parametrize("scenario", [creates, lifecycle, cancels, reruns, listings, outbox])
+@pytest.mark.parametrize("scenario", [creates, caps, lifecycle, cancels, reruns, listings, outbox])
 async def test_the_fake_store_does_what_the_real_one_does(pool: asyncpg.Pool, scenario: Scenario) -> None:
     real = await scenario(JobStore(pool))
     fake = await scenario(FakeStore())

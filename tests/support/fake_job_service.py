@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,17 +72,46 @@ class FakeStore:
         self.rows[job.id] = _Row(job, claim_id=claim_id)
         return job
 
+    def _fits(
+        self, jobs: Sequence[NewJob], max_unfinished: int, used: Collection[tuple[uuid.UUID, uuid.UUID | None]]
+    ) -> list[bool]:
+        """Which jobs fit under the cap, in order (repeats of a used request_id always do), as the store decides."""
+        unfinished: dict[uuid.UUID, int] = {}
+        for row in self.rows.values():
+            if not row.job.status.final:
+                unfinished[row.job.owner_id] = unfinished.get(row.job.owner_id, 0) + 1
+        seen = set(used)
+        fits: list[bool] = []
+        for new in jobs:
+            key = (new.owner_id, new.request_id)
+            if new.request_id is not None and key in seen:
+                fits.append(True)
+            else:
+                count = unfinished.get(new.owner_id, 0)
+                fits.append(not max_unfinished or count < max_unfinished)
+                unfinished[new.owner_id] = count + fits[-1]
+            seen.add(key)
+        return fits
+
     # The Store, ReportStore and OutboxStore Protocols.
 
-    async def create(self, jobs: Sequence[NewJob]) -> Sequence[tuple[Job, bool]]:
+    async def create(
+        self, jobs: Sequence[NewJob], max_unfinished: int = 0, *, whole: bool = False
+    ) -> Sequence[tuple[Job, bool] | None]:
         self.creates.append(len(jobs))
         for new in jobs:
             if (error := self.refuse(new)) is not None:
                 raise error  # the statement fails: nothing of the batch is written
         now = self._tick()
         by_key = {(r.job.owner_id, r.request_id): r.job for r in self.rows.values() if r.request_id is not None}
-        stored: list[tuple[Job, bool]] = []
-        for new in jobs:
+        fits = self._fits(jobs, max_unfinished, by_key.keys())
+        if whole and not all(fits):
+            return [None] * len(jobs)
+        stored: list[tuple[Job, bool] | None] = []
+        for new, fit in zip(jobs, fits, strict=True):
+            if not fit:
+                stored.append(None)
+                continue
             earlier = by_key.get((new.owner_id, new.request_id)) if new.request_id is not None else None
             if earlier is not None:
                 stored.append((earlier, False))

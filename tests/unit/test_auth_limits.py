@@ -8,8 +8,9 @@ import pytest
 
 from auth_svc.accounts import Accounts
 from auth_svc.errors import EmailTaken
-from auth_svc.limits import AttemptLimits, Rate, RateLimiter, TooManyAttempts
+from auth_svc.limits import AttemptLimits, TooManyAttempts
 from auth_svc.passwords import HashingBusy, PasswordHasher
+from common.rates import Rate, RateLimiter
 
 
 class Clock:
