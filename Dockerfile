@@ -46,14 +46,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/jobqueue/bin:$PATH
 WORKDIR /app
-# The same UID in every image: auth, jobs and workers share the `secrets` volume. Docker seeds an
-# empty named volume from the image's directory (owner included), so var/secrets must exist here
-# owned by that user, or the volume comes up root-owned and development secrets cannot be written.
+# The same UID in every image. In compose each service keeps its development secrets in a volume
+# of its own, mounted on var/secrets/<service>, which the one-shot `dev-secrets` fills. Docker seeds
+# an empty named volume from the image's directory (owner included), so those folders must exist
+# here owned by that user, or the volumes come up root-owned and nothing can be written to them.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --no-log-init --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
-    && mkdir -p /app/var/secrets \
+    && mkdir -p /app/var/secrets/auth /app/var/secrets/jobs /app/var/secrets/worker \
     && chown -R app:app /app/var \
-    && chmod 0700 /app/var/secrets
+    && chmod -R 0700 /app/var/secrets
 COPY --from=build /opt/jobqueue /opt/jobqueue
 COPY common/ ./common/
 # Numeric, so a runtime can verify "not root" without reading /etc/passwd.

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from jobqueue.client import JobsClient, connect_auth, connect_jobs
+from tests.conftest import UNLIMITED_JOBS
 from tests.support.processes import ROOT, free_ports
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -41,7 +42,9 @@ DATABASE = {"user": "jobqueue", "password": "jobqueue-dev", "database": "jobqueu
 #: Variables compose reads from the tests' environment. A short connection age makes the job service
 #: send GOAWAY every few seconds all through the suite, so every test also checks that clients and
 #: workers ride it out, and a replica added while workers run gets their reports within seconds.
-ENVIRONMENT = {"MAX_CONNECTION_AGE_SECONDS": "5"}
+#: The per-user job limits are lifted as in the other suites (tests/conftest.py): the suite submits
+#: 20,000-job backlogs as one user; tests/e2e/test_job_flood.py tests the limits themselves.
+ENVIRONMENT = {"MAX_CONNECTION_AGE_SECONDS": "5", **dict.fromkeys(UNLIMITED_JOBS, "1000000")}
 
 
 def override(ports: dict[str, int]) -> str:
@@ -57,18 +60,25 @@ def override(ports: dict[str, int]) -> str:
 class Stack:
     """`docker compose -p <project>` with this repository's compose file and the tests' port override."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, files: Iterable[Path] = (), environment: dict[str, str] | None = None
+    ) -> None:
+        """A project of its own; ``files`` are compose files added after the tests' port override
+        (docker-compose.production.yml), ``environment`` variables compose reads on top of ENVIRONMENT."""
         self.project = f"jqtest-{uuid.uuid4().hex[:8]}"
+        self.files = [COMPOSE_FILE, *files]
+        self.extra_environment = dict(environment or {})
         self.ports = {service: free_ports(REPLICA_PORTS.get(service, 1)) for service in PUBLISHED}
         self.override_file = directory / "ports.yml"
         self.override_file.write_text(override(self.ports))
         self.log = directory / "compose.log"
 
     def argv(self, *args: str) -> list[str]:
-        return ["docker", "compose", "-p", self.project, "-f", str(COMPOSE_FILE), "-f", str(self.override_file), *args]
+        files = [self.files[0], self.override_file, *self.files[1:]]
+        return ["docker", "compose", "-p", self.project, *(arg for f in files for arg in ("-f", str(f))), *args]
 
     def environment(self) -> dict[str, str]:
-        return {**os.environ, **ENVIRONMENT}
+        return {**os.environ, **ENVIRONMENT, **self.extra_environment}
 
     def compose(self, *args: str, timeout: float = 600) -> str:
         """Run a compose command; its output, or AssertionError with the output if it fails."""

@@ -102,7 +102,7 @@ def test_nothing_to_build_or_install_with(stack: Stack, service: str) -> None:
 @pytest.mark.parametrize("service", IMAGES)
 def test_holds_only_its_own_code(stack: Stack, service: str) -> None:
     """/app has common/, the service's package and the secrets mount point (empty): no tests, no gen/, no state."""
-    done = run(stack, service, "ls -A /app; ls -A /app/var/secrets | wc -l; python -c 'import jobqueue.client'")
+    done = run(stack, service, "ls -A /app; find /app/var/secrets -type f | wc -l; python -c 'import jobqueue.client'")
     assert done.returncode == 0, done.stderr
     *entries, secrets = done.stdout.split()
     assert sorted(entries) == sorted(["common", IMAGES[service], "var"])

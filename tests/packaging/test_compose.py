@@ -22,6 +22,7 @@ import yaml
 from common.limits import MAX_TIMEOUT_SECONDS
 from common.settings import env_name
 from job_svc.settings import Settings as JobSettings
+from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -31,10 +32,17 @@ ENV_EXAMPLE = ROOT / ".env.example"
 APP_SERVICES = {"auth-service": "auth_svc", "job-service": "job_svc", "worker-service": "worker_svc"}
 #: Every service compose builds from this repository, including the one-shot migration.
 BUILT_SERVICES = {**APP_SERVICES, "migrate": "migrations"}
+#: The one-shots: each runs once per `up`, and what waits on it waits for its success.
+ONE_SHOTS = ("migrate", "broker-users", "dev-secrets")
 INFRASTRUCTURE = ("rabbitmq", "postgres")
 #: The ports the seed's users already know.
 PUBLISHED = {"auth-service": 5001, "job-service": 5002}
-SECRETS_MOUNT = "/app/var/secrets"
+#: Where each app service keeps its development secrets: a volume of its own (dev-secrets fills them).
+SECRETS_MOUNTS = {
+    "auth-service": ("auth-secrets", "/app/var/secrets/auth"),
+    "job-service": ("job-secrets", "/app/var/secrets/jobs"),
+    "worker-service": ("worker-secrets", "/app/var/secrets/worker"),
+}
 
 #: ${NAME}, ${NAME:-default} (and the other operators), $NAME; `$$` is a literal dollar.
 INTERPOLATION = re.compile(r"\$\$|\$\{(?P<braced>\w+)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}|\$(?P<bare>\w+)")
@@ -158,8 +166,8 @@ def published_ports(service: str) -> list[tuple[str, int, int]]:
 
 
 def test_expected_services_exist() -> None:
-    """The broker, the database, the migration and the three services."""
-    assert {*INFRASTRUCTURE, *BUILT_SERVICES} <= set(SERVICES)
+    """The broker, the database, the one-shots and the three services."""
+    assert {*INFRASTRUCTURE, *BUILT_SERVICES, *ONE_SHOTS} <= set(SERVICES)
 
 
 def test_no_container_names() -> None:
@@ -208,13 +216,25 @@ def test_start_order() -> None:
     """postgres -> migrate -> auth and jobs; rabbitmq + jobs -> workers; each edge gated on health or success."""
     expected = {
         "migrate": {"postgres": "service_healthy"},
-        "auth-service": {"postgres": "service_healthy", "migrate": "service_completed_successfully"},
+        "broker-users": {"rabbitmq": "service_healthy"},
+        "auth-service": {
+            "postgres": "service_healthy",
+            "migrate": "service_completed_successfully",
+            "dev-secrets": "service_completed_successfully",
+        },
         "job-service": {
             "postgres": "service_healthy",
             "migrate": "service_completed_successfully",
             "rabbitmq": "service_healthy",
+            "broker-users": "service_completed_successfully",
+            "dev-secrets": "service_completed_successfully",
         },
-        "worker-service": {"rabbitmq": "service_healthy", "job-service": "service_healthy"},
+        "worker-service": {
+            "rabbitmq": "service_healthy",
+            "broker-users": "service_completed_successfully",
+            "job-service": "service_healthy",
+            "dev-secrets": "service_completed_successfully",
+        },
     }
     for service, dependencies in expected.items():
         declared = SERVICES[service]["depends_on"]
@@ -226,18 +246,19 @@ def test_dependency_conditions_match_the_dependency() -> None:
     """A one-shot dependency must have completed successfully; a long-running one must be healthy."""
     for name, service in SERVICES.items():
         for dependency, spec in (service.get("depends_on") or {}).items():
-            wanted = "service_completed_successfully" if dependency == "migrate" else "service_healthy"
+            wanted = "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
             assert spec["condition"] == wanted, f"{name} -> {dependency}"
             if wanted == "service_healthy":
                 assert "healthcheck" in SERVICES[dependency], f"{name} waits on {dependency}, which has no healthcheck"
 
 
 def test_restart_policies() -> None:
-    """Servers come back after a crash or reboot; the migration runs once per `up`."""
+    """Servers come back after a crash or reboot; the one-shots run once per `up`."""
     for service in (*INFRASTRUCTURE, *APP_SERVICES):
         assert SERVICES[service]["restart"] == "unless-stopped", service
-    # Quoted in YAML: a bare `no` is the boolean false.
-    assert SERVICES["migrate"]["restart"] == "no"
+    for service in ONE_SHOTS:
+        # Quoted in YAML: a bare `no` is the boolean false.
+        assert SERVICES[service]["restart"] == "no", service
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -268,9 +289,21 @@ def test_every_service_serves_metrics_on_the_port_its_image_exposes(service: str
 
 
 def test_migrate_environment_is_what_it_reads() -> None:
-    """The migration reads DATABASE_URL only."""
-    assert set(environment("migrate")) <= variables_read("migrations")
-    assert "DATABASE_URL" in environment("migrate")
+    """The migration reads DATABASE_URL (the owner's) and the passwords of the services' roles."""
+    passwords = {role.password_variable for role in roles.ROLES}
+    assert set(environment("migrate")) <= variables_read("migrations") | passwords
+    assert {"DATABASE_URL", *passwords} <= set(environment("migrate"))
+
+
+def test_broker_users_environment_is_what_it_reads() -> None:
+    """Every variable compose gives broker-users is one common/broker_users.py reads."""
+    source = (ROOT / "common" / "broker_users.py").read_text()
+    read = set(re.findall(r"value\(environ, \"(\w+)\"", source))
+    assert command("broker-users") == ["python", "-m", "common.broker_users"]
+    assert set(environment("broker-users")) <= read
+    assert {"RABBITMQ_ADMIN_PASSWORD", "JOB_RABBITMQ_PASSWORD", "WORKER_RABBITMQ_PASSWORD"} <= set(
+        environment("broker-users")
+    )
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -279,31 +312,53 @@ def test_app_env_defaults_to_development(service: str) -> None:
     assert environment(service)["APP_ENV"] == "${APP_ENV:-development}"
 
 
-def test_services_reach_the_compose_servers_with_their_credentials() -> None:
-    """DATABASE_URL and RABBITMQ_URL name the compose servers with the credentials they are created with."""
+def test_only_the_one_shots_hold_the_owners_credentials() -> None:
+    """The migration logs in as the database's owner and broker-users as the broker's administrator;
+    each service logs in as its own role and user, with the passwords those one-shots set."""
     postgres = environment("postgres")
-    database_url = (
-        f"postgresql://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@postgres:5432/"
-        f"{postgres['POSTGRES_DB']}"
-    )
+    owner = f"{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}"
+    database = f"@postgres:5432/{postgres['POSTGRES_DB']}"
+    assert environment("migrate")["DATABASE_URL"] == f"postgresql://{owner}{database}"
+    for service, role in (("auth-service", roles.AUTH), ("job-service", roles.JOBS)):
+        password = environment("migrate")[role.password_variable]
+        assert environment(service)["DATABASE_URL"] == f"postgresql://{role.name}:{password}{database}", service
     rabbitmq = environment("rabbitmq")
-    rabbitmq_url = f"amqp://{rabbitmq['RABBITMQ_DEFAULT_USER']}:{rabbitmq['RABBITMQ_DEFAULT_PASS']}@rabbitmq:5672/"
-    for service in ("migrate", "auth-service", "job-service"):
-        assert environment(service)["DATABASE_URL"] == database_url, service
-    for service in ("job-service", "worker-service"):
-        assert environment(service)["RABBITMQ_URL"] == rabbitmq_url, service
+    users = environment("broker-users")
+    assert (users["RABBITMQ_ADMIN_USER"], users["RABBITMQ_ADMIN_PASSWORD"]) == (
+        rabbitmq["RABBITMQ_DEFAULT_USER"],
+        rabbitmq["RABBITMQ_DEFAULT_PASS"],
+    )
+    for service, prefix in (("job-service", "JOB"), ("worker-service", "WORKER")):
+        user, password = users[f"{prefix}_RABBITMQ_USER"], users[f"{prefix}_RABBITMQ_PASSWORD"]
+        assert environment(service)["RABBITMQ_URL"] == f"amqp://{user}:{password}@rabbitmq:5672/", service
+    for name, service in SERVICES.items():
+        if name not in ("postgres", "rabbitmq", "migrate", "broker-users"):
+            assert owner not in str(service), f"{name} holds the database owner's credentials"
+            assert f"{users['RABBITMQ_ADMIN_USER']}:{users['RABBITMQ_ADMIN_PASSWORD']}@" not in str(service), name
+    assert users["RABBITMQ_QUEUE"] == environment("job-service")["RABBITMQ_QUEUE"]
     assert environment("job-service")["RABBITMQ_QUEUE"] == environment("worker-service")["RABBITMQ_QUEUE"]
     # By name through gRPC's DNS resolver, so that every job-service replica gets reports.
     assert environment("worker-service")["JOB_SERVICE_ADDR"] == f"dns:///job-service:{PUBLISHED['job-service']}"
     assert "PREFETCH_COUNT" in environment("worker-service")
 
 
-def test_secrets_volume_is_shared() -> None:
-    """Auth, jobs and workers share one `secrets` volume, where development secrets are generated once."""
-    assert "secrets" in COMPOSE["volumes"]
-    for service in APP_SERVICES:
-        assert f"secrets:{SECRETS_MOUNT}" in (SERVICES[service].get("volumes") or []), service
-        assert environment(service).get("DEV_SECRETS_DIR", SECRETS_MOUNT) == SECRETS_MOUNT, service
+def test_each_service_keeps_its_development_secrets_in_a_volume_of_its_own() -> None:
+    """Only auth mounts the volume holding the signing key; dev-secrets fills each with what its service reads."""
+    for service, (volume, mount) in SECRETS_MOUNTS.items():
+        assert volume in COMPOSE["volumes"]
+        assert SERVICES[service].get("volumes") == [f"{volume}:{mount}"], service
+        assert environment(service)["DEV_SECRETS_DIR"] == mount, service
+    filler = SERVICES["dev-secrets"]
+    assert sorted(filler["volumes"]) == sorted(f"{volume}:{mount}" for volume, mount in SECRETS_MOUNTS.values())
+    # common.secrets AUTH_DIR JOB_DIR WORKER_DIR: the key pair goes to the first only.
+    assert command("dev-secrets") == ["python", "-m", "common.secrets", *(m for _, m in SECRETS_MOUNTS.values())]
+
+
+@pytest.mark.parametrize("service", PUBLISHED)
+def test_api_ports_are_published_on_loopback_by_default(service: str) -> None:
+    """Nothing is reachable from the network unless PUBLISH_ADDRESS opens it."""
+    assert [ip for ip, _, _ in published_ports(service)] == ["127.0.0.1"]
+    assert all(str(entry).startswith("${PUBLISH_ADDRESS:-127.0.0.1}:") for entry in SERVICES[service]["ports"])
 
 
 @pytest.mark.parametrize("service", INFRASTRUCTURE)
