@@ -15,6 +15,7 @@ a test about one of the other refusals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import struct
 from dataclasses import dataclass
@@ -143,4 +144,20 @@ class TlsProxy(TcpProxy):
                 writer.transport.abort()  # the client refused our certificate, or went away
                 return
         self.handshakes += 1
-        await self._handle(reader, writer)
+        # Stopping the proxy cancels this task; asyncio's stream callback would log that as an error.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._handle(reader, writer)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(OSError, RuntimeError):
+            # TLS cannot half-close: when one side ends, so does the connection (PostgreSQL's client waits
+            # for the server to close after its Terminate message).
+            if writer.can_write_eof():
+                writer.write_eof()
+            else:
+                writer.close()
