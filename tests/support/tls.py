@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from scripts.certs import Authority
 from tests.support.proxy import TcpProxy
 
@@ -89,6 +91,12 @@ def make_certificates(directory: Path, *, names: tuple[str, ...] = ("localhost",
     authority.server(names, ["127.0.0.1"]).write(directory, "server")
     authority.client("worker").write(directory, "worker")
     return Certificates(directory)
+
+
+@pytest.fixture(scope="module", name="tls_certificates")
+def tls_certificates_fixture(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA of the test module's own, its server certificate for localhost and 127.0.0.1, and a worker's."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 def with_credentials(url: str, user: str, password: str) -> str:
