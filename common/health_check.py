@@ -13,9 +13,10 @@ stderr). Only grpc and the health messages are imported, so a probe run every
 few seconds in a container stays cheap.
 
 Run with the service's environment, the probe follows its TLS too: with
-TLS_CERT_FILE set it asks over TLS, verifying the certificate with TLS_CA_FILE
-(default: the certificates in TLS_CERT_FILE) and expecting the first name the
-certificate carries, since it dials 127.0.0.1, not that name.
+TLS_CERT_FILE set it asks over TLS and verifies the certificate against
+TLS_CERT_FILE itself (it trusts exactly the service's own certificate; gRPC
+accepts a trusted leaf as the anchor) or TLS_CA_FILE when set, expecting the
+first name the certificate carries, since it dials 127.0.0.1, not that name.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class HealthCheck:
 def tls_of(environ: Mapping[str, str]) -> Tls | None:
     """How to reach a service run with ``environ`` (None: plaintext, without TLS_CERT_FILE); OSError, ValueError.
 
-    The certificate is verified with TLS_CA_FILE (default: TLS_CERT_FILE's own certificates, enough
-    for a file that ends with its root) and must carry the first name it names.
+    The certificate is verified with TLS_CA_FILE, by default TLS_CERT_FILE itself (trusting exactly
+    that certificate), and must carry the first name it names.
     """
     cert_file = environ.get("TLS_CERT_FILE")
     if not cert_file:

@@ -48,8 +48,8 @@ class TlsServerSettings(ServiceSettings):
     tls_key_file: str = setting("", "PEM private key of TLS_CERT_FILE")
     tls_ca_file: str = setting(
         "",
-        "PEM certificate of the CA that signed TLS_CERT_FILE, for the health probe only (python -m"
-        " common.health_check, the images' HEALTHCHECK); default: the certificates in TLS_CERT_FILE itself",
+        "PEM certificate(s) the health probe (python -m common.health_check, the images' HEALTHCHECK) verifies"
+        " this service's certificate with; default: TLS_CERT_FILE itself, so it trusts exactly that certificate",
     )
 
     def __post_init__(self) -> None:

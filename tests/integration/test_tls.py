@@ -130,7 +130,7 @@ async def test_users_and_workers_over_tls_and_a_worker_without_a_certificate_set
 
 
 async def test_reports_need_the_worker_port_and_a_client_certificate_and_plaintext_is_refused(
-    tls_system: System, certs: Certificates, secrets_dir: Path
+    tls_system: System, certs: Certificates, other_ca: Path, secrets_dir: Path
 ) -> None:
     report = jobs_pb2.UpdateJobsRequest(
         requests=[
@@ -169,6 +169,17 @@ async def test_reports_need_the_worker_port_and_a_client_certificate_and_plainte
     for address in (tls_system.auth_address, tls_system.job_address):
         assert status_of(address, timeout=3) is None
         assert status_of(address, timeout=3, tls=tls_of(tls_system.env)) == SERVING
+
+    # The images' HEALTHCHECK, run with the service's environment, asks over TLS and verifies the certificate.
+    probe = [sys.executable, "-m", "common.health_check", "JOB_PORT", "5002"]
+    env = {**os.environ, **tls_system.env}
+    assert run(probe, env).returncode == 0
+    # Without TLS_CA_FILE it trusts exactly the service's own certificate, which is enough.
+    assert run(probe, {k: v for k, v in env.items() if k != "TLS_CA_FILE"}).returncode == 0
+    another = run(probe, {**env, "TLS_CA_FILE": str(other_ca)})
+    assert another.returncode == 1
+    assert "is TLS_CA_FILE the CA of TLS_CERT_FILE?" in another.stderr
+    assert run(probe, {k: v for k, v in env.items() if k != "TLS_CERT_FILE"}).returncode == 1  # plaintext
 
 
 def test_grpcurl_lists_and_the_readme_walkthrough_runs_over_tls(
@@ -280,11 +291,14 @@ def test_postgresql_over_tls_is_verified_with_verify_full(
             asyncio.run(refused(wrong))
         assert proxy.handshakes == 0
 
-        wrong_ca = {**system.env, "DATABASE_URL": url("localhost", other_ca)}
-        refusing = start_service("auth_svc", wrong_ca, tmp_path / "refusing.log", wait=False)
-        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in refusing.output(), "the database's certificate refused")
-        assert status_of(refusing.address, "postgres") != SERVING
-        assert refusing.stop() == 0, refusing.output()
+        # The services refuse it too, from another CA or for another name: health says so, and the log why.
+        for i, wrong in enumerate((url("localhost", other_ca), url("127.0.0.1", certs.ca))):
+            env = {**system.env, "DATABASE_URL": wrong}
+            refusing = start_service("auth_svc", env, tmp_path / f"refusing-{i}.log", wait=False)
+            wait_for(lambda p=refusing: "CERTIFICATE_VERIFY_FAILED" in p.output(), "the database's certificate refused")
+            assert status_of(refusing.address, "postgres") != SERVING
+            assert refusing.stop() == 0, refusing.output()
+        assert proxy.handshakes == 0
 
         system.start_auth()
         system.start_jobs()

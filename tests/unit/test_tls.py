@@ -44,14 +44,21 @@ def test_production_starts_with_every_piece(settings: type[ServiceSettings]) -> 
 
 
 @pytest.mark.parametrize("settings", SERVICES)
-@pytest.mark.parametrize("missing", ["TLS_CERT_FILE", "TLS_KEY_FILE"])
-def test_production_refuses_a_plaintext_listener(settings: type[TlsServerSettings], missing: str) -> None:
-    with pytest.raises(SettingsError, match=missing):
-        load(settings, without(missing))
-    # Outside production a listener may be plaintext, but never half configured.
-    with pytest.raises(SettingsError, match="set TLS_CERT_FILE and TLS_KEY_FILE together"):
-        load(settings, {"TLS_CERT_FILE" if missing == "TLS_KEY_FILE" else "TLS_KEY_FILE": "x.pem"})
-    assert not load(settings, {}).tls
+def test_production_refuses_a_plaintext_listener(settings: type[TlsServerSettings]) -> None:
+    plaintext = {k: v for k, v in PRODUCTION_SETTINGS.items() if k not in ("TLS_CERT_FILE", "TLS_KEY_FILE")}
+    with pytest.raises(SettingsError, match=r"^TLS_CERT_FILE and TLS_KEY_FILE must be set when APP_ENV=production"):
+        load(settings, plaintext)
+    assert not load(settings, {**plaintext, "APP_ENV": "development"}).tls
+
+
+@pytest.mark.parametrize("settings", SERVICES)
+@pytest.mark.parametrize("given", ["TLS_CERT_FILE", "TLS_KEY_FILE"])
+def test_a_listener_is_never_half_configured(settings: type[TlsServerSettings], given: str) -> None:
+    for app_env in ("development", "production"):
+        environ = {k: v for k, v in PRODUCTION_SETTINGS.items() if k not in ("TLS_CERT_FILE", "TLS_KEY_FILE")}
+        environ["APP_ENV"] = app_env
+        with pytest.raises(SettingsError, match=r"^set TLS_CERT_FILE and TLS_KEY_FILE together, or neither"):
+            load(settings, {**environ, given: "x.pem"})
 
 
 def test_production_refuses_a_worker_that_would_send_its_token_in_clear_text() -> None:
