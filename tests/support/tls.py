@@ -20,12 +20,21 @@ import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 
-from scripts.certs import Authority
 from tests.support.proxy import TcpProxy
+
+if TYPE_CHECKING:
+    # scripts/ is not a package: mypy (given scripts/certs.py) knows the file as the top-level module
+    # `certs`, and importing it as `scripts.certs` would make it see one file under two names.
+    from certs import Authority
+else:
+    from scripts.certs import Authority
+
+__all__ = ["Authority", "Certificates", "TlsProxy", "make_certificates", "production_env"]
 
 #: The code of PostgreSQL's SSLRequest (protocol 1234.5679).
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)

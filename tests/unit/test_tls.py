@@ -7,7 +7,7 @@ PostgreSQL) is in tests/integration/test_tls.py; here, the rules alone.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -21,10 +21,14 @@ from job_svc.auth import Authenticator
 from job_svc.errors import CertificateRequired, WorkersOnly
 from job_svc.settings import Settings as JobSettings
 from jobqueue.client import tls_credentials
-from scripts import certs
 from tests.support.clients import bearer, mint_token
 from tests.support.tls import PRODUCTION_SETTINGS, Certificates, make_certificates
 from worker_svc.settings import Settings as WorkerSettings
+
+if TYPE_CHECKING:
+    import certs  # scripts/ is not a package: see tests/unit/test_run_system.py
+else:
+    from scripts import certs
 
 SERVICES: list[type[TlsServerSettings]] = [AuthSettings, JobSettings, WorkerSettings]
 
