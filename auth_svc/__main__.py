@@ -1,6 +1,6 @@
 """Run the auth service: ``python -m auth_svc`` (``--help`` lists its settings; exit codes: common.service).
 
-Wiring only: settings -> signing key -> database -> accounts -> gRPC server; on
+Wiring only: settings -> signing key, TLS certificate -> database -> accounts -> gRPC server; on
 SIGTERM/SIGINT: NOT_SERVING, in-flight calls finish, the pool closes, exit 0.
 """
 
@@ -41,6 +41,8 @@ def token_issuer(settings: AuthSettings) -> TokenIssuer:
 async def serve(settings: AuthSettings, supervisor: service.Supervisor) -> None:
     """Serve until a stop is requested, then stop gracefully."""
     issuer = token_issuer(settings)
+    # Read before anything connects, so a missing or mismatched file stops the start with its name.
+    credentials = settings.server_credentials()
     # The job service logs the kids it trusts: matching them is how an operator checks a key rotation.
     log.info("signing tokens", extra={"kid": issuer.key_id})
     if settings.uses_dev_key:
@@ -66,10 +68,11 @@ async def serve(settings: AuthSettings, supervisor: service.Supervisor) -> None:
             register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server),
             health_servicer=health_servicer,
             transient=db.TRANSIENT_ERRORS,
+            credentials=credentials,
         )
         metrics_server = metrics.serve(settings.auth_host, settings.metrics_port)
         await server.start()
-        log.info("auth service listening", extra={"host": settings.auth_host, "port": port})
+        log.info("auth service listening", extra={"host": settings.auth_host, "port": port, "tls": settings.tls})
         monitoring = supervisor.spawn(monitor.run(), name="health")
         await supervisor.wait_for_stop()
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from auth_svc.limits import AttemptLimits
 from common import secrets
 from common.rates import Rate
-from common.settings import ServiceSettings, SettingsError, setting
+from common.settings import SettingsError, setting
+from common.tls import TlsServerSettings
 
 #: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.
 MIN_ROUNDS, MAX_ROUNDS = 4, 31
@@ -18,14 +19,24 @@ MIN_TTL_SECONDS, MAX_TTL_SECONDS = 60, 24 * 3600
 
 
 @dataclass(frozen=True)
-class AuthSettings(ServiceSettings):
+class AuthSettings(TlsServerSettings):
     """Everything the auth service reads from its environment; invalid combinations raise SettingsError."""
 
-    app_env: str = setting("development", "development or production; production refuses dev secrets and weak hashing")
+    app_env: str = setting(
+        "development",
+        "development or production; production refuses dev secrets, weak hashing, default database credentials"
+        " and plaintext gRPC",
+    )
     auth_host: str = setting("0.0.0.0", "address the gRPC server listens on")
     auth_port: int = setting(5001, "port the gRPC server listens on", port=True)
     metrics_port: int = setting(0, "port of the Prometheus /metrics endpoint (on AUTH_HOST); 0 turns it off", port=True)
-    database_url: str = setting("postgresql://jobqueue_auth@127.0.0.1:5432/jobqueue", "PostgreSQL holding the users table, as the auth service's own role (migrations/roles.py)")
+    database_url: str = setting(
+        "postgresql://jobqueue_auth@127.0.0.1:5432/jobqueue",
+        "PostgreSQL holding the users table, as the auth service's own role (migrations/roles.py);"
+        " ?sslmode=verify-full&sslrootcert=CA.pem verifies the server's certificate; APP_ENV=production needs"
+        " a password (not a default one)",
+        credentials=True,
+    )
     db_pool_size: int = setting(10, "most database connections held open at once")
     bcrypt_rounds: int = setting(
         12, f"bcrypt cost ({MIN_ROUNDS}..{MAX_ROUNDS}); at least {MIN_PRODUCTION_ROUNDS} in production"

@@ -17,6 +17,11 @@ keeps one open, so its owner knows when it is disconnected and can say so in
 health. They ask for a HEARTBEAT_SECONDS heartbeat unless the URL names one
 (``?heartbeat=30``): the broker takes back the messages of a worker that hung
 without closing its connection after that long, not after RabbitMQ's 60 s.
+
+TLS: an ``amqps://`` URL connects over TLS and verifies the broker's certificate
+and host name, against the system's CAs or the one its ``cafile=`` names
+(aiormq reads ``cafile``, ``capath``, ``cadata``, ``certfile``, ``keyfile`` and
+``no_verify_ssl`` from the query; see ``check_url``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from yarl import URL
 
 from common.backoff import Backoff
+from common.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +119,28 @@ def worker_permissions(topology: Topology) -> Permissions:
 def _quoted(name: str) -> str:
     """``name`` as a regular expression matching just it."""
     return re.escape(name)
+
+
+#: Query keys that look like TLS options but that aiormq ignores (aio-pika's own docstring shows ``ca_certs``):
+#: the connection would quietly verify against the system's CAs instead. The value says what to use.
+_IGNORED_TLS_KEYS = {"ca_certs": "cafile", "ssl_ca": "cafile", "cert": "certfile", "key": "keyfile"}
+
+
+def check_url(url: str, variable: str, *, production: bool) -> None:
+    """Raise SettingsError for a broker URL whose TLS options would not do what they say.
+
+    A TLS option aiormq does not read, TLS options on a plain ``amqp://`` URL, or, with
+    APP_ENV=production, ``no_verify_ssl``, which accepts any certificate (so anyone on the path).
+    """
+    target = URL(url)
+    for key, instead in _IGNORED_TLS_KEYS.items():
+        if key in target.query:
+            raise SettingsError(f"{variable}: the query key {key}= is not read; use {instead}=")
+    tls_keys = {"cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl"} & set(target.query)
+    if tls_keys and target.scheme != "amqps":
+        raise SettingsError(f"{variable} sets {', '.join(sorted(tls_keys))} but is not amqps:// (no TLS)")
+    if production and target.query.get("no_verify_ssl", "0") != "0":
+        raise SettingsError(f"{variable}: no_verify_ssl is refused when APP_ENV=production")
 
 
 async def connect(url: str, *, name: str) -> AbstractConnection:

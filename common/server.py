@@ -1,7 +1,8 @@
 """The gRPC server every service runs: error mapping, health, reflection, graceful stop.
 
 ``build_server`` returns ``(server, port)`` so tests can bind port 0 and run the
-real server in-process.
+real server in-process. Given credentials (common/tls.py) a listener serves TLS only;
+``listen`` adds another listener to the same server (the job service's port for workers).
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ def build_server(
     transient: tuple[type[BaseException], ...] = (),
     max_connection_age: float = 0,
     stream_counts: StreamCounts | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a server with the given servicers plus health and reflection.
 
@@ -237,6 +239,7 @@ def build_server(
     CONNECTION_AGE_GRACE_SECONDS more, and the client reconnects, resolving the server's name
     again, which is how clients of replicas behind one name find new ones. ``stream_counts``: the
     bounds on open Watch and reflection streams (common/stream_limits.py; tests pass their own).
+    ``credentials``: TLS (common/tls.py), else plaintext.
     Returns the server and the port actually bound (useful with ``port=0``).
     """
     streams = stream_counts or StreamCounts(
@@ -267,13 +270,22 @@ def build_server(
         ],
         server,
     )
+    return server, listen(server, host, port, credentials)
+
+
+def listen(server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
+    """Add a listener on ``host:port`` (TLS with ``credentials``, else plaintext); returns the port bound."""
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError:  # grpc's way of saying the address is taken or invalid
         bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}: is another process using the port?")
-    return server, bound
+        raise OSError(f"cannot listen on {address}: is another process using the port?")
+    return bound
 
 
 def stop_signal() -> asyncio.Event:

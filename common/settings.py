@@ -8,7 +8,9 @@ naming the variable, when a value does not parse or is refused.
 What every service reads is checked here, the same way for all: APP_ENV
 (development or production, so a typo such as ``prod`` cannot fall back to
 development's generated secrets), LOG_LEVEL, and every field declared with
-``port=True``. A settings object never shows a secret: fields declared with
+``port=True``; with APP_ENV=production, every URL declared with
+``credentials=True`` must carry credentials of its own, not none or a well-known
+default. A settings object never shows a secret: fields declared with
 ``secret=True`` and the password of any URL appear as ``***`` in its repr and
 in ``masked()``, which is what the start-up log line prints.
 """
@@ -20,6 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from common.logs import hide_passwords
 
@@ -29,18 +32,32 @@ APP_ENVS = ("development", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: What a secret is shown as (a URL's password too: see common.logs.hide_passwords).
 MASK = "***"
+#: Credentials that ship as defaults (RabbitMQ's guest, PostgreSQL's superuser, the compose development
+#: database password): production refuses a URL with one of these as its user or password.
+DEFAULT_USERS = frozenset({"guest"})
+DEFAULT_PASSWORDS = frozenset({"guest", "postgres", "jobqueue-dev", "password", "secret", "changeme"})
 
 
 class SettingsError(ValueError):
     """Raised at start when an environment variable holds a value that does not parse or is refused."""
 
 
-def setting(default: Any, doc: str, *, env: str | None = None, port: bool = False, secret: bool = False) -> Any:
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    env: str | None = None,
+    port: bool = False,
+    secret: bool = False,
+    credentials: bool = False,
+) -> Any:
     """Declare one setting: its default, what it means, and (if not the field name upper-cased) its variable.
 
     ``port``: checked to be a TCP port (0 to 65535). ``secret``: never shown, only ``***``.
+    ``credentials``: a URL that, with APP_ENV=production, must name a user and password of its own.
     """
-    return dataclasses.field(default=default, metadata={"doc": doc, "env": env, "port": port, "secret": secret})
+    metadata = {"doc": doc, "env": env, "port": port, "secret": secret, "credentials": credentials}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def env_name(field: dataclasses.Field[Any]) -> str:
@@ -79,6 +96,10 @@ class ServiceSettings:
             if field.metadata.get("port") and not 0 <= value <= 65_535:
                 raise SettingsError(f"{env_name(field)}={value} is not a TCP port (0 to 65535)")
         self.validate()
+        if self.production:
+            for field in dataclasses.fields(self):
+                if field.metadata.get("credentials"):
+                    refuse_default_credentials(env_name(field), getattr(self, field.name))
 
     def validate(self) -> None:
         """A service's own checks, run after the common ones; raises SettingsError."""
@@ -103,6 +124,25 @@ class ServiceSettings:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in self.masked().items())
         return f"{type(self).__name__}({shown})"
+
+
+def refuse_default_credentials(variable: str, url: str) -> None:
+    """Raise SettingsError unless ``url`` names a user and a password that are not well-known defaults.
+
+    A URL without a user means the client's default one (aio-pika logs in as guest:guest). A
+    PostgreSQL URL authenticating with a client certificate (``sslcert=``) needs no password.
+    The message never quotes the password.
+    """
+    parts = urlsplit(url)
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    if not user or user in DEFAULT_USERS:
+        raise SettingsError(f"{variable} must name a user of its own when APP_ENV=production (not {user or 'none'})")
+    if not password and "sslcert" in parse_qs(parts.query):
+        return
+    if not password:
+        raise SettingsError(f"{variable} has no password; APP_ENV=production needs one")
+    if password in DEFAULT_PASSWORDS or password == user:
+        raise SettingsError(f"{variable} has a default password; APP_ENV=production needs one of its own")
 
 
 def _parse(raw: str, kind: Any, name: str) -> Any:

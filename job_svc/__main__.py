@@ -1,8 +1,9 @@
 """Run the job service: ``python -m job_svc`` (``--help`` lists its settings; exit codes: common.service).
 
-Wiring only: settings -> job types from JOB_TYPE_MODULES -> secrets -> database,
-publisher, outbox relay -> gRPC server; on SIGTERM/SIGINT: NOT_SERVING, in-flight
-calls finish, the relay publishes what it can for up to 5 s, then everything closes.
+Wiring only: settings -> job types from JOB_TYPE_MODULES -> secrets, TLS certificates
+-> database, publisher, outbox relay -> gRPC server (and the workers' mutual-TLS port);
+on SIGTERM/SIGINT: NOT_SERVING, in-flight calls finish, the relay publishes what it
+can for up to 5 s, then everything closes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from common import db, metrics, rabbitmq, service
 from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
 from common.job_types import JobTypes
-from common.server import build_server
+from common.server import build_server, listen
 from common.signing import Signer
 from job_svc import metrics as job_metrics
 from job_svc.auth import Authenticator
@@ -42,12 +43,15 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     """Serve until a stop is requested, then stop gracefully."""
     # Before anything connects: a module that cannot be loaded stops the service here, with its name.
     types = JobTypes.load(settings.modules())
+    credentials = settings.server_credentials()
+    worker_credentials = settings.worker_credentials() if settings.worker_certificates else None
     authenticator = Authenticator(
         keys=settings.public_keys,
         worker_tokens=settings.worker_tokens,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
+        worker_certificates=settings.worker_certificates,
     )
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
     publisher = Publisher(
@@ -89,7 +93,13 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             health_servicer=health_servicer,
             transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
             max_connection_age=settings.max_connection_age_seconds,
+            credentials=credentials,
         )
+        worker_port = None
+        if worker_credentials is not None:
+            # The same servicers on a second port that requires a client certificate: only calls made
+            # through it carry one, which UpdateJob and UpdateJobs then require.
+            worker_port = listen(server, settings.job_host, settings.job_worker_port, worker_credentials)
         metrics_server = metrics.serve(settings.job_host, settings.metrics_port)
         await server.start()
         supervisor.spawn(publisher.run(), name="publisher")
@@ -109,7 +119,13 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         supervisor.spawn(monitor.run(), name="health")
         log.info(
             "job service listening",
-            extra={"port": port, "queue": settings.rabbitmq_queue, "job_type_modules": list(settings.modules())},
+            extra={
+                "port": port,
+                "tls": settings.tls,
+                "worker_port": worker_port,
+                "queue": settings.rabbitmq_queue,
+                "job_type_modules": list(settings.modules()),
+            },
         )
         await supervisor.wait_for_stop()
 

@@ -10,6 +10,11 @@ minted such tokens, and they stay in flight for a token lifetime after the
 upgrade; with one key there is no doubt which key must verify them, and with
 several, trying each would multiply the cost of every forged token.
 
+Workers may be required to call over mutual TLS too (``worker_certificates``,
+TLS_CLIENT_CA_FILE): their reports are then refused, before the token is even
+looked at, on any connection that did not present a client certificate the
+service verified. A leaked worker token alone no longer settles jobs.
+
 Clocks: ``leeway_seconds`` (JWT_LEEWAY_SECONDS) is allowed between the auth
 host's clock and this one's, both ways: a token is accepted that long before
 its ``iat``/``nbf`` (an auth host running ahead) and after its ``exp``.
@@ -30,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.settings import SettingsError
 from job_svc.errors import (
+    CertificateRequired,
     ExpiredToken,
     InvalidToken,
     MissingCredentials,
@@ -131,15 +137,20 @@ class Authenticator:
         issuer: str,
         audience: str,
         leeway_seconds: float,
+        worker_certificates: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``keys`` and ``worker_tokens`` read the trusted sets; each is called now and again while running."""
+        """``keys`` and ``worker_tokens`` read the trusted sets; each is called now and again while running.
+
+        ``worker_certificates``: workers must also call with a verified client certificate.
+        """
         # Loading up front both validates the configured keys and saves re-parsing PEM on every call.
         self._keys = Reloading(keys, what="public keys", describe=sorted, clock=clock)
         self._worker_tokens = Reloading(worker_tokens, what="worker tokens", describe=len, clock=clock)
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        self._worker_certificates = worker_certificates
         #: Tokens already verified: the caller, the instant (Unix time) they stop being accepted, and the kid of
         #: the key that verified them, so a token outlives neither its expiry nor its key. Oldest first.
         self._verified: dict[str, tuple[Caller, float, str]] = {}
@@ -162,8 +173,15 @@ class Authenticator:
             raise OperatorsOnly("only operators may list or re-run every user's dead jobs")
         return caller
 
-    def worker(self, metadata: Metadata) -> None:
-        """Return only if the call carries a worker token."""
+    def worker(self, metadata: Metadata, *, certified: Callable[[], bool] = lambda: False) -> None:
+        """Return only if the call carries a worker token (and, if required, came with a client certificate).
+
+        ``certified`` tells whether the call's connection presented a verified client certificate.
+        """
+        if self._worker_certificates and not certified():
+            raise CertificateRequired(
+                "workers must call over mutual TLS: present a client certificate (to the job service's worker port)"
+            )
         token = _bearer(metadata)
         # A token added to the file since the last read (a worker already switched to it) is found by reading now.
         if not self._is_worker(token) and not (self._worker_tokens.miss() and self._is_worker(token)):

@@ -30,6 +30,12 @@ class ExpiredToken(Unauthenticated):
     reason = "TOKEN_EXPIRED"
 
 
+class CertificateRequired(Unauthenticated):
+    """Raised when a worker's call comes without a client certificate the service verified (TLS_CLIENT_CA_FILE)."""
+
+    reason = "CLIENT_CERTIFICATE_REQUIRED"
+
+
 class WorkersOnly(PermissionDenied):
     """Raised when a user's token calls the worker-only UpdateJob."""
 

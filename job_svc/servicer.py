@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from common.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
+from common.tls import peer_certified
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Report, Status
@@ -190,13 +191,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""
-        self._auth.worker(context.invocation_metadata())
+        self._auth.worker(context.invocation_metadata(), certified=lambda: peer_certified(context))
         job = await self._reports.report(report_from_proto(request))
         return jobs_pb2.UpdateJobResponse(job=job_to_proto(job))
 
     async def UpdateJobs(self, request: jobs_pb2.UpdateJobsRequest, context: Context) -> jobs_pb2.UpdateJobsResponse:
         """A batch of workers' reports, each fenced and answered on its own."""
-        self._auth.worker(context.invocation_metadata())
+        self._auth.worker(context.invocation_metadata(), certified=lambda: peer_certified(context))
         check_batch(len(request.requests), "reports")
         reports: list[Report] = []
         refused: dict[int, ServiceError] = {}

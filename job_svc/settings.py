@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from common import demo_jobs, secrets
+from common import demo_jobs, rabbitmq, secrets
 from common.job_types import module_names
 from common.rates import Rate
-from common.settings import ServiceSettings, SettingsError, setting
+from common.settings import SettingsError, setting
+from common.tls import TlsServerSettings
 from job_svc.auth import REREAD_SECONDS
 from job_svc.limits import JobLimits
 from job_svc.rules import MAX_BATCH
@@ -19,11 +21,23 @@ MAX_LEEWAY_SECONDS = 300
 
 
 @dataclass(frozen=True)
-class Settings(ServiceSettings):
+class Settings(TlsServerSettings):
     """Every setting of the job service; `python -m job_svc --help` lists them."""
 
     job_host: str = setting("0.0.0.0", "Interface the gRPC server listens on.")
     job_port: int = setting(5002, "Port of the gRPC server (JobService, health, reflection).", port=True)
+    tls_client_ca_file: str = setting(
+        "",
+        "PEM certificate of the CA that signs the workers' client certificates. When set (with TLS_CERT_FILE),"
+        " the service also listens on JOB_WORKER_PORT, where a client certificate it signed is required, and"
+        " UpdateJob and UpdateJobs are refused (UNAUTHENTICATED) on any connection without one.",
+    )
+    job_worker_port: int = setting(
+        5012,
+        "With TLS_CLIENT_CA_FILE: the port (on JOB_HOST) for workers, mutual TLS only; point the workers'"
+        " JOB_SERVICE_ADDR here. Unused without TLS_CLIENT_CA_FILE.",
+        port=True,
+    )
     metrics_port: int = setting(0, "Port of the Prometheus /metrics endpoint (on JOB_HOST); 0 turns it off.", port=True)
     job_count_seconds: float = setting(
         15.0, "With METRICS_PORT on: how often the QUEUED, RUNNING and FAILED job counts and the queue gauges are read."
@@ -31,9 +45,20 @@ class Settings(ServiceSettings):
     finished_count_seconds: float = setting(
         300.0, "With METRICS_PORT on: how often COMPLETED and CANCELLED jobs are counted (a scan of the jobs table)."
     )
-    database_url: str = setting("postgresql://jobqueue_jobs@127.0.0.1:5432/jobqueue", "PostgreSQL holding jobs, as the job service's own role (migrations/roles.py).")
+    database_url: str = setting(
+        "postgresql://jobqueue_jobs@127.0.0.1:5432/jobqueue",
+        "PostgreSQL holding jobs, as the job service's own role (migrations/roles.py);"
+        " ?sslmode=verify-full&sslrootcert=CA.pem verifies its certificate. APP_ENV=production needs a password"
+        " (not a default one).",
+        credentials=True,
+    )
     db_pool_size: int = setting(10, "Most PostgreSQL connections held at once.")
-    rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ the relay publishes jobs to.")
+    rabbitmq_url: str = setting(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "RabbitMQ the relay publishes jobs to; amqps://...?cafile=CA.pem verifies its certificate."
+        " APP_ENV=production needs a user (not guest) and password of its own.",
+        credentials=True,
+    )
     rabbitmq_queue: str = setting("job_queue", "Queue the workers consume (dead letters go to <queue>.dead).")
     outbox_batch_size: int = setting(500, "Most outbox rows the relay publishes in one round.")
     outbox_poll_seconds: float = setting(1.0, "How often the relay looks for rows nobody woke it for.")
@@ -134,7 +159,19 @@ class Settings(ServiceSettings):
             raise SettingsError(f"JOB_BURST_PER_USER={self.job_burst_per_user} must be at least {MAX_BATCH}")
         if self.high_priority_jobs_per_second_per_user and self.high_priority_burst_per_user < 1:
             raise SettingsError(f"HIGH_PRIORITY_BURST_PER_USER={self.high_priority_burst_per_user} must be at least 1")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise SettingsError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE (mutual TLS is TLS first)")
+        rabbitmq.check_url(self.rabbitmq_url, "RABBITMQ_URL", production=self.production)
         self.modules()
+
+    @property
+    def worker_certificates(self) -> bool:
+        """Whether workers must present a client certificate (TLS_CLIENT_CA_FILE), on JOB_WORKER_PORT."""
+        return bool(self.tls_client_ca_file)
+
+    def worker_credentials(self) -> grpc.ServerCredentials:
+        """The credentials of the workers' port: this service's certificate, and theirs required."""
+        return self.mutual_credentials(self.tls_client_ca_file, "TLS_CLIENT_CA_FILE")
 
     def job_limits(self) -> JobLimits:
         """The per-user limits on CreateJob and BatchCreateJobs these settings give."""

@@ -54,7 +54,7 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 import run_system  # noqa: E402
 
-from common.health_check import HealthCheck  # noqa: E402
+from common.health_check import HealthCheck, tls_of  # noqa: E402
 from common.secrets import ensure_dev_secrets  # noqa: E402
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc  # noqa: E402
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
@@ -253,7 +253,7 @@ class System:
                     raise BenchError(f"{child.name} was not SERVING on {address} after {START_SECONDS} s") from None
 
     async def _wait_serving(self, name: str, address: str) -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address, self.environ) as channel:
             health = HealthCheck(channel, timeout=1.0)
             while self.processes[name].returncode is None:
                 if await health.serving():
@@ -283,6 +283,15 @@ class System:
         return {name: p.returncode for name, p in self.processes.items() if p.returncode is not None}
 
 
+def open_channel(address: str, environ: Mapping[str, str]) -> grpc.aio.Channel:
+    """A channel to a service started with ``environ``: TLS, as its health probe asks, if it has a certificate.
+
+    So ``TLS_CERT_FILE=... TLS_KEY_FILE=... JOB_SERVICE_CA_FILE=... make bench`` measures the system over TLS.
+    """
+    tls = tls_of(environ)
+    return grpc.aio.insecure_channel(address) if tls is None else grpc.aio.secure_channel(address, *tls)
+
+
 async def fresh_database_and_queue() -> str:
     """Drop and re-create the bench's database and queues, so nothing of an earlier run remains; its URL."""
     admin = await asyncpg.connect(ADMIN_URL)
@@ -299,10 +308,10 @@ async def fresh_database_and_queue() -> str:
     return url
 
 
-async def login(address: str) -> str:
+async def login(address: str, environ: Mapping[str, str]) -> str:
     """Register a new user and log in; returns the access token."""
     email, password = f"bench-{uuid.uuid4().hex[:12]}@example.com", "bench password 1"
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address, environ) as channel:
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         await stub.Register(auth_pb2.RegisterRequest(email=email, password=password, name="Bench"), timeout=30)
         return (await stub.Login(auth_pb2.LoginRequest(email=email, password=password), timeout=30)).access_token
@@ -501,10 +510,10 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     system = System(args.workers, environ, folder)
     try:
         await system.start()
-        token = await login(f"127.0.0.1:{auth_port}")
+        token = await login(f"127.0.0.1:{auth_port}", environ)
         db = await asyncpg.connect(url)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{job_port}") as channel:
+            async with open_channel(f"127.0.0.1:{job_port}", environ) as channel:
                 load = Load(jobs_pb2_grpc.JobServiceStub(channel), (("authorization", f"Bearer {token}"),))
                 figures = await measure(args, system, db, load)
         finally:

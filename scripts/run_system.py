@@ -56,7 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from common.backoff import Backoff  # noqa: E402
-from common.health_check import HealthCheck  # noqa: E402
+from common.health_check import HealthCheck, tls_of  # noqa: E402
 from migrations import roles  # noqa: E402
 from migrations.__main__ import DEFAULT_DATABASE_URL  # noqa: E402
 
@@ -445,7 +445,10 @@ class Supervisor:
         """None once ``child`` is SERVING (or a stop was asked for); otherwise why it never got there."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._startup_timeout
-        async with grpc.aio.insecure_channel(address) as channel:
+        # Asked as the child's own health probe would ask it: over TLS if it was given a certificate.
+        tls = tls_of({**self._environ, **child.env})
+        opened = grpc.aio.insecure_channel(address) if tls is None else grpc.aio.secure_channel(address, *tls)
+        async with opened as channel:
             health = HealthCheck(channel, timeout=1.0)
             while not stop.is_set():
                 exited = self._exits[child.name]
@@ -621,6 +624,8 @@ async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         loop.add_signal_handler(signum, on_signal)
     children = plan(args.workers, environ)
     job_address = next(c.health_address for c in children if c.name == "job")
+    # Plaintext unless given a certificate (docs/security.md, "TLS set-up"): then the CA verifies it.
+    transport = f"-cacert {environ.get('TLS_CA_FILE') or 'CA.pem'}" if environ.get("TLS_CERT_FILE") else "-plaintext"
     supervisor = Supervisor(
         children,
         out=sys.stdout.buffer,
@@ -629,7 +634,7 @@ async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         stop_timeout=args.stop_timeout,
         hints=[
             "Logs: one JSON object per line, after the process name; LOG_LEVEL=DEBUG shows more.",
-            f"Try: .venv/bin/grpcurl -plaintext {job_address} list",
+            f"Try: .venv/bin/grpcurl {transport} {job_address} list",
         ],
     )
     supervisor.say(f"starting auth and job, then {args.workers} worker(s), from {ROOT}")

@@ -1,6 +1,6 @@
 """Run the worker: ``python -m worker_svc`` (``--help`` lists its settings; exit codes: common.service).
 
-Wiring only: settings -> worker token -> job types from JOB_TYPE_MODULES -> reports -> process pool ->
+Wiring only: settings -> worker token -> job types from JOB_TYPE_MODULES -> TLS files -> reports -> process pool ->
 health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
 in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
 down, reporting NOT_SERVING and retrying until they are back.
@@ -41,7 +41,12 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     token = settings.token()
     # Before anything connects: a module that cannot be loaded stops the worker here, not at its first job.
     types = load_job_types(settings.modules())
-    reports = ReportClient(open_channel(settings.job_service_addr), token, timeout=settings.report_timeout_seconds)
+    credentials = settings.server_credentials()
+    job_service_credentials = settings.job_service_credentials()
+    channel = open_channel(
+        settings.job_service_addr, job_service_credentials, server_name=settings.job_service_tls_name
+    )
+    reports = ReportClient(channel, token, timeout=settings.report_timeout_seconds)
     runner = Runner(types, settings.handler_processes)
     metrics_server = None
     try:
@@ -63,6 +68,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             service_names=[],
             register=lambda _server: None,
             health_servicer=servicer,
+            credentials=credentials,
         )
         metrics_server = metrics.serve(settings.worker_health_host, settings.metrics_port)
         monitor = HealthMonitor(servicer, [], {"rabbitmq": consumer.probe, "job_service": reports.probe})
@@ -71,6 +77,8 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             "worker started",
             extra={
                 "health_port": port,
+                "tls": settings.tls,
+                "job_service_tls": job_service_credentials is not None,
                 "queue": settings.rabbitmq_queue,
                 "job_service": settings.job_service_addr,
                 "job_type_modules": list(settings.modules()),

@@ -98,29 +98,39 @@ class ReportAbandoned(Exception):
     """Raised while stopping when the job service stayed unreachable for the allowed time."""
 
 
-def open_channel(address: str, *, reconnect_cap: float = 5.0) -> grpc.aio.Channel:
+def open_channel(
+    address: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    *,
+    server_name: str = "",
+    reconnect_cap: float = 5.0,
+) -> grpc.aio.Channel:
     """A channel to the job service at ``address`` for a ReportClient.
 
     ``address`` is any gRPC target: ``host:port``; ``dns:///job-service:5002``,
     whose every address (one per replica behind the name) gets its share of
     the calls; or a fixed list, ``ipv4:10.0.0.1:5002,10.0.0.2:5002``.
+    ``credentials`` (common.tls.channel_credentials): TLS, the server's
+    certificate checked against the target's host name, or ``server_name``.
     """
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            # gRPC's own reconnect backoff grows to 2 minutes by default, which
-            # would keep reports failing long after the job service is back.
-            ("grpc.max_reconnect_backoff_ms", int(reconnect_cap * 1000)),
-            # Calls go round the job service's replicas instead of all to the first
-            # (gRPC's default, pick_first). Any replica may take any report: the
-            # database fences them, not the replica that took the claim.
-            ("grpc.lb_policy_name", "round_robin"),
-            # A dns:/// name is resolved again when a connection ends (a replica stopped, or the job
-            # service aging the connection out to spread its clients); gRPC's default waits at least
-            # 30 s between resolutions, which would keep new or moved replicas out for that long.
-            ("grpc.dns_min_time_between_resolutions_ms", 2000),
-        ],
-    )
+    options: list[tuple[str, str | int]] = [
+        # gRPC's own reconnect backoff grows to 2 minutes by default, which
+        # would keep reports failing long after the job service is back.
+        ("grpc.max_reconnect_backoff_ms", int(reconnect_cap * 1000)),
+        # Calls go round the job service's replicas instead of all to the first
+        # (gRPC's default, pick_first). Any replica may take any report: the
+        # database fences them, not the replica that took the claim.
+        ("grpc.lb_policy_name", "round_robin"),
+        # A dns:/// name is resolved again when a connection ends (a replica stopped, or the job
+        # service aging the connection out to spread its clients); gRPC's default waits at least
+        # 30 s between resolutions, which would keep new or moved replicas out for that long.
+        ("grpc.dns_min_time_between_resolutions_ms", 2000),
+    ]
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 class ReportClient:

@@ -4,23 +4,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common import demo_jobs, secrets
+import grpc
+
+from common import demo_jobs, rabbitmq, secrets
 from common.job_types import module_names
-from common.settings import ServiceSettings, SettingsError, setting
+from common.settings import SettingsError, setting
+from common.tls import ClientFiles, TlsServerSettings, channel_credentials
 
 
 @dataclass(frozen=True)
-class Settings(ServiceSettings):
+class Settings(TlsServerSettings):
     """Every setting of the worker service, with its default and meaning."""
 
-    rabbitmq_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", "the RabbitMQ broker to consume from")
+    rabbitmq_url: str = setting(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "the RabbitMQ broker to consume from; amqps://...?cafile=CA.pem verifies its certificate; "
+        "APP_ENV=production needs a user (not guest) and password of its own",
+        credentials=True,
+    )
     rabbitmq_queue: str = setting("job_queue", "the job queue; rejected messages go to <queue>.dead")
     prefetch_count: int = setting(100, "how many unacknowledged messages this worker holds at once")
     job_service_addr: str = setting(
         "127.0.0.1:5002",
         "the job service, which takes UpdateJob reports: host:port, or a gRPC target naming several replicas "
-        "(dns:///job-service:5002, ipv4:10.0.0.1:5002,10.0.0.2:5002), which share the calls round robin",
+        "(dns:///job-service:5002, ipv4:10.0.0.1:5002,10.0.0.2:5002), which share the calls round robin; "
+        "with client certificates, the job service's JOB_WORKER_PORT",
     )
+    job_service_ca_file: str = setting(
+        "",
+        "PEM certificate of the CA that signed the job service's certificate: the worker then talks TLS to it "
+        "and verifies it (APP_ENV=production needs this or JOB_SERVICE_TLS)",
+    )
+    job_service_tls: bool = setting(
+        False, "true: TLS to the job service, verified with the system's CAs (when JOB_SERVICE_CA_FILE is empty)"
+    )
+    job_service_tls_name: str = setting(
+        "",
+        "the name the job service's certificate must carry, when not the host in JOB_SERVICE_ADDR (an ipv4: list)",
+    )
+    worker_tls_cert_file: str = setting(
+        "",
+        "PEM client certificate this worker presents to the job service (mutual TLS; its TLS_CLIENT_CA_FILE must "
+        "have signed it), with WORKER_TLS_KEY_FILE",
+    )
+    worker_tls_key_file: str = setting("", "PEM private key of WORKER_TLS_CERT_FILE")
     worker_token: str = setting(
         "", "the worker token sent to the job service (inline; prefer WORKER_TOKEN_FILE)", secret=True
     )
@@ -72,6 +99,25 @@ class Settings(ServiceSettings):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
         self.modules()
+        if self.production and not (self.job_service_ca_file or self.job_service_tls):
+            raise SettingsError(
+                "JOB_SERVICE_CA_FILE (or JOB_SERVICE_TLS=true) must be set when APP_ENV=production: the worker "
+                "token would travel to the job service in clear text"
+            )
+        if bool(self.worker_tls_cert_file) != bool(self.worker_tls_key_file):
+            raise SettingsError("set WORKER_TLS_CERT_FILE and WORKER_TLS_KEY_FILE together, or neither")
+        if self.worker_tls_cert_file and not (self.job_service_ca_file or self.job_service_tls):
+            raise SettingsError("WORKER_TLS_CERT_FILE needs TLS to the job service: set JOB_SERVICE_CA_FILE")
+        rabbitmq.check_url(self.rabbitmq_url, "RABBITMQ_URL", production=self.production)
+
+    def job_service_credentials(self) -> grpc.ChannelCredentials | None:
+        """The credentials of the channel to the job service (None: plaintext); reads the files, SettingsError."""
+        return channel_credentials(
+            ClientFiles(
+                self.job_service_ca_file, self.worker_tls_cert_file, self.worker_tls_key_file, self.job_service_tls
+            ),
+            ClientFiles("JOB_SERVICE_CA_FILE", "WORKER_TLS_CERT_FILE", "WORKER_TLS_KEY_FILE"),
+        )
 
     def modules(self) -> tuple[str, ...]:
         """JOB_TYPE_MODULES, plus the demo module if DEMO_JOB_TYPES (their types are loaded at start, in __main__)."""

@@ -68,6 +68,20 @@ exponential backoff and jitter (0.2 to 0.4 s, then 0.4 to 0.8 s, ...). The other
 writes (cancel, rerun) are never retried: a lost reply would leave the caller
 unsure whether they happened.
 
+TLS: a service that serves TLS (every one run with ``APP_ENV=production``) is
+reached with ``credentials=tls_credentials("ca.pem")`` on :func:`connect_auth`,
+:func:`connect_jobs` and :func:`login_with`, where ``ca.pem`` is the certificate of
+the authority that signed the service's (omit it for one the system trusts)::
+
+    tls = tls_credentials("ca.pem")
+    refresh = login_with(email, password, address="auth.example.com:5001", credentials=tls)
+    async with connect_jobs("jobs.example.com:5002", refresh=refresh, credentials=tls) as jobs:
+        ...
+
+The address's host must be a name (or IP address) the service's certificate
+carries. Without ``credentials`` the channel is plaintext, as `make run` serves
+on loopback.
+
 Expired tokens: a :class:`JobsClient` given ``refresh`` (an async callable that
 returns a new token, such as :func:`login_with`) answers UNAUTHENTICATED by
 getting a new token once and repeating the call (safe for every call: the job
@@ -81,11 +95,13 @@ import asyncio
 import datetime
 import enum
 import math
+import os
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypeVar, cast
 
@@ -118,6 +134,7 @@ __all__ = [
     "connect_jobs",
     "is_final",
     "login_with",
+    "tls_credentials",
     "to_value",
 ]
 
@@ -507,6 +524,29 @@ def _status_code(number: int) -> grpc.StatusCode:
         if code.value[0] == number:
             return code
     return grpc.StatusCode.UNKNOWN
+
+
+def tls_credentials(
+    ca_file: str | os.PathLike[str] | None = None,
+    *,
+    cert_file: str | os.PathLike[str] | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials: what ``credentials=`` of :func:`connect_auth`, :func:`connect_jobs`, :func:`login_with` takes.
+
+    The service's certificate is verified with the PEM certificate(s) in ``ca_file``
+    (None: the system's CAs), and must carry the host name of the address dialled.
+    ``cert_file`` and ``key_file`` (both or neither): a client certificate to present,
+    for a service that asks for one (mutual TLS). The files are read now, once.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("give cert_file and key_file together, or neither")
+    roots = None if ca_file is None else Path(ca_file).read_bytes()
+    if cert_file is None or key_file is None:
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=Path(key_file).read_bytes(), certificate_chain=Path(cert_file).read_bytes()
+    )
 
 
 def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
@@ -900,6 +940,8 @@ def connect_auth(
     call_timeout: float | None = 30.0,
 ) -> AuthClient:
     """A client for the auth service at ``address`` (plaintext unless ``credentials`` are given).
+
+    ``credentials``: :func:`tls_credentials` for a service that serves TLS (any ``grpc.ChannelCredentials``).
 
     Call it inside a running event loop; use it as ``async with`` (or ``await close()``).
     ``call_timeout`` is each call's deadline in seconds (None: no deadline).

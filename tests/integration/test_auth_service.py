@@ -25,6 +25,7 @@ from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from tests.support.clients import error_info
 from tests.support.processes import ROOT, ServiceProcess, health_status, start_service
 from tests.support.proxy import TcpProxy
+from tests.support.tls import Certificates, production_env, tls_certificates_fixture  # noqa: F401 - the fixture
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -202,11 +203,15 @@ def test_sigterm_stops_cleanly(auth: AuthService) -> None:
     assert '"msg": "stopped"' in auth.process.output()
 
 
-def test_production_without_a_key_refuses_to_start(service_env: dict[str, str], tmp_path: Path) -> None:
+def test_production_without_a_key_refuses_to_start(
+    service_env: dict[str, str], tls_certificates: Certificates, tmp_path: Path
+) -> None:
     never_created = tmp_path / "dev-secrets"
     env = {
         **service_env,
-        "APP_ENV": "production",
+        **production_env(
+            tls_certificates, database_url=service_env["DATABASE_URL"], rabbitmq_url=service_env["RABBITMQ_URL"]
+        ),
         "BCRYPT_ROUNDS": "12",
         "JWT_PRIVATE_KEY": "",
         "JWT_PRIVATE_KEY_FILE": "",
@@ -222,9 +227,12 @@ def test_production_without_a_key_refuses_to_start(service_env: dict[str, str], 
 
 
 def test_production_refuses_weak_bcrypt_and_runs_with_a_key_file(
-    service_env: dict[str, str], secrets_dir: Path, tmp_path: Path
+    service_env: dict[str, str], secrets_dir: Path, tls_certificates: Certificates, tmp_path: Path
 ) -> None:
-    env = {**service_env, "APP_ENV": "production", "JWT_PRIVATE_KEY_FILE": str(secrets_dir / PRIVATE_KEY)}
+    production = production_env(
+        tls_certificates, database_url=service_env["DATABASE_URL"], rabbitmq_url=service_env["RABBITMQ_URL"]
+    )
+    env = {**service_env, **production, "JWT_PRIVATE_KEY_FILE": str(secrets_dir / PRIVATE_KEY)}
     weak, _ = start({**env, "BCRYPT_ROUNDS": "9"}, tmp_path / "weak.log", wait=False)
     code = weak.exit_code()
     assert code == 2, weak.output()
@@ -232,7 +240,8 @@ def test_production_refuses_weak_bcrypt_and_runs_with_a_key_file(
 
     strong, address = start({**env, "BCRYPT_ROUNDS": "10"}, tmp_path / "strong.log")
     try:
-        with grpc.insecure_channel(address) as channel:
+        tls = grpc.ssl_channel_credentials(tls_certificates.ca.read_bytes())
+        with grpc.secure_channel(address, tls) as channel:
             service = AuthService(strong, address, auth_pb2_grpc.AuthServiceStub(channel))
             email = unique_email()
             service.register(email)

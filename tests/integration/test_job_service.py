@@ -37,6 +37,7 @@ from tests.support.clients import bearer, error_info, mint_token, worker_metadat
 from tests.support.processes import health_status, start_service
 from tests.support.proxy import TcpProxy
 from tests.support.queues import queue_exists
+from tests.support.tls import Certificates, production_env, tls_certificates_fixture  # noqa: F401 - the fixture
 
 
 def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
@@ -324,9 +325,12 @@ def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR
     assert code == 0, process.output()
 
 
-def test_production_refuses_to_start_without_configured_secrets(database_url: str, tmp_path: Path) -> None:
+def test_production_refuses_to_start_without_configured_secrets(
+    database_url: str, rabbitmq_url: str, tls_certificates: Certificates, tmp_path: Path
+) -> None:
+    production = production_env(tls_certificates, database_url=database_url, rabbitmq_url=rabbitmq_url)
     for module in ("job_svc", "worker_svc"):
-        env = {"APP_ENV": "production", "DATABASE_URL": database_url, "DEV_SECRETS_DIR": str(tmp_path / "none")}
+        env = {**production, "DEV_SECRETS_DIR": str(tmp_path / "none")}
         process = start_service(module, env, tmp_path / f"{module}.log", wait=False)
         assert process.exit_code() == 2, process.output()
         assert "must be set when APP_ENV=production" in process.output()

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-from common.health_check import SERVING, status_of
+from common.health_check import SERVING, Tls, status_of, tls_of
 from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,9 +67,9 @@ def free_ports(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
-def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
-    """The health status a server reports for ``service``, or None if it cannot be asked."""
-    return status_of(address, service, timeout=timeout)
+def health_status(address: str, service: str = "", timeout: float = 1.0, tls: Tls | None = None) -> int | None:
+    """The health status a server reports for ``service``, or None if it cannot be asked (``tls``: over TLS)."""
+    return status_of(address, service, timeout=timeout, tls=tls)
 
 
 def children(pid: int) -> list[int]:
@@ -201,11 +201,13 @@ class ServiceProcess:
     def wait_healthy(self, address: str | None = None, timeout: float = 30.0) -> None:
         """Block until the service reports SERVING on ``address`` (default: its own); fail with its log otherwise."""
         address = address or self.address
+        # A service given a certificate serves TLS only: asked as its own health probe would ask it.
+        tls = tls_of(self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.module} exited with {self.process.returncode}:\n{self.output()}")
-            if health_status(address) == SERVING:
+            if health_status(address, tls=tls) == SERVING:
                 return
             time.sleep(0.1)
         raise AssertionError(f"{self.module} not SERVING on {address} after {timeout} s:\n{self.output()}")

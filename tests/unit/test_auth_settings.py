@@ -9,6 +9,7 @@ import pytest
 from auth_svc.settings import AuthSettings
 from common.secrets import PRIVATE_KEY, ensure_dev_secrets
 from common.settings import SettingsError, load
+from tests.support.tls import PRODUCTION_SETTINGS
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -19,8 +20,8 @@ def test_defaults_are_the_documented_ones() -> None:
 
 def test_production_refuses_cheap_bcrypt() -> None:
     with pytest.raises(SettingsError, match="BCRYPT_ROUNDS=9 is too weak for APP_ENV=production"):
-        load(AuthSettings, {"APP_ENV": "production", "BCRYPT_ROUNDS": "9"})
-    assert load(AuthSettings, {"APP_ENV": "production", "BCRYPT_ROUNDS": "10"}).bcrypt_rounds == 10
+        load(AuthSettings, {**PRODUCTION_SETTINGS, "BCRYPT_ROUNDS": "9"})
+    assert load(AuthSettings, {**PRODUCTION_SETTINGS, "BCRYPT_ROUNDS": "10"}).bcrypt_rounds == 10
     assert load(AuthSettings, {"BCRYPT_ROUNDS": "4"}).bcrypt_rounds == 4
 
 
@@ -52,7 +53,7 @@ def test_a_token_ttl_from_a_minute_to_a_day_is_taken(ttl: int) -> None:
 
 def test_production_needs_a_configured_key(tmp_path: Path) -> None:
     fresh = tmp_path / "never-created"
-    settings = load(AuthSettings, {"APP_ENV": "production", "DEV_SECRETS_DIR": str(fresh)})
+    settings = load(AuthSettings, {**PRODUCTION_SETTINGS, "DEV_SECRETS_DIR": str(fresh)})
     with pytest.raises(SettingsError, match="JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE must be set"):
         settings.private_key_pem()
     assert not fresh.exists()  # production never falls back to generating a key
@@ -64,7 +65,7 @@ def test_key_comes_from_inline_then_file_then_dev_secret(tmp_path: Path) -> None
     key_file.write_bytes(b"from-file\n")
     development = load(AuthSettings, {"DEV_SECRETS_DIR": str(dev)})
     assert development.private_key_pem() == (dev / PRIVATE_KEY).read_bytes().strip()
-    on_file = load(AuthSettings, {"APP_ENV": "production", "JWT_PRIVATE_KEY_FILE": str(key_file)})
+    on_file = load(AuthSettings, {**PRODUCTION_SETTINGS, "JWT_PRIVATE_KEY_FILE": str(key_file)})
     assert on_file.private_key_pem() == b"from-file"
     inline = load(AuthSettings, {"JWT_PRIVATE_KEY": "inline", "JWT_PRIVATE_KEY_FILE": str(key_file)})
     assert inline.private_key_pem() == b"inline"

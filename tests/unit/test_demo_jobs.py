@@ -15,6 +15,7 @@ from common.job_types import JobTypes, PayloadError
 from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
 from tests.support.processes import ROOT
+from tests.support.tls import PRODUCTION_SETTINGS
 from worker_svc.handlers import load_job_types
 from worker_svc.runner import HandlerError, Result, Runner
 from worker_svc.settings import Settings as WorkerSettings
@@ -44,7 +45,7 @@ def test_production_refuses_the_demo_types_at_start(settings: type[JobSettings],
     ):
         load(settings, {"APP_ENV": "production", **environ})
     load(settings, {"APP_ENV": "development", **environ})
-    load(settings, {"APP_ENV": "production", "DEMO_JOB_TYPES": "false"})
+    load(settings, {**PRODUCTION_SETTINGS, "DEMO_JOB_TYPES": "false"})
 
 
 @pytest.mark.parametrize("service", ["job_svc", "worker_svc"])

@@ -29,6 +29,7 @@ from job_svc.auth import Authenticator, Reloading
 from job_svc.errors import ExpiredToken, InvalidToken, UsersOnly, WorkersOnly
 from job_svc.settings import Settings as JobSettings
 from tests.support.clients import bearer
+from tests.support.tls import PRODUCTION_SETTINGS
 from worker_svc.settings import Settings as WorkerSettings
 
 ISSUER, AUDIENCE, TTL = "jobqueue-auth", "jobqueue", 900
@@ -183,7 +184,7 @@ def test_the_job_service_reads_every_visible_file_of_its_key_directory(
 def test_a_key_file_with_two_keys_trusts_both(tmp_path: Path, old: Ed25519PrivateKey, new: Ed25519PrivateKey) -> None:
     key_file = tmp_path / "jwt.pub.pem"
     key_file.write_bytes(public_pem(old) + public_pem(new))
-    settings = load(JobSettings, {"APP_ENV": "production", "JWT_PUBLIC_KEY_FILE": str(key_file)})
+    settings = load(JobSettings, {**PRODUCTION_SETTINGS, "JWT_PUBLIC_KEY_FILE": str(key_file)})
     assert set(settings.public_keys()) == {key_id(old.public_key()), key_id(new.public_key())}
 
 
@@ -209,7 +210,7 @@ def test_leeway_defaults_to_half_a_minute_and_may_be_turned_off() -> None:
 
 
 def test_production_names_every_way_to_give_the_keys(tmp_path: Path) -> None:
-    settings = load(JobSettings, {"APP_ENV": "production", "DEV_SECRETS_DIR": str(tmp_path / "none")})
+    settings = load(JobSettings, {**PRODUCTION_SETTINGS, "DEV_SECRETS_DIR": str(tmp_path / "none")})
     with pytest.raises(SettingsError, match="JWT_PUBLIC_KEY, JWT_PUBLIC_KEY_FILE or JWT_PUBLIC_KEYS_DIR must be set"):
         settings.public_keys()
     assert not (tmp_path / "none").exists()
@@ -482,7 +483,7 @@ def test_production_refuses_a_short_worker_token_naming_the_variable(
 ) -> None:
     tokens = tmp_path / "worker-tokens"
     tokens.write_text("a" * 32 + "\n" + "b" * 31 + "\n")
-    production = {"APP_ENV": "production", "WORKER_TOKEN_FILE": str(tokens)}
+    production = {**PRODUCTION_SETTINGS, "WORKER_TOKEN_FILE": str(tokens)}
     with pytest.raises(SettingsError, match=r"^WORKER_TOKEN_FILE holds a token of 31 characters; APP_ENV=production"):
         tokens_used(load(settings_type, production))
     with pytest.raises(SettingsError, match=r"^WORKER_TOKEN holds a token of 12 characters"):

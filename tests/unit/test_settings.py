@@ -14,6 +14,7 @@ from auth_svc.settings import AuthSettings
 from common import logs
 from common.settings import ServiceSettings, SettingsError, describe, load, setting
 from job_svc.settings import Settings as JobSettings
+from tests.support.tls import PRODUCTION_SETTINGS
 from worker_svc.settings import Settings as WorkerSettings
 
 SERVICES = [AuthSettings, JobSettings, WorkerSettings]
@@ -31,7 +32,7 @@ def test_every_service_refuses_an_app_env_it_does_not_know(settings: type[Servic
 @pytest.mark.parametrize("settings", SERVICES)
 def test_every_service_knows_both_app_envs(settings: type[ServiceSettings]) -> None:
     assert not load(settings, {"APP_ENV": "development"}).production
-    assert load(settings, {"APP_ENV": "production", "BCRYPT_ROUNDS": "12"}).production
+    assert load(settings, {**PRODUCTION_SETTINGS, "BCRYPT_ROUNDS": "12"}).production
 
 
 @pytest.mark.parametrize("settings", SERVICES)

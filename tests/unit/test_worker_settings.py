@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import SettingsError, load
+from tests.support.tls import PRODUCTION_SETTINGS
 from worker_svc.settings import Settings
 
 
@@ -51,7 +52,7 @@ def test_token_inline_wins_over_file(tmp_path: Path) -> None:
 
 
 def test_token_is_required_in_production(tmp_path: Path) -> None:
-    settings = load(Settings, {"APP_ENV": "production", "DEV_SECRETS_DIR": str(tmp_path)})
+    settings = load(Settings, {**PRODUCTION_SETTINGS, "DEV_SECRETS_DIR": str(tmp_path)})
     with pytest.raises(SettingsError, match="WORKER_TOKEN"):
         settings.token()
 
