@@ -26,6 +26,8 @@ from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+#: What `-f docker-compose.yml -f docker-compose.production.yml` adds for production mode.
+PRODUCTION_FILE = ROOT / "docker-compose.production.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 #: The long-running services and the package each runs (`python -m <package>`).
@@ -96,8 +98,9 @@ def references(text: str) -> list[tuple[str, str | None, str]]:
 
 
 def all_references() -> list[tuple[str, str | None, str]]:
-    """Every variable reference in the compose file, with duplicates."""
-    return [ref for text in strings(COMPOSE) for ref in references(text)]
+    """Every variable reference in the compose files (the production one too), with duplicates."""
+    production = yaml.safe_load(PRODUCTION_FILE.read_text())
+    return [ref for text in (*strings(COMPOSE), *strings(production)) for ref in references(text)]
 
 
 def env_example() -> dict[str, str]:
@@ -331,10 +334,10 @@ def test_only_the_one_shots_hold_the_owners_credentials() -> None:
     for service, prefix in (("job-service", "JOB"), ("worker-service", "WORKER")):
         user, password = users[f"{prefix}_RABBITMQ_USER"], users[f"{prefix}_RABBITMQ_PASSWORD"]
         assert environment(service)["RABBITMQ_URL"] == f"amqp://{user}:{password}@rabbitmq:5672/", service
-    for name, service in SERVICES.items():
+    for name, declared in SERVICES.items():
         if name not in ("postgres", "rabbitmq", "migrate", "broker-users"):
-            assert owner not in str(service), f"{name} holds the database owner's credentials"
-            assert f"{users['RABBITMQ_ADMIN_USER']}:{users['RABBITMQ_ADMIN_PASSWORD']}@" not in str(service), name
+            assert owner not in str(declared), f"{name} holds the database owner's credentials"
+            assert f"{users['RABBITMQ_ADMIN_USER']}:{users['RABBITMQ_ADMIN_PASSWORD']}@" not in str(declared), name
     assert users["RABBITMQ_QUEUE"] == environment("job-service")["RABBITMQ_QUEUE"]
     assert environment("job-service")["RABBITMQ_QUEUE"] == environment("worker-service")["RABBITMQ_QUEUE"]
     # By name through gRPC's DNS resolver, so that every job-service replica gets reports.

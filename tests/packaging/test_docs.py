@@ -20,6 +20,7 @@ import worker_svc.metrics
 from auth_svc.settings import AuthSettings
 from common.settings import env_name
 from job_svc.settings import Settings as JobSettings
+from migrations import roles
 from worker_svc.settings import Settings as WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").g
 #: [text](target), skipping images and absolute URLs.
 LINK = re.compile(r"(?<!!)\[[^\]]+\]\(([^)\s]+)\)")
 #: Variables the migrations runner reads itself (it has no settings class).
-MIGRATION_VARIABLES = {"DATABASE_URL"}
+MIGRATION_VARIABLES = {"DATABASE_URL", *(role.password_variable for role in roles.ROLES)}
 _ = (common.metrics, job_svc.metrics, worker_svc.metrics)  # imported for the metrics they register
 
 
