@@ -39,14 +39,20 @@ MIN_PRODUCTION_TOKEN_LENGTH = 32
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
 
 
-def _write_once(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``data`` atomically; if it already exists keep the existing file."""
+def _written_beside(path: Path, data: bytes, mode: int) -> str:
+    """A new hidden file beside ``path`` holding ``data`` with ``mode``: its path, to link or rename into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.write(fd, data)
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+    return tmp
+
+
+def _write_once(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with ``data`` atomically; if it already exists keep the existing file."""
+    tmp = _written_beside(path, data, mode)
     try:
         # link() fails if the target exists, so concurrent starters agree on one value.
         os.link(tmp, path)
@@ -112,13 +118,7 @@ def _replace(path: Path, data: bytes, mode: int) -> None:
     if path.exists() and path.read_bytes() == data:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    os.replace(_written_beside(path, data, mode), path)
 
 
 def resolve(*, inline: str, file: str, dev_name: str, app_env: str, dev_dir: str, variable: str) -> bytes:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jobqueue.client import JobStatus, connect_auth, connect_jobs, tls_credentials
 from tests.compose.stack import Stack
 from tests.support.processes import ROOT
-from tests.support.readme import readme_block, wait_listed_completed
+from tests.support.readme import readme_block, run_grpcurl_walkthrough, wait_listed_completed
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -124,17 +124,9 @@ def test_every_service_runs_in_production_mode_with_only_its_own_secrets(product
 def test_the_grpcurl_walkthrough_works_over_tls(production: tuple[Stack, Path]) -> None:
     stack, ca = production
     script = _over_tls(stack, ca, readme_block("grpcurl"))
-    done = subprocess.run(
-        ["bash", "-c", f'set -euo pipefail\n{script}\necho "TOKEN=$TOKEN"'],
-        env=_user_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done, token = run_grpcurl_walkthrough(script, _user_env())
     assert done.returncode == 0, done.stdout + done.stderr
     assert "jobqueue.jobs.v1.JobService" in done.stdout
-    token = done.stdout.rsplit("TOKEN=", 1)[1].strip()
     list_jobs = _over_tls(
         stack,
         ca,

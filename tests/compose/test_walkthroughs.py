@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.compose.stack import Stack
-from tests.support.readme import readme_block, wait_listed_completed
+from tests.support.readme import readme_block, run_grpcurl_walkthrough, wait_listed_completed
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -32,19 +32,11 @@ def user_env() -> dict[str, str]:
 
 def test_the_grpcurl_walkthrough_works_against_the_containers(stack: Stack) -> None:
     script = localize(stack, readme_block("grpcurl"))
-    done = subprocess.run(
-        ["bash", "-c", f'set -euo pipefail\n{script}\necho "TOKEN=$TOKEN"'],
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done, token = run_grpcurl_walkthrough(script, user_env())
     assert done.returncode == 0, done.stdout + done.stderr
     assert "jobqueue.jobs.v1.JobService" in done.stdout
     assert '"status": "SERVING"' in done.stdout
     assert done.stdout.count('"status": "JOB_STATUS_QUEUED"') >= 3
-    token = done.stdout.rsplit("TOKEN=", 1)[1].strip()
     list_jobs = localize(
         stack,
         'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"page_size": 10}\' '

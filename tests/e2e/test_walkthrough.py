@@ -17,26 +17,18 @@ from pathlib import Path
 
 from tests.e2e.conftest import RunningSystem
 from tests.support.processes import ROOT
-from tests.support.readme import readme_block, wait_listed_completed
+from tests.support.readme import readme_block, run_grpcurl_walkthrough, wait_listed_completed
 
 
 def test_the_grpcurl_walkthrough_works_as_written_twice_in_a_row(make_run: RunningSystem) -> None:
     script = make_run.localize(readme_block("grpcurl"))
     for run in (1, 2):  # the second finds the user registered, and must carry on all the same
-        done = subprocess.run(
-            ["bash", "-c", f'set -euo pipefail\n{script}\necho "TOKEN=$TOKEN"'],
-            env=make_run.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done, token = run_grpcurl_walkthrough(script, make_run.env)
         assert done.returncode == 0, f"run {run}:\n{done.stdout}{done.stderr}"
         assert "jobqueue.jobs.v1.JobService" in done.stdout
         assert '"status": "SERVING"' in done.stdout
         assert done.stdout.count('"status": "JOB_STATUS_QUEUED"') >= 3  # each CreateJob answered at once
         assert ("Code: AlreadyExists" in done.stderr) == (run == 2), done.stderr
-    token = done.stdout.rsplit("TOKEN=", 1)[1].strip()
 
     list_command = make_run.localize(
         'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"page_size": 10}\' '

@@ -23,6 +23,23 @@ def readme_block(name: str) -> str:
     return match.group(1)
 
 
+def run_grpcurl_walkthrough(script: str, env: Mapping[str, str]) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the grpcurl walkthrough ``script`` (localized by the caller) in bash, stopping at the first failure.
+
+    Returns the finished process and the access token the walkthrough exported (empty if it failed first).
+    """
+    done = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail\n{script}\necho "TOKEN=$TOKEN"'],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    token = done.stdout.rsplit("TOKEN=", 1)[1].strip() if "TOKEN=" in done.stdout else ""
+    return done, token
+
+
 def wait_listed_completed(list_command: str, env: Mapping[str, str], timeout: float = 60) -> list[dict[str, Any]]:
     """Run a grpcurl ListJobs command until every job it lists is COMPLETED; returns them (as JSON)."""
     deadline = time.monotonic() + timeout
