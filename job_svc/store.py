@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -52,7 +52,12 @@ class JobStore:
         self._pool = pool
 
     async def create(
-        self, jobs: Sequence[NewJob], max_unfinished: int = 0, *, whole: bool = False
+        self,
+        jobs: Sequence[NewJob],
+        max_unfinished: int = 0,
+        *,
+        whole: bool = False,
+        capped: Collection[uuid.UUID] | None = None,
     ) -> Sequence[tuple[Job, bool] | None]:
         """Store QUEUED jobs and their outbox messages in one transaction.
 
@@ -67,12 +72,14 @@ class JobStore:
         fit. The owners' jobs are counted under a transaction-scoped advisory
         lock per owner, so concurrent creates, from any replica, count one after
         another and the cap holds exactly; creates of different owners do not
-        wait for each other.
+        wait for each other. With ``capped``, only those owners are checked (and
+        locked): the others' jobs always fit (job_svc/unfinished.py knows them
+        to be far from the cap).
         """
-        if not max_unfinished:
+        owners = sorted({job.owner_id for job in jobs if capped is None or job.owner_id in capped})
+        if not max_unfinished or not owners:
             return await _insert(self._pool, jobs)
         async with self._pool.acquire() as connection, connection.transaction():
-            owners = sorted({job.owner_id for job in jobs})
             # Locked in key order, so two transactions sharing owners cannot deadlock. The count
             # is a statement of its own: its snapshot must be taken after the lock is held.
             await connection.execute(
@@ -96,7 +103,7 @@ class JobStore:
             fits: list[bool] = []
             for job in jobs:
                 key = (job.owner_id, job.request_id)
-                if job.request_id is not None and key in used:
+                if job.owner_id not in room or (job.request_id is not None and key in used):
                     fits.append(True)
                 elif room[job.owner_id] > 0:
                     room[job.owner_id] -= 1
@@ -108,6 +115,19 @@ class JobStore:
                 return [None] * len(jobs)
             stored = iter(await _insert(connection, [job for job, fit in zip(jobs, fits, strict=True) if fit]))
             return [next(stored) if fit else None for fit in fits]
+
+    async def count_unfinished(self, owners: Sequence[uuid.UUID], limit: int) -> dict[uuid.UUID, int]:
+        """Each owner's QUEUED and RUNNING jobs, counted up to ``limit``, from the (owner_id, status, ...) index."""
+        rows = await self._pool.fetch(
+            """SELECT owner_id,
+                      (SELECT count(*) FROM (SELECT FROM jobs
+                                             WHERE jobs.owner_id = o.owner_id AND status IN ('QUEUED', 'RUNNING')
+                                             LIMIT $2) AS unfinished) AS unfinished
+               FROM unnest($1::uuid[]) AS o (owner_id)""",
+            owners,
+            limit,
+        )
+        return {row["owner_id"]: row["unfinished"] for row in rows}
 
     async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
         """The job with this id (only if ``owner_id`` owns it, when given)."""

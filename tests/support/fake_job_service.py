@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class FakeStore:
     outbox: list[OutboxMessage] = field(default_factory=list)
     #: The size of each create statement, in order (one per transaction).
     creates: list[int] = field(default_factory=list)
+    #: The owners each create checked against the cap, in order (empty: a plain insert).
+    checked: list[set[uuid.UUID]] = field(default_factory=list)
+    #: How many owners each count_unfinished call counted, in order.
+    counts: list[int] = field(default_factory=list)
     #: Every outcome ``finish`` was given, in order (to see the retry delays chosen).
     finished: list[Report] = field(default_factory=list)
     #: How many jobs each rerun_dead call re-queued, in order.
@@ -73,7 +78,11 @@ class FakeStore:
         return job
 
     def _fits(
-        self, jobs: Sequence[NewJob], max_unfinished: int, used: Collection[tuple[uuid.UUID, uuid.UUID | None]]
+        self,
+        jobs: Sequence[NewJob],
+        max_unfinished: int,
+        used: Collection[tuple[uuid.UUID, uuid.UUID | None]],
+        capped: Collection[uuid.UUID] | None,
     ) -> list[bool]:
         """Which jobs fit under the cap, in order (repeats of a used request_id always do), as the store decides."""
         unfinished: dict[uuid.UUID, int] = {}
@@ -88,23 +97,37 @@ class FakeStore:
                 fits.append(True)
             else:
                 count = unfinished.get(new.owner_id, 0)
-                fits.append(not max_unfinished or count < max_unfinished)
+                fits.append(
+                    not max_unfinished or (capped is not None and new.owner_id not in capped) or count < max_unfinished
+                )
                 unfinished[new.owner_id] = count + fits[-1]
             seen.add(key)
         return fits
 
     # The Store, ReportStore and OutboxStore Protocols.
 
+    async def count_unfinished(self, owners: Sequence[uuid.UUID], limit: int) -> dict[uuid.UUID, int]:
+        self.counts.append(len(owners))
+        unfinished = Counter(r.job.owner_id for r in self.rows.values() if not r.job.status.final)
+        return {owner: min(unfinished[owner], limit) for owner in owners}
+
     async def create(
-        self, jobs: Sequence[NewJob], max_unfinished: int = 0, *, whole: bool = False
+        self,
+        jobs: Sequence[NewJob],
+        max_unfinished: int = 0,
+        *,
+        whole: bool = False,
+        capped: Collection[uuid.UUID] | None = None,
     ) -> Sequence[tuple[Job, bool] | None]:
         self.creates.append(len(jobs))
+        owners = {new.owner_id for new in jobs}
+        self.checked.append(set() if not max_unfinished else owners if capped is None else owners & set(capped))
         for new in jobs:
             if (error := self.refuse(new)) is not None:
                 raise error  # the statement fails: nothing of the batch is written
         now = self._tick()
         by_key = {(r.job.owner_id, r.request_id): r.job for r in self.rows.values() if r.request_id is not None}
-        fits = self._fits(jobs, max_unfinished, by_key.keys())
+        fits = self._fits(jobs, max_unfinished, by_key.keys(), capped)
         if whole and not all(fits):
             return [None] * len(jobs)
         stored: list[tuple[Job, bool] | None] = []
