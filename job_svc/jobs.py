@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from job_svc.rules import (
     echoed,
     encode_page_token,
 )
+from job_svc.unfinished import UnfinishedCap
 
 #: How many group-commit transactions of CreateJob calls may be in flight at once.
 CREATE_TRANSACTIONS = 4
@@ -46,13 +47,22 @@ class Store(Protocol):
     """The jobs table, as the use cases need it (job_svc.store.JobStore; see its methods for the contract)."""
 
     async def create(
-        self, jobs: Sequence[NewJob], max_unfinished: int = 0, *, whole: bool = False
+        self,
+        jobs: Sequence[NewJob],
+        max_unfinished: int = 0,
+        *,
+        whole: bool = False,
+        capped: Collection[uuid.UUID] | None = None,
     ) -> Sequence[tuple[Job, bool] | None]:
         """Store jobs with their queue messages, in one transaction; each job and whether it is new.
 
         None for a job that would give its owner more than ``max_unfinished`` unfinished jobs (0: no cap);
-        with ``whole``, all are None and none is stored if one would.
+        with ``whole``, all are None and none is stored if one would. With ``capped``, only those owners
+        are checked.
         """
+
+    async def count_unfinished(self, owners: Sequence[uuid.UUID], limit: int) -> dict[uuid.UUID, int]:
+        """Each owner's QUEUED and RUNNING jobs, counted up to ``limit``."""
 
     async def get(self, job_id: uuid.UUID, owner_id: uuid.UUID | None = None) -> Job | None:
         """The job (only if ``owner_id`` owns it, when given)."""
@@ -106,6 +116,7 @@ class Jobs:
         self._publisher = publisher
         self._types = types
         self._limits = limits or JobLimits()
+        self._cap = UnfinishedCap(store, self._limits.unfinished)
         # Concurrent CreateJob calls share transactions (group commit): one
         # INSERT of many rows costs the database about what one row does.
         self._creates: Coalescer[NewJob, tuple[Job, bool]] = Coalescer(
@@ -130,7 +141,7 @@ class Jobs:
         Refused as a whole, as ``create`` is, when the jobs pass a rate or would pass the cap.
         """
         self._limits.admit(jobs)
-        stored = await self._store.create(jobs, self._limits.max_unfinished, whole=True)
+        stored = await self._cap.create(jobs, whole=True)
         if any(result is None for result in stored):
             raise self._limits.over_cap()
         done = [result for result in stored if result is not None]
@@ -144,7 +155,7 @@ class Jobs:
         """The Coalescer's runner: one transaction for the batch, or one each if the database refused it."""
         stored: Sequence[tuple[Job, bool] | BaseException | None]
         try:
-            stored = await self._store.create(jobs, self._limits.max_unfinished)
+            stored = await self._cap.create(jobs)
         except asyncpg.PostgresError as error:
             if len(jobs) == 1 or isinstance(error, db.TRANSIENT_ERRORS):
                 raise
@@ -158,7 +169,7 @@ class Jobs:
         return results
 
     async def _store_one(self, job: NewJob) -> tuple[Job, bool] | None:
-        [stored] = await self._store.create([job], self._limits.max_unfinished)
+        [stored] = await self._cap.create([job])
         return stored
 
     def check_new(

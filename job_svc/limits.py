@@ -15,12 +15,16 @@ reply) is charged at admission, since whether it is a repeat is known only once 
 answered, and then refunded, once per request_id in each process: so an honest retry costs nothing,
 and repeating one request_id for ever still costs a token for every call but the first repeat.
 
-**The cap on unfinished jobs** (QUEUED or RUNNING) must hold across replicas, so the store checks it
-in PostgreSQL, in the insert's transaction (job_svc/store.py); this module only carries its value.
+**The cap on unfinished jobs** (QUEUED or RUNNING) must hold across replicas: job_svc/unfinished.py
+checks it on a per-process estimate while a user is far from it, and exactly in PostgreSQL, in the
+insert's transaction (job_svc/store.py), near it. What "near" is comes from here: the jobs the other
+replicas may have accepted for the user since the estimate's count was read, which only their rate
+limit bounds.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from time import monotonic
@@ -29,6 +33,7 @@ from common.errors import FieldViolation, InvalidArgument
 from common.rates import Rate, RateLimiter
 from job_svc.errors import TooManyHighPriorityJobs, TooManyJobs, TooManyUnfinishedJobs
 from job_svc.model import NewJob, Priority
+from job_svc.unfinished import Estimates
 
 #: The RetryInfo of a refusal for the cap: about when some of a backlog that large has finished.
 UNFINISHED_RETRY_SECONDS = 5.0
@@ -45,12 +50,17 @@ class JobLimits:
         rate: Rate | None = None,
         high_rate: Rate | None = None,
         max_unfinished: int = 0,
+        other_replicas: int = 1,
         clock: Callable[[], float] = monotonic,
     ) -> None:
         self.rate = rate
         self.high_rate = high_rate
-        #: Most QUEUED and RUNNING jobs a user may have (0: no cap); the store enforces it.
+        #: Most QUEUED and RUNNING jobs a user may have (0: no cap).
         self.max_unfinished = max_unfinished
+        #: How many other job-service replicas the cap leaves room for: it is exact with this many more.
+        self.other_replicas = other_replicas
+        #: This process's estimates of each user's unfinished jobs (job_svc/unfinished.py).
+        self.unfinished = Estimates(max_unfinished, self.margin, clock=clock)
         self._all = RateLimiter(rate, clock=clock) if rate is not None else None
         self._high = RateLimiter(high_rate, clock=clock) if high_rate is not None else None
         self._refunded: OrderedDict[bytes, None] = OrderedDict()
@@ -108,6 +118,18 @@ class JobLimits:
                 self._all.give(owner, 1)
             if self._high is not None and job.priority is Priority.HIGH:
                 self._high.give(owner, 1)
+
+    def margin(self, age: float) -> float:
+        """The most jobs the other replicas may have accepted for one user in ``age`` seconds (inf: unbounded).
+
+        Each replica's bucket lets a user through at most its burst at once plus its rate since; with
+        no rate nothing bounds it, and every create, near the cap or far, takes the exact check.
+        """
+        if not self.other_replicas:
+            return 0.0
+        if self.rate is None:
+            return math.inf
+        return self.other_replicas * (self.rate.capacity + self.rate.per_second * age)
 
     def over_cap(self) -> TooManyUnfinishedJobs:
         """The refusal of a job that would pass the cap on unfinished jobs."""
