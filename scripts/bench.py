@@ -67,14 +67,16 @@ RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672
 RESULTS = ROOT / "bench" / "results.jsonl"
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 POLL_SECONDS, CALL_SECONDS, START_SECONDS, STOP_SECONDS = 0.25, 60.0, 60.0, 30.0
-#: The job service's per-user limits, set where no run reaches them (the checks still run).
-BENCH_LIMITS = (
-    "JOBS_PER_SECOND_PER_USER",
-    "JOB_BURST_PER_USER",
-    "HIGH_PRIORITY_JOBS_PER_SECOND_PER_USER",
-    "HIGH_PRIORITY_BURST_PER_USER",
-    "MAX_UNFINISHED_JOBS_PER_USER",
-)
+#: The job service's per-user limits, set where no run reaches them (the checks still run). The cap is
+#: far above the room it leaves for other replicas (a burst plus two seconds of the rate), so the
+#: bench's user is far from it, as most users are: job_svc/unfinished.py checks it on its estimate.
+BENCH_LIMITS = {
+    "JOBS_PER_SECOND_PER_USER": "1000000",
+    "JOB_BURST_PER_USER": "1000000",
+    "HIGH_PRIORITY_JOBS_PER_SECOND_PER_USER": "1000000",
+    "HIGH_PRIORITY_BURST_PER_USER": "1000000",
+    "MAX_UNFINISHED_JOBS_PER_USER": "100000000",
+}
 #: How long the last jobs may take after the last submission before the run counts as stuck.
 DRAIN_SECONDS = 300.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -505,7 +507,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "HANDLER_PROCESSES": str(args.handler_processes),
         # One user submits as fast as it can: the per-user limits stay on, so their checks are measured,
         # at values no run reaches (docs/security.md).
-        **dict.fromkeys(BENCH_LIMITS, "100000000"),
+        **BENCH_LIMITS,
     }
     system = System(args.workers, environ, folder)
     try:
