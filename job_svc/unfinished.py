@@ -49,7 +49,7 @@ MAX_USERS = 100_000
 READ_BATCH = 1000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Estimate:
     """What one process knows of one user's unfinished jobs."""
 

@@ -113,8 +113,7 @@ async def test_two_replicas_leave_each_other_room_and_store_exactly_the_cap(pool
     # Each leaves room for what the other may have accepted since its read: a burst of 1,500 plus 1,000 a second.
     cap, owner = 2500, uuid.uuid4()
     replicas = [
-        replica(pool, JobLimits(rate=Rate(1000, 1, burst=1500), max_unfinished=cap, other_replicas=1))
-        for _ in range(2)
+        replica(pool, JobLimits(rate=Rate(1000, 1, burst=1500), max_unfinished=cap, other_replicas=1)) for _ in range(2)
     ]
     for jobs, _ in replicas:
         await flood(jobs, owner, 1, 0, 0)
