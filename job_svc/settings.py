@@ -119,7 +119,8 @@ class Settings(TlsServerSettings):
     )
     max_unfinished_jobs_per_user: int = setting(
         10000,
-        "Most QUEUED and RUNNING jobs one user may have, checked in PostgreSQL so it holds across replicas;"
+        "Most QUEUED and RUNNING jobs one user may have: checked on a per-process estimate far from it and"
+        " exactly, in PostgreSQL, near it (docs/security.md has the arithmetic across replicas);"
         " beyond: RESOURCE_EXHAUSTED with RetryInfo. 0 turns the cap off.",
     )
     job_type_modules: str = setting(
