@@ -180,6 +180,14 @@ class DeliveryHandler:
             # exc_info: the whole chain (for a handler process, the remote traceback) stays in our log.
             log.warning("job's handler raised", extra={**fields, "error": str(error)}, exc_info=True)
             await self._recover(message, delivery, attempt, error)
+        except ReportRefused as error:
+            # A refusal says what is wrong (a worker token or certificate the job service does not accept):
+            # one line, not a traceback, since it repeats for every job until the setting is fixed.
+            log.error(
+                "the job service refused this worker's report",
+                extra={**fields, "code": error.code.name, "error": error.details},
+            )
+            await self._recover(message, delivery, attempt, error)
         except Exception as error:
             log.exception("job handling failed", extra=fields)
             await self._recover(message, delivery, attempt, error)

@@ -231,13 +231,21 @@ async def test_abandoned_report_leaves_the_message_unacked(stage: str) -> None:
     assert message.settled == []
 
 
-async def test_claim_error_hands_the_message_back() -> None:
+async def test_claim_error_hands_the_message_back_and_says_why_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     reports = FakeReports(claim_reply=ReportRefused(grpc.StatusCode.UNAUTHENTICATED, "bad token"))
     runner = FakeRunner()
     message = await handle(reports, runner)
     assert runner.ran == []
     assert [entry[0] for entry in reports.log] == ["claim"]
     assert message.settled == [("nack", True)]
+    [refused] = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert (refused.getMessage(), refused.__dict__["code"], refused.exc_info) == (
+        "the job service refused this worker's report",
+        "UNAUTHENTICATED",
+        None,
+    )
 
 
 async def test_the_handler_is_told_the_attempt_the_claim_returned() -> None:
