@@ -292,6 +292,10 @@ class Jobs:
         assert last.finished_at is not None  # FAILED jobs are finished
         return jobs[:size], encode_page_token(last.finished_at, last.id, filters)
 
+    def job_types(self) -> tuple[tuple[str, str], ...]:
+        """Every job type CreateJob accepts, as (name, summary), ordered by name."""
+        return tuple(sorted((job_type.name, job_type.summary) for job_type in self._types.values()))
+
     async def rerun_dead(self, job_type: str | None, max_attempts: int) -> int:
         """Queue again every job that was FAILED when the call began (of ``job_type``, if given); how many."""
         if job_type is not None and job_type not in self._types:

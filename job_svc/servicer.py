@@ -161,6 +161,15 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         )
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=next_token)
 
+    async def ListJobTypes(
+        self, request: jobs_pb2.ListJobTypesRequest, context: Context
+    ) -> jobs_pb2.ListJobTypesResponse:
+        """Every job type CreateJob accepts; any signed-in user may ask."""
+        self._auth.user(context.invocation_metadata())
+        return jobs_pb2.ListJobTypesResponse(
+            job_types=[jobs_pb2.JobType(name=name, summary=summary) for name, summary in self._jobs.job_types()]
+        )
+
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.CancelJobResponse:
         """Withdraw one of the caller's jobs."""
         owner = self._auth.user(context.invocation_metadata()).id

@@ -126,6 +126,7 @@ __all__ = [
     "JobPriority",
     "JobQueueError",
     "JobStatus",
+    "JobType",
     "JobsClient",
     "Payload",
     "TokenRefresh",
@@ -420,6 +421,14 @@ class Job:
                 # Continuation lines (a traceback, say) indented under their label.
                 lines.append(f"{label}: " + "\n  ".join(text.split("\n")))
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A job type the service accepts (from ``ListJobTypes``): its name and, for a person, its payload and result."""
+
+    name: str
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -773,6 +782,14 @@ class JobsClient(_Client):
             reply = await self._retrying(self.stub.BatchCreateJobs, batch, attempts, _TRANSIENT)
             stored.extend(Job.from_proto(job) for job in reply.jobs)
         return stored
+
+    async def job_types(self, *, attempts: int = 3) -> list[JobType]:
+        """Every job type the service accepts, ordered by name; retried as :meth:`get` is."""
+        request = jobs_pb2.ListJobTypesRequest()
+        reply: jobs_pb2.ListJobTypesResponse = await self._retrying(
+            self.stub.ListJobTypes, request, attempts, _READ_RETRIED
+        )
+        return [JobType(job_type.name, job_type.summary) for job_type in reply.job_types]
 
     async def get(self, job_id: str, *, attempts: int = 3) -> Job:
         """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job.

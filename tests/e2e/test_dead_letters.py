@@ -56,6 +56,10 @@ async def _scenario(system: System) -> str:
     await _register(system, "ops@example.com")
     user = await _token(system, "user@example.com")
     async with connect_jobs(system.job_address, token=user) as jobs:
+        # The types a JOB_TYPE_MODULES module adds are listed with the built-in ones.
+        types = {job_type.name: job_type.summary for job_type in await jobs.job_types()}
+        assert {t.name: t.summary for t in flaky_jobs.JOB_TYPES}.items() <= types.items()
+        assert {"reverse_string", "uppercase_text", "fibonacci_calc"} <= set(types)
         doomed = await jobs.submit("always_fails", "x", max_attempts=2)
         fine = await jobs.submit("reverse_string", "abc")
         dead = await jobs.wait(doomed.id, timeout=60)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import struct_pb2
 
+from common.job_types import BUILTIN_TYPES
 from jobqueue.jobs.v1 import delivery_pb2, jobs_pb2, jobs_pb2_grpc
 from tests.integration.jobservice import (
     NOT_SERVING,
@@ -69,6 +70,15 @@ def test_users_see_only_their_own_jobs(jobs: JobService, secrets_dir: Path) -> N
     assert error_info(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
     listed = jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=bearer(bob))
     assert job.id not in [j.id for j in listed.jobs]
+
+
+def test_any_signed_in_user_can_list_the_job_types_and_nobody_else(jobs: JobService, secrets_dir: Path) -> None:
+    listed = jobs.stub.ListJobTypes(jobs_pb2.ListJobTypesRequest(), metadata=bearer(mint_token(secrets_dir)))
+    assert [(t.name, t.summary) for t in listed.job_types] == sorted((t.name, t.summary) for t in BUILTIN_TYPES)
+    assert "F(n)" in {t.name: t.summary for t in listed.job_types}["fibonacci_calc"]
+    with pytest.raises(grpc.RpcError) as caught:
+        jobs.stub.ListJobTypes(jobs_pb2.ListJobTypesRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_list_pages_newest_first_and_filters(jobs: JobService, secrets_dir: Path) -> None:

@@ -26,17 +26,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjobqueue/jobs/v1/jobs.proto\x12\x10jobqueue.jobs.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08priority\x18\r \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x0e \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftimeout_seconds\x18\x10 \x01(\x05\x42\t\n\x07_resultB\x08\n\x06_error\"\xbd\x01\n\x10\x43reateJobRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x08priority\x18\x04 \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x05\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"N\n\x16\x42\x61tchCreateJobsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".jobqueue.jobs.v1.CreateJobRequest\">\n\x17\x42\x61tchCreateJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"s\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x0c\n\x04type\x18\x04 \x01(\t\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"3\n\x0fRerunJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x02 \x01(\x05\"6\n\x10RerunJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"J\n\x13ListDeadJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"T\n\x14ListDeadJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x14RerunDeadJobsRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x02 \x01(\x05\",\n\x15RerunDeadJobsResponse\x12\x13\n\x0brerun_count\x18\x01 \x01(\x05\"\xbf\x01\n\x10UpdateJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x10\n\x08\x63laim_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tretryable\x18\x07 \x01(\x08\x42\t\n\x07_resultB\x08\n\x06_error\"7\n\x11UpdateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"I\n\x11UpdateJobsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".jobqueue.jobs.v1.UpdateJobRequest\"I\n\x12UpdateJobsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".jobqueue.jobs.v1.UpdateJobsResult\"t\n\x10UpdateJobsResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12/\n\njob_status\x18\x03 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*q\n\x0bJobPriority\x12\x1c\n\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_PRIORITY_LOW\x10\x01\x12\x17\n\x13JOB_PRIORITY_NORMAL\x10\x02\x12\x15\n\x11JOB_PRIORITY_HIGH\x10\x03\x32\x83\x07\n\nJobService\x12T\n\tCreateJob\x12\".jobqueue.jobs.v1.CreateJobRequest\x1a#.jobqueue.jobs.v1.CreateJobResponse\x12\x66\n\x0f\x42\x61tchCreateJobs\x12(.jobqueue.jobs.v1.BatchCreateJobsRequest\x1a).jobqueue.jobs.v1.BatchCreateJobsResponse\x12K\n\x06GetJob\x12\x1f.jobqueue.jobs.v1.GetJobRequest\x1a .jobqueue.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.jobqueue.jobs.v1.ListJobsRequest\x1a\".jobqueue.jobs.v1.ListJobsResponse\x12T\n\tCancelJob\x12\".jobqueue.jobs.v1.CancelJobRequest\x1a#.jobqueue.jobs.v1.CancelJobResponse\x12Q\n\x08RerunJob\x12!.jobqueue.jobs.v1.RerunJobRequest\x1a\".jobqueue.jobs.v1.RerunJobResponse\x12]\n\x0cListDeadJobs\x12%.jobqueue.jobs.v1.ListDeadJobsRequest\x1a&.jobqueue.jobs.v1.ListDeadJobsResponse\x12`\n\rRerunDeadJobs\x12&.jobqueue.jobs.v1.RerunDeadJobsRequest\x1a\'.jobqueue.jobs.v1.RerunDeadJobsResponse\x12T\n\tUpdateJob\x12\".jobqueue.jobs.v1.UpdateJobRequest\x1a#.jobqueue.jobs.v1.UpdateJobResponse\x12W\n\nUpdateJobs\x12#.jobqueue.jobs.v1.UpdateJobsRequest\x1a$.jobqueue.jobs.v1.UpdateJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjobqueue/jobs/v1/jobs.proto\x12\x10jobqueue.jobs.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x07payload\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x08priority\x18\r \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x0e \x01(\x05\x12\x33\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftimeout_seconds\x18\x10 \x01(\x05\x42\t\n\x07_resultB\x08\n\x06_error\"\xbd\x01\n\x10\x43reateJobRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x08priority\x18\x04 \x01(\x0e\x32\x1d.jobqueue.jobs.v1.JobPriority\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x06 \x01(\x05\"7\n\x11\x43reateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"N\n\x16\x42\x61tchCreateJobsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".jobqueue.jobs.v1.CreateJobRequest\">\n\x17\x42\x61tchCreateJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"s\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x0c\n\x04type\x18\x04 \x01(\t\"P\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13ListJobTypesRequest\"D\n\x14ListJobTypesResponse\x12,\n\tjob_types\x18\x01 \x03(\x0b\x32\x19.jobqueue.jobs.v1.JobType\"(\n\x07JobType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"3\n\x0fRerunJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x02 \x01(\x05\"6\n\x10RerunJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"J\n\x13ListDeadJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"T\n\x14ListDeadJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobqueue.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x14RerunDeadJobsRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x02 \x01(\x05\",\n\x15RerunDeadJobsResponse\x12\x13\n\x0brerun_count\x18\x01 \x01(\x05\"\xbf\x01\n\x10UpdateJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x10\n\x08\x63laim_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x13\n\x06result\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tretryable\x18\x07 \x01(\x08\x42\t\n\x07_resultB\x08\n\x06_error\"7\n\x11UpdateJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.jobqueue.jobs.v1.Job\"I\n\x11UpdateJobsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".jobqueue.jobs.v1.UpdateJobRequest\"I\n\x12UpdateJobsResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".jobqueue.jobs.v1.UpdateJobsResult\"t\n\x10UpdateJobsResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12/\n\njob_status\x18\x03 \x01(\x0e\x32\x1b.jobqueue.jobs.v1.JobStatus\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*q\n\x0bJobPriority\x12\x1c\n\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_PRIORITY_LOW\x10\x01\x12\x17\n\x13JOB_PRIORITY_NORMAL\x10\x02\x12\x15\n\x11JOB_PRIORITY_HIGH\x10\x03\x32\xe2\x07\n\nJobService\x12T\n\tCreateJob\x12\".jobqueue.jobs.v1.CreateJobRequest\x1a#.jobqueue.jobs.v1.CreateJobResponse\x12\x66\n\x0f\x42\x61tchCreateJobs\x12(.jobqueue.jobs.v1.BatchCreateJobsRequest\x1a).jobqueue.jobs.v1.BatchCreateJobsResponse\x12K\n\x06GetJob\x12\x1f.jobqueue.jobs.v1.GetJobRequest\x1a .jobqueue.jobs.v1.GetJobResponse\x12Q\n\x08ListJobs\x12!.jobqueue.jobs.v1.ListJobsRequest\x1a\".jobqueue.jobs.v1.ListJobsResponse\x12]\n\x0cListJobTypes\x12%.jobqueue.jobs.v1.ListJobTypesRequest\x1a&.jobqueue.jobs.v1.ListJobTypesResponse\x12T\n\tCancelJob\x12\".jobqueue.jobs.v1.CancelJobRequest\x1a#.jobqueue.jobs.v1.CancelJobResponse\x12Q\n\x08RerunJob\x12!.jobqueue.jobs.v1.RerunJobRequest\x1a\".jobqueue.jobs.v1.RerunJobResponse\x12]\n\x0cListDeadJobs\x12%.jobqueue.jobs.v1.ListDeadJobsRequest\x1a&.jobqueue.jobs.v1.ListDeadJobsResponse\x12`\n\rRerunDeadJobs\x12&.jobqueue.jobs.v1.RerunDeadJobsRequest\x1a\'.jobqueue.jobs.v1.RerunDeadJobsResponse\x12T\n\tUpdateJob\x12\".jobqueue.jobs.v1.UpdateJobRequest\x1a#.jobqueue.jobs.v1.UpdateJobResponse\x12W\n\nUpdateJobs\x12#.jobqueue.jobs.v1.UpdateJobsRequest\x1a$.jobqueue.jobs.v1.UpdateJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobqueue.jobs.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=2333
-  _globals['_JOBSTATUS']._serialized_end=2494
-  _globals['_JOBPRIORITY']._serialized_start=2496
-  _globals['_JOBPRIORITY']._serialized_end=2609
+  _globals['_JOBSTATUS']._serialized_start=2468
+  _globals['_JOBSTATUS']._serialized_end=2629
+  _globals['_JOBPRIORITY']._serialized_start=2631
+  _globals['_JOBPRIORITY']._serialized_end=2744
   _globals['_JOB']._serialized_start=113
   _globals['_JOB']._serialized_end=670
   _globals['_CREATEJOBREQUEST']._serialized_start=673
@@ -55,32 +55,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSREQUEST']._serialized_end=1263
   _globals['_LISTJOBSRESPONSE']._serialized_start=1265
   _globals['_LISTJOBSRESPONSE']._serialized_end=1345
-  _globals['_CANCELJOBREQUEST']._serialized_start=1347
-  _globals['_CANCELJOBREQUEST']._serialized_end=1377
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1379
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1434
-  _globals['_RERUNJOBREQUEST']._serialized_start=1436
-  _globals['_RERUNJOBREQUEST']._serialized_end=1487
-  _globals['_RERUNJOBRESPONSE']._serialized_start=1489
-  _globals['_RERUNJOBRESPONSE']._serialized_end=1543
-  _globals['_LISTDEADJOBSREQUEST']._serialized_start=1545
-  _globals['_LISTDEADJOBSREQUEST']._serialized_end=1619
-  _globals['_LISTDEADJOBSRESPONSE']._serialized_start=1621
-  _globals['_LISTDEADJOBSRESPONSE']._serialized_end=1705
-  _globals['_RERUNDEADJOBSREQUEST']._serialized_start=1707
-  _globals['_RERUNDEADJOBSREQUEST']._serialized_end=1765
-  _globals['_RERUNDEADJOBSRESPONSE']._serialized_start=1767
-  _globals['_RERUNDEADJOBSRESPONSE']._serialized_end=1811
-  _globals['_UPDATEJOBREQUEST']._serialized_start=1814
-  _globals['_UPDATEJOBREQUEST']._serialized_end=2005
-  _globals['_UPDATEJOBRESPONSE']._serialized_start=2007
-  _globals['_UPDATEJOBRESPONSE']._serialized_end=2062
-  _globals['_UPDATEJOBSREQUEST']._serialized_start=2064
-  _globals['_UPDATEJOBSREQUEST']._serialized_end=2137
-  _globals['_UPDATEJOBSRESPONSE']._serialized_start=2139
-  _globals['_UPDATEJOBSRESPONSE']._serialized_end=2212
-  _globals['_UPDATEJOBSRESULT']._serialized_start=2214
-  _globals['_UPDATEJOBSRESULT']._serialized_end=2330
-  _globals['_JOBSERVICE']._serialized_start=2612
-  _globals['_JOBSERVICE']._serialized_end=3511
+  _globals['_LISTJOBTYPESREQUEST']._serialized_start=1347
+  _globals['_LISTJOBTYPESREQUEST']._serialized_end=1368
+  _globals['_LISTJOBTYPESRESPONSE']._serialized_start=1370
+  _globals['_LISTJOBTYPESRESPONSE']._serialized_end=1438
+  _globals['_JOBTYPE']._serialized_start=1440
+  _globals['_JOBTYPE']._serialized_end=1480
+  _globals['_CANCELJOBREQUEST']._serialized_start=1482
+  _globals['_CANCELJOBREQUEST']._serialized_end=1512
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1514
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1569
+  _globals['_RERUNJOBREQUEST']._serialized_start=1571
+  _globals['_RERUNJOBREQUEST']._serialized_end=1622
+  _globals['_RERUNJOBRESPONSE']._serialized_start=1624
+  _globals['_RERUNJOBRESPONSE']._serialized_end=1678
+  _globals['_LISTDEADJOBSREQUEST']._serialized_start=1680
+  _globals['_LISTDEADJOBSREQUEST']._serialized_end=1754
+  _globals['_LISTDEADJOBSRESPONSE']._serialized_start=1756
+  _globals['_LISTDEADJOBSRESPONSE']._serialized_end=1840
+  _globals['_RERUNDEADJOBSREQUEST']._serialized_start=1842
+  _globals['_RERUNDEADJOBSREQUEST']._serialized_end=1900
+  _globals['_RERUNDEADJOBSRESPONSE']._serialized_start=1902
+  _globals['_RERUNDEADJOBSRESPONSE']._serialized_end=1946
+  _globals['_UPDATEJOBREQUEST']._serialized_start=1949
+  _globals['_UPDATEJOBREQUEST']._serialized_end=2140
+  _globals['_UPDATEJOBRESPONSE']._serialized_start=2142
+  _globals['_UPDATEJOBRESPONSE']._serialized_end=2197
+  _globals['_UPDATEJOBSREQUEST']._serialized_start=2199
+  _globals['_UPDATEJOBSREQUEST']._serialized_end=2272
+  _globals['_UPDATEJOBSRESPONSE']._serialized_start=2274
+  _globals['_UPDATEJOBSRESPONSE']._serialized_end=2347
+  _globals['_UPDATEJOBSRESULT']._serialized_start=2349
+  _globals['_UPDATEJOBSRESULT']._serialized_end=2465
+  _globals['_JOBSERVICE']._serialized_start=2747
+  _globals['_JOBSERVICE']._serialized_end=3741
 # @@protoc_insertion_point(module_scope)

@@ -63,6 +63,11 @@ class JobServiceStub:
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.ListJobTypes = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/ListJobTypes',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesResponse.FromString,
+                _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/CancelJob',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
@@ -138,6 +143,14 @@ class JobServiceServicer:
 
     def ListJobs(self, request, context):
         """ListJobs returns the caller's jobs, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobTypes(self, request, context):
+        """ListJobTypes returns every job type CreateJob accepts, by name, with what
+        its payload must be and what its result is. Any signed-in user may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +237,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListJobTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobTypes,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
@@ -373,6 +391,33 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/ListJobs',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/ListJobTypes',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

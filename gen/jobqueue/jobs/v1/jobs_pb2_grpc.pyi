@@ -60,6 +60,10 @@ class JobServiceStub:
     """GetJob returns one of the caller's jobs."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
+    ListJobTypes: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobTypesRequest, _jobs_pb2.ListJobTypesResponse]
+    """ListJobTypes returns every job type CreateJob accepts, by name, with what
+    its payload must be and what its result is. Any signed-in user may call it.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]
     """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
     CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
@@ -128,6 +132,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """GetJob returns one of the caller's jobs."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
+    ListJobTypes: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobTypesRequest, _jobs_pb2.ListJobTypesResponse]  # type: ignore[assignment]
+    """ListJobTypes returns every job type CreateJob accepts, by name, with what
+    its payload must be and what its result is. Any signed-in user may call it.
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
     CANCELLED and never runs. A RUNNING job becomes CANCELLED at once and its
@@ -217,6 +225,16 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ListJobsResponse, _abc.Awaitable[_jobs_pb2.ListJobsResponse]]:
         """ListJobs returns the caller's jobs, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def ListJobTypes(
+        self,
+        request: _jobs_pb2.ListJobTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListJobTypesResponse, _abc.Awaitable[_jobs_pb2.ListJobTypesResponse]]:
+        """ListJobTypes returns every job type CreateJob accepts, by name, with what
+        its payload must be and what its result is. Any signed-in user may call it.
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(
