@@ -123,6 +123,11 @@ class Settings(TlsServerSettings):
         " exactly, in PostgreSQL, near it (docs/security.md has the arithmetic across replicas);"
         " beyond: RESOURCE_EXHAUSTED with RetryInfo. 0 turns the cap off.",
     )
+    job_service_replicas: int = setting(
+        2,
+        "How many job-service processes share the database, at most: the cap on unfinished jobs leaves room for"
+        " what the others may accept, so it is exact up to this many (more room also means more exact checks).",
+    )
     job_type_modules: str = setting(
         "",
         "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
@@ -155,6 +160,8 @@ class Settings(TlsServerSettings):
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be 0 (off) or more")
+        if self.job_service_replicas < 1:
+            raise SettingsError(f"JOB_SERVICE_REPLICAS={self.job_service_replicas} must be at least 1")
         if self.jobs_per_second_per_user and self.job_burst_per_user < MAX_BATCH:
             # A smaller burst would refuse every full BatchCreateJobs, however slowly it was sent.
             raise SettingsError(f"JOB_BURST_PER_USER={self.job_burst_per_user} must be at least {MAX_BATCH}")
@@ -181,6 +188,7 @@ class Settings(TlsServerSettings):
             rate=Rate(rate, 1, burst=self.job_burst_per_user) if rate else None,
             high_rate=Rate(high, 1, burst=self.high_priority_burst_per_user) if high else None,
             max_unfinished=self.max_unfinished_jobs_per_user,
+            other_replicas=self.job_service_replicas - 1,
         )
 
     def modules(self) -> tuple[str, ...]:

@@ -124,6 +124,10 @@ def test_the_defaults_are_on_and_every_limit_is_a_setting() -> None:
     assert limits.rate == Rate(200, 1, burst=4000)
     assert limits.high_rate == Rate(10, 1, burst=100)
     assert limits.max_unfinished == 10_000
+    # Room for one other replica by default: the margin is one replica's burst plus its rate since the read.
+    assert limits.margin(1.0) == 4000 + 200
+    assert load(Settings, {"JOB_SERVICE_REPLICAS": "4"}).job_limits().margin(1.0) == 3 * (4000 + 200)
+    assert load(Settings, {"JOB_SERVICE_REPLICAS": "1"}).job_limits().margin(1.0) == 0
     off = load(
         Settings,
         {
@@ -142,6 +146,7 @@ def test_the_defaults_are_on_and_every_limit_is_a_setting() -> None:
         {"MAX_UNFINISHED_JOBS_PER_USER": "-5"},
         {"JOB_BURST_PER_USER": "999"},  # a full BatchCreateJobs could never pass
         {"HIGH_PRIORITY_BURST_PER_USER": "0"},
+        {"JOB_SERVICE_REPLICAS": "0"},
     ],
 )
 def test_limits_that_make_no_sense_stop_the_start(environ: dict[str, str]) -> None:
