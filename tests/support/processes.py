@@ -117,7 +117,8 @@ SERVICE_ROLES = {role.service: role for role in roles.ROLES}
 def as_service_role(module: str, env: Mapping[str, str]) -> dict[str, str]:
     """``env`` with a DATABASE_URL of the owner's replaced by the same URL as ``module``'s own role.
 
-    A URL of any other user (a test's deliberately wrong one) is left as it is; a proxy's keeps the owner.
+    A URL of any other user (a test's deliberately wrong one) is left as it is. A proxy's URL names the owner
+    too (with the proxy's port), so a service behind a test's proxy also logs in as its role.
     """
     changed = dict(env)
     role = SERVICE_ROLES.get(module)
