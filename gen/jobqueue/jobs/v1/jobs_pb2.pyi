@@ -107,6 +107,8 @@ class Job(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    RESULT_VALUE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id (a UUID), assigned by CreateJob."""
     type: _builtins.str
@@ -114,9 +116,9 @@ class Job(_message.Message):
     status: Global___JobStatus.ValueType
     """Where the job is in its life."""
     result: _builtins.str
-    """The answer, present once the job is COMPLETED. Results are text so that
-    they are exact: fibonacci_calc answers with the decimal digits of F(n),
-    which may be far too large for a JSON number.
+    """The answer as text, present once the job is COMPLETED: the result itself
+    when it is a string, its JSON encoding otherwise (see result_value).
+    fibonacci_calc answers with the decimal digits of F(n), exact at any size.
     """
     error: _builtins.str
     """Why the job failed, present once it is FAILED; while a job is QUEUED again
@@ -161,6 +163,19 @@ class Job(_message.Message):
         when no retry is waiting.
         """
 
+    @_builtins.property
+    def result_value(self) -> _struct_pb2.Value:
+        """The answer as the JSON value the handler returned (a string, a number, an
+        object...), present once the job is COMPLETED. The built-in types answer
+        with strings, so F(n) stays exact.
+        """
+
+    @_builtins.property
+    def progress(self) -> Global___JobProgress:
+        """What the handler last said about how far it got, while the job runs (and
+        as it was left when the job finished); absent if it never said.
+        """
+
     def __init__(
         self,
         *,
@@ -180,10 +195,12 @@ class Job(_message.Message):
         max_attempts: _builtins.int = ...,
         next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
         timeout_seconds: _builtins.int = ...,
+        result_value: _struct_pb2.Value | None = ...,
+        progress: Global___JobProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "result", b"result", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "progress", b"progress", "result", b"result", "result_value", b"result_value", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "result", b"result", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "progress", b"progress", "result", b"result", "result_value", b"result_value", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
@@ -195,6 +212,38 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobProgress(_message.Message):
+    """JobProgress is how far a running job has got, as its handler reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    fraction: _builtins.float
+    """The share of the work done, from 0 to 1."""
+    message: _builtins.str
+    """A short note for a person, at most 200 characters; may be empty."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the worker reported it."""
+
+    def __init__(
+        self,
+        *,
+        fraction: _builtins.float = ...,
+        message: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobProgress: _TypeAlias = JobProgress  # noqa: Y015
 
 @_typing.final
 class CreateJobRequest(_message.Message):
@@ -209,12 +258,12 @@ class CreateJobRequest(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """The job type. One of:
+    """The job type: a name ListJobTypes lists. Built in are:
       "reverse_string": payload is a string; the result is it reversed.
       "uppercase_text": payload is a string; the result is it upper-cased.
       "fibonacci_calc": payload is a whole number n, 0 <= n <= 100000; the
                         result is F(n) in decimal digits.
-    String payloads are at most 65536 bytes once UTF-8 encoded.
+    Workers declare more (DeclareJobTypes).
     """
     request_id: _builtins.str
     """Optional idempotency key (Google AIP-155): a UUID the caller picks for this
@@ -227,12 +276,14 @@ class CreateJobRequest(_message.Message):
     """How urgent the job is; UNSPECIFIED means JOB_PRIORITY_NORMAL."""
     max_attempts: _builtins.int
     """How many times a worker may start the job when its attempts fail for a
-    transient reason (a crashed handler, say): 1 to 10; 0 means 3. Attempts
+    transient reason (a crashed handler, say): 1 to 10; 0 means the type's
+    default_max_attempts (3 unless its workers declared otherwise). Attempts
     wait for an exponential, jittered backoff in between. A payload the
     handler rejects fails at once, whatever this says.
     """
     timeout_seconds: _builtins.int
-    """How long one attempt may run: 1 to 3600 seconds; 0 means 60. An attempt
+    """How long one attempt may run: 1 to 3600 seconds; 0 means the type's
+    default_timeout_seconds (60 unless its workers declared otherwise). An attempt
     that runs longer is stopped by its worker, and one whose worker hangs or
     vanishes without a report is taken back by the job service a few seconds
     later; either way it counts as a failed attempt and is retried while
@@ -240,7 +291,10 @@ class CreateJobRequest(_message.Message):
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Value:
-        """The input for the job type, as a JSON value: "hello world", 10."""
+        """The input for the job type, as a JSON value: "hello world", 10. It must
+        satisfy the type's payload_schema, be at most 1 MiB as JSON and hold no
+        NUL character (U+0000) in any string.
+        """
 
     def __init__(
         self,
@@ -485,29 +539,122 @@ Global___ListJobTypesResponse: _TypeAlias = ListJobTypesResponse  # noqa: Y015
 
 @_typing.final
 class JobType(_message.Message):
-    """JobType describes one kind of job."""
+    """JobType describes one kind of job, as the workers that run it declare it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SCHEMA_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    DEFAULT_MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEFAULT_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    DECLARED_AT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """The name CreateJob's `type` takes."""
+    """The name CreateJob's `type` takes: lowercase letters, digits and _, at
+    most 63 characters, starting with a letter.
+    """
     summary: _builtins.str
-    """What its payload must be and what its result is, for a person."""
+    """What its payload must be and what its result is, for a person; at most
+    500 characters.
+    """
+    version: _builtins.int
+    """The version of the declaration, 1 or more; a worker raises it whenever it
+    changes the schema, summary or defaults.
+    """
+    default_max_attempts: _builtins.int
+    """The attempts a job of this type gets when CreateJob leaves max_attempts
+    at 0: 1 to 10; 0 means the service's default (3).
+    """
+    default_timeout_seconds: _builtins.int
+    """The timeout a job of this type gets when CreateJob leaves
+    timeout_seconds at 0: 1 to 3600; 0 means the service's default (60).
+    """
+    @_builtins.property
+    def payload_schema(self) -> _struct_pb2.Struct:
+        """The JSON Schema (draft 2020-12 unless it says otherwise with `$schema`)
+        that every payload of this type must satisfy; CreateJob refuses one that
+        does not with INVALID_ARGUMENT naming the path of each violation. At most
+        64 KiB as JSON; references to other documents are not followed.
+        """
+
+    @_builtins.property
+    def declared_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when a worker last declared this type; absent for a type no
+        worker has declared since it was installed (the built-in types come with
+        the database). A type whose workers are gone keeps this time: its jobs
+        wait QUEUED until a worker serving it comes back.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         summary: _builtins.str = ...,
+        payload_schema: _struct_pb2.Struct | None = ...,
+        version: _builtins.int = ...,
+        default_max_attempts: _builtins.int = ...,
+        default_timeout_seconds: _builtins.int = ...,
+        declared_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["declared_at", b"declared_at", "payload_schema", b"payload_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_at", b"declared_at", "default_max_attempts", b"default_max_attempts", "default_timeout_seconds", b"default_timeout_seconds", "name", b"name", "payload_schema", b"payload_schema", "summary", b"summary", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobType: _TypeAlias = JobType  # noqa: Y015
+
+@_typing.final
+class DeclareJobTypesRequest(_message.Message):
+    """DeclareJobTypesRequest is the job types one worker runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobType]:
+        """The types, 1 to 100, each with a distinct name; declared_at is ignored."""
+
+    def __init__(
+        self,
+        *,
+        job_types: _abc.Iterable[Global___JobType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_types", b"job_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclareJobTypesRequest: _TypeAlias = DeclareJobTypesRequest  # noqa: Y015
+
+@_typing.final
+class DeclareJobTypesResponse(_message.Message):
+    """DeclareJobTypesResponse is each type as the service now holds it, in the
+    order of the request (a lower version than the stored one comes back as
+    the stored type).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobType]:
+        """The types."""
+
+    def __init__(
+        self,
+        *,
+        job_types: _abc.Iterable[Global___JobType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_types", b"job_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclareJobTypesResponse: _TypeAlias = DeclareJobTypesResponse  # noqa: Y015
 
 @_typing.final
 class CancelJobRequest(_message.Message):
@@ -726,6 +873,8 @@ class UpdateJobRequest(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
+    RESULT_VALUE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     status: Global___JobStatus.ValueType
@@ -742,7 +891,9 @@ class UpdateJobRequest(_message.Message):
     (Job.attempts). A report for any other attempt is stale and is refused.
     """
     result: _builtins.str
-    """The answer, with JOB_STATUS_COMPLETED."""
+    """The answer as text, with JOB_STATUS_COMPLETED. Give this or
+    result_value, not both.
+    """
     error: _builtins.str
     """Why the job failed, with JOB_STATUS_FAILED."""
     retryable: _builtins.bool
@@ -750,6 +901,19 @@ class UpdateJobRequest(_message.Message):
     tried again. If it has attempts left it goes back to QUEUED (the reply
     shows it with next_attempt_at); otherwise it is FAILED for good.
     """
+    @_builtins.property
+    def result_value(self) -> _struct_pb2.Value:
+        """The answer as any JSON value, with JOB_STATUS_COMPLETED (a string value
+        is stored exactly as `result` would be). At most 1 MiB as JSON.
+        """
+
+    @_builtins.property
+    def progress(self) -> Global___JobProgress:
+        """With JOB_STATUS_RUNNING and the claim_id of the current attempt: how far
+        the handler has got (updated_at is set by the service). Repeating the
+        RUNNING report this way records progress and counts no new attempt.
+        """
+
     def __init__(
         self,
         *,
@@ -760,10 +924,12 @@ class UpdateJobRequest(_message.Message):
         result: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
         retryable: _builtins.bool = ...,
+        result_value: _struct_pb2.Value | None = ...,
+        progress: Global___JobProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "error", b"error", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "error", b"error", "progress", b"progress", "result", b"result", "result_value", b"result_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt", b"attempt", "claim_id", b"claim_id", "error", b"error", "id", b"id", "result", b"result", "retryable", b"retryable", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt", b"attempt", "claim_id", b"claim_id", "error", b"error", "id", b"id", "progress", b"progress", "result", b"result", "result_value", b"result_value", "retryable", b"retryable", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015

@@ -32,7 +32,8 @@ class JobServiceStub:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
+    Workers send the worker token and may call only UpdateJob, UpdateJobs and
+    DeclareJobTypes. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -67,6 +68,11 @@ class JobServiceStub:
                 '/jobqueue.jobs.v1.JobService/ListJobTypes',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesResponse.FromString,
+                _registered_method=True)
+        self.DeclareJobTypes = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/DeclareJobTypes',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.DeclareJobTypesRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.DeclareJobTypesResponse.FromString,
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/CancelJob',
@@ -107,7 +113,8 @@ class JobServiceServicer:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
+    Workers send the worker token and may call only UpdateJob, UpdateJobs and
+    DeclareJobTypes. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -150,7 +157,22 @@ class JobServiceServicer:
 
     def ListJobTypes(self, request, context):
         """ListJobTypes returns every job type CreateJob accepts, by name, with what
-        its payload must be and what its result is. Any signed-in user may call it.
+        its payload must be (a JSON Schema) and what its result is. Any signed-in
+        user may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeclareJobTypes(self, request, context):
+        """DeclareJobTypes is how a worker registers the job types it runs, when it
+        starts: each one's name, payload JSON Schema, version and defaults. Workers
+        only (PERMISSION_DENIED otherwise). From then on CreateJob checks payloads
+        of that type against the schema. A declaration with a higher version than
+        the stored one replaces it; the same version with a different schema,
+        summary or defaults answers FAILED_PRECONDITION (give it a new version);
+        a lower version changes nothing and is answered with the stored type.
+        A schema that is not a valid JSON Schema answers INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,6 +265,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesResponse.SerializeToString,
             ),
+            'DeclareJobTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclareJobTypes,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.DeclareJobTypesRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.DeclareJobTypesResponse.SerializeToString,
+            ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
@@ -288,7 +315,8 @@ class JobService:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
+    Workers send the worker token and may call only UpdateJob, UpdateJobs and
+    DeclareJobTypes. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -418,6 +446,33 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/ListJobTypes',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclareJobTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/DeclareJobTypes',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.DeclareJobTypesRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.DeclareJobTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

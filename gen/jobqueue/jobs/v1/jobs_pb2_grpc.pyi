@@ -33,7 +33,8 @@ class JobServiceStub:
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
+    Workers send the worker token and may call only UpdateJob, UpdateJobs and
+    DeclareJobTypes. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -62,7 +63,18 @@ class JobServiceStub:
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
     ListJobTypes: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobTypesRequest, _jobs_pb2.ListJobTypesResponse]
     """ListJobTypes returns every job type CreateJob accepts, by name, with what
-    its payload must be and what its result is. Any signed-in user may call it.
+    its payload must be (a JSON Schema) and what its result is. Any signed-in
+    user may call it.
+    """
+    DeclareJobTypes: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.DeclareJobTypesRequest, _jobs_pb2.DeclareJobTypesResponse]
+    """DeclareJobTypes is how a worker registers the job types it runs, when it
+    starts: each one's name, payload JSON Schema, version and defaults. Workers
+    only (PERMISSION_DENIED otherwise). From then on CreateJob checks payloads
+    of that type against the schema. A declaration with a higher version than
+    the stored one replaces it; the same version with a different schema,
+    summary or defaults answers FAILED_PRECONDITION (give it a new version);
+    a lower version changes nothing and is answered with the stored type.
+    A schema that is not a valid JSON Schema answers INVALID_ARGUMENT.
     """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]
     """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
@@ -108,7 +120,8 @@ class JobServiceAsyncStub(JobServiceStub):
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
+    Workers send the worker token and may call only UpdateJob, UpdateJobs and
+    DeclareJobTypes. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -134,7 +147,18 @@ class JobServiceAsyncStub(JobServiceStub):
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
     ListJobTypes: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobTypesRequest, _jobs_pb2.ListJobTypesResponse]  # type: ignore[assignment]
     """ListJobTypes returns every job type CreateJob accepts, by name, with what
-    its payload must be and what its result is. Any signed-in user may call it.
+    its payload must be (a JSON Schema) and what its result is. Any signed-in
+    user may call it.
+    """
+    DeclareJobTypes: _aio.UnaryUnaryMultiCallable[_jobs_pb2.DeclareJobTypesRequest, _jobs_pb2.DeclareJobTypesResponse]  # type: ignore[assignment]
+    """DeclareJobTypes is how a worker registers the job types it runs, when it
+    starts: each one's name, payload JSON Schema, version and defaults. Workers
+    only (PERMISSION_DENIED otherwise). From then on CreateJob checks payloads
+    of that type against the schema. A declaration with a higher version than
+    the stored one replaces it; the same version with a different schema,
+    summary or defaults answers FAILED_PRECONDITION (give it a new version);
+    a lower version changes nothing and is answered with the stored type.
+    A schema that is not a valid JSON Schema answers INVALID_ARGUMENT.
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.CancelJobRequest, _jobs_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob withdraws one of the caller's jobs. A QUEUED job becomes
@@ -179,7 +203,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     Every call needs `authorization: Bearer <token>` metadata. Users send the
     access token from jobqueue.auth.v1.AuthService/Login and see only their own
     jobs: another user's job id answers NOT_FOUND, exactly like an unknown id.
-    Workers send the worker token and may call only UpdateJob and UpdateJobs. Operators (users
+    Workers send the worker token and may call only UpdateJob, UpdateJobs and
+    DeclareJobTypes. Operators (users
     whose token carries the "operator" role; see the README) may also list and
     re-run every user's dead jobs.
     """
@@ -233,7 +258,24 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.ListJobTypesResponse, _abc.Awaitable[_jobs_pb2.ListJobTypesResponse]]:
         """ListJobTypes returns every job type CreateJob accepts, by name, with what
-        its payload must be and what its result is. Any signed-in user may call it.
+        its payload must be (a JSON Schema) and what its result is. Any signed-in
+        user may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def DeclareJobTypes(
+        self,
+        request: _jobs_pb2.DeclareJobTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.DeclareJobTypesResponse, _abc.Awaitable[_jobs_pb2.DeclareJobTypesResponse]]:
+        """DeclareJobTypes is how a worker registers the job types it runs, when it
+        starts: each one's name, payload JSON Schema, version and defaults. Workers
+        only (PERMISSION_DENIED otherwise). From then on CreateJob checks payloads
+        of that type against the schema. A declaration with a higher version than
+        the stored one replaces it; the same version with a different schema,
+        summary or defaults answers FAILED_PRECONDITION (give it a new version);
+        a lower version changes nothing and is answered with the stored type.
+        A schema that is not a valid JSON Schema answers INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod
