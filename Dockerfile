@@ -60,7 +60,7 @@ COPY common/ ./common/
 # Numeric, so a runtime can verify "not root" without reading /etc/passwd.
 USER 10001:10001
 
-# Each server's health check is grpc.health.v1 through common/health_check.py, the probe
+# Each server's health check is grpc.health.v1 through gen/jobqueue/runtime/health_check.py, the probe
 # docker-compose.yml runs too: exit 0 only while SERVING, on the port the service's own setting
 # names (so it follows an overridden port), and a service reports SERVING only while its
 # dependencies answer.
@@ -69,14 +69,14 @@ FROM runtime AS auth-service
 COPY auth_svc/ ./auth_svc/
 EXPOSE 5001 9100
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=1s --retries=3 \
-    CMD ["python", "-m", "common.health_check", "AUTH_PORT", "5001"]
+    CMD ["python", "-m", "jobqueue.runtime.health_check", "AUTH_PORT", "5001"]
 CMD ["python", "-m", "auth_svc"]
 
 FROM runtime AS job-service
 COPY job_svc/ ./job_svc/
 EXPOSE 5002 9100
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=1s --retries=3 \
-    CMD ["python", "-m", "common.health_check", "JOB_PORT", "5002"]
+    CMD ["python", "-m", "jobqueue.runtime.health_check", "JOB_PORT", "5002"]
 CMD ["python", "-m", "job_svc"]
 
 FROM runtime AS worker-service
@@ -85,7 +85,7 @@ COPY worker_svc/ ./worker_svc/
 # number of copies run side by side.
 EXPOSE 5003 9100
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=1s --retries=3 \
-    CMD ["python", "-m", "common.health_check", "WORKER_HEALTH_PORT", "5003"]
+    CMD ["python", "-m", "jobqueue.runtime.health_check", "WORKER_HEALTH_PORT", "5003"]
 CMD ["python", "-m", "worker_svc"]
 
 # The one-shot schema migration: applies migrations/*.sql and exits. It reads only DATABASE_URL.

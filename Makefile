@@ -9,9 +9,11 @@ PY := $(VENV)/bin/python
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 WORKERS ?= 2
-# Python sources we lint and type-check. In gen/ only the files directly in gen/jobqueue/ are
-# ours; every folder below it is written by `make gen` (see gen/README.md).
-SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcard gen/jobqueue/*.py)
+# Python sources we lint and type-check. In gen/ the files directly in gen/jobqueue/ and the
+# runtime/ and worker/ packages are ours; the proto areas' folders are written by `make gen`
+# (see gen/README.md).
+SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcard gen/jobqueue/*.py) \
+	gen/jobqueue/runtime gen/jobqueue/worker
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 
@@ -96,7 +98,7 @@ migrate: runtime services  ## create the database if needed and apply migrations
 run: runtime services migrate  ## run auth, jobs and $(WORKERS) workers on 127.0.0.1 (BIND_HOST=0.0.0.0 opens them); Ctrl-C stops them
 	$(PY) scripts/run_system.py --workers $(WORKERS)
 
-gen: install  ## regenerate gen/jobqueue/*/, the generated folders, from protos/
+gen: install  ## regenerate the generated folders of gen/jobqueue/ (auth/, jobs/) from protos/
 	scripts/gen_protos.sh gen
 
 gen-check: install  ## fail if gen/ is not what protos/ generates plus the hand-written files

@@ -1,4 +1,4 @@
-"""Run the auth service: ``python -m auth_svc`` (``--help`` lists its settings; exit codes: common.service).
+"""Run the auth service: ``python -m auth_svc`` (``--help`` lists its settings; exit codes: jobqueue.runtime.service).
 
 Wiring only: settings -> signing key, TLS certificate -> database -> accounts -> gRPC server; on
 SIGTERM/SIGINT: NOT_SERVING, in-flight calls finish, the pool closes, exit 0.
@@ -17,10 +17,11 @@ from auth_svc.servicer import SERVICE_NAME, AuthServicer
 from auth_svc.settings import AuthSettings
 from auth_svc.store import UserStore
 from auth_svc.tokens import TokenIssuer, load_private_key
-from common import db, metrics, service
-from common.health import HealthMonitor, HealthServicer
-from common.server import build_server
+from common import db
 from jobqueue.auth.v1 import auth_pb2_grpc
+from jobqueue.runtime import metrics, service
+from jobqueue.runtime.health import HealthMonitor, HealthServicer
+from jobqueue.runtime.server import build_server
 
 log = logging.getLogger("auth_svc")
 

@@ -25,7 +25,7 @@ from auth_svc.roles import Role
 from auth_svc.settings import AuthSettings
 from auth_svc.store import UserStore
 from common import db
-from common.settings import SettingsError, load
+from jobqueue.runtime.settings import SettingsError, load
 
 EXIT_NO_ACCOUNT = 1
 EXIT_BAD_CONFIG = 2

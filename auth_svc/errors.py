@@ -1,8 +1,8 @@
-"""The errors the auth service returns; each derives from a common.errors category, which sets its status."""
+"""The errors the auth service returns; each derives from a jobqueue.runtime.errors category, which sets its status."""
 
 from __future__ import annotations
 
-from common.errors import AlreadyExists, Unauthenticated
+from jobqueue.runtime.errors import AlreadyExists, Unauthenticated
 
 
 class EmailTaken(AlreadyExists):

@@ -13,8 +13,8 @@ client gets up to N times the rate (docs/security.md).
 
 from __future__ import annotations
 
-from common.errors import ResourceExhausted
 from common.rates import Rate, RateLimiter
+from jobqueue.runtime.errors import ResourceExhausted
 
 
 class TooManyAttempts(ResourceExhausted):

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import bcrypt
 
-from common.errors import ResourceExhausted
+from jobqueue.runtime.errors import ResourceExhausted
 
 T = TypeVar("T")
 

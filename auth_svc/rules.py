@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from auth_svc.passwords import MAX_PASSWORD_BYTES
-from common.errors import FieldViolation, InvalidArgument
+from jobqueue.runtime.errors import FieldViolation, InvalidArgument
 
 MAX_EMAIL_CHARS = 254
 MAX_EMAIL_LOCAL_CHARS = 64

@@ -11,8 +11,8 @@ from google.protobuf import timestamp_pb2
 from auth_svc.accounts import Accounts
 from auth_svc.store import User
 from auth_svc.tokens import TOKEN_TYPE
-from common.peers import client_address
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
+from jobqueue.runtime.peers import client_address
 
 #: The full name health and reflection know the service by.
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from auth_svc.limits import AttemptLimits
-from common import secrets
 from common.rates import Rate
-from common.settings import SettingsError, setting
-from common.tls import TlsServerSettings
+from jobqueue.runtime import secrets
+from jobqueue.runtime.settings import SettingsError, setting
+from jobqueue.runtime.tls import TlsServerSettings
 
 #: bcrypt accepts costs 4..31; production needs MIN_PRODUCTION_ROUNDS so a leaked hash stays slow to brute-force.
 MIN_ROUNDS, MAX_ROUNDS = 4, 31

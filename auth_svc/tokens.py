@@ -1,6 +1,6 @@
 """Access tokens: EdDSA (Ed25519) JWTs that the job service verifies with the public key alone.
 
-Header: ``kid`` names the signing key by its JWK thumbprint (common.secrets.key_id),
+Header: ``kid`` names the signing key by its JWK thumbprint (jobqueue.runtime.secrets.key_id),
 so the job service, which may trust several keys while one replaces another,
 knows which one verifies the token.
 
@@ -28,8 +28,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.secrets import key_id
-from common.settings import SettingsError
+from jobqueue.runtime.secrets import key_id
+from jobqueue.runtime.settings import SettingsError
 
 ALGORITHM = "EdDSA"
 #: The claim naming the user's roles beyond plain user; see the module docstring.

@@ -3,7 +3,7 @@
 Compose runs this once per ``up`` (the ``broker-users`` service), as the broker's
 administrator, before the job service and the workers start; it is idempotent,
 and sets each password again, so changing one and running ``up`` rotates it.
-The permissions are common/rabbitmq.py's, for RABBITMQ_QUEUE: the job service may
+The permissions are gen/jobqueue/runtime/rabbitmq.py's, for RABBITMQ_QUEUE: the job service may
 declare the topology and publish jobs and notices; a worker may declare it,
 consume jobs and hear notices, and publish nothing (tests/integration/
 test_broker_users.py holds the broker to that).
@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from common import logs
-from common.rabbitmq import Permissions, Topology, job_service_permissions, worker_permissions
+from jobqueue.runtime import logs
+from jobqueue.runtime.rabbitmq import Permissions, Topology, job_service_permissions, worker_permissions
 
 log = logging.getLogger("broker_users")
 

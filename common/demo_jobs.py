@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 from common.job_types import JobType, PayloadError
-from common.limits import MAX_ATTEMPTS
-from common.settings import SettingsError
+from jobqueue.runtime.limits import MAX_ATTEMPTS
+from jobqueue.runtime.settings import SettingsError
 
 #: This module's name, as JOB_TYPE_MODULES lists it.
 MODULE = __name__

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, overload
 
-from common.settings import SettingsError
+from jobqueue.runtime.settings import SettingsError
 
 #: Largest string payload, in bytes once UTF-8 encoded.
 MAX_TEXT_BYTES = 65_536

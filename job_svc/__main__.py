@@ -1,4 +1,4 @@
-"""Run the job service: ``python -m job_svc`` (``--help`` lists its settings; exit codes: common.service).
+"""Run the job service: ``python -m job_svc`` (``--help`` lists its settings; exit codes: jobqueue.runtime.service).
 
 Wiring only: settings -> job types from JOB_TYPE_MODULES -> secrets, TLS certificates
 -> database, publisher, outbox relay -> gRPC server (and the workers' mutual-TLS port);
@@ -16,12 +16,8 @@ from collections.abc import Sequence
 
 import aio_pika
 
-from common import db, metrics, rabbitmq, service
-from common.backoff import Backoff
-from common.health import HealthMonitor, HealthServicer
+from common import db
 from common.job_types import JobTypes
-from common.server import build_server, listen
-from common.signing import Signer
 from job_svc import metrics as job_metrics
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
@@ -32,6 +28,11 @@ from job_svc.servicer import JobServicer
 from job_svc.settings import Settings
 from job_svc.store import JobStore
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime import metrics, rabbitmq, service
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.health import HealthMonitor, HealthServicer
+from jobqueue.runtime.server import build_server, listen
+from jobqueue.runtime.signing import Signer
 
 log = logging.getLogger("job_svc")
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name

@@ -4,7 +4,7 @@ Both credentials rotate with nobody logged out and no restart, because the
 service trusts a set of each, read again from its files while it runs
 (``Reloading``): a new key or worker token is added, used, and the old one
 removed. An access token names the key that signed it in its ``kid`` header
-(the key's JWK thumbprint, common.secrets.key_id). A token without one is
+(the key's JWK thumbprint, jobqueue.runtime.secrets.key_id). A token without one is
 accepted only while exactly one key is trusted: the auth service before kids
 minted such tokens, and they stay in flight for a token lifetime after the
 upgrade; with one key there is no doubt which key must verify them, and with
@@ -33,7 +33,6 @@ from typing import Generic, TypeVar
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from common.settings import SettingsError
 from job_svc.errors import (
     CertificateRequired,
     ExpiredToken,
@@ -43,6 +42,7 @@ from job_svc.errors import (
     UsersOnly,
     WorkersOnly,
 )
+from jobqueue.runtime.settings import SettingsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,7 +156,7 @@ class Authenticator:
         self._verified: dict[str, tuple[Caller, float, str]] = {}
 
     def worker_tokens(self) -> frozenset[bytes]:
-        """The worker tokens trusted now; the job service signs its queue messages with each (common/signing.py)."""
+        """The worker tokens trusted now; the job service signs its messages with each (jobqueue.runtime.signing)."""
         return self._worker_tokens.get()
 
     def user(self, metadata: Metadata) -> Caller:

@@ -1,8 +1,8 @@
-"""Errors the job service returns to callers; common.errors maps each category to a gRPC status."""
+"""Errors the job service returns to callers; jobqueue.runtime.errors maps each category to a gRPC status."""
 
 from __future__ import annotations
 
-from common.errors import (
+from jobqueue.runtime.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,

@@ -18,11 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from common import db
-from common.batching import Coalescer
-from common.errors import FieldViolation, InvalidArgument
 from common.job_types import JobTypes, PayloadError
-from common.limits import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
-from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
@@ -38,6 +34,10 @@ from job_svc.rules import (
     encode_page_token,
 )
 from job_svc.unfinished import UnfinishedCap
+from jobqueue.runtime.batching import Coalescer
+from jobqueue.runtime.errors import FieldViolation, InvalidArgument
+from jobqueue.runtime.limits import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from jobqueue.runtime.messages import encode_delivery
 
 #: How many group-commit transactions of CreateJob calls may be in flight at once.
 CREATE_TRANSACTIONS = 4

@@ -29,11 +29,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from time import monotonic
 
-from common.errors import FieldViolation, InvalidArgument
 from common.rates import Rate, RateLimiter
 from job_svc.errors import TooManyHighPriorityJobs, TooManyJobs, TooManyUnfinishedJobs
 from job_svc.model import NewJob, Priority
 from job_svc.unfinished import Estimates
+from jobqueue.runtime.errors import FieldViolation, InvalidArgument
 
 #: The RetryInfo of a refusal for the cap: about when some of a backlog that large has finished.
 UNFINISHED_RETRY_SECONDS = 5.0

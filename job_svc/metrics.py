@@ -1,4 +1,4 @@
-"""The job service's own Prometheus metrics (its gRPC calls are counted by common.metrics).
+"""The job service's own Prometheus metrics (its gRPC calls are counted by jobqueue.runtime.metrics).
 
 Counters count what this process did, from its start: a restart sets them back
 to zero, and each replica counts its own share (sum them; use rate()). Gauges

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.limits import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS
+from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS
 
 #: Builds a job's queue message from its id, type, payload and timeout_seconds.
 Encoder = Callable[[uuid.UUID, str, Any, int], bytes]

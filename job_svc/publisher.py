@@ -14,11 +14,11 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from pamqp.commands import Basic
 
-from common import rabbitmq
-from common.messages import CANCELLATION_TYPE, CONTENT_TYPE, MESSAGE_TYPE, encode_cancellation
-from common.signing import Signer
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
+from jobqueue.runtime import rabbitmq
+from jobqueue.runtime.messages import CANCELLATION_TYPE, CONTENT_TYPE, MESSAGE_TYPE, encode_cancellation
+from jobqueue.runtime.signing import Signer
 
 log = logging.getLogger(__name__)
 

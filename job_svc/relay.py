@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from common.messages import encode_delivery
 from job_svc import metrics
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import Encoder, OutboxMessage
+from jobqueue.runtime.messages import encode_delivery
 
 log = logging.getLogger(__name__)
 

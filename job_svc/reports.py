@@ -20,12 +20,12 @@ import uuid
 from collections.abc import MutableSequence, Sequence
 from typing import Protocol
 
-from common.backoff import Backoff
-from common.errors import FieldViolation, InvalidArgument, ServiceError
 from job_svc import metrics
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
 from job_svc.model import Job, Report, Status
 from job_svc.rules import MAX_ERROR_CHARS, MAX_RESULT_CHARS
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError
 
 
 class ReportStore(Protocol):

@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Container, Sequence
 from datetime import UTC, datetime
 
-from common.errors import FieldViolation, InvalidArgument
-from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
+from jobqueue.runtime.errors import FieldViolation, InvalidArgument
+from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

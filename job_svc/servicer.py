@@ -10,14 +10,14 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from common.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
-from common.tls import peer_certified
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Report, Status
 from job_svc.reports import Reports
 from job_svc.rules import check_batch, first_violations, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
+from jobqueue.runtime.tls import peer_certified
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

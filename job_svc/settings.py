@@ -7,14 +7,15 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from common import demo_jobs, rabbitmq, secrets
+from common import demo_jobs
 from common.job_types import module_names
 from common.rates import Rate
-from common.settings import SettingsError, setting
-from common.tls import TlsServerSettings
 from job_svc.auth import REREAD_SECONDS
 from job_svc.limits import JobLimits
 from job_svc.rules import MAX_BATCH
+from jobqueue.runtime import rabbitmq, secrets
+from jobqueue.runtime.settings import SettingsError, setting
+from jobqueue.runtime.tls import TlsServerSettings
 
 #: The most clock skew JWT_LEEWAY_SECONDS may allow: more would keep an expired token alive for minutes.
 MAX_LEEWAY_SECONDS = 300

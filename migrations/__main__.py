@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from common import logs
+from jobqueue.runtime import logs
 from migrations import roles
 
 log = logging.getLogger("migrations")

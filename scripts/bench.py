@@ -54,10 +54,10 @@ import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 import run_system  # noqa: E402
 
-from common.health_check import HealthCheck, tls_of  # noqa: E402
-from common.secrets import ensure_dev_secrets  # noqa: E402
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc  # noqa: E402
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
+from jobqueue.runtime.health_check import HealthCheck, tls_of  # noqa: E402
+from jobqueue.runtime.secrets import ensure_dev_secrets  # noqa: E402
 from migrations.__main__ import migrate  # noqa: E402
 from tests.support.load import Spec, mixed  # noqa: E402
 

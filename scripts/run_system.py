@@ -55,8 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common.backoff import Backoff  # noqa: E402
-from common.health_check import HealthCheck, tls_of  # noqa: E402
+from jobqueue.runtime.backoff import Backoff  # noqa: E402
+from jobqueue.runtime.health_check import HealthCheck, tls_of  # noqa: E402
 from migrations import roles  # noqa: E402
 from migrations.__main__ import DEFAULT_DATABASE_URL  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from common.secrets import ensure_dev_secrets
+from jobqueue.runtime.secrets import ensure_dev_secrets
 from tests.support.databases import fresh_database
 from tests.support.system import System
 

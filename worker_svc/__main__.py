@@ -1,4 +1,4 @@
-"""Run the worker: ``python -m worker_svc`` (``--help`` lists its settings; exit codes: common.service).
+"""Run the worker: ``python -m worker_svc`` (``--help`` lists its settings; exit codes: jobqueue.runtime.service).
 
 Wiring only: settings -> worker token -> job types from JOB_TYPE_MODULES -> TLS files -> reports -> process pool ->
 health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
@@ -14,17 +14,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from common import metrics, secrets, service
-from common.health import NOT_SERVING, HealthMonitor, HealthServicer
-from common.rabbitmq import Topology
-from common.server import build_server
-from common.signing import Verifier
-from worker_svc.consumer import QueueConsumer
-from worker_svc.delivery import DeliveryHandler
+from jobqueue.runtime import metrics, secrets, service
+from jobqueue.runtime.health import NOT_SERVING, HealthMonitor, HealthServicer
+from jobqueue.runtime.rabbitmq import Topology
+from jobqueue.runtime.server import build_server
+from jobqueue.runtime.signing import Verifier
+from jobqueue.worker.consumer import QueueConsumer
+from jobqueue.worker.delivery import DeliveryHandler
+from jobqueue.worker.reports import ReportClient, open_channel
+from jobqueue.worker.runner import Runner
+from jobqueue.worker.settings import Settings
 from worker_svc.handlers import load_job_types
-from worker_svc.reports import ReportClient, open_channel
-from worker_svc.runner import Runner
-from worker_svc.settings import Settings
 
 log = logging.getLogger("worker_svc")
 

@@ -94,7 +94,7 @@ BUILTIN_TYPES = _with_handlers()
 def load_job_types(module_names: Sequence[str]) -> JobTypes:
     """The worker's job types: the built-in ones and those of the JOB_TYPE_MODULES ``module_names``.
 
-    Raises common.settings.SettingsError if a module breaks the contract
+    Raises jobqueue.runtime.settings.SettingsError if a module breaks the contract
     described in common.job_types.
     """
     return JobTypes.load(module_names, BUILTIN_TYPES.values())

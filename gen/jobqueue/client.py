@@ -237,7 +237,7 @@ _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 _READ_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 # The client library ships alone (pip install ./gen) and so cannot import the
-# services' common/backoff.py; _retry_delay is the same policy written for the
+# services' gen/jobqueue/runtime/backoff.py; _retry_delay is the same policy written for the
 # places the client retries: base * 2**n, each delay scaled by a random
 # factor in [1/2, 1], so that many clients that met the same outage do not all
 # come back at the same instant. A generator of its own, so that nothing a

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from common.health_check import SERVING
+from jobqueue.runtime.health_check import SERVING
 from tests.compose.stack import Stack, amqp_accepts, postgres_answers
 from tests.support.processes import ROOT, health_status
 

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from common.secrets import PRIVATE_KEY, PUBLIC_KEY, WORKER_TOKEN
+from jobqueue.runtime.secrets import PRIVATE_KEY, PUBLIC_KEY, WORKER_TOKEN
 from tests.compose.stack import COMPOSE_FILE, Stack
 from tests.support.processes import ROOT
 

@@ -19,9 +19,9 @@ import grpc
 import pytest
 
 from auth_svc.settings import AuthSettings
-from common.settings import env_name
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from jobqueue.client import JobQueueError, JobStatus, connect_auth, connect_jobs
+from jobqueue.runtime.settings import env_name
 from tests.conftest import UNLIMITED_ATTEMPTS
 from tests.e2e.conftest import RunningSystem
 from tests.support.proxy import TcpProxy

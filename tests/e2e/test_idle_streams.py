@@ -1,7 +1,7 @@
 """Thousands of idle streams opened without a credential starve nobody.
 
 Health/Watch needs no credential and stays open as long as its caller likes. Before the streams
-had a budget of their own (common/stream_limits.py), 3,000 idle Watch streams held every call slot
+had a budget of their own (gen/jobqueue/runtime/stream_limits.py), 3,000 idle Watch streams held every call slot
 of a server: Register, Login, CreateJob and the workers' reports were refused. Here, while a
 client tries to hold 3,000 Watch streams on each of auth and jobs (and on a worker's health port),
 users register, log in and get their jobs done, and the workers keep reporting.

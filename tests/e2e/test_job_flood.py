@@ -24,11 +24,11 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from common.settings import env_name
 from job_svc.limits import UNFINISHED_RETRY_SECONDS
 from job_svc.settings import Settings
 from jobqueue.client import JobPriority, JobStatus, connect_jobs
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.settings import env_name
 from tests.conftest import UNLIMITED_JOBS
 from tests.support.clients import bearer, error_info, mint_token
 from tests.support.metrics import scrape

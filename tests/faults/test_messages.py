@@ -16,8 +16,8 @@ from pathlib import Path
 import aio_pika
 from google.protobuf import struct_pb2
 
-from common.secrets import WORKER_TOKEN
 from jobqueue.jobs.v1 import delivery_pb2
+from jobqueue.runtime.secrets import WORKER_TOKEN
 from tests.faults.scenario import JOBS, settle, start_workers
 from tests.support.clients import mint_token
 from tests.support.load import Spec, mixed, submit

@@ -14,8 +14,8 @@ import signal
 import time
 from pathlib import Path
 
-from common.rabbitmq import HEARTBEAT_SECONDS
 from jobqueue.jobs.v1 import jobs_pb2
+from jobqueue.runtime.rabbitmq import HEARTBEAT_SECONDS
 from tests.faults.scenario import JOBS, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token
 from tests.support.load import Spec, list_all, mixed, submit, wait_all_final, wait_started

@@ -20,8 +20,8 @@ import grpc
 import jwt
 import pytest
 
-from common.secrets import PUBLIC_KEY
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
+from jobqueue.runtime.secrets import PUBLIC_KEY
 from tests.support.processes import ROOT, free_port, start_service
 
 PASSWORD = "correct horse battery"

@@ -20,8 +20,8 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2
 
-from common.secrets import PRIVATE_KEY, PUBLIC_KEY
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
+from jobqueue.runtime.secrets import PRIVATE_KEY, PUBLIC_KEY
 from tests.support.clients import error_info
 from tests.support.processes import ROOT, ServiceProcess, health_status, start_service
 from tests.support.proxy import TcpProxy

@@ -1,4 +1,4 @@
-"""Each service's RabbitMQ user holds only what its code uses: common/rabbitmq.py's permissions on the real broker.
+"""Each service's RabbitMQ user holds only what its code uses (jobqueue.runtime.rabbitmq), on the real broker.
 
 The users are made here with rabbitmqctl, as compose's broker set-up makes them
 with the management API (common/broker_users.py), from the same Permissions.
@@ -24,8 +24,8 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused
 from google.protobuf import struct_pb2
 
-from common.rabbitmq import Permissions, Topology, job_service_permissions, worker_permissions
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.rabbitmq import Permissions, Topology, job_service_permissions, worker_permissions
 from tests.support.clients import bearer, mint_token
 from tests.support.system import System
 

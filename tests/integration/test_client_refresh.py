@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from common.settings import load
 from job_svc.settings import Settings
 from jobqueue.client import JobQueueError, JobStatus, connect_jobs
 from jobqueue.jobs.v1 import jobs_pb2
+from jobqueue.runtime.settings import load
 from tests.integration.jobservice import JobService
 from tests.support.clients import bearer, mint_token
 

@@ -38,10 +38,10 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.health_check import SERVING
-from common.server import MAX_MESSAGE_BYTES
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.health_check import SERVING
+from jobqueue.runtime.server import MAX_MESSAGE_BYTES
 from tests.conftest import UNLIMITED_ATTEMPTS
 from tests.integration.jobservice import delete_queues
 from tests.support.clients import bearer, error_info, mint_token, worker_metadata

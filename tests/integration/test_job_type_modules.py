@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from jobqueue.worker.runner import HandlerError, Runner
 from tests.support.processes import ROOT
 from worker_svc.handlers import load_job_types
-from worker_svc.runner import HandlerError, Runner
 
 FLAKY = "tests.support.flaky_jobs"
 

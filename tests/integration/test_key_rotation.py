@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auth_svc.tokens import TokenIssuer
-from common.secrets import key_id
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.secrets import key_id
 from tests.integration.jobservice import text
 from tests.support.clients import bearer, error_info, mint_token
 from tests.support.metrics import scrape

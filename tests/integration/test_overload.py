@@ -1,7 +1,7 @@
 """A burst of calls far beyond what the job service handles at once: each gets an answer, none is dropped.
 
 gRPC's core cancels calls at random (status CANCELLED, which says nothing useful and looks like the
-client's own doing) once more than 1,000 wait for the application to take them; common/server.py
+client's own doing) once more than 1,000 wait for the application to take them; gen/jobqueue/runtime/server.py
 raises that backlog and caps the calls in progress instead, so a burst is served or refused with
 RESOURCE_EXHAUSTED.
 """

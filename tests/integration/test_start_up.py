@@ -7,6 +7,7 @@ know is refused; no secret and no URL password reaches its log; a crashed backgr
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from common.secrets import PRIVATE_KEY
+from jobqueue.runtime.secrets import PRIVATE_KEY
 from tests.support.processes import SERVICE_ROLES, ServiceProcess, free_port
 
 #: (module, the variable of each port it listens on)
@@ -150,10 +151,12 @@ runpy.run_module("job_svc", run_name="__main__")
 
 
 def test_a_crashed_background_task_stops_the_service_with_exit_1(service_env: dict[str, str], tmp_path: Path) -> None:
-    # Before common.service, the job service never looked at its relay task again: the crash
+    # Before jobqueue.runtime.service, the job service never looked at its relay task again: the crash
     # vanished and the service kept answering SERVING while nothing was published.
     (tmp_path / "crashing_relay.py").write_text(CRASHING_RELAY)
-    env = {**service_env, "JOB_PORT": str(free_port()), "PYTHONPATH": str(tmp_path)}
+    # The test's own PYTHONPATH stays behind it: it may be what finds jobqueue (gen/).
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {**service_env, "JOB_PORT": str(free_port()), "PYTHONPATH": path}
     process = ServiceProcess("crashing_relay", env, tmp_path / "job_svc.log")
     code = process.exit_code()
     output = process.output()

@@ -26,9 +26,9 @@ import asyncpg
 import grpc
 import pytest
 
-from common.health_check import SERVING, status_of, tls_of
 from jobqueue.client import Job, JobStatus, connect_auth, connect_jobs, login_with, tls_credentials
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.health_check import SERVING, status_of, tls_of
 from tests.support.clients import error_info, mint_token, worker_metadata
 from tests.support.processes import ServiceProcess, free_port, start_service
 from tests.support.readme import readme_block, wait_listed_completed
@@ -177,7 +177,7 @@ async def test_reports_need_the_worker_port_and_a_client_certificate_and_plainte
         assert status_of(address, timeout=3, tls=tls_of(tls_system.env)) == SERVING
 
     # The images' HEALTHCHECK, run with the service's environment, asks over TLS and verifies the certificate.
-    probe = [sys.executable, "-m", "common.health_check", "JOB_PORT", "5002"]
+    probe = [sys.executable, "-m", "jobqueue.runtime.health_check", "JOB_PORT", "5002"]
     env = {**os.environ, **tls_system.env}
     assert run(probe, env).returncode == 0
     # Without TLS_CA_FILE it trusts exactly the service's own certificate, which is enough.

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from common.job_types import MAX_FIBONACCI_N
+from jobqueue.worker.runner import UNKNOWN_TYPE, HandlerError, Result, Runner
 from tests.support import flaky_jobs
 from tests.support.processes import alive
 from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, load_job_types
-from worker_svc.runner import UNKNOWN_TYPE, HandlerError, Result, Runner
 
 FLAKY = "tests.support.flaky_jobs"
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from common.limits import MAX_TIMEOUT_SECONDS
-from common.settings import env_name
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime.limits import MAX_TIMEOUT_SECONDS
+from jobqueue.runtime.settings import env_name
 from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,9 +133,13 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
+#: Where a package's settings live when not in ``<package>.settings``: the worker service runs the worker SDK.
+SETTINGS_MODULES = {"worker_svc": "jobqueue.worker.settings"}
+
+
 def settings_defaults(package: str) -> dict[str, Any]:
-    """Environment variable -> default for every setting ``<package>.settings`` declares."""
-    module = importlib.import_module(f"{package}.settings")
+    """Environment variable -> default for every setting the settings module of ``package`` declares."""
+    module = importlib.import_module(SETTINGS_MODULES.get(package, f"{package}.settings"))
     defaults: dict[str, Any] = {}
     for value in vars(module).values():
         if isinstance(value, type) and is_dataclass(value) and value.__module__ == module.__name__:
@@ -146,7 +150,7 @@ def settings_defaults(package: str) -> dict[str, Any]:
 
 def variables_read(package: str) -> set[str]:
     """The environment variables ``package`` reads: its settings, or (no settings module) os.environ look-ups."""
-    if (ROOT / package / "settings.py").is_file():
+    if package in SETTINGS_MODULES or (ROOT / package / "settings.py").is_file():
         return set(settings_defaults(package))
     source = "\n".join(path.read_text() for path in (ROOT / package).glob("*.py"))
     return set(re.findall(r"environ(?:\.get\(|\[)\s*[\"'](\w+)[\"']", source))
@@ -199,7 +203,7 @@ def test_runs_the_packages_entry_point(service: str) -> None:
 def test_app_services_have_a_grpc_healthcheck(service: str) -> None:
     """Health comes from grpc.health.v1, so `service_healthy` means the service really serves."""
     test = SERVICES[service]["healthcheck"]["test"]
-    assert test[:4] == ["CMD", "python", "-m", "common.health_check"]
+    assert test[:4] == ["CMD", "python", "-m", "jobqueue.runtime.health_check"]
     assert "disable" not in SERVICES[service]["healthcheck"]
 
 
@@ -353,8 +357,13 @@ def test_each_service_keeps_its_development_secrets_in_a_volume_of_its_own() -> 
         assert environment(service)["DEV_SECRETS_DIR"] == mount, service
     filler = SERVICES["dev-secrets"]
     assert sorted(filler["volumes"]) == sorted(f"{volume}:{mount}" for volume, mount in SECRETS_MOUNTS.values())
-    # common.secrets AUTH_DIR JOB_DIR WORKER_DIR: the key pair goes to the first only.
-    assert command("dev-secrets") == ["python", "-m", "common.secrets", *(m for _, m in SECRETS_MOUNTS.values())]
+    # jobqueue.runtime.secrets AUTH_DIR JOB_DIR WORKER_DIR: the key pair goes to the first only.
+    assert command("dev-secrets") == [
+        "python",
+        "-m",
+        "jobqueue.runtime.secrets",
+        *(m for _, m in SECRETS_MOUNTS.values()),
+    ]
 
 
 @pytest.mark.parametrize("service", PUBLISHED)

@@ -319,7 +319,7 @@ def test_healthcheck_uses_grpc_health(target: str) -> None:
         assert [h.arguments for h in image_instructions(target, "HEALTHCHECK")] == ["NONE"]
         return
     argv = health_probe(target)
-    assert argv[:3] == ["python", "-m", "common.health_check"]
+    assert argv[:3] == ["python", "-m", "jobqueue.runtime.health_check"]
     assert argv[3:] == [image.port_variable, str(image.port)]
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-import common.metrics
 import job_svc.metrics
-import worker_svc.metrics
+import jobqueue.runtime.metrics
+import jobqueue.worker.metrics
 from auth_svc.settings import AuthSettings
-from common.settings import env_name
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime.settings import env_name
+from jobqueue.worker.settings import Settings as WorkerSettings
 from migrations import roles
-from worker_svc.settings import Settings as WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")])
@@ -29,7 +29,7 @@ PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").g
 LINK = re.compile(r"(?<!!)\[[^\]]+\]\(([^)\s]+)\)")
 #: Variables the migrations runner reads itself (it has no settings class).
 MIGRATION_VARIABLES = {"DATABASE_URL", *(role.password_variable for role in roles.ROLES)}
-_ = (common.metrics, job_svc.metrics, worker_svc.metrics)  # imported for the metrics they register
+_ = (jobqueue.runtime.metrics, job_svc.metrics, jobqueue.worker.metrics)  # imported for the metrics they register
 
 
 def anchors(page: Path) -> set[str]:

@@ -12,7 +12,7 @@ import jwt
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from common.secrets import PRIVATE_KEY, WORKER_TOKEN
+from jobqueue.runtime.secrets import PRIVATE_KEY, WORKER_TOKEN
 
 
 def mint_token(secrets_dir: Path, subject: uuid.UUID | str | None = None, **claims: Any) -> str:

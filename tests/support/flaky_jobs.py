@@ -26,7 +26,7 @@ def always_fails(payload: str) -> str:
     raise AlwaysFails("always_fails never succeeds")
 
 
-#: The error a job of this type ends with (worker_svc.runner.describe): the exception, and the line
+#: The error a job of this type ends with (jobqueue.worker.runner.describe): the exception, and the line
 #: that raised it, the third of always_fails (tests/integration/test_worker_runner.py checks it).
 ERROR = (
     "AlwaysFails: always_fails never succeeds\n"

@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 from hypothesis import strategies as st
 
 from common.job_types import MAX_TEXT_BYTES
-from common.server import MAX_MESSAGE_BYTES
+from jobqueue.runtime.server import MAX_MESSAGE_BYTES
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Protobuf parsers refuse messages nested deeper than this (upb's and the C++ default).

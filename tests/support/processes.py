@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-from common.health_check import SERVING, Tls, status_of, tls_of
+from jobqueue.runtime.health_check import SERVING, Tls, status_of, tls_of
 from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from typing import Any
 import aio_pika
 import pytest
 
-from common.messages import MESSAGE_TYPE
-from common.signing import Signer
+from jobqueue.runtime.messages import MESSAGE_TYPE
+from jobqueue.runtime.signing import Signer
 
 
 async def queue_depth(url: str, queue: str) -> int:
@@ -36,7 +36,7 @@ async def publish_raw(
     Without a priority a message waits behind every job in the (priority) job
     queue; with the jobs' own (2, NORMAL) it takes its place among them.
     ``signed_with`` (a worker token) signs each as the job service signs a job's message
-    (common/signing.py), as if the job service itself had published it; ``headers``, one per
+    (gen/jobqueue/runtime/signing.py), as if the job service itself had published it; ``headers``, one per
     body, are sent as given instead (a copy of a real message's, say).
     """
     signer = Signer(lambda: frozenset({signed_with})) if signed_with is not None else None

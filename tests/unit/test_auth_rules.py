@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auth_svc import rules
-from common.errors import InvalidArgument
+from jobqueue.runtime.errors import InvalidArgument
 
 GOOD_EMAIL = "ada@example.com"
 GOOD_PASSWORD = "correct horse"

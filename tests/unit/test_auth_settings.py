@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from auth_svc.settings import AuthSettings
-from common.secrets import PRIVATE_KEY, ensure_dev_secrets
-from common.settings import SettingsError, load
+from jobqueue.runtime.secrets import PRIVATE_KEY, ensure_dev_secrets
+from jobqueue.runtime.settings import SettingsError, load
 from tests.support.tls import PRODUCTION_SETTINGS
 
 

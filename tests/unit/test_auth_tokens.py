@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from auth_svc.roles import Role
 from auth_svc.settings import AuthSettings
 from auth_svc.tokens import ROLES_CLAIM, TokenIssuer, load_private_key
-from common.secrets import key_id, public_keys
-from common.settings import SettingsError, load
 from job_svc.auth import Authenticator, Caller
 from job_svc.errors import ExpiredToken, InvalidToken, OperatorsOnly
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime.secrets import key_id, public_keys
+from jobqueue.runtime.settings import SettingsError, load
 from tests.support.clients import bearer
 from tests.support.processes import ROOT
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from common.backoff import Backoff
+from jobqueue.runtime.backoff import Backoff
 
 
 def test_delays_stay_within_half_to_full_ceiling_and_are_capped() -> None:

@@ -1,4 +1,4 @@
-"""Group commit (common.batching.Coalescer): concurrent calls share batches, and each gets its own answer."""
+"""Group commit (jobqueue.runtime.batching.Coalescer): concurrent calls share batches, and each gets its own answer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from common.batching import Coalescer
+from jobqueue.runtime.batching import Coalescer
 
 
 class Recorder:

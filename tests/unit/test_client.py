@@ -21,9 +21,6 @@ from google.protobuf import any_pb2, struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from common.errors import FieldViolation as ServerFieldViolation
-from common.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
-from common.server import status_for
 from jobqueue import client as client_module
 from jobqueue.client import (
     FINAL_STATUSES,
@@ -41,6 +38,9 @@ from jobqueue.client import (
     to_value,
 )
 from jobqueue.jobs.v1 import jobs_pb2
+from jobqueue.runtime.errors import FieldViolation as ServerFieldViolation
+from jobqueue.runtime.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
+from jobqueue.runtime.server import status_for
 
 # --- payloads -------------------------------------------------------------------------------------------
 

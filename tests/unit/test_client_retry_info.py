@@ -13,12 +13,12 @@ import grpc
 import pytest
 from google.rpc import status_pb2
 
-from common.errors import ResourceExhausted
-from common.server import status_for
 from job_svc.errors import TooManyJobs
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc
 from jobqueue.client import MAX_HONOURED_RETRY_AFTER, JobQueueError, connect_auth, connect_jobs
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.errors import ResourceExhausted
+from jobqueue.runtime.server import status_for
 
 
 class RefusingAuth(auth_pb2_grpc.AuthServiceServicer):

@@ -12,13 +12,13 @@ import pytest
 from common import demo_jobs
 from common.demo_jobs import MAX_FAILURES, MAX_SLEEP_SECONDS, DemoFailure
 from common.job_types import JobTypes, PayloadError
-from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime.settings import SettingsError, load
+from jobqueue.worker.runner import HandlerError, Result, Runner
+from jobqueue.worker.settings import Settings as WorkerSettings
 from tests.support.processes import ROOT
 from tests.support.tls import PRODUCTION_SETTINGS
 from worker_svc.handlers import load_job_types
-from worker_svc.runner import HandlerError, Result, Runner
-from worker_svc.settings import Settings as WorkerSettings
 
 SERVICES = [JobSettings, WorkerSettings]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from common.secrets import PRIVATE_KEY, PUBLIC_KEY, WORKER_TOKEN, dev_secret, split_dev_secrets
+from jobqueue.runtime.secrets import PRIVATE_KEY, PUBLIC_KEY, WORKER_TOKEN, dev_secret, split_dev_secrets
 
 
 def _names(folder: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""What a job's error says when its handler raised (worker_svc.runner.describe): useful, bounded, storable."""
+"""What a job's error says when its handler raised (jobqueue.worker.runner.describe): useful, bounded, storable."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from common.job_types import JobType, JobTypes, text
 from job_svc.rules import MAX_ERROR_CHARS as JOB_SERVICE_LIMIT
-from worker_svc.runner import (
+from jobqueue.worker.runner import (
     ERROR_FRAME_CHARS,
     ERROR_FRAMES,
     ERROR_MESSAGE_CHARS,

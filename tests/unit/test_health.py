@@ -13,9 +13,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common import health_check
-from common.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthMonitor, HealthServicer
-from common.health_check import HealthCheck, NotServing
+from jobqueue.runtime import health_check
+from jobqueue.runtime.health import NOT_SERVING, SERVICE_UNKNOWN, SERVING, HealthMonitor, HealthServicer
+from jobqueue.runtime.health_check import HealthCheck, NotServing
 from tests.support.processes import free_port
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from common.secrets import PUBLIC_KEY, WORKER_TOKEN, ensure_dev_secrets, public_keys
 from job_svc import auth
 from job_svc.auth import Authenticator
 from job_svc.errors import ExpiredToken, InvalidToken
+from jobqueue.runtime.secrets import PUBLIC_KEY, WORKER_TOKEN, ensure_dev_secrets, public_keys
 from tests.support.clients import bearer, mint_token
 
 

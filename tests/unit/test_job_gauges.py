@@ -8,12 +8,12 @@ import asyncpg
 import prometheus_client
 import pytest
 
-from common.settings import SettingsError, load
 from job_svc import metrics
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import Status
 from job_svc.publisher import QueueStats
 from job_svc.settings import Settings
+from jobqueue.runtime.settings import SettingsError, load
 
 
 class FakeCounts:

@@ -7,15 +7,15 @@ import uuid
 
 import pytest
 
-from common.errors import InvalidArgument
 from common.job_types import JobTypes
 from common.rates import Rate, RateLimiter
-from common.settings import SettingsError, load
 from job_svc.errors import TooManyHighPriorityJobs, TooManyJobs, TooManyUnfinishedJobs
 from job_svc.jobs import Jobs
 from job_svc.limits import UNFINISHED_RETRY_SECONDS, JobLimits
 from job_svc.model import NewJob, Priority, Status
 from job_svc.settings import Settings
+from jobqueue.runtime.errors import InvalidArgument
+from jobqueue.runtime.settings import SettingsError, load
 from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()

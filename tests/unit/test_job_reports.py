@@ -7,12 +7,12 @@ import uuid
 
 import pytest
 
-from common.backoff import Backoff
-from common.errors import InvalidArgument, ServiceError
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
 from job_svc.model import Job, Report, Status
 from job_svc.reports import Reports, rounds
 from job_svc.rules import MAX_RESULT_CHARS
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.errors import InvalidArgument, ServiceError
 from tests.support.fake_job_service import FakeStore, stored_job
 
 OWNER = uuid.uuid4()

@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from common.errors import InvalidArgument
 from common.job_types import JobTypes
-from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 from job_svc.rules import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
@@ -23,6 +21,8 @@ from job_svc.rules import (
     encode_page_token,
     parse_id,
 )
+from jobqueue.runtime.errors import InvalidArgument
+from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 JOB_ID = uuid.UUID("0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10")

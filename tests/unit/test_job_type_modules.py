@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from common.job_types import BUILTIN_TYPES, JobType, JobTypes, module_names, text
-from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime.settings import SettingsError, load
+from jobqueue.worker.runner import Runner
+from jobqueue.worker.settings import Settings as WorkerSettings
 from tests.support.flaky_jobs import AlwaysFails
 from worker_svc.handlers import load_job_types
-from worker_svc.runner import Runner
-from worker_svc.settings import Settings as WorkerSettings
 
 FLAKY = "tests.support.flaky_jobs"
 GOOD_TYPE = """

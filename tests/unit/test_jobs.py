@@ -10,13 +10,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from common.errors import InvalidArgument
 from common.job_types import JobTypes
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Status
 from job_svc.rules import RERUN_BATCH
+from jobqueue.runtime.errors import InvalidArgument
 from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, stored_job
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()

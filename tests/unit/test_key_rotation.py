@@ -22,15 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from auth_svc.tokens import TokenIssuer
-from common.secrets import PRIVATE_KEY, ensure_dev_secrets, key_id, parse_worker_tokens, public_keys
-from common.settings import SettingsError, load
 from job_svc import auth
 from job_svc.auth import Authenticator, Reloading
 from job_svc.errors import ExpiredToken, InvalidToken, UsersOnly, WorkersOnly
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime.secrets import PRIVATE_KEY, ensure_dev_secrets, key_id, parse_worker_tokens, public_keys
+from jobqueue.runtime.settings import SettingsError, load
+from jobqueue.worker.settings import Settings as WorkerSettings
 from tests.support.clients import bearer
 from tests.support.tls import PRODUCTION_SETTINGS
-from worker_svc.settings import Settings as WorkerSettings
 
 ISSUER, AUDIENCE, TTL = "jobqueue-auth", "jobqueue", 900
 

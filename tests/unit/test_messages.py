@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from google.protobuf import struct_pb2
 
-from common.messages import (
+from jobqueue.jobs.v1 import delivery_pb2
+from jobqueue.runtime.messages import (
     Delivery,
     MalformedDelivery,
     MalformedMessage,
@@ -23,7 +24,6 @@ from common.messages import (
     encode_delivery,
     json_value,
 )
-from jobqueue.jobs.v1 import delivery_pb2
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 

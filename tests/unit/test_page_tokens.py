@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import InvalidArgument
 from job_svc.rules import MAX_PAGE_TOKEN_CHARS, decode_page_token, encode_page_token
+from jobqueue.runtime.errors import InvalidArgument
 
 AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 JOB_ID = uuid.UUID("0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from auth_svc.settings import AuthSettings
-from common.settings import SettingsError, load
 from job_svc.settings import Settings as JobSettings
-from worker_svc.settings import Settings as WorkerSettings
+from jobqueue.runtime.settings import SettingsError, load
+from jobqueue.worker.settings import Settings as WorkerSettings
 
 PORTS = [
     (AuthSettings, "AUTH_PORT"),

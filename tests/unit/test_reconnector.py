@@ -1,4 +1,4 @@
-"""The one RabbitMQ reconnect loop (common.rabbitmq.Reconnector), driven with fake connections.
+"""The one RabbitMQ reconnect loop (jobqueue.runtime.rabbitmq.Reconnector), driven with fake connections.
 
 What the publisher and the worker's consumer rely on: a session is up from its
 setup until its channel or connection closes; each outage is logged once; the
@@ -17,8 +17,8 @@ from typing import Any, cast
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from common.backoff import Backoff
-from common.rabbitmq import Reconnector
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.rabbitmq import Reconnector
 
 CAP = 0.2
 
@@ -99,7 +99,9 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "common.rabbitmq" and r.levelno >= logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == "jobqueue.runtime.rabbitmq" and r.levelno >= logging.WARNING
+    ]
 
 
 async def stopped(link: Reconnector, task: asyncio.Task[Any]) -> None:
@@ -126,7 +128,7 @@ async def test_a_session_is_up_until_its_channel_or_connection_closes() -> None:
 
 
 async def test_an_outage_is_logged_once_and_the_backoff_grows(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="common.rabbitmq")
+    caplog.set_level(logging.DEBUG, logger="jobqueue.runtime.rabbitmq")
     broker = Broker(down=5)
     backoff = RecordingBackoff()
     link = link_to(broker, backoff)

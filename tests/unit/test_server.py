@@ -1,6 +1,6 @@
 """The shared server's error edge: what a caller sees when a method raises, and what the log keeps.
 
-A real grpc.aio server built by common.server.build_server on a free port, with
+A real grpc.aio server built by jobqueue.runtime.server.build_server on a free port, with
 one raw-bytes method that raises whatever the test asks for.
 """
 
@@ -15,10 +15,10 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from common import metrics
-from common.errors import InvalidArgument, ResourceExhausted
-from common.health import HealthServicer
-from common.server import ErrorInterceptor, build_server
+from jobqueue.runtime import metrics
+from jobqueue.runtime.errors import InvalidArgument, ResourceExhausted
+from jobqueue.runtime.health import HealthServicer
+from jobqueue.runtime.server import ErrorInterceptor, build_server
 from tests.support.clients import error_info
 
 RAISE: dict[bytes, BaseException] = {
@@ -71,8 +71,8 @@ async def test_an_outage_is_logged_once_per_interval_with_a_count(
     call: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("common.server.monotonic", lambda: clock[0])
-    caplog.set_level(logging.WARNING, logger="common.server")
+    monkeypatch.setattr("jobqueue.runtime.server.monotonic", lambda: clock[0])
+    caplog.set_level(logging.WARNING, logger="jobqueue.runtime.server")
     for _ in range(50):
         with pytest.raises(grpc.aio.AioRpcError):
             await call(b"outage")

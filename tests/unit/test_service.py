@@ -1,4 +1,4 @@
-"""common.service.run, the way every service runs: real event loop, real tasks, real signals, real sockets."""
+"""jobqueue.runtime.service.run, the way every service runs: real event loop, real tasks, real signals, real sockets."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from common import service
-from common.service import Supervisor
-from common.settings import ServiceSettings, SettingsError, setting
+from jobqueue.runtime import service
+from jobqueue.runtime.service import Supervisor
+from jobqueue.runtime.settings import ServiceSettings, SettingsError, setting
 
 #: How long a test's service waits for a stop before it gives up and returns by itself (exit 0).
 PATIENCE = 5.0

@@ -1,4 +1,4 @@
-"""The settings every service shares (common.settings): checked alike in every service, never showing a secret."""
+"""The settings every service shares (jobqueue.runtime.settings): alike in every service, never showing a secret."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from auth_svc.settings import AuthSettings
-from common import logs
-from common.settings import ServiceSettings, SettingsError, describe, load, setting
 from job_svc.settings import Settings as JobSettings
+from jobqueue.runtime import logs
+from jobqueue.runtime.settings import ServiceSettings, SettingsError, describe, load, setting
+from jobqueue.worker.settings import Settings as WorkerSettings
 from tests.support.tls import PRODUCTION_SETTINGS
-from worker_svc.settings import Settings as WorkerSettings
 
 SERVICES = [AuthSettings, JobSettings, WorkerSettings]
 

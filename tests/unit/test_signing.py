@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.signing import HEADER, Signer, Verifier, key_id, message_key
+from jobqueue.runtime.signing import HEADER, Signer, Verifier, key_id, message_key
 
 OLD, NEW = b"old-worker-token", b"new-worker-token"
 

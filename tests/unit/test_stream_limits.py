@@ -1,7 +1,7 @@
 """Watch and reflection streams are admitted within their own bounds, per address and in all.
 
 The accounting is pure (StreamCounts, client_address); the interceptor is checked on a real
-grpc.aio server built by common.server.build_server, with small bounds of the test's own.
+grpc.aio server built by jobqueue.runtime.server.build_server, with small bounds of the test's own.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from common import metrics
-from common.health import HealthServicer
-from common.peers import client_address
-from common.server import build_server
-from common.stream_limits import REASON, RETRY_AFTER_SECONDS, StreamCounts
+from jobqueue.runtime import metrics
+from jobqueue.runtime.health import HealthServicer
+from jobqueue.runtime.peers import client_address
+from jobqueue.runtime.server import build_server
+from jobqueue.runtime.stream_limits import REASON, RETRY_AFTER_SECONDS, StreamCounts
 
 
 def test_the_address_of_a_peer() -> None:

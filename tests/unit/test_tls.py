@@ -13,17 +13,17 @@ import grpc
 import pytest
 
 from auth_svc.settings import AuthSettings
-from common.health_check import tls_of
-from common.secrets import PUBLIC_KEY, WORKER_TOKEN, ensure_dev_secrets, public_keys
-from common.settings import ServiceSettings, SettingsError, load, refuse_default_credentials
-from common.tls import TlsServerSettings
 from job_svc.auth import Authenticator
 from job_svc.errors import CertificateRequired, WorkersOnly
 from job_svc.settings import Settings as JobSettings
 from jobqueue.client import tls_credentials
+from jobqueue.runtime.health_check import tls_of
+from jobqueue.runtime.secrets import PUBLIC_KEY, WORKER_TOKEN, ensure_dev_secrets, public_keys
+from jobqueue.runtime.settings import ServiceSettings, SettingsError, load, refuse_default_credentials
+from jobqueue.runtime.tls import TlsServerSettings
+from jobqueue.worker.settings import Settings as WorkerSettings
 from tests.support.clients import bearer, mint_token
 from tests.support.tls import PRODUCTION_SETTINGS, Certificates, make_certificates
-from worker_svc.settings import Settings as WorkerSettings
 
 if TYPE_CHECKING:
     import certs  # scripts/ is not a package: see tests/unit/test_run_system.py

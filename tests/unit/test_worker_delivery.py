@@ -14,13 +14,13 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 from google.protobuf import struct_pb2
 
-from common.messages import CANCELLATION_TYPE, MESSAGE_TYPE
-from common.signing import Signer, Verifier
 from jobqueue.jobs.v1 import delivery_pb2
-from worker_svc import metrics
-from worker_svc.delivery import DeliveryHandler
-from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
-from worker_svc.runner import HandlerError, HandlerProcess, Result
+from jobqueue.runtime.messages import CANCELLATION_TYPE, MESSAGE_TYPE
+from jobqueue.runtime.signing import Signer, Verifier
+from jobqueue.worker import metrics
+from jobqueue.worker.delivery import DeliveryHandler
+from jobqueue.worker.reports import Failure, ReportAbandoned, ReportRefused
+from jobqueue.worker.runner import HandlerError, HandlerProcess, Result
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 #: The worker token these tests' job service and worker share; messages are signed with it by default.

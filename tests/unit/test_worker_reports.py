@@ -14,9 +14,9 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from common.errors import code_from_number, code_number
 from jobqueue.jobs.v1 import jobs_pb2
-from worker_svc.reports import Failure, Outcome, ReportAbandoned, ReportClient, ReportRefused, outcome_of
+from jobqueue.runtime.errors import code_from_number, code_number
+from jobqueue.worker.reports import Failure, Outcome, ReportAbandoned, ReportClient, ReportRefused, outcome_of
 
 JOB_ID = "0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10"
 UPDATE = "/jobqueue.jobs.v1.JobService/UpdateJobs"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import SettingsError, load
+from jobqueue.runtime.settings import SettingsError, load
+from jobqueue.worker.settings import Settings
 from tests.support.tls import PRODUCTION_SETTINGS
-from worker_svc.settings import Settings
 
 
 def test_defaults_are_the_documented_ones() -> None:

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from common import demo_jobs, rabbitmq, secrets
+from common import demo_jobs
 from common.job_types import module_names
-from common.settings import SettingsError, setting
-from common.tls import ClientFiles, TlsServerSettings, channel_credentials
+from jobqueue.runtime import rabbitmq, secrets
+from jobqueue.runtime.settings import SettingsError, setting
+from jobqueue.runtime.tls import ClientFiles, TlsServerSettings, channel_credentials
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from common.logs import hide_passwords
+from jobqueue.runtime.logs import hide_passwords
 
 T = TypeVar("T")
 
 APP_ENVS = ("development", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-#: What a secret is shown as (a URL's password too: see common.logs.hide_passwords).
+#: What a secret is shown as (a URL's password too: see jobqueue.runtime.logs.hide_passwords).
 MASK = "***"
 #: Credentials that ship as defaults (RabbitMQ's guest, PostgreSQL's superuser, the compose development
 #: database password): production refuses a URL with one of these as its user or password.

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from common import logs
-from common.server import stop_signal
-from common.settings import ServiceSettings, SettingsError, describe, load
+from jobqueue.runtime import logs
+from jobqueue.runtime.server import stop_signal
+from jobqueue.runtime.settings import ServiceSettings, SettingsError, describe, load
 
 __all__ = ["EXIT_BAD_CONFIG", "EXIT_FAILED", "EXIT_OK", "Supervisor", "run"]
 

@@ -20,8 +20,8 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
-from common.limits import DEFAULT_TIMEOUT_SECONDS
 from jobqueue.jobs.v1 import delivery_pb2
+from jobqueue.runtime.limits import DEFAULT_TIMEOUT_SECONDS
 
 #: Content type of every message body (a serialized protobuf message).
 CONTENT_TYPE = "application/x-protobuf"

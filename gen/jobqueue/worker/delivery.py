@@ -5,7 +5,7 @@ decode -> wait for its turn (a free handler process, for a job that needs one)
 -> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
 
 A handler that raises fails its attempt as retryable, with the description of
-its exception (type, message, innermost frames: worker_svc.runner.describe) as
+its exception (type, message, innermost frames: jobqueue.worker.runner.describe) as
 the attempt's error, which the job's owner reads through GetJob. An error of
 the worker's own (a bug in our code) is logged in full here, and the job gets
 only its type: its details are ours to read, not the owner's.
@@ -35,7 +35,7 @@ import grpc
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from common.messages import (
+from jobqueue.runtime.messages import (
     CANCELLATION_TYPE,
     MESSAGE_TYPE,
     Delivery,
@@ -44,11 +44,11 @@ from common.messages import (
     decode_cancellation,
     decode_delivery,
 )
-from common.signing import Verifier
-from worker_svc import metrics
-from worker_svc.consumer import BROKER_ERRORS
-from worker_svc.reports import Failure, ReportAbandoned, ReportRefused
-from worker_svc.runner import HandlerError, HandlerProcess, Result
+from jobqueue.runtime.signing import Verifier
+from jobqueue.worker import metrics
+from jobqueue.worker.consumer import BROKER_ERRORS
+from jobqueue.worker.reports import Failure, ReportAbandoned, ReportRefused
+from jobqueue.worker.runner import HandlerError, HandlerProcess, Result
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class HandlerTimeout(Exception):
 
 
 class Reports(Protocol):
-    """Where job state changes go (worker_svc.reports.ReportClient); see its methods for the contract."""
+    """Where job state changes go (jobqueue.worker.reports.ReportClient); see its methods for the contract."""
 
     async def claim(self, job_id: str, claim_id: str) -> int | None:
         """Report RUNNING; the attempt number, or None if the job is no longer ours."""
@@ -74,7 +74,7 @@ class Reports(Protocol):
 
 
 class JobRunner(Protocol):
-    """What runs a job (worker_svc.runner.Runner)."""
+    """What runs a job (jobqueue.worker.runner.Runner)."""
 
     def turn(self, job_type: str, payload: Any) -> AbstractAsyncContextManager[HandlerProcess | None]:
         """Entered once the job can start at once; gives the free handler process it needs, if any."""
@@ -89,7 +89,7 @@ class DeliveryHandler:
     """Handles each delivery from the job queue; see the module doc."""
 
     def __init__(self, reports: Reports, runner: JobRunner, verifier: Verifier, *, requeue_delay: float = 1.0) -> None:
-        """``verifier`` checks that the job service signed each message: no other is run (common/signing.py)."""
+        """``verifier`` checks that the job service signed each message: no other is run (jobqueue.runtime.signing)."""
         self._reports = reports
         self._runner = runner
         self._verifier = verifier

@@ -4,7 +4,7 @@ A job's own problems (unknown type, payload that breaks its rule) are a
 Result with ok=False: permanent failures, reported FAILED. An exception a
 handler raises is raised as HandlerError, whose text is what the job's owner
 reads: the exception's type and message and where it was raised (``describe``);
-the consumer fails that attempt as retryable (worker_svc/delivery.py). Anything
+the consumer fails that attempt as retryable (gen/jobqueue/worker/delivery.py). Anything
 else that goes wrong is ours, not the handler's, and is raised as it is.
 
 A handler process describes its handler's exception itself and sends back only

@@ -1,4 +1,4 @@
-"""The worker's own Prometheus metrics (served on METRICS_PORT; see common.metrics)."""
+"""The worker's own Prometheus metrics (served on METRICS_PORT; see jobqueue.runtime.metrics)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ HANDLER_SECONDS = Histogram(
 MALFORMED = Counter("jobqueue_worker_malformed_messages_total", "Undecodable messages dead-lettered.")
 FORGED = Counter(
     "jobqueue_worker_forged_messages_total",
-    "Messages not signed by the job service (common/signing.py), by kind (job: dead-lettered; control: "
+    "Messages not signed by the job service (gen/jobqueue/runtime/signing.py), by kind (job: dead-lettered; control: "
     "ignored) and reason (unsigned, bad_signature).",
     ["kind", "reason"],
 )

@@ -4,7 +4,7 @@ Both sides declare it identically (declaring is idempotent, and RabbitMQ refuses
 a redeclare with different arguments, so the arguments live only here):
 
 - ``<queue>``: durable classic queue of JobDelivery messages (their bodies:
-  common/messages.py). Its arguments are
+  gen/jobqueue/runtime/messages.py). Its arguments are
   fixed at creation, so the ones later features rely on are set from the start:
   ``x-max-priority`` (job priorities) and a dead-letter route to ``<queue>.dead``.
 - ``<queue>.dead``: durable queue where rejected messages (undecodable ones, or
@@ -38,8 +38,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from yarl import URL
 
-from common.backoff import Backoff
-from common.settings import SettingsError
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def worker_permissions(topology: Topology) -> Permissions:
     """A worker declares the topology, consumes jobs and hears notices on a queue of its own; it publishes nothing.
 
     Above all it has no write on ``amq.default``: a worker, which runs plug-in code, cannot put a
-    job on the queue (and could not make it pass as the job service's anyway: common/signing.py).
+    job on the queue (and could not make it pass as the job service's anyway: gen/jobqueue/runtime/signing.py).
     Rejected messages reach ``<queue>.dead`` by the queue's dead-letter route, which needs no permission.
     """
     queue = _quoted(topology.queue)

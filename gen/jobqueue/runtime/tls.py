@@ -28,7 +28,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from common.settings import ServiceSettings, SettingsError, setting
+from jobqueue.runtime.settings import ServiceSettings, SettingsError, setting
 
 __all__ = ["TlsServerSettings", "channel_credentials", "check_pair", "peer_certified", "read_pem", "server_name"]
 
@@ -48,7 +48,7 @@ class TlsServerSettings(ServiceSettings):
     tls_key_file: str = setting("", "PEM private key of TLS_CERT_FILE")
     tls_ca_file: str = setting(
         "",
-        "PEM certificate(s) the health probe (python -m common.health_check, the images' HEALTHCHECK) verifies"
+        "PEM certificate(s) the health probe (jobqueue.runtime.health_check, the HEALTHCHECK) verifies"
         " this service's certificate with; default: TLS_CERT_FILE itself, so it trusts exactly that certificate",
     )
 

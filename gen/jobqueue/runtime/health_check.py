@@ -3,8 +3,8 @@
 The worker's probe of the job service, the scripts and tests that wait for a
 service, and the images' HEALTHCHECK all ask through here:
 
-    python -m common.health_check HOST:PORT
-    python -m common.health_check PORT_VARIABLE DEFAULT_PORT
+    python -m jobqueue.runtime.health_check HOST:PORT
+    python -m jobqueue.runtime.health_check PORT_VARIABLE DEFAULT_PORT
 
 The second form asks 127.0.0.1 on the port the service's own setting names
 (falling back to its default), so the probe follows an overridden port. Exit
@@ -106,7 +106,7 @@ def tls_of(environ: Mapping[str, str]) -> Tls | None:
     if not cert_file:
         return None
     # Only now: a plaintext probe never pays for parsing certificates.
-    from common.tls import server_name  # noqa: PLC0415
+    from jobqueue.runtime.tls import server_name  # noqa: PLC0415
 
     chain = Path(cert_file).read_bytes()
     roots = Path(environ.get("TLS_CA_FILE") or cert_file).read_bytes()
@@ -144,7 +144,9 @@ def _address(argv: Sequence[str]) -> str:
     if len(argv) == 2 and argv[1].isdigit():
         variable, default = argv
         return f"127.0.0.1:{os.environ.get(variable) or default}"
-    raise SystemExit(f"usage: python -m common.health_check HOST:PORT | PORT_VARIABLE DEFAULT_PORT (got {list(argv)})")
+    raise SystemExit(
+        f"usage: python -m jobqueue.runtime.health_check HOST:PORT | PORT_VARIABLE DEFAULT_PORT (got {list(argv)})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

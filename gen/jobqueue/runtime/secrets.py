@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from common.settings import ServiceSettings, SettingsError
+from jobqueue.runtime.settings import ServiceSettings, SettingsError
 
 PRIVATE_KEY = "jwt-ed25519.pem"
 PUBLIC_KEY = "jwt-ed25519.pub.pem"
@@ -259,9 +259,9 @@ def _base64url(data: bytes) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m common.secrets AUTH_DIR JOB_DIR WORKER_DIR`: split_dev_secrets, for compose."""
+    """`python -m jobqueue.runtime.secrets AUTH_DIR JOB_DIR WORKER_DIR`: split_dev_secrets, for compose."""
     if len(argv) != 3:
-        print("usage: python -m common.secrets AUTH_DIR JOB_DIR WORKER_DIR", file=sys.stderr)
+        print("usage: python -m jobqueue.runtime.secrets AUTH_DIR JOB_DIR WORKER_DIR", file=sys.stderr)
         return 2
     split_dev_secrets(*argv)
     print(

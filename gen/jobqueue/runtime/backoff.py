@@ -1,7 +1,7 @@
 """Capped exponential backoff with jitter: the one retry policy of every service.
 
-Used for broker reconnects (common/rabbitmq.py), the worker's reports
-(worker_svc/reports.py) and the delay before a failed job's next attempt
+Used for broker reconnects (gen/jobqueue/runtime/rabbitmq.py), the worker's reports
+(gen/jobqueue/worker/reports.py) and the delay before a failed job's next attempt
 (job_svc/reports.py, from RETRY_BASE_SECONDS and RETRY_MAX_SECONDS).
 """
 

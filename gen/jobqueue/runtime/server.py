@@ -1,7 +1,7 @@
 """The gRPC server every service runs: error mapping, health, reflection, graceful stop.
 
 ``build_server`` returns ``(server, port)`` so tests can bind port 0 and run the
-real server in-process. Given credentials (common/tls.py) a listener serves TLS only;
+real server in-process. Given credentials (gen/jobqueue/runtime/tls.py) a listener serves TLS only;
 ``listen`` adds another listener to the same server (the job service's port for workers).
 """
 
@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from common import metrics, stream_limits
-from common.errors import (
+from jobqueue.runtime import metrics, stream_limits
+from jobqueue.runtime.errors import (
     ERROR_DOMAIN,
     FieldViolation,
     InvalidArgument,
@@ -32,8 +32,8 @@ from common.errors import (
     code_number,
     status_code,
 )
-from common.health import HealthServicer
-from common.stream_limits import StreamCounts, StreamLimits
+from jobqueue.runtime.health import HealthServicer
+from jobqueue.runtime.stream_limits import StreamCounts, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def connection_options(max_connection_age: float) -> list[tuple[str, int]]:
 
 
 def stream_refusal() -> grpc.Status:
-    """What a Watch or reflection stream beyond its budget gets (common/stream_limits.py)."""
+    """What a Watch or reflection stream beyond its budget gets (gen/jobqueue/runtime/stream_limits.py)."""
     return _rich_status(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "too many open streams from this address or in all; retry later",
@@ -238,8 +238,8 @@ def build_server(
     connections older than that are sent GOAWAY, their calls in flight get
     CONNECTION_AGE_GRACE_SECONDS more, and the client reconnects, resolving the server's name
     again, which is how clients of replicas behind one name find new ones. ``stream_counts``: the
-    bounds on open Watch and reflection streams (common/stream_limits.py; tests pass their own).
-    ``credentials``: TLS (common/tls.py), else plaintext.
+    bounds on open Watch and reflection streams (gen/jobqueue/runtime/stream_limits.py; tests pass their own).
+    ``credentials``: TLS (gen/jobqueue/runtime/tls.py), else plaintext.
     Returns the server and the port actually bound (useful with ``port=0``).
     """
     streams = stream_counts or StreamCounts(

@@ -1,6 +1,6 @@
 """A budget of their own for the long-lived streams anyone may open: health Watch and reflection.
 
-A server refuses calls beyond MAX_CALLS_IN_PROGRESS (common/server.py), and a stream counts as a
+A server refuses calls beyond MAX_CALLS_IN_PROGRESS (gen/jobqueue/runtime/server.py), and a stream counts as a
 call for as long as it stays open. Health/Watch and the reflection stream need no credential, and a
 Watch stays open for as long as its caller likes, so without a budget of their own a few thousand
 idle Watch streams, opened by anyone, would hold every call slot: Register, Login, CreateJob and the
@@ -27,8 +27,8 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
-from common import metrics
-from common.peers import client_address
+from jobqueue.runtime import metrics
+from jobqueue.runtime.peers import client_address
 
 #: Open streams (Watch, reflection) one connection may hold at once.
 MAX_STREAMS_PER_CONNECTION = 10

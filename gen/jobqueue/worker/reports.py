@@ -1,7 +1,7 @@
 """The worker's side of UpdateJobs: claim a job, report its outcome, and know when to retry or let go.
 
 Reports made while a call is in flight wait and leave together in the next
-UpdateJobs call (common/batching.py), so a busy worker makes a few calls for
+UpdateJobs call (gen/jobqueue/runtime/batching.py), so a busy worker makes a few calls for
 many jobs, and an idle one still sends each report at once. Every report is
 answered on its own, exactly as a unary UpdateJob would have been.
 
@@ -22,11 +22,11 @@ import time
 
 import grpc
 
-from common.backoff import Backoff
-from common.batching import Coalescer
-from common.errors import code_from_number
-from common.health_check import HealthCheck
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.batching import Coalescer
+from jobqueue.runtime.errors import code_from_number
+from jobqueue.runtime.health_check import HealthCheck
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def open_channel(
     ``address`` is any gRPC target: ``host:port``; ``dns:///job-service:5002``,
     whose every address (one per replica behind the name) gets its share of
     the calls; or a fixed list, ``ipv4:10.0.0.1:5002,10.0.0.2:5002``.
-    ``credentials`` (common.tls.channel_credentials): TLS, the server's
+    ``credentials`` (jobqueue.runtime.tls.channel_credentials): TLS, the server's
     certificate checked against the target's host name, or ``server_name``.
     """
     options: list[tuple[str, str | int]] = [

@@ -1,6 +1,6 @@
 """All of the worker's AMQP: stay subscribed to the job queue, hand each delivery to a task, stop cleanly.
 
-The connection is kept up by common.rabbitmq's Reconnector: on each fresh
+The connection is kept up by jobqueue.runtime.rabbitmq's Reconnector: on each fresh
 connection this module declares the topology, sets the prefetch and
 subscribes; when the connection or channel drops the Reconnector logs once,
 backs off and starts over, and ``connected`` says which state it is in for
@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from common.backoff import Backoff
-from common.rabbitmq import BROKER_ERRORS, Reconnector, Topology, declare, declare_control
+from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.rabbitmq import BROKER_ERRORS, Reconnector, Topology, declare, declare_control
 
 __all__ = ["BROKER_ERRORS", "OnMessage", "QueueConsumer"]
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class Spawn(Protocol):
-    """How a supervisor starts a task it watches (common.service.Supervisor.spawn)."""
+    """How a supervisor starts a task it watches (jobqueue.runtime.service.Supervisor.spawn)."""
 
     def __call__(self, coroutine: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]: ...
 

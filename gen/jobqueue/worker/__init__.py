@@ -1,0 +1,1 @@
+"""The worker runtime: consume the job queue, run each job, report every state change via UpdateJob."""
