@@ -133,13 +133,9 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
-#: Where a package's settings live when not in ``<package>.settings``: the worker service runs the worker SDK.
-SETTINGS_MODULES = {"worker_svc": "jobqueue.worker.settings"}
-
-
 def settings_defaults(package: str) -> dict[str, Any]:
-    """Environment variable -> default for every setting the settings module of ``package`` declares."""
-    module = importlib.import_module(SETTINGS_MODULES.get(package, f"{package}.settings"))
+    """Environment variable -> default for every setting ``<package>.settings`` declares."""
+    module = importlib.import_module(f"{package}.settings")
     defaults: dict[str, Any] = {}
     for value in vars(module).values():
         if isinstance(value, type) and is_dataclass(value) and value.__module__ == module.__name__:
@@ -150,7 +146,7 @@ def settings_defaults(package: str) -> dict[str, Any]:
 
 def variables_read(package: str) -> set[str]:
     """The environment variables ``package`` reads: its settings, or (no settings module) os.environ look-ups."""
-    if package in SETTINGS_MODULES or (ROOT / package / "settings.py").is_file():
+    if (ROOT / package / "settings.py").is_file():
         return set(settings_defaults(package))
     source = "\n".join(path.read_text() for path in (ROOT / package).glob("*.py"))
     return set(re.findall(r"environ(?:\.get\(|\[)\s*[\"'](\w+)[\"']", source))

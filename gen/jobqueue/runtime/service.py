@@ -118,15 +118,18 @@ def run(
     *,
     description: str,
     argv: Sequence[str] | None = None,
+    prog: str | None = None,
 ) -> int:
     """Run the service ``name`` (e.g. "job_svc") and return its exit code.
 
     ``argv`` (default: the process's) takes nothing but ``--help``; the settings come from the
-    environment. ``serve`` may raise SettingsError before it starts anything, for a
-    configuration error it can only find then (a secret's file that cannot be read, say).
+    environment; ``prog`` is the command its usage names (``python -m <name>`` unless given).
+    ``serve`` may raise SettingsError before it starts anything, for a configuration error it
+    can only find then (a secret's file that cannot be read, say), or later for one that
+    stops it (a worker whose job types the job service refuses).
     """
     parser = argparse.ArgumentParser(
-        prog=f"python -m {name}",
+        prog=prog or f"python -m {name}",
         description=description,
         epilog=f"settings (environment variables; the service takes no arguments):\n{describe(settings_type)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -2,7 +2,9 @@
 
 decode -> wait for its turn (a free handler process, for a job that needs one)
 -> claim (RUNNING, fresh claim_id; the reply's attempts is this attempt)
--> run the handler -> report COMPLETED or FAILED for that attempt -> ack.
+-> run the handler (an async one may report progress meanwhile, under the
+claim_id: jobqueue/worker/progress.py) -> report COMPLETED or FAILED for that
+attempt -> ack.
 
 A handler that raises fails its attempt as retryable, with the description of
 its exception (type, message, innermost frames: jobqueue.worker.runner.describe) as
@@ -47,6 +49,8 @@ from jobqueue.runtime.messages import (
 from jobqueue.runtime.signing import Verifier
 from jobqueue.worker import metrics
 from jobqueue.worker.consumer import BROKER_ERRORS
+from jobqueue.worker.context import JobContext
+from jobqueue.worker.progress import Progress
 from jobqueue.worker.reports import Failure, ReportAbandoned, ReportRefused
 from jobqueue.worker.runner import HandlerError, HandlerProcess, Result
 
@@ -66,8 +70,11 @@ class Reports(Protocol):
     async def claim(self, job_id: str, claim_id: str) -> int | None:
         """Report RUNNING; the attempt number, or None if the job is no longer ours."""
 
-    async def complete(self, job_id: str, attempt: int, result: str) -> bool:
-        """Report COMPLETED; False if superseded."""
+    async def complete(self, job_id: str, attempt: int, result: Any) -> bool:
+        """Report COMPLETED with a JSON value; False if superseded."""
+
+    async def progress(self, job_id: str, claim_id: str, fraction: float, message: str) -> None:
+        """Report how far the job got, once; never raises for the job service's answer."""
 
     async def fail(self, job_id: str, attempt: int, error: str, *, retryable: bool = False) -> Failure:
         """Report FAILED; what became of the job."""
@@ -80,17 +87,29 @@ class JobRunner(Protocol):
         """Entered once the job can start at once; gives the free handler process it needs, if any."""
 
     async def run(
-        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, job: JobContext | None = None
     ) -> Result:
-        """The result of the job's ``attempt``; HandlerError if the handler raised. Cancelling it stops the handler."""
+        """The result of the job's attempt; HandlerError if the handler raised. Cancelling it stops the handler."""
 
 
 class DeliveryHandler:
     """Handles each delivery from the job queue; see the module doc."""
 
-    def __init__(self, reports: Reports, runner: JobRunner, verifier: Verifier, *, requeue_delay: float = 1.0) -> None:
-        """``verifier`` checks that the job service signed each message: no other is run (jobqueue.runtime.signing)."""
+    def __init__(
+        self,
+        reports: Reports,
+        runner: JobRunner,
+        verifier: Verifier,
+        *,
+        requeue_delay: float = 1.0,
+        progress_interval: float = 1.0,
+    ) -> None:
+        """``verifier`` checks that the job service signed each message: no other is run (jobqueue.runtime.signing).
+
+        ``progress_interval``: the fewest seconds between two progress reports of a job.
+        """
         self._reports = reports
+        self._progress_interval = progress_interval
         self._runner = runner
         self._verifier = verifier
         # Handing a message straight back when the job service refuses our
@@ -143,14 +162,15 @@ class DeliveryHandler:
         fields: dict[str, Any] = {"job_id": delivery.job_id, "job_type": delivery.job_type}
         attempt: int | None = None
         try:
-            attempt = await self._reports.claim(delivery.job_id, str(uuid.uuid4()))
+            claim_id = str(uuid.uuid4())
+            attempt = await self._reports.claim(delivery.job_id, claim_id)
             if attempt is None:
                 metrics.JOBS.labels(delivery.job_type, "not_ours").inc()
                 log.info("job no longer ours (finished, cancelled or unknown); not running it", extra=fields)
                 await _settle(message.ack(), "ack", fields)
                 return
             fields["attempt"] = attempt
-            result = await self._run(delivery, process, attempt)
+            result = await self._run(delivery, process, attempt, claim_id)
             if result is None:
                 # The job is CANCELLED already; the job service would refuse any report.
                 metrics.JOBS.labels(delivery.job_type, "cancelled").inc()
@@ -158,15 +178,15 @@ class DeliveryHandler:
                 await _settle(message.ack(), "ack", fields)
                 return
             if result.ok:
-                if await self._reports.complete(delivery.job_id, attempt, result.text):
+                if await self._reports.complete(delivery.job_id, attempt, result.value):
                     log.debug("job completed", extra=fields)
                     metrics.JOBS.labels(delivery.job_type, "completed").inc()
                 else:
                     metrics.JOBS.labels(delivery.job_type, "superseded").inc()
             else:
-                await self._reports.fail(delivery.job_id, attempt, result.text)
+                await self._reports.fail(delivery.job_id, attempt, result.value)
                 metrics.JOBS.labels(delivery.job_type, "failed").inc()
-                log.info("job failed", extra={**fields, "error": result.text})
+                log.info("job failed", extra={**fields, "error": result.value})
             await _settle(message.ack(), "ack", fields)
         except ReportAbandoned as error:
             log.warning(
@@ -192,9 +212,17 @@ class DeliveryHandler:
             log.exception("job handling failed", extra=fields)
             await self._recover(message, delivery, attempt, error)
 
-    async def _run(self, delivery: Delivery, process: HandlerProcess | None, attempt: int) -> Result | None:
+    async def _run(
+        self, delivery: Delivery, process: HandlerProcess | None, attempt: int, claim_id: str
+    ) -> Result | None:
         """The handler's result, or None if the job was cancelled (see ``cancel``) while it ran."""
-        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload, process, attempt=attempt))
+
+        async def send(fraction: float, message: str) -> None:
+            await self._reports.progress(delivery.job_id, claim_id, fraction, message)
+
+        progress = Progress(send, self._progress_interval)
+        job = JobContext(delivery.job_id, delivery.job_type, attempt, progress.report)
+        run = asyncio.ensure_future(self._runner.run(delivery.job_type, delivery.payload, process, job=job))
         self._running[delivery.job_id] = run
         started = time.monotonic()
         try:
@@ -209,6 +237,7 @@ class DeliveryHandler:
                 raise  # we are being stopped, not the job: hand the message back
             return None
         finally:
+            await progress.close()
             self._running.pop(delivery.job_id, None)
             metrics.HANDLER_SECONDS.labels(delivery.job_type).observe(time.monotonic() - started)
 
@@ -216,7 +245,8 @@ class DeliveryHandler:
         """Stop the handler of ``job_id`` if it runs here; returns whether it did.
 
         A handler in a handler process stops at once (the process is killed and
-        replaced); an inline one is quick by contract and is not interrupted.
+        replaced), an async one at its next await; a plain one run inline (its
+        type's inline_if) is quick by contract and is not interrupted.
         """
         run = self._running.get(job_id)
         if run is None or run.done():

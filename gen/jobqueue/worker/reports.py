@@ -19,8 +19,10 @@ import asyncio
 import enum
 import logging
 import time
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime.backoff import Backoff
@@ -165,12 +167,37 @@ class ReportClient:
         stored = await self._report(request)
         return None if stored is None else stored.attempts
 
-    async def complete(self, job_id: str, attempt: int, result: str) -> bool:
-        """Report the job COMPLETED; returns False if superseded."""
-        request = jobs_pb2.UpdateJobRequest(
-            id=job_id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt, result=result
-        )
+    async def complete(self, job_id: str, attempt: int, result: Any) -> bool:
+        """Report the job COMPLETED with its ``result``, any JSON value; returns False if superseded.
+
+        A string goes as ``result``, stored exactly as it is (the built-in
+        types' F(n) has more digits than a JSON number holds); any other value
+        as ``result_value``.
+        """
+        request = jobs_pb2.UpdateJobRequest(id=job_id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt)
+        if isinstance(result, str):
+            request.result = result
+        else:
+            json_format.ParseDict(result, request.result_value)
         return await self._report(request) is not None
+
+    async def progress(self, job_id: str, claim_id: str, fraction: float, message: str) -> None:
+        """Report how far the job under ``claim_id`` got; sent once, never retried (a later report replaces it)."""
+        request = jobs_pb2.UpdateJobRequest(
+            id=job_id,
+            status=jobs_pb2.JOB_STATUS_RUNNING,
+            claim_id=claim_id,
+            progress=jobs_pb2.JobProgress(fraction=fraction, message=message),
+        )
+        code, details, _ = await self._batches.submit(request)
+        if code is not grpc.StatusCode.OK:
+            log.debug("progress not stored", extra={"job_id": job_id, "code": code.name, "details": details})
+
+    async def declare(self, job_types: list[jobs_pb2.JobType]) -> None:
+        """Declare the job types this worker runs (DeclareJobTypes); raises the call's grpc.aio.AioRpcError."""
+        await self._stub.DeclareJobTypes(
+            jobs_pb2.DeclareJobTypesRequest(job_types=job_types), metadata=self._metadata, timeout=self._timeout
+        )
 
     async def fail(self, job_id: str, attempt: int, error: str, *, retryable: bool = False) -> Failure:
         """Report the job FAILED (``retryable``: the failure was transient); returns what became of it."""

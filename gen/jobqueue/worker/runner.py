@@ -1,16 +1,24 @@
-"""Running a job: pick its handler, check its payload, and compute the result off the event loop when heavy.
+"""Running a job: pick its handler, check its payload, and run it on the event loop or in a handler process.
 
-A job's own problems (unknown type, payload that breaks its rule) are a
-Result with ok=False: permanent failures, reported FAILED. An exception a
-handler raises is raised as HandlerError, whose text is what the job's owner
-reads: the exception's type and message and where it was raised (``describe``);
-the consumer fails that attempt as retryable (gen/jobqueue/worker/delivery.py). Anything
-else that goes wrong is ours, not the handler's, and is raised as it is.
+An ``async def`` handler runs on the event loop; a plain one is CPU-bound and
+runs in one of the worker's handler processes (unless its type's ``inline_if``
+says the input is too small to be worth the round trip).
 
-A handler process describes its handler's exception itself and sends back only
-that text: there the traceback is a real one, and an exception that cannot
-cross the process boundary (one whose class does not unpickle) would otherwise
-break the pool and look like a crash.
+A job's own problems (unknown type, a payload that breaks its schema, a
+handler raising PermanentError, a result that is not JSON) are a Result with
+ok=False: permanent failures, reported FAILED. Any other exception a handler
+raises is raised as HandlerError, whose text is what the job's owner reads:
+the exception's type and message and where it was raised (``describe``); the
+consumer fails that attempt as retryable (jobqueue/worker/delivery.py).
+Anything else that goes wrong is ours, not the handler's, and is raised as it is.
+
+A handler process is handed the handler itself, which pickles as a reference
+(its module and name) and is imported there; so a plain handler must be a
+module-level function, which ``Runner`` checks at start. A handler process
+describes its handler's exception itself and sends back only that text: there
+the traceback is a real one, and an exception that cannot cross the process
+boundary (one whose class does not unpickle) would otherwise break the pool
+and look like a crash.
 """
 
 from __future__ import annotations
@@ -18,21 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib
+import json
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
 from typing import Any
 
-from common.job_types import JobType, JobTypes, PayloadError
-from worker_svc.handlers import load_job_types
+from jobqueue.worker.context import JobContext
+from jobqueue.worker.job_types import JobType, PayloadError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +62,10 @@ MAX_ERROR_CHARS = 4096
 
 @dataclass(frozen=True)
 class Result:
-    """How a job went: ``ok`` with the result text, or not ``ok`` with the error text."""
+    """How a job went: ``ok`` with its result (any JSON value), or not ``ok`` with the error text."""
 
     ok: bool
-    text: str
+    value: Any
 
 
 class HandlerError(Exception):
@@ -101,29 +112,51 @@ def _short_path(filename: str) -> str:
     return filename
 
 
-def _call_handler(job_type: JobType, value: Any, attempt: int) -> str:
-    """``job_type``'s handler on its parsed payload; HandlerError, describing it, for whatever the handler raised."""
-    handler = job_type.handler
-    assert handler is not None  # the worker's types all carry one
+def _call_handler(handler: Callable[..., Any], takes_job: bool, value: Any, job: JobContext) -> Result:
+    """A plain handler on its parsed payload (here or in a handler process); HandlerError if it raised."""
     try:
-        return handler(value, attempt) if job_type.takes_attempt else handler(value)
+        result = handler(value, job) if takes_job else handler(value)
+    except PermanentError as error:
+        return Result(False, _permanent(error))
     except Exception as error:
         raise HandlerError(describe(error, skip=1)) from error
+    return _outcome(result)
+
+
+async def _await_handler(job_type: JobType, value: Any, job: JobContext) -> Result:
+    """``job_type``'s async handler on its parsed payload; as ``_call_handler``."""
+    try:
+        result = await (job_type.handler(value, job) if job_type.takes_job else job_type.handler(value))
+    except PermanentError as error:
+        return Result(False, _permanent(error))
+    except Exception as error:
+        raise HandlerError(describe(error, skip=1)) from error
+    return _outcome(result)
+
+
+def _permanent(error: PermanentError) -> str:
+    """A PermanentError as its job's error: the first line ``describe`` writes, its type and message."""
+    return describe(error).split("\n", 1)[0]
+
+
+def _outcome(result: Any) -> Result:
+    """The Result of a handler that returned ``result``: ok if it is a JSON value."""
+    if isinstance(result, str):
+        return Result(True, result)
+    try:
+        # Round-tripped, so what is reported is plain JSON: tuples become lists, keys must be strings.
+        return Result(True, json.loads(json.dumps(result, allow_nan=False)))
+    except (TypeError, ValueError) as error:
+        return Result(False, f"the handler's result is not a JSON value ({type(result).__name__}: {error})")
 
 
 _PR_SET_PDEATHSIG = 1
 
-#: In a handler process (only): the job types, loaded once by its initializer.
-#: The pool is handed a type's name, not its handler, so handlers need not be
-#: picklable and come from the very modules the worker loaded.
-_process_types: JobTypes | None = None
-
-
 def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
     """Initializer of each handler process.
 
-    A spawned process knows no job types; it loads the worker's
-    JOB_TYPE_MODULES itself, so handlers from those modules run here too.
+    It imports the handlers' ``modules`` at once, so the first job does not
+    wait for them (and a module that fails to import fails every job of its types).
 
     Ctrl-C signals the whole process group; if the pool processes died of it,
     the jobs they were running would look like crashes instead of being handed
@@ -137,14 +170,8 @@ def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the worker died before prctl took effect
             os._exit(1)
-    global _process_types  # noqa: PLW0603 - set once, before the process takes any job
-    _process_types = load_job_types(modules)
-
-
-def _run_handler(job_type: str, value: Any, attempt: int) -> str:
-    """Run ``job_type``'s handler on its parsed payload, in a handler process (HandlerError if it raised)."""
-    assert _process_types is not None, "called outside a handler process"
-    return _call_handler(_process_types[job_type], value, attempt)
+    for module in modules:
+        importlib.import_module(module)
 
 
 #: The resource tracker's own warnings (their text starts with its name); see _start_resource_tracker.
@@ -181,7 +208,8 @@ class HandlerProcess:
     does not wait for it.
     """
 
-    def __init__(self, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Sequence[str] = ()) -> None:
+        """``modules``: those of the handlers this process runs, imported when it starts."""
         self._modules = tuple(modules)
         self._pool = self._new_pool()
         self._pid: asyncio.Future[int] | None = None
@@ -204,8 +232,8 @@ class HandlerProcess:
             self._pid = asyncio.get_running_loop().run_in_executor(self._pool, os.getpid)
         return self._pid
 
-    async def run(self, job_type: str, value: Any, attempt: int = 1) -> str:
-        """The handler's result, computed in this process; HandlerError if the handler raised.
+    async def run(self, job_type: JobType, value: Any, job: JobContext) -> Result:
+        """The handler's Result, computed in this process; HandlerError if the handler raised.
 
         Cancelling the call kills the process (the handler stops at once) and
         starts another. BrokenProcessPool means the process died under the job.
@@ -214,7 +242,9 @@ class HandlerProcess:
         pid: int | None = None
         try:
             pid = await self.pid()
-            return await asyncio.get_running_loop().run_in_executor(pool, _run_handler, job_type, value, attempt)
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, _call_handler, job_type.handler, job_type.takes_job, value, replace(job, _sink=None)
+            )
         except asyncio.CancelledError:
             if pid is not None:  # the job was handed over: stop it
                 with contextlib.suppress(ProcessLookupError):
@@ -224,7 +254,7 @@ class HandlerProcess:
         except BrokenProcessPool:
             # Killed from outside, or out of memory: every later job would fail
             # the same way unless the process is replaced.
-            log.error("handler process died; starting a new one", extra={"job_type": job_type})
+            log.error("handler process died; starting a new one", extra={"job_type": job_type.name})
             self._replace(pool)
             raise
 
@@ -249,17 +279,16 @@ class HandlerProcess:
 
 
 class Runner:
-    """Runs jobs of ``types``: cheap handlers inline, CPU-bound ones in ``processes`` handler processes.
+    """Runs jobs of ``types``: async handlers on the event loop, plain ones in ``processes`` handler processes."""
 
-    ``types`` come from worker_svc.handlers.load_job_types; every handler process
-    loads the same JOB_TYPE_MODULES (``types.modules``) itself.
-    """
-
-    def __init__(self, types: JobTypes, processes: int = 1) -> None:
-        if unhandled := sorted(name for name, job_type in types.items() if job_type.handler is None):
-            raise ValueError(f"job types without a handler cannot be run: {unhandled}")
-        self._types = types
-        self._processes = [HandlerProcess(types.modules) for _ in range(processes)]
+    def __init__(self, types: Mapping[str, JobType], processes: int = 1) -> None:
+        """ValueError if a plain handler is not a module-level function (a handler process could not import it)."""
+        for job_type in types.values():
+            if not job_type.is_async:
+                _check_importable(job_type)
+        self._types = dict(types)
+        modules = sorted({t.handler.__module__ for t in types.values() if not t.is_async})
+        self._processes = [HandlerProcess(modules) for _ in range(processes)]
         #: The handler processes no job holds; see ``turn``.
         self._idle: asyncio.Queue[HandlerProcess] = asyncio.Queue()
         for process in self._processes:
@@ -295,40 +324,60 @@ class Runner:
 
     def _in_pool(self, job_type: str, payload: Any) -> bool:
         known = self._types.get(job_type)
-        if known is None or not known.cpu_bound:
+        if known is None or known.is_async:
             return False
+        if known.inline_if is None:
+            return True
         try:
-            value = known.parse(payload)
+            return not known.runs_inline(known.parse(payload))
         except PayloadError:
             return False  # run answers it at once
-        return known.small is None or not known.small(value)
 
     async def run(
-        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, job: JobContext | None = None
     ) -> Result:
-        """The result of the job's ``attempt``; HandlerError if its handler raised; raises nothing else of the job's.
+        """The Result of the job ``job`` (by default a first attempt); HandlerError if its handler raised.
 
-        A job for the pool runs in ``process``, the one its ``turn`` gave, or
-        else in the next free one. Cancelling the call stops the handler.
+        Raises nothing else of the job's. A job for the pool runs in
+        ``process``, the one its ``turn`` gave, or else in the next free one.
+        Cancelling the call stops the handler: an async one where it awaits, a
+        plain one at once (its process is killed).
         """
+        job = job or JobContext("", job_type, 1)
         known = self._types.get(job_type)
         if known is None:
             return Result(False, UNKNOWN_TYPE)
         try:
             value = known.parse(payload)
         except PayloadError as error:
-            return Result(False, f"payload: {error}")
-        if not known.cpu_bound or (known.small is not None and known.small(value)):
-            return Result(True, _call_handler(known, value, attempt))
+            return Result(False, str(error))
+        if known.is_async:
+            return await _await_handler(known, value, job)
+        if known.runs_inline(value):
+            return _call_handler(known.handler, known.takes_job, value, replace(job, _sink=None))
         if self._closed:
             raise RuntimeError("cannot run a pool job: the runner is closed")
         if process is not None:
-            return Result(True, await process.run(job_type, value, attempt))
+            return await process.run(known, value, job)
         async with self.turn(job_type, payload) as free:
             assert free is not None  # a pool job's turn always gives a process
-            return Result(True, await free.run(job_type, value, attempt))
+            return await free.run(known, value, job)
 
     async def close(self) -> None:
         """Stop the handler processes (after the jobs they are running)."""
         self._closed = True
         await asyncio.gather(*(process.close() for process in self._processes))
+
+
+def _check_importable(job_type: JobType) -> None:
+    """ValueError unless ``job_type``'s plain handler pickles as a reference a handler process can import."""
+    handler = job_type.handler
+    try:
+        same = pickle.loads(pickle.dumps(handler)) is handler  # noqa: S301 - our own bytes, this very moment
+    except Exception:  # noqa: BLE001 - whatever pickle raises, the handler cannot be sent
+        same = False
+    if not same:
+        raise ValueError(
+            f"job type {job_type.name!r}: a plain (CPU-bound) handler runs in a handler process, which imports it "
+            f"by name, so it must be a function defined at the top level of a module, not {handler!r}"
+        )

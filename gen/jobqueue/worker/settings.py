@@ -1,4 +1,4 @@
-"""The worker's configuration, read once from the environment at start (``python -m worker_svc --help`` lists it)."""
+"""A worker's configuration, read once from the environment at start (``python -m jobqueue.worker --help`` lists it)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from common import demo_jobs
-from common.job_types import module_names
 from jobqueue.runtime import rabbitmq, secrets
 from jobqueue.runtime.settings import SettingsError, setting
 from jobqueue.runtime.tls import ClientFiles, TlsServerSettings, channel_credentials
@@ -15,7 +13,7 @@ from jobqueue.runtime.tls import ClientFiles, TlsServerSettings, channel_credent
 
 @dataclass(frozen=True)
 class Settings(TlsServerSettings):
-    """Every setting of the worker service, with its default and meaning."""
+    """Every setting of a worker, with its default and meaning."""
 
     rabbitmq_url: str = setting(
         "amqp://guest:guest@127.0.0.1:5672/",
@@ -62,28 +60,24 @@ class Settings(TlsServerSettings):
     metrics_port: int = setting(
         0, "port of the Prometheus /metrics endpoint (on WORKER_HEALTH_HOST); 0: off", port=True
     )
-    # One process by default: fibonacci_calc, the only heavy handler, takes a few milliseconds even
-    # at the largest n, so one process keeps up with what one event loop can feed it, and on the
-    # 2-core machine the product is sized for the other core stays with the event loop (AMQP and
-    # gRPC). Throughput grows by running more worker copies, each with its own handler processes.
+    # One process by default: fibonacci_calc, the only heavy built-in handler, takes a few
+    # milliseconds even at the largest n, so one process keeps up with what one event loop can feed
+    # it, and on the 2-core machine the product is sized for the other core stays with the event
+    # loop (AMQP and gRPC). Throughput grows by running more worker copies, each with its own
+    # handler processes.
     handler_processes: int = setting(
         1,
-        "processes for CPU-heavy handlers (fibonacci_calc); 1 leaves a core to the event loop: "
-        "scale with more worker copies instead",
+        "processes for the plain (CPU-bound, not async) handlers, one job each at a time; 1 leaves a core to "
+        "the event loop: scale with more worker copies instead",
+    )
+    progress_interval_seconds: float = setting(
+        1.0,
+        "the fewest seconds between two progress reports of one job (job.progress): those in between are "
+        "coalesced, the latest winning",
     )
     report_timeout_seconds: float = setting(5.0, "deadline of each UpdateJob call")
     shutdown_grace_seconds: float = setting(
         30.0, "on SIGTERM, how long in-flight jobs may take to finish before they are handed back unacknowledged"
-    )
-    job_type_modules: str = setting(
-        "",
-        "comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
-        "common.job_types.JobType with handlers); give the job service the same list",
-    )
-    demo_job_types: bool = setting(
-        False,
-        "true adds the demo job types sleep and fail (common/demo_jobs.py); refused when APP_ENV=production; "
-        "give the job service the same",
     )
     stop_report_retry_seconds: float = setting(
         10.0,
@@ -96,10 +90,14 @@ class Settings(TlsServerSettings):
         for name in ("prefetch_count", "handler_processes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name.upper()} must be at least 1")
-        for name in ("report_timeout_seconds", "shutdown_grace_seconds", "stop_report_retry_seconds"):
+        for name in (
+            "report_timeout_seconds",
+            "shutdown_grace_seconds",
+            "stop_report_retry_seconds",
+            "progress_interval_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
-        self.modules()
         if self.production and not (self.job_service_ca_file or self.job_service_tls):
             raise SettingsError(
                 "JOB_SERVICE_CA_FILE (or JOB_SERVICE_TLS=true) must be set when APP_ENV=production: the worker "
@@ -118,12 +116,6 @@ class Settings(TlsServerSettings):
                 self.job_service_ca_file, self.worker_tls_cert_file, self.worker_tls_key_file, self.job_service_tls
             ),
             ClientFiles("JOB_SERVICE_CA_FILE", "WORKER_TLS_CERT_FILE", "WORKER_TLS_KEY_FILE"),
-        )
-
-    def modules(self) -> tuple[str, ...]:
-        """JOB_TYPE_MODULES, plus the demo module if DEMO_JOB_TYPES (their types are loaded at start, in __main__)."""
-        return demo_jobs.modules(
-            module_names(self.job_type_modules), demo=self.demo_job_types, production=self.production
         )
 
     def token(self) -> bytes:
