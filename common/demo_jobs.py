@@ -12,11 +12,11 @@ their backoff; with max_attempts at most N, a dead job (FAILED, its message in
 RerunJob granting more attempts then completes: attempts keep counting across
 re-runs, and so does the attempt number ``fail`` is given.
 
-This is a JOB_TYPE_MODULES module like any other (see common.job_types), shared
-by the job service and the workers, so both images hold it. DEMO_JOB_TYPES=true
-(each service's setting) adds it to their JOB_TYPE_MODULES; ``modules`` refuses
-it, by either route, when APP_ENV=production: these types exist to waste a
-worker's time.
+This is a JOB_TYPE_MODULES module like any other (see common.job_types): the
+workers that load it declare its types, schemas included, to the job service.
+DEMO_JOB_TYPES=true (the worker's setting) adds it to their JOB_TYPE_MODULES;
+``modules`` refuses it, by either route, when APP_ENV=production: these types
+exist to waste a worker's time.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ JOB_TYPES = [
         f"a number of seconds, 0 to {MAX_SLEEP_SECONDS}; the handler sleeps that long (cancel it meanwhile)",
         handler=sleep,
         cpu_bound=True,
+        schema={"type": "number", "minimum": 0, "maximum": MAX_SLEEP_SECONDS},
     ),
     JobType(
         "fail",
@@ -91,6 +92,7 @@ JOB_TYPES = [
         f"a whole number N, 0 to {MAX_FAILURES}; the first N attempts fail, the next one succeeds",
         handler=fail,
         takes_attempt=True,
+        schema={"type": "integer", "minimum": 0, "maximum": MAX_FAILURES},
     ),
 ]
 

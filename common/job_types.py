@@ -1,23 +1,26 @@
-"""The job types the system accepts: the rule each one's payload must follow, and the handler that runs it.
+"""The job types a worker runs: each one's payload JSON Schema, the rule that parses its payload, its handler.
 
-A payload is a JSON value (google.protobuf.Value on the wire); a type's rule
-turns it into its handler's typed input or says why not. ``JobTypes`` is the
-one registry of types a process knows, built once at start (``JobTypes.load``)
-from the built-in types and the modules named in JOB_TYPE_MODULES, then passed
-to what needs it (the job service validates CreateJob against it, the worker
-runs its handlers); it never changes after that.
+A payload is a JSON value (google.protobuf.Value on the wire). A type's
+``schema`` is what the job service checks it against: the worker declares each
+type it runs, schema included, when it starts (DeclareJobTypes), and the job
+service never imports this code. The type's ``parse`` rule turns a payload the
+schema accepted into its handler's typed input (or refuses it, failing the job
+for good). ``JobTypes`` is the one registry of types a worker knows, built
+once at start (``JobTypes.load``) from the built-in types and the modules named
+in JOB_TYPE_MODULES, then passed to what needs it; it never changes after that.
 
-The built-in types' rules are here, ``BUILTIN_TYPES``; the worker attaches
-their handlers (worker_svc/handlers.py). The job service needs only the rules,
-and its image holds common/ but no worker code.
+The built-in types' rules and schemas are here, ``BUILTIN_TYPES``; the worker
+attaches their handlers (worker_svc/handlers.py). The database is installed
+with the same three schemas (migrations/0010_job_types.sql), so CreateJob
+accepts them before any worker has declared them.
 
-The contract of a JOB_TYPE_MODULES module (both the job service and the
-workers read the variable; give them the same list): it is importable by its
-dotted name, has no side effects worth fearing when imported (it is imported
-by the job service, each worker and each worker's handler processes), and
-exposes ``JOB_TYPES``, a list of JobType values each carrying its own
-``handler``. ``JobTypes.load`` refuses (SettingsError) a module it cannot
-import, one without a proper ``JOB_TYPES``, and a name that is malformed or taken.
+The contract of a JOB_TYPE_MODULES module (the workers read the variable): it
+is importable by its dotted name, has no side effects worth fearing when
+imported (it is imported by each worker and each worker's handler processes),
+and exposes ``JOB_TYPES``, a list of JobType values each carrying its own
+``handler`` and ``schema``. ``JobTypes.load`` refuses (SettingsError) a module
+it cannot import, one without a proper ``JOB_TYPES``, and a name that is
+malformed or taken.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ import importlib
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
 from common.settings import SettingsError
 
-#: Largest string payload, in bytes once UTF-8 encoded.
-MAX_TEXT_BYTES = 65_536
+#: Longest string payload, in characters (the schemas' maxLength, which counts characters, not bytes).
+MAX_TEXT_CHARS = 65_536
 #: Largest n for fibonacci_calc: F(100000) has 20,899 digits and takes milliseconds.
 MAX_FIBONACCI_N = 100_000
 
@@ -42,11 +45,11 @@ class PayloadError(ValueError):
 
 
 def text(payload: Any) -> str:
-    """A string of at most MAX_TEXT_BYTES bytes, without NUL characters."""
+    """A string of at most MAX_TEXT_CHARS characters, without NUL characters."""
     if not isinstance(payload, str):
         raise PayloadError("must be a string")
-    if len(payload.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-        raise PayloadError(f"must be at most {MAX_TEXT_BYTES} bytes")
+    if len(payload) > MAX_TEXT_CHARS:
+        raise PayloadError(f"must be at most {MAX_TEXT_CHARS} characters")
     if "\x00" in payload:
         # PostgreSQL text and jsonb cannot hold NUL; refuse it here rather than fail on store.
         raise PayloadError("must not contain NUL characters")
@@ -75,9 +78,21 @@ MODULES_VARIABLE = "JOB_TYPE_MODULES"
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
+#: A JSON Schema, as a JSON object.
+Schema = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class JobType:
-    """A job type: its name, the rule that checks and converts its payload, and how its handler runs.
+    """A job type: its name, its payload's schema, the rule that converts its payload, and how its handler runs.
+
+    ``schema`` is the JSON Schema (draft 2020-12 unless its ``$schema`` says
+    otherwise) the job service checks every payload against, as the worker
+    declares it; ``version`` is the declaration's, to raise whenever the
+    schema, summary or defaults change (the job service refuses the same
+    version declared differently). ``default_max_attempts`` and
+    ``default_timeout_seconds`` are what a job of the type gets when CreateJob
+    asks for none (0: the service's own defaults).
 
     ``parse`` takes the JSON payload and returns the handler's input (picklable:
     it may cross into a handler process) or raises PayloadError, which is a
@@ -106,6 +121,11 @@ class JobType:
     cpu_bound: bool = False
     small: Callable[[Any], bool] | None = None
     takes_attempt: bool = False
+    # Keyword-only, so that every type names its schema however its other fields are given.
+    schema: Schema = field(kw_only=True)
+    version: int = field(default=1, kw_only=True)
+    default_max_attempts: int = field(default=0, kw_only=True)
+    default_timeout_seconds: int = field(default=0, kw_only=True)
 
     def with_handler(
         self, handler: Callable[[Any], str], *, cpu_bound: bool = False, small: Callable[[Any], bool] | None = None
@@ -114,11 +134,19 @@ class JobType:
         return replace(self, handler=handler, cpu_bound=cpu_bound, small=small)
 
 
-#: The built-in types' payload rules, without handlers (see the module doc).
+#: The schema of the built-in types that take a string.
+TEXT_SCHEMA: Schema = {"type": "string", "maxLength": MAX_TEXT_CHARS}
+
+#: The built-in types' payload rules and schemas, without handlers (see the module doc).
 BUILTIN_TYPES: tuple[JobType, ...] = (
-    JobType("reverse_string", text, "a string; the result is the string reversed"),
-    JobType("uppercase_text", text, "a string; the result is the string upper-cased"),
-    JobType("fibonacci_calc", fibonacci_n, f"a whole number 0..{MAX_FIBONACCI_N}; the result is F(n)"),
+    JobType("reverse_string", text, "a string; the result is the string reversed", schema=TEXT_SCHEMA),
+    JobType("uppercase_text", text, "a string; the result is the string upper-cased", schema=TEXT_SCHEMA),
+    JobType(
+        "fibonacci_calc",
+        fibonacci_n,
+        f"a whole number 0..{MAX_FIBONACCI_N}; the result is F(n)",
+        schema={"type": "integer", "minimum": 0, "maximum": MAX_FIBONACCI_N},
+    ),
 )
 
 
@@ -221,4 +249,6 @@ def _types_of(module_name: str) -> list[JobType]:
             raise SettingsError(f"{where}: job type {job_type.name!r} has no callable parse rule")
         if job_type.handler is None or not callable(job_type.handler):
             raise SettingsError(f"{where}: job type {job_type.name!r} has no handler")
+        if not isinstance(job_type.schema, dict):
+            raise SettingsError(f"{where}: job type {job_type.name!r} has no schema (a JSON Schema, as a dict)")
     return list(declared)

@@ -1,7 +1,7 @@
 """Run the job service: ``python -m job_svc`` (``--help`` lists its settings; exit codes: common.service).
 
-Wiring only: settings -> job types from JOB_TYPE_MODULES -> secrets, TLS certificates
--> database, publisher, outbox relay -> gRPC server (and the workers' mutual-TLS port);
+Wiring only: settings -> secrets, TLS certificates -> database, job types (read from it
+in the background), publisher, outbox relay -> gRPC server (and the workers' mutual-TLS port);
 on SIGTERM/SIGINT: NOT_SERVING, in-flight calls finish, the relay publishes what it
 can for up to 5 s, then everything closes.
 """
@@ -19,7 +19,6 @@ import aio_pika
 from common import db, metrics, rabbitmq, service
 from common.backoff import Backoff
 from common.health import HealthMonitor, HealthServicer
-from common.job_types import JobTypes
 from common.server import build_server, listen
 from common.signing import Signer
 from job_svc import metrics as job_metrics
@@ -31,6 +30,8 @@ from job_svc.reports import Reports
 from job_svc.servicer import JobServicer
 from job_svc.settings import Settings
 from job_svc.store import JobStore
+from job_svc.type_store import TypeStore
+from job_svc.types import JobTypeRegistry
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger("job_svc")
@@ -41,8 +42,6 @@ DRAIN_SECONDS = 5
 
 async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     """Serve until a stop is requested, then stop gracefully."""
-    # Before anything connects: a module that cannot be loaded stops the service here, with its name.
-    types = JobTypes.load(settings.modules())
     credentials = settings.server_credentials()
     worker_credentials = settings.worker_credentials() if settings.worker_certificates else None
     authenticator = Authenticator(
@@ -60,6 +59,8 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     metrics_server = None
     try:
         store = JobStore(pool)
+        # Read from the database by its task below: the service starts (NOT_SERVING) while the database is down.
+        types = JobTypeRegistry(TypeStore(pool))
         relay = OutboxRelay(
             store,
             publisher,
@@ -80,9 +81,12 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             # the database decides whether this service is ready.
             required=["postgres"],
         )
-        retry = Backoff(settings.retry_base_seconds, settings.retry_max_seconds)
         jobs = Jobs(store, relay, publisher, types, settings.job_limits())
-        reports = Reports(store, retry, lease_grace=settings.lease_grace_seconds)
+        reports = Reports(
+            store,
+            Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
+            lease_grace=settings.lease_grace_seconds,
+        )
         server, port = build_server(
             host=settings.job_host,
             port=settings.job_port,
@@ -103,6 +107,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         metrics_server = metrics.serve(settings.job_host, settings.metrics_port)
         await server.start()
         supervisor.spawn(publisher.run(), name="publisher")
+        supervisor.spawn(types.run(), name="job types")
         # Give the broker a moment before the first health probe, so a normal start
         # does not log RabbitMQ as unreachable.
         with contextlib.suppress(TimeoutError):
@@ -124,7 +129,6 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
                 "tls": settings.tls,
                 "worker_port": worker_port,
                 "queue": settings.rabbitmq_queue,
-                "job_type_modules": list(settings.modules()),
             },
         )
         await supervisor.wait_for_stop()

@@ -1,9 +1,12 @@
 """Run the worker: ``python -m worker_svc`` (``--help`` lists its settings; exit codes: common.service).
 
 Wiring only: settings -> worker token -> job types from JOB_TYPE_MODULES -> TLS files -> reports -> process pool ->
-health server -> consumer; on SIGTERM/SIGINT: NOT_SERVING, stop consuming, finish or hand back
-in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
-down, reporting NOT_SERVING and retrying until they are back.
+health server -> the job types declared to the job service -> consumer; on SIGTERM/SIGINT: NOT_SERVING,
+stop consuming, finish or hand back in-flight jobs, exit 0. It starts even while RabbitMQ or the job service is
+down, reporting NOT_SERVING and retrying until they are back; it consumes nothing
+before the job service has taken its job types (DeclareJobTypes), and a job service
+that refuses them (a type declared differently at the same version, an invalid
+schema) stops it: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from common import metrics, secrets, service
 from common.health import NOT_SERVING, HealthMonitor, HealthServicer
+from common.job_types import JobType
 from common.rabbitmq import Topology
 from common.server import build_server
+from common.settings import SettingsError
 from common.signing import Verifier
 from worker_svc.consumer import QueueConsumer
 from worker_svc.delivery import DeliveryHandler
 from worker_svc.handlers import load_job_types
-from worker_svc.reports import ReportClient, open_channel
+from worker_svc.reports import ReportClient, ReportRefused, open_channel
 from worker_svc.runner import Runner
 from worker_svc.settings import Settings
 
@@ -84,6 +89,8 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
                 "job_type_modules": list(settings.modules()),
             },
         )
+        if not await _declare(reports, types.values(), supervisor):
+            return
         consumer.start(supervisor.spawn)
         # Give the broker a moment before the first health probe, so a normal
         # start does not log RabbitMQ as unreachable.
@@ -103,6 +110,27 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         await runner.close()
         metrics.stop(metrics_server)
     log.info("stopped")
+
+
+async def _declare(reports: ReportClient, types: Iterable[JobType], supervisor: service.Supervisor) -> bool:
+    """Declare the worker's job types, retrying until the job service answers; False if a stop came first.
+
+    SettingsError (the worker refuses to start) if the job service refuses them: running jobs of a type
+    the job service holds differently would run payloads the handler was not written for.
+    """
+    declaring = asyncio.ensure_future(reports.declare(types))
+    stopping = asyncio.ensure_future(supervisor.wait_for_stop())
+    await asyncio.wait({declaring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not declaring.done():
+        declaring.cancel()
+        return False
+    try:
+        declared = declaring.result()
+    except ReportRefused as error:
+        raise SettingsError(f"the job service refused this worker's job types (DeclareJobTypes: {error})") from None
+    log.info("job types declared", extra={"job_types": {t.name: t.version for t in declared}})
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,13 +19,16 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Iterable, Sequence
 
 import grpc
+from google.protobuf import struct_pb2
 
 from common.backoff import Backoff
 from common.batching import Coalescer
 from common.errors import code_from_number
 from common.health_check import HealthCheck
+from common.job_types import JobType
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -182,6 +185,28 @@ class ReportClient:
             return Failure.SUPERSEDED
         return Failure.RETRYING if stored.job_status == jobs_pb2.JOB_STATUS_QUEUED else Failure.FINAL
 
+    async def declare(self, types: Iterable[JobType]) -> Sequence[jobs_pb2.JobType]:
+        """Declare the job types this worker runs (DeclareJobTypes); each as the job service now holds it.
+
+        Retried, with capped backoff, for as long as the job service cannot answer (the codes a report
+        is retried on); ReportRefused for any other answer: a conflicting or invalid declaration, a bad token.
+        """
+        request = jobs_pb2.DeclareJobTypesRequest(job_types=[declaration(t) for t in types])
+        backoff = Backoff(self._backoff_base, self._backoff_cap)
+        while True:
+            try:
+                reply = await self._stub.DeclareJobTypes(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.aio.AioRpcError as error:
+                if outcome_of(error.code()) is not Outcome.RETRY:
+                    raise ReportRefused(error.code(), error.details() or "") from None
+                if not self._unreachable:
+                    self._unreachable = True
+                    log.warning("job service unreachable; retrying the job types' declaration")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            self._reachable()
+            return reply.job_types
+
     def begin_stop(self, give_up_after: float) -> None:
         """From now on, a report that cannot be delivered within ``give_up_after`` seconds is abandoned."""
         self._give_up_at = time.monotonic() + give_up_after
@@ -250,6 +275,20 @@ class ReportClient:
         if self._unreachable:
             self._unreachable = False
             log.info("job service reachable again")
+
+
+def declaration(job_type: JobType) -> jobs_pb2.JobType:
+    """What DeclareJobTypes says of a job type."""
+    schema = struct_pb2.Struct()
+    schema.update(job_type.schema)
+    return jobs_pb2.JobType(
+        name=job_type.name,
+        summary=job_type.summary,
+        payload_schema=schema,
+        version=job_type.version,
+        default_max_attempts=job_type.default_max_attempts,
+        default_timeout_seconds=job_type.default_timeout_seconds,
+    )
 
 
 def _chunks(requests: list[jobs_pb2.UpdateJobRequest], limit: int) -> list[list[jobs_pb2.UpdateJobRequest]]:

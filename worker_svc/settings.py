@@ -77,12 +77,12 @@ class Settings(TlsServerSettings):
     job_type_modules: str = setting(
         "",
         "comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
-        "common.job_types.JobType with handlers); give the job service the same list",
+        "common.job_types.JobType with handlers and schemas); the worker declares them to the job service at start",
     )
     demo_job_types: bool = setting(
         False,
-        "true adds the demo job types sleep and fail (common/demo_jobs.py); refused when APP_ENV=production; "
-        "give the job service the same",
+        "true adds the demo job types sleep and fail (common/demo_jobs.py), declared to the job service at start;"
+        " refused when APP_ENV=production",
     )
     stop_report_retry_seconds: float = setting(
         10.0,

@@ -1,5 +1,7 @@
 """Job types for tests, added to the real services with ``JOB_TYPE_MODULES=tests.support.flaky_jobs``.
 
+The worker declares them to the job service as it starts, like any other types.
+
 ``always_fails`` takes a string payload (checked at CreateJob like any other)
 and its handler raises AlwaysFails every time. The worker treats a handler's
 exception as a transient failure, so such a job is retried until it has had
@@ -14,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from common.job_types import JobType, PayloadError, text
+from common.job_types import TEXT_SCHEMA, JobType, PayloadError, text
 
 
 class AlwaysFails(RuntimeError):
@@ -56,6 +58,7 @@ JOB_TYPES = [
         "a string; the handler always raises, so the job is retried, then FAILED",
         handler=always_fails,
         cpu_bound=True,
+        schema=TEXT_SCHEMA,
     ),
     JobType(
         "sleeps",
@@ -63,5 +66,6 @@ JOB_TYPES = [
         "a number of seconds; the handler sleeps that long",
         handler=sleeps,
         cpu_bound=True,
+        schema={"type": "number", "minimum": 0, "maximum": 3600},
     ),
 ]

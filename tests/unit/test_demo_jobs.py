@@ -13,18 +13,15 @@ from common import demo_jobs
 from common.demo_jobs import MAX_FAILURES, MAX_SLEEP_SECONDS, DemoFailure
 from common.job_types import JobTypes, PayloadError
 from common.settings import SettingsError, load
-from job_svc.settings import Settings as JobSettings
 from tests.support.processes import ROOT
 from tests.support.tls import PRODUCTION_SETTINGS
 from worker_svc.handlers import load_job_types
 from worker_svc.runner import HandlerError, Result, Runner
 from worker_svc.settings import Settings as WorkerSettings
 
-SERVICES = [JobSettings, WorkerSettings]
 
-
-@pytest.mark.parametrize("settings", SERVICES)
-def test_the_switch_adds_the_demo_module_to_a_services_job_type_modules(settings: type[JobSettings]) -> None:
+def test_the_switch_adds_the_demo_module_to_the_workers_job_type_modules() -> None:
+    settings = WorkerSettings
     assert load(settings, {}).modules() == ()
     assert load(settings, {"DEMO_JOB_TYPES": "true"}).modules() == ("common.demo_jobs",)
     on = load(settings, {"DEMO_JOB_TYPES": "1", "JOB_TYPE_MODULES": "tests.support.flaky_jobs"})
@@ -35,11 +32,11 @@ def test_the_switch_adds_the_demo_module_to_a_services_job_type_modules(settings
     JobTypes.load(both.modules())
 
 
-@pytest.mark.parametrize("settings", SERVICES)
 @pytest.mark.parametrize(
     "environ", [{"DEMO_JOB_TYPES": "true"}, {"JOB_TYPE_MODULES": "common.demo_jobs"}], ids=["switch", "module"]
 )
-def test_production_refuses_the_demo_types_at_start(settings: type[JobSettings], environ: dict[str, str]) -> None:
+def test_production_refuses_the_demo_types_at_start(environ: dict[str, str]) -> None:
+    settings = WorkerSettings
     with pytest.raises(
         SettingsError, match=r"demo job types \(common\.demo_jobs\) are refused when APP_ENV=production"
     ):
@@ -48,8 +45,8 @@ def test_production_refuses_the_demo_types_at_start(settings: type[JobSettings],
     load(settings, {**PRODUCTION_SETTINGS, "DEMO_JOB_TYPES": "false"})
 
 
-@pytest.mark.parametrize("service", ["job_svc", "worker_svc"])
-def test_a_service_in_production_will_not_start_with_the_demo_types(service: str, tmp_path: Path) -> None:
+def test_a_worker_in_production_will_not_start_with_the_demo_types(tmp_path: Path) -> None:
+    service = "worker_svc"
     env = {"PATH": "/usr/bin:/bin", "DEV_SECRETS_DIR": str(tmp_path), "APP_ENV": "production", "DEMO_JOB_TYPES": "true"}
     done = subprocess.run(
         [sys.executable, "-m", service], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -59,10 +56,9 @@ def test_a_service_in_production_will_not_start_with_the_demo_types(service: str
     assert "Traceback" not in done.stderr
 
 
-def test_the_job_service_and_the_worker_know_the_same_demo_types() -> None:
-    rules = JobTypes.load([demo_jobs.MODULE])
+def test_the_worker_runs_the_demo_types() -> None:
     worker = load_job_types([demo_jobs.MODULE])
-    assert {"sleep", "fail"} <= rules.keys() == worker.keys()
+    assert {"sleep", "fail"} <= worker.keys()
     assert worker["sleep"].cpu_bound, "a sleep must run in a handler process, the only place it can be stopped"
     assert worker["fail"].takes_attempt
 

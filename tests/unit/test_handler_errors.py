@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.job_types import JobType, JobTypes, text
+from common.job_types import TEXT_SCHEMA, JobType, JobTypes, text
 from job_svc.rules import MAX_ERROR_CHARS as JOB_SERVICE_LIMIT
 from worker_svc.runner import (
     ERROR_FRAME_CHARS,
@@ -117,8 +117,8 @@ def numbered(value: str, attempt: int) -> str:
 
 TYPES = JobTypes(
     [
-        JobType("shout", text, "", handler=shout),
-        JobType("numbered", text, "", handler=numbered, takes_attempt=True),
+        JobType("shout", text, "", handler=shout, schema=TEXT_SCHEMA),
+        JobType("numbered", text, "", handler=numbered, takes_attempt=True, schema=TEXT_SCHEMA),
     ]
 )
 
