@@ -1,7 +1,7 @@
 """Run the job service: ``python -m job_svc`` (``--help`` lists its settings; exit codes: jobqueue.runtime.service).
 
-Wiring only: settings -> job types from JOB_TYPE_MODULES -> secrets, TLS certificates
--> database, publisher, outbox relay -> gRPC server (and the workers' mutual-TLS port);
+Wiring only: settings -> secrets, TLS certificates -> database, job types (read from it
+in the background), publisher, outbox relay -> gRPC server (and the workers' mutual-TLS port);
 on SIGTERM/SIGINT: NOT_SERVING, in-flight calls finish, the relay publishes what it
 can for up to 5 s, then everything closes.
 """
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import aio_pika
 
 from common import db
-from common.job_types import JobTypes
 from job_svc import metrics as job_metrics
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
@@ -27,6 +26,8 @@ from job_svc.reports import Reports
 from job_svc.servicer import JobServicer
 from job_svc.settings import Settings
 from job_svc.store import JobStore
+from job_svc.type_store import TypeStore
+from job_svc.types import JobTypeRegistry
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime import metrics, rabbitmq, service
 from jobqueue.runtime.backoff import Backoff
@@ -42,8 +43,6 @@ DRAIN_SECONDS = 5
 
 async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     """Serve until a stop is requested, then stop gracefully."""
-    # Before anything connects: a module that cannot be loaded stops the service here, with its name.
-    types = JobTypes.load(settings.modules())
     credentials = settings.server_credentials()
     worker_credentials = settings.worker_credentials() if settings.worker_certificates else None
     authenticator = Authenticator(
@@ -61,6 +60,8 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
     metrics_server = None
     try:
         store = JobStore(pool)
+        # Read from the database by its task below: the service starts (NOT_SERVING) while the database is down.
+        types = JobTypeRegistry(TypeStore(pool))
         relay = OutboxRelay(
             store,
             publisher,
@@ -81,9 +82,12 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             # the database decides whether this service is ready.
             required=["postgres"],
         )
-        retry = Backoff(settings.retry_base_seconds, settings.retry_max_seconds)
         jobs = Jobs(store, relay, publisher, types, settings.job_limits())
-        reports = Reports(store, retry, lease_grace=settings.lease_grace_seconds)
+        reports = Reports(
+            store,
+            Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
+            lease_grace=settings.lease_grace_seconds,
+        )
         server, port = build_server(
             host=settings.job_host,
             port=settings.job_port,
@@ -104,6 +108,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         metrics_server = metrics.serve(settings.job_host, settings.metrics_port)
         await server.start()
         supervisor.spawn(publisher.run(), name="publisher")
+        supervisor.spawn(types.run(), name="job types")
         # Give the broker a moment before the first health probe, so a normal start
         # does not log RabbitMQ as unreachable.
         with contextlib.suppress(TimeoutError):
@@ -125,7 +130,6 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
                 "tls": settings.tls,
                 "worker_port": worker_port,
                 "queue": settings.rabbitmq_queue,
-                "job_type_modules": list(settings.modules()),
             },
         )
         await supervisor.wait_for_stop()

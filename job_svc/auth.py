@@ -163,7 +163,7 @@ class Authenticator:
         """The user whose access token the call carries."""
         token = _bearer(metadata)
         if self._is_worker(token):
-            raise UsersOnly("the worker token may only call UpdateJob and UpdateJobs")
+            raise UsersOnly("the worker token may only call UpdateJob, UpdateJobs and DeclareJobTypes")
         return self._verify(token)
 
     def operator(self, metadata: Metadata) -> Caller:
@@ -186,7 +186,7 @@ class Authenticator:
         # A token added to the file since the last read (a worker already switched to it) is found by reading now.
         if not self._is_worker(token) and not (self._worker_tokens.miss() and self._is_worker(token)):
             self._verify(token)  # a bad token is UNAUTHENTICATED, a user's is PERMISSION_DENIED
-            raise WorkersOnly("only workers may call UpdateJob and UpdateJobs")
+            raise WorkersOnly("only workers may call UpdateJob, UpdateJobs and DeclareJobTypes")
 
     def _is_worker(self, token: str) -> bool:
         presented = token.encode()

@@ -37,7 +37,7 @@ class CertificateRequired(Unauthenticated):
 
 
 class WorkersOnly(PermissionDenied):
-    """Raised when a user's token calls the worker-only UpdateJob."""
+    """Raised when a user's token calls a workers' method (UpdateJob, UpdateJobs, DeclareJobTypes)."""
 
     reason = "WORKERS_ONLY"
 
@@ -76,6 +76,18 @@ class NotFailed(FailedPrecondition):
     """Raised when a re-run names a job that is not FAILED."""
 
     reason = "JOB_NOT_FAILED"
+
+
+class TypeConflict(FailedPrecondition):
+    """Raised when a worker declares a job type's stored version with a different schema, summary or defaults."""
+
+    reason = "JOB_TYPE_CONFLICT"
+
+
+class PayloadUncheckable(FailedPrecondition):
+    """Raised when a job type's stored schema cannot check a payload (a reference that does not resolve)."""
+
+    reason = "PAYLOAD_SCHEMA_UNRESOLVABLE"
 
 
 class NotRunning(FailedPrecondition):

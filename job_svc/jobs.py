@@ -18,12 +18,11 @@ from typing import Any, Protocol
 import asyncpg
 
 from common import db
-from common.job_types import JobTypes, PayloadError
 from job_svc import metrics
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
 from job_svc.limits import JobLimits
-from job_svc.model import Encoder, Job, ListQuery, NewJob, Priority, Status
+from job_svc.model import DeclaredType, Encoder, Job, ListQuery, NewJob, Priority, Status
 from job_svc.rules import (
     MAX_BATCH,
     RERUN_BATCH,
@@ -33,14 +32,18 @@ from job_svc.rules import (
     echoed,
     encode_page_token,
 )
+from job_svc.schemas import generic_violation
+from job_svc.types import JobTypeRegistry
 from job_svc.unfinished import UnfinishedCap
 from jobqueue.runtime.batching import Coalescer
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument
-from jobqueue.runtime.limits import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 from jobqueue.runtime.messages import encode_delivery
 
 #: How many group-commit transactions of CreateJob calls may be in flight at once.
 CREATE_TRANSACTIONS = 4
+#: Most type names an "unknown job type" error lists (errors travel in trailers).
+LISTED_TYPES = 20
 
 
 class Store(Protocol):
@@ -109,7 +112,12 @@ class Jobs:
     """Validates and carries out each JobService call on domain values, for the job ``types`` it knows."""
 
     def __init__(
-        self, store: Store, relay: Relay, publisher: Announcer, types: JobTypes, limits: JobLimits | None = None
+        self,
+        store: Store,
+        relay: Relay,
+        publisher: Announcer,
+        types: JobTypeRegistry,
+        limits: JobLimits | None = None,
     ) -> None:
         self._store = store
         self._relay = relay
@@ -172,7 +180,7 @@ class Jobs:
         [stored] = await self._cap.create([job])
         return stored
 
-    def check_new(
+    async def check_new(
         self,
         owner: uuid.UUID,
         job_type: str,
@@ -183,34 +191,33 @@ class Jobs:
         timeout_seconds: int = 0,
         request_id: uuid.UUID | None = None,
     ) -> NewJob:
-        """A new job from a CreateJob request's values, with its queue message; INVALID_ARGUMENT if bad."""
-        if job_type not in self._types:
-            known = ", ".join(sorted(self._types))
-            raise InvalidArgument(
-                [
-                    FieldViolation(
-                        "type",
-                        f"unknown job type {echoed(job_type)}; expected one of: {known}",
-                    )
-                ]
-            )
-        if payload is None:
-            raise InvalidArgument([FieldViolation("payload", "is required")])
-        try:
-            self._types.parse(job_type, payload)
-        except PayloadError as error:
-            raise InvalidArgument([FieldViolation("payload", f"{error} for {job_type}")]) from None
-        max_attempts = check_attempts(max_attempts)
+        """A new job from a CreateJob request's values, with its queue message; INVALID_ARGUMENT if bad.
+
+        The payload must follow the rules of every payload (job_svc/schemas.py) and the type's schema;
+        max_attempts and timeout_seconds left at 0 take the type's defaults, else the service's.
+        """
+        known = await self._types.find(job_type)
+        if known is None:
+            raise InvalidArgument([FieldViolation("type", f"unknown job type {echoed(job_type)}; {self._known()}")])
+        violation = generic_violation(payload)
+        if violation is not None:
+            raise InvalidArgument([violation])
+        violations = known.schema.violations(payload)
+        if violations:
+            raise InvalidArgument(violations)
+        declared = known.declared
+        max_attempts = check_attempts(max_attempts, default=declared.default_max_attempts or DEFAULT_MAX_ATTEMPTS)
+        default_timeout = declared.default_timeout_seconds or DEFAULT_TIMEOUT_SECONDS
         if not 0 <= timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise InvalidArgument(
                 [
                     FieldViolation(
                         "timeout_seconds",
-                        f"must be between 1 and {MAX_TIMEOUT_SECONDS} (0 means {DEFAULT_TIMEOUT_SECONDS})",
+                        f"must be between 1 and {MAX_TIMEOUT_SECONDS} (0 means {default_timeout})",
                     )
                 ]
             )
-        timeout_seconds = timeout_seconds or DEFAULT_TIMEOUT_SECONDS
+        timeout_seconds = timeout_seconds or default_timeout
         job_id = uuid.uuid4()
         return NewJob(
             id=job_id,
@@ -240,6 +247,8 @@ class Jobs:
         job_type: str | None,
     ) -> tuple[list[Job], str]:
         """A page of the owner's jobs, newest first, and the token of the next page ('' if none)."""
+        if job_type is not None:
+            await self._types.find(job_type)  # a type declared through another replica just now is known
         size = check_listing(page_size, job_type, self._types)
         filters: list[str | None] = [status, job_type]
         after = decode_page_token(page_token, filters) if page_token else None
@@ -282,6 +291,8 @@ class Jobs:
 
     async def list_dead(self, page_size: int, page_token: str, job_type: str | None) -> tuple[Sequence[Job], str]:
         """A page of every owner's FAILED jobs, most recently failed first, and the next page's token."""
+        if job_type is not None:
+            await self._types.find(job_type)
         size = check_listing(page_size, job_type, self._types)
         filters: list[str | None] = ["dead", job_type]
         after = decode_page_token(page_token, filters) if page_token else None
@@ -292,13 +303,24 @@ class Jobs:
         assert last.finished_at is not None  # FAILED jobs are finished
         return jobs[:size], encode_page_token(last.finished_at, last.id, filters)
 
-    def job_types(self) -> tuple[tuple[str, str], ...]:
-        """Every job type CreateJob accepts, as (name, summary), ordered by name."""
-        return tuple(sorted((job_type.name, job_type.summary) for job_type in self._types.values()))
+    async def job_types(self) -> Sequence[DeclaredType]:
+        """Every job type CreateJob accepts, ordered by name, as the table holds them now."""
+        await self._types.refresh()
+        return self._types.declared()
+
+    async def declare_types(self, types: Sequence[DeclaredType]) -> Sequence[DeclaredType]:
+        """A worker's declaration of the types it runs; each type as now stored, in the request's order."""
+        return await self._types.declare(types)
+
+    def _known(self) -> str:
+        names = self._types.names()
+        listed = ", ".join(names[:LISTED_TYPES])
+        more = f" and {len(names) - LISTED_TYPES} more (ListJobTypes lists them)" if len(names) > LISTED_TYPES else ""
+        return f"expected one of: {listed}{more}"
 
     async def rerun_dead(self, job_type: str | None, max_attempts: int) -> int:
         """Queue again every job that was FAILED when the call began (of ``job_type``, if given); how many."""
-        if job_type is not None and job_type not in self._types:
+        if job_type is not None and await self._types.find(job_type) is None:
             raise InvalidArgument([FieldViolation("type", f"unknown job type {echoed(job_type)}")])
         grant = check_attempts(max_attempts)
         failed_by = await self._store.now()

@@ -113,3 +113,28 @@ class Report:
     retryable: bool = False
     #: With a retryable FAILED: how long the retry waits, if the job has attempts left.
     retry_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeclaredType:
+    """A job type as its workers declare it (DeclareJobTypes) and the job_types table holds it."""
+
+    name: str
+    summary: str
+    #: The JSON Schema every payload must satisfy, in canonical form (job_svc.schemas.canonical).
+    payload_schema: dict[str, Any]
+    version: int
+    #: Attempts and timeout of a job that asks for none; 0 means the service's default (gen/jobqueue/runtime/limits.py).
+    default_max_attempts: int = 0
+    default_timeout_seconds: int = 0
+    #: When a worker last declared it; None for a type no worker has declared (the built-in ones, installed).
+    declared_at: datetime | None = None
+
+    def same_declaration(self, other: DeclaredType) -> bool:
+        """Whether ``other`` declares exactly this (declared_at aside)."""
+        return (self.summary, self.payload_schema, self.default_max_attempts, self.default_timeout_seconds) == (
+            other.summary,
+            other.payload_schema,
+            other.default_max_attempts,
+            other.default_timeout_seconds,
+        )

@@ -100,13 +100,13 @@ def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, 
     return at, job_id
 
 
-def check_attempts(value: int) -> int:
-    """A requested number of attempts (0 meaning the default), or INVALID_ARGUMENT."""
+def check_attempts(value: int, default: int = DEFAULT_MAX_ATTEMPTS) -> int:
+    """A requested number of attempts (0 meaning ``default``), or INVALID_ARGUMENT."""
     if not 0 <= value <= MAX_ATTEMPTS:
         raise InvalidArgument(
-            [FieldViolation("max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means {DEFAULT_MAX_ATTEMPTS})")]
+            [FieldViolation("max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means {default})")]
         )
-    return value or DEFAULT_MAX_ATTEMPTS
+    return value or default
 
 
 def check_batch(size: int, items: str) -> None:

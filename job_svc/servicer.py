@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +13,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
-from job_svc.model import Job, NewJob, Priority, Report, Status
+from job_svc.model import DeclaredType, Job, NewJob, Priority, Report, Status
 from job_svc.reports import Reports
 from job_svc.rules import check_batch, first_violations, parse_id
+from job_svc.schemas import canonical
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
 from jobqueue.runtime.tls import peer_certified
@@ -70,6 +72,54 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
     )
 
 
+def type_to_proto(declared: DeclaredType) -> jobs_pb2.JobType:
+    """The API form of a job type."""
+    schema = struct_pb2.Struct()
+    schema.update(declared.payload_schema)
+    return jobs_pb2.JobType(
+        name=declared.name,
+        summary=declared.summary,
+        payload_schema=schema,
+        version=declared.version,
+        default_max_attempts=declared.default_max_attempts,
+        default_timeout_seconds=declared.default_timeout_seconds,
+        declared_at=_timestamp(declared.declared_at),
+    )
+
+
+def types_from_proto(types: Sequence[jobs_pb2.JobType]) -> list[DeclaredType]:
+    """The domain form of declared types; INVALID_ARGUMENT for a missing schema or one holding NaN or infinity.
+
+    The schema is made canonical (whole floats become ints: a Struct has only floats), so that the same
+    schema declared twice compares equal and stores as written.
+    """
+    declared: list[DeclaredType] = []
+    violations: list[FieldViolation] = []
+    for i, item in enumerate(types):
+        field = f"job_types[{i}].payload_schema"
+        if not item.HasField("payload_schema"):
+            violations.append(FieldViolation(field, "is required ({} accepts any JSON value)"))
+            continue
+        try:
+            schema = canonical(json_format.MessageToDict(item.payload_schema))
+        except ValueError:  # NaN or infinity: JSON has no form for either
+            violations.append(FieldViolation(field, "must hold only finite numbers"))
+            continue
+        declared.append(
+            DeclaredType(
+                name=item.name,
+                summary=item.summary,
+                payload_schema=schema,
+                version=item.version,
+                default_max_attempts=item.default_max_attempts,
+                default_timeout_seconds=item.default_timeout_seconds,
+            )
+        )
+    if violations:
+        raise InvalidArgument(first_violations(violations, "job_types"))
+    return declared
+
+
 def payload_from_proto(value: struct_pb2.Value, present: bool) -> Any:
     """A payload as a plain JSON value; whole numbers become ints so they store as written."""
     if not present or value.WhichOneof("kind") is None:
@@ -106,7 +156,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
         """Validate, store and queue a job for the calling user."""
         owner = self._auth.user(context.invocation_metadata()).id
-        job = await self._jobs.create(self._new_job(owner, request))
+        job = await self._jobs.create(await self._new_job(owner, request))
         return jobs_pb2.CreateJobResponse(job=job_to_proto(job))
 
     async def BatchCreateJobs(
@@ -119,7 +169,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         violations: list[FieldViolation] = []
         for i, item in enumerate(request.requests):
             try:
-                new_jobs.append(self._new_job(owner, item))
+                new_jobs.append(await self._new_job(owner, item))
             except InvalidArgument as error:
                 violations.extend(FieldViolation(f"requests[{i}].{v.field}", v.description) for v in error.violations)
         if violations:
@@ -127,13 +177,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         jobs = await self._jobs.create_batch(new_jobs)
         return jobs_pb2.BatchCreateJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
-    def _new_job(self, owner: uuid.UUID, request: jobs_pb2.CreateJobRequest) -> NewJob:
+    async def _new_job(self, owner: uuid.UUID, request: jobs_pb2.CreateJobRequest) -> NewJob:
         payload = payload_from_proto(request.payload, request.HasField("payload"))
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
         priority = _PRIORITY_FROM_PROTO.get(request.priority)
         if priority is None:
             raise InvalidArgument([FieldViolation("priority", f"{request.priority} is not a valid JobPriority")])
-        return self._jobs.check_new(
+        return await self._jobs.check_new(
             owner,
             request.type,
             payload,
@@ -166,9 +216,15 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.ListJobTypesResponse:
         """Every job type CreateJob accepts; any signed-in user may ask."""
         self._auth.user(context.invocation_metadata())
-        return jobs_pb2.ListJobTypesResponse(
-            job_types=[jobs_pb2.JobType(name=name, summary=summary) for name, summary in self._jobs.job_types()]
-        )
+        return jobs_pb2.ListJobTypesResponse(job_types=[type_to_proto(t) for t in await self._jobs.job_types()])
+
+    async def DeclareJobTypes(
+        self, request: jobs_pb2.DeclareJobTypesRequest, context: Context
+    ) -> jobs_pb2.DeclareJobTypesResponse:
+        """A worker's job types, stored by the version policy; each as now stored."""
+        self._auth.worker(context.invocation_metadata(), certified=lambda: peer_certified(context))
+        stored = await self._jobs.declare_types(types_from_proto(request.job_types))
+        return jobs_pb2.DeclareJobTypesResponse(job_types=[type_to_proto(t) for t in stored])
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> jobs_pb2.CancelJobResponse:
         """Withdraw one of the caller's jobs."""

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from common import demo_jobs
-from common.job_types import module_names
 from common.rates import Rate
 from job_svc.auth import REREAD_SECONDS
 from job_svc.limits import JobLimits
@@ -129,16 +127,6 @@ class Settings(TlsServerSettings):
         "How many job-service processes share the database, at most: the cap on unfinished jobs leaves room for"
         " what the others may accept, so it is exact up to this many (more room also means more exact checks).",
     )
-    job_type_modules: str = setting(
-        "",
-        "Comma-separated importable modules that add job types (each defines JOB_TYPES, a list of "
-        "common.job_types.JobType with handlers); give the workers the same list.",
-    )
-    demo_job_types: bool = setting(
-        False,
-        "true adds the demo job types sleep and fail (common/demo_jobs.py), to try cancelling, retries and "
-        "dead jobs; refused when APP_ENV=production; give the workers the same.",
-    )
 
     def validate(self) -> None:
         """The job service's own checks (APP_ENV, LOG_LEVEL and ports are checked for every service)."""
@@ -171,7 +159,6 @@ class Settings(TlsServerSettings):
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise SettingsError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE (mutual TLS is TLS first)")
         rabbitmq.check_url(self.rabbitmq_url, "RABBITMQ_URL", production=self.production)
-        self.modules()
 
     @property
     def worker_certificates(self) -> bool:
@@ -190,12 +177,6 @@ class Settings(TlsServerSettings):
             high_rate=Rate(high, 1, burst=self.high_priority_burst_per_user) if high else None,
             max_unfinished=self.max_unfinished_jobs_per_user,
             other_replicas=self.job_service_replicas - 1,
-        )
-
-    def modules(self) -> tuple[str, ...]:
-        """JOB_TYPE_MODULES, plus the demo module if DEMO_JOB_TYPES (their types are added at start, in __main__)."""
-        return demo_jobs.modules(
-            module_names(self.job_type_modules), demo=self.demo_job_types, production=self.production
         )
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:

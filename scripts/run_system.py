@@ -25,6 +25,10 @@ as AUTH_HOST / JOB_HOST / WORKER_HEALTH_HOST (which also carry the metrics
 endpoints), unless that variable is set itself. The banner prints the very
 addresses handed to the children.
 
+The workers are ``python -m worker_svc`` (the built-in job types, and the demo
+ones with DEMO_JOB_TYPES=true), or, with WORKER_APP=MODULE:ATTRIBUTE, a worker of
+your own: ``python -m jobqueue.worker MODULE:ATTRIBUTE`` (gen/jobqueue/worker).
+
 Stopping (SIGINT, SIGTERM or SIGHUP) goes workers -> job -> auth, waiting for each
 stage, so a worker finishing its last job can still report it. A child that has
 not exited after --stop-timeout seconds is killed (and we say so); a second
@@ -163,6 +167,12 @@ def database_url(environ: Mapping[str, str], role: roles.Role) -> dict[str, str]
     return {"DATABASE_URL": roles.url_as(owner, role, roles.password(role, environ))}
 
 
+def worker_argv(environ: Mapping[str, str], python: str) -> tuple[str, ...]:
+    """How a worker is started: the Worker WORKER_APP names (MODULE:ATTRIBUTE), else the worker service."""
+    app = environ.get("WORKER_APP", "").strip()
+    return (python, "-m", "jobqueue.worker", app) if app else (python, "-m", "worker_svc")
+
+
 def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable) -> list[Child]:
     """The children of a local run: auth and job (started first, stopped last), then the workers."""
     hosts = bind_hosts(environ)
@@ -198,7 +208,7 @@ def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable)
         *(
             Child(
                 f"worker-{i + 1}",
-                (python, "-m", "worker_svc"),
+                worker_argv(environ, python),
                 # Workers follow the job service to whatever port it was given.
                 env={
                     "WORKER_HEALTH_HOST": hosts["WORKER_HEALTH_HOST"],

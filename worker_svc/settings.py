@@ -18,10 +18,10 @@ class Settings(worker.Settings):
     )
 
     def validate(self) -> None:
-        """A worker's checks, and no demo types in production."""
-        super().validate()
+        """No demo types in production (said first: nothing else matters then), then a worker's checks."""
         if self.production and self.demo_job_types:
             raise SettingsError(
                 "DEMO_JOB_TYPES: the demo job types (worker_svc/demo.py) are refused when APP_ENV=production; "
                 "unset DEMO_JOB_TYPES"
             )
+        super().validate()

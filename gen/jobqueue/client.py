@@ -425,10 +425,36 @@ class Job:
 
 @dataclass(frozen=True)
 class JobType:
-    """A job type the service accepts (from ``ListJobTypes``): its name and, for a person, its payload and result."""
+    """A job type the service accepts (from ``ListJobTypes``), as the workers that run it declared it.
+
+    ``name`` and, for a person, ``summary`` (its payload and result); ``payload_schema``, the JSON
+    Schema every payload must satisfy; ``version`` of the declaration; ``default_max_attempts`` and
+    ``default_timeout_seconds``, what a job gets that asks for none (0: the service's defaults); and
+    ``declared_at``, when a worker last declared it (None for a built-in type no worker declared yet).
+    """
 
     name: str
     summary: str
+    payload_schema: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    default_max_attempts: int = 0
+    default_timeout_seconds: int = 0
+    declared_at: datetime.datetime | None = None
+
+    @classmethod
+    def from_proto(cls, message: jobs_pb2.JobType) -> JobType:
+        """The type a ``jobqueue.jobs.v1.JobType`` message describes (whole numbers in the schema as ints)."""
+        schema = {key: _from_value(value) for key, value in message.payload_schema.fields.items()}
+        declared_at = message.declared_at.ToDatetime(tzinfo=datetime.UTC) if message.HasField("declared_at") else None
+        return cls(
+            name=message.name,
+            summary=message.summary,
+            payload_schema=schema,
+            version=message.version,
+            default_max_attempts=message.default_max_attempts,
+            default_timeout_seconds=message.default_timeout_seconds,
+            declared_at=declared_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -789,7 +815,7 @@ class JobsClient(_Client):
         reply: jobs_pb2.ListJobTypesResponse = await self._retrying(
             self.stub.ListJobTypes, request, attempts, _READ_RETRIED
         )
-        return [JobType(job_type.name, job_type.summary) for job_type in reply.job_types]
+        return [JobType.from_proto(job_type) for job_type in reply.job_types]
 
     async def get(self, job_id: str, *, attempts: int = 3) -> Job:
         """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job.

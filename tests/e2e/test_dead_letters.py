@@ -1,8 +1,8 @@
 """Dead letters end to end: a job that keeps failing dies, and an operator finds it and runs it again.
 
 Every part is real: the auth service and its `python -m auth_svc.admin` command,
-the job service, a worker running the test job type `always_fails` (from
-JOB_TYPE_MODULES), RabbitMQ's dead-letter queue, and the client library.
+the job service, a worker running the test job type `always_fails` (a worker SDK
+app: tests/support/flaky_jobs.py), RabbitMQ's dead-letter queue, and the client library.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def service_env(service_env: dict[str, str]) -> dict[str, str]:
     """The session's service environment, plus the test job types in every service."""
-    return {**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}
+    return {**service_env, "WORKER_APP": "tests.support.flaky_jobs:worker"}
 
 
 async def _token(system: System, email: str) -> str:
@@ -56,9 +56,9 @@ async def _scenario(system: System) -> str:
     await _register(system, "ops@example.com")
     user = await _token(system, "user@example.com")
     async with connect_jobs(system.job_address, token=user) as jobs:
-        # The types a JOB_TYPE_MODULES module adds are listed with the built-in ones.
+        # The types a worker declares are listed with the built-in ones.
         types = {job_type.name: job_type.summary for job_type in await jobs.job_types()}
-        assert {t.name: t.summary for t in flaky_jobs.JOB_TYPES}.items() <= types.items()
+        assert {t.name: t.summary for t in flaky_jobs.worker.types.values()}.items() <= types.items()
         assert {"reverse_string", "uppercase_text", "fibonacci_calc"} <= set(types)
         doomed = await jobs.submit("always_fails", "x", max_attempts=2)
         fine = await jobs.submit("reverse_string", "abc")

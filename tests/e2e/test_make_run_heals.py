@@ -26,7 +26,7 @@ JOBS = 3000
 
 @pytest.fixture
 def make_run_env() -> dict[str, str]:
-    return {"JOB_TYPE_MODULES": "tests.support.flaky_jobs"}
+    return {"WORKER_APP": "tests.support.flaky_jobs:worker"}
 
 
 def backlog() -> list[Spec]:

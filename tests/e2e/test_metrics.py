@@ -78,7 +78,7 @@ def test_each_service_counts_its_calls_and_jobs(system_with_metrics: System) -> 
 GAUGE_ENV = {
     "JOB_COUNT_SECONDS": "0.2",
     "FINISHED_COUNT_SECONDS": "0.2",
-    "JOB_TYPE_MODULES": "tests.support.flaky_jobs",
+    "WORKER_APP": "tests.support.flaky_jobs:worker",
 }
 STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 
@@ -161,7 +161,7 @@ def test_gauges_match_the_database_and_the_broker_on_every_replica_and_after_a_r
         assert waiting["QUEUED"] == before["QUEUED"] + 4
         assert waiting["CANCELLED"] == before["CANCELLED"] + 1
 
-        system.start_worker(JOB_TYPE_MODULES=GAUGE_ENV["JOB_TYPE_MODULES"])
+        system.start_worker(WORKER_APP=GAUGE_ENV["WORKER_APP"])
 
         async def wait_for_all() -> None:
             async with connect_jobs(system.job_address, token=token) as jobs:

@@ -33,8 +33,8 @@ Stub = jobs_pb2_grpc.JobServiceStub
 
 @pytest.fixture
 def service_env(service_env: dict[str, str]) -> dict[str, str]:
-    """The session's service environment, plus the test job types (``sleeps``) in every service."""
-    return {**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}
+    """The session's service environment, with workers running the test job types (``sleeps``)."""
+    return {**service_env, "WORKER_APP": "tests.support.flaky_jobs:worker"}
 
 
 @pytest.fixture

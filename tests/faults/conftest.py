@@ -34,8 +34,8 @@ class FaultRow:
 
 @pytest.fixture
 def service_env(service_env: dict[str, str]) -> dict[str, str]:
-    """The session's service environment, plus the test job types (always_fails) in every service."""
-    return {**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}
+    """The session's service environment, with workers running the test job types (always_fails)."""
+    return {**service_env, "WORKER_APP": "tests.support.flaky_jobs:worker"}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,8 +1,8 @@
 """Faults in the messages themselves: every message delivered three times, poison messages, a handler that always fails.
 
 Each scenario runs at least 1,000 mixed jobs through the real processes and
-settles (tests/faults/scenario.py). The job types of tests/support/flaky_jobs.py
-are loaded into every service through JOB_TYPE_MODULES (tests/faults/conftest.py).
+settles (tests/faults/scenario.py). The workers run the job types of tests/support/flaky_jobs.py
+(WORKER_APP, tests/faults/conftest.py).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def test_the_system_works_with_least_privileged_broker_users_and_each_is_refused
     queue_name: str,
     secrets_dir: Path,
 ) -> None:
-    system = System({**service_env, "JOB_TYPE_MODULES": "tests.support.flaky_jobs"}, tmp_path)
+    system = System({**service_env, "WORKER_APP": "tests.support.flaky_jobs:worker"}, tmp_path)
     try:
         system.start_jobs(RABBITMQ_URL=users["jobs"].url)
         worker = system.start_worker(RABBITMQ_URL=users["worker"].url)

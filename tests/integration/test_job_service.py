@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import struct_pb2
 
-from common.job_types import BUILTIN_TYPES
 from jobqueue.jobs.v1 import delivery_pb2, jobs_pb2, jobs_pb2_grpc
 from tests.integration.jobservice import (
     NOT_SERVING,
@@ -39,6 +38,7 @@ from tests.support.processes import health_status, start_service
 from tests.support.proxy import TcpProxy
 from tests.support.queues import queue_exists
 from tests.support.tls import Certificates, production_env, tls_certificates_fixture  # noqa: F401 - the fixture
+from worker_svc import builtins
 
 
 def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
@@ -74,7 +74,9 @@ def test_users_see_only_their_own_jobs(jobs: JobService, secrets_dir: Path) -> N
 
 def test_any_signed_in_user_can_list_the_job_types_and_nobody_else(jobs: JobService, secrets_dir: Path) -> None:
     listed = jobs.stub.ListJobTypes(jobs_pb2.ListJobTypesRequest(), metadata=bearer(mint_token(secrets_dir)))
-    assert [(t.name, t.summary) for t in listed.job_types] == sorted((t.name, t.summary) for t in BUILTIN_TYPES)
+    assert [(t.name, t.summary) for t in listed.job_types] == sorted(
+        (t.name, t.summary) for t in builtins.worker.types.values()
+    )
     assert "F(n)" in {t.name: t.summary for t in listed.job_types}["fibonacci_calc"]
     with pytest.raises(grpc.RpcError) as caught:
         jobs.stub.ListJobTypes(jobs_pb2.ListJobTypesRequest())

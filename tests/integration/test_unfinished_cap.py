@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 import asyncpg
 import pytest
 
-from common.job_types import JobTypes
 from common.rates import Rate
 from job_svc.errors import TooManyJobs, TooManyUnfinishedJobs
 from job_svc.jobs import Jobs
@@ -22,9 +21,7 @@ from job_svc.limits import JobLimits
 from job_svc.model import Job, NewJob
 from job_svc.store import JobStore
 from job_svc.unfinished import REFRESH_SECONDS
-from tests.support.fake_job_service import FakePublisher, FakeRelay
-
-TYPES = JobTypes.load()
+from tests.support.fake_job_service import FakePublisher, FakeRelay, type_registry
 
 
 class RecordingStore(JobStore):
@@ -59,17 +56,17 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 def replica(pool: asyncpg.Pool, limits: JobLimits) -> tuple[Jobs, RecordingStore]:
     store = RecordingStore(pool)
-    return Jobs(store, FakeRelay(), FakePublisher(), TYPES, limits), store
+    return Jobs(store, FakeRelay(), FakePublisher(), type_registry(), limits), store
 
 
 async def flood(jobs: Jobs, owner: uuid.UUID, singles: int, batches: int, size: int) -> None:
     """Singles and batches of ``owner`` all at once; only the limits' refusals are expected."""
 
-    def new() -> NewJob:
-        return jobs.check_new(owner, "reverse_string", "cap")
+    async def new() -> NewJob:
+        return await jobs.check_new(owner, "reverse_string", "cap")
 
-    calls: list[Awaitable[object]] = [jobs.create(new()) for _ in range(singles)]
-    calls += [jobs.create_batch([new() for _ in range(size)]) for _ in range(batches)]
+    calls: list[Awaitable[object]] = [jobs.create(await new()) for _ in range(singles)]
+    calls += [jobs.create_batch([await new() for _ in range(size)]) for _ in range(batches)]
     for outcome in await asyncio.gather(*calls, return_exceptions=True):
         if isinstance(outcome, BaseException) and not isinstance(outcome, TooManyUnfinishedJobs | TooManyJobs):
             raise outcome

@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from job_svc.errors import BrokerUnavailable
-from job_svc.model import Encoder, Job, ListQuery, NewJob, OutboxMessage, Report, Status
+from job_svc.errors import BrokerUnavailable, TypeConflict
+from job_svc.model import DeclaredType, Encoder, Job, ListQuery, NewJob, OutboxMessage, Report, Status
+from job_svc.schemas import canonical
+from job_svc.type_store import Outcome
+from job_svc.types import JobTypeRegistry
+from jobqueue.worker.job_types import JobType
+from worker_svc import builtins
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -350,6 +355,64 @@ class FakeStore:
         ]
         jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
         return jobs[: query.page_size]
+
+
+def declared(job_type: JobType) -> DeclaredType:
+    """A worker's job type as the job service holds it, never declared (as the built-in ones are installed)."""
+    return DeclaredType(
+        name=job_type.name,
+        summary=job_type.summary,
+        payload_schema=canonical(dict(job_type.schema)),
+        version=job_type.version,
+        default_max_attempts=job_type.max_attempts or 0,
+        default_timeout_seconds=job_type.timeout_seconds or 0,
+    )
+
+
+@dataclass
+class FakeTypeSource:
+    """The job_types table, in memory, holding the built-in types as the migration installs them."""
+
+    types: dict[str, DeclaredType] = field(
+        default_factory=lambda: {name: declared(t) for name, t in builtins.worker.types.items()}
+    )
+    clock: datetime = START
+    #: How many times the whole table was read.
+    loads: int = 0
+
+    async def load(self) -> Sequence[DeclaredType]:
+        self.loads += 1
+        return [self.types[name] for name in sorted(self.types)]
+
+    async def fingerprint(self) -> str:
+        return repr(sorted((t.name, t.version, t.declared_at) for t in self.types.values()))
+
+    async def declare(self, types: Sequence[DeclaredType]) -> Sequence[tuple[DeclaredType, Outcome]]:
+        """job_svc.type_store.TypeStore.declare's version policy."""
+        self.clock += timedelta(milliseconds=1)
+        results: list[tuple[DeclaredType, Outcome]] = []
+        changed = dict(self.types)
+        for new in types:
+            current = changed.get(new.name)
+            if current is not None and new.version < current.version:
+                results.append((current, Outcome.OLDER))
+                continue
+            if current is not None and new.version == current.version and not current.same_declaration(new):
+                raise TypeConflict(f"job type {new.name!r} version {new.version} is already declared differently")
+            outcome = Outcome.CREATED if current is None else Outcome.REPLACED
+            if current is not None and new.version == current.version:
+                outcome = Outcome.CONFIRMED
+            changed[new.name] = dataclasses.replace(new, declared_at=self.clock)
+            results.append((changed[new.name], outcome))
+        self.types = changed
+        return results
+
+
+def type_registry(*extra: JobType) -> JobTypeRegistry:
+    """A registry over a FakeTypeSource holding the built-in types and ``extra`` ones (read at the first look-up)."""
+    source = FakeTypeSource()
+    source.types.update((t.name, declared(t)) for t in extra)
+    return JobTypeRegistry(source)
 
 
 @dataclass

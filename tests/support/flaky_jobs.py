@@ -1,4 +1,8 @@
-"""Job types for tests, added to the real services with ``JOB_TYPE_MODULES=tests.support.flaky_jobs``.
+"""A worker of test job types: ``python -m jobqueue.worker tests.support.flaky_jobs:worker`` (``WORKER_APP``).
+
+It runs the built-in types too, so a test system of these workers takes every
+kind of job; it declares them all to the job service as it starts, like any
+other worker.
 
 ``always_fails`` takes a string payload (checked at CreateJob like any other)
 and its handler raises AlwaysFails every time. The worker treats a handler's
@@ -7,61 +11,49 @@ its max_attempts, then it is FAILED (with ERROR) and its message goes to ``<queu
 
 ``sleeps`` takes a number of seconds (0 … 3600) and its handler sleeps that
 long: a job that is still running when a test cancels it or its timeout ends.
+Both are plain functions, so they run in a handler process: one that had not
+imported this module would fail with another error than AlwaysFails.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from common.job_types import JobType, PayloadError, text
+from jobqueue.worker import Worker
+from worker_svc import builtins
+
+#: What runs them: WORKER_APP=APP (tests/support/system.py, scripts/run_system.py).
+APP = f"{__name__}:worker"
+
+worker = Worker()
+worker.include(builtins.worker)
 
 
 class AlwaysFails(RuntimeError):
     """Raised by the always_fails handler, every time."""
 
 
+@worker.job_type("always_fails", schema=builtins.TEXT, summary="a string; the handler always raises, then FAILED")
 def always_fails(payload: str) -> str:
     """Fail, whatever the payload."""
     raise AlwaysFails("always_fails never succeeds")
 
 
 #: The error a job of this type ends with (jobqueue.worker.runner.describe): the exception, and the line
-#: that raised it, the third of always_fails (tests/integration/test_worker_runner.py checks it).
+#: that raised it, the fourth of always_fails, counting its decorator (tests/integration/test_worker_runner.py
+#: checks it).
 ERROR = (
     "AlwaysFails: always_fails never succeeds\n"
-    f"  tests/support/flaky_jobs.py:{always_fails.__code__.co_firstlineno + 2} in always_fails"
+    f"  tests/support/flaky_jobs.py:{always_fails.__code__.co_firstlineno + 3} in always_fails"
 )
 
 
-def seconds(payload: Any) -> float:
-    """A number of seconds, 0 … 3600."""
-    if isinstance(payload, bool) or not isinstance(payload, int | float) or not 0 <= payload <= 3600:
-        raise PayloadError("must be a number of seconds, 0 to 3600")
-    return float(payload)
-
-
+@worker.job_type(
+    "sleeps",
+    schema={"type": "number", "minimum": 0, "maximum": 3600},
+    summary="a number of seconds; the handler sleeps that long",
+)
 def sleeps(duration: float) -> str:
     """Sleep ``duration`` seconds."""
     time.sleep(duration)
     return f"slept {duration:g} s"
-
-
-JOB_TYPES = [
-    # cpu_bound, so the handler runs in the worker's process pool: a pool process
-    # that had not loaded this module would fail with KeyError, not AlwaysFails.
-    JobType(
-        "always_fails",
-        text,
-        "a string; the handler always raises, so the job is retried, then FAILED",
-        handler=always_fails,
-        cpu_bound=True,
-    ),
-    JobType(
-        "sleeps",
-        seconds,
-        "a number of seconds; the handler sleeps that long",
-        handler=sleeps,
-        cpu_bound=True,
-    ),
-]

@@ -29,8 +29,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
-from common.job_types import MAX_TEXT_BYTES
 from jobqueue.runtime.server import MAX_MESSAGE_BYTES
+from worker_svc.builtins import MAX_TEXT_CHARS
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Protobuf parsers refuse messages nested deeper than this (upb's and the C++ default).
@@ -70,8 +70,8 @@ SPECIAL_STRINGS: tuple[str, ...] = (
 #: Long strings, as (unit, count), built only when drawn so that strategies stay small to print.
 LONG_STRINGS: tuple[tuple[str, int], ...] = (
     ("x", 8193),
-    ("x", MAX_TEXT_BYTES + 1),
-    ("é", MAX_TEXT_BYTES // 2 + 1),
+    ("x", MAX_TEXT_CHARS + 1),
+    ("é", MAX_TEXT_CHARS + 1),
     ("x", MAX_MESSAGE_BYTES + 1),
 )
 SPECIAL_INTS: tuple[int, ...] = (*range(-1, 12), 100, 500, 501, 1000, 1001, 3600, 3601, INT32_MAX, INT32_MIN)

@@ -130,16 +130,22 @@ def as_service_role(module: str, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def start_service(
-    module: str, env: Mapping[str, str], log_path: Path, *, wait: bool = True, timeout: float = 30.0
+    module: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    wait: bool = True,
+    timeout: float = 30.0,
+    argv: Sequence[str] | None = None,
 ) -> ServiceProcess:
-    """Start ``python -m module`` with ``env``; unless ``wait`` is False, return once it is SERVING.
+    """Start ``python -m module`` (or ``argv``) with ``env``; unless ``wait`` is False, return once it is SERVING.
 
     A free port is chosen for its health port setting (HEALTH_PORT_SETTING) unless
     ``env`` names one. If the service exits or does not serve within ``timeout``,
     it is stopped and the test fails with its output.
     """
     setting = HEALTH_PORT_SETTING[module]
-    process = ServiceProcess(module, {setting: str(free_port()), **env}, log_path)
+    process = ServiceProcess(module, {setting: str(free_port()), **env}, log_path, argv=argv)
     if wait:
         try:
             process.wait_healthy(timeout=timeout)

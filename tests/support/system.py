@@ -6,6 +6,7 @@ can cut either off from every service without touching the shared servers.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -74,8 +75,13 @@ class System:
         return process.address
 
     def start_worker(self, *, wait: bool = True, **env: str) -> ServiceProcess:
+        """A worker: ``python -m worker_svc``, or the Worker WORKER_APP names (as scripts/run_system.py does)."""
         index = len(self.workers) + 1
-        worker = start_service("worker_svc", {**self.env, **env}, self.logs / f"worker-{index}.log", wait=wait)
+        full = {**self.env, **env}
+        log_path = self.logs / f"worker-{index}.log"
+        app = full.get("WORKER_APP")
+        argv = [sys.executable, "-m", "jobqueue.worker", app] if app else None
+        worker = start_service("worker_svc", full, log_path, wait=wait, argv=argv)
         self.workers.append(worker)
         return worker
 

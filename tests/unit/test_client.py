@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from google.protobuf import any_pb2, struct_pb2
+from google.protobuf import any_pb2, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -31,6 +31,7 @@ from jobqueue.client import (
     JobQueueError,
     JobsClient,
     JobStatus,
+    JobType,
     auth_metadata,
     connect_jobs,
     is_final,
@@ -870,3 +871,36 @@ async def test_login_with_logs_in_through_an_auth_client_each_time(monkeypatch: 
 def test_every_public_name_exists() -> None:
     assert [name for name in client_module.__all__ if not hasattr(client_module, name)] == []
     assert {"Job", "JobStatus", "JobPriority", "login_with", "TokenRefresh"} <= set(client_module.__all__)
+
+
+def test_a_job_type_carries_every_field_of_the_proto_with_whole_numbers_as_ints() -> None:
+    view = set(JobType.__dataclass_fields__)
+    assert view == {f.name for f in jobs_pb2.JobType.DESCRIPTOR.fields}
+    schema = struct_pb2.Struct()
+    schema.update({"type": "object", "properties": {"n": {"type": "integer", "maximum": 10, "multipleOf": 0.5}}})
+    declared_at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(declared_at)
+    message = jobs_pb2.JobType(
+        name="resize",
+        summary="an image",
+        payload_schema=schema,
+        version=3,
+        default_max_attempts=5,
+        default_timeout_seconds=600,
+        declared_at=stamp,
+    )
+    assert JobType.from_proto(message) == JobType(
+        "resize",
+        "an image",
+        {"type": "object", "properties": {"n": {"type": "integer", "maximum": 10, "multipleOf": 0.5}}},
+        version=3,
+        default_max_attempts=5,
+        default_timeout_seconds=600,
+        declared_at=declared_at,
+    )
+    assert isinstance(JobType.from_proto(message).payload_schema["properties"]["n"]["maximum"], int)
+    never_declared = JobType.from_proto(jobs_pb2.JobType(name="reverse_string", summary="s", version=1))
+    assert never_declared.declared_at is None
+    # The two fields of 2.3.0 still come first: JobType(name, summary) keeps working.
+    assert JobType("a", "b").payload_schema == {}

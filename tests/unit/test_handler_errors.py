@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.job_types import JobType, JobTypes, text
 from job_svc.rules import MAX_ERROR_CHARS as JOB_SERVICE_LIMIT
+from jobqueue.worker import PermanentError, Worker
+from jobqueue.worker.context import JobContext
 from jobqueue.worker.runner import (
     ERROR_FRAME_CHARS,
     ERROR_FRAMES,
@@ -105,35 +106,56 @@ def test_a_frame_with_a_huge_file_name_takes_one_bounded_line() -> None:
     assert frame.endswith("…")
 
 
-def shout(value: str) -> str:
+TYPES = Worker()
+TEXT = {"type": "string"}
+
+
+@TYPES.job_type("shout", schema=TEXT)
+async def shout(value: str) -> str:
     if value == "boom":
         raise LookupError("no such word")
     return value.upper()
 
 
-def numbered(value: str, attempt: int) -> str:
-    return f"{value} #{attempt}"
+@TYPES.job_type("numbered", schema=TEXT)
+async def numbered(value: str, job: JobContext) -> str:
+    return f"{value} #{job.attempt}"
 
 
-TYPES = JobTypes(
-    [
-        JobType("shout", text, "", handler=shout),
-        JobType("numbered", text, "", handler=numbered, takes_attempt=True),
-    ]
-)
+@TYPES.job_type("refuse", schema=TEXT)
+async def refuse(value: str) -> str:
+    raise PermanentError(f"{value!r} is not a mailbox")
 
 
-async def test_only_a_handler_that_asks_for_the_attempt_is_given_it() -> None:
-    runner = Runner(TYPES, processes=0)
-    assert await runner.run("shout", "hi", attempt=5) == Result(True, "HI")
-    assert await runner.run("numbered", "hi", attempt=5) == Result(True, "hi #5")
+@TYPES.job_type("odd_result", schema=TEXT)
+async def odd_result(value: str) -> object:
+    return {value} if value == "set" else {"value": value, "items": (1, 2)}
+
+
+async def test_only_a_handler_that_asks_for_the_job_is_given_it() -> None:
+    runner = Runner(TYPES.types, processes=0)
+    assert await runner.run("shout", "hi", job=JobContext("j", "shout", 5)) == Result(True, "HI")
+    assert await runner.run("numbered", "hi", job=JobContext("j", "numbered", 5)) == Result(True, "hi #5")
     assert await runner.run("numbered", "hi") == Result(True, "hi #1")
 
 
 async def test_a_handler_exception_is_raised_as_handler_error_starting_at_the_handler() -> None:
-    runner = Runner(TYPES, processes=0)
+    runner = Runner(TYPES.types, processes=0)
     with pytest.raises(HandlerError) as failed:
         await runner.run("shout", "boom")
-    line = shout.__code__.co_firstlineno + 2
+    line = shout.__code__.co_firstlineno + 3
     assert str(failed.value) == f"LookupError: no such word\n  {HERE}:{line} in shout"
     assert isinstance(failed.value.__cause__, LookupError)  # the worker's log shows the whole chain
+
+
+async def test_a_permanent_error_fails_the_job_with_its_message_and_no_retry() -> None:
+    result = await Runner(TYPES.types, processes=0).run("refuse", "nobody")
+    assert result == Result(False, "PermanentError: 'nobody' is not a mailbox")
+
+
+async def test_a_result_is_any_json_value_and_anything_else_fails_the_job() -> None:
+    runner = Runner(TYPES.types, processes=0)
+    assert await runner.run("odd_result", "x") == Result(True, {"value": "x", "items": [1, 2]})
+    failed = await runner.run("odd_result", "set")
+    assert not failed.ok
+    assert failed.value.startswith("the handler's result is not a JSON value (set:")

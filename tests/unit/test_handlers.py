@@ -2,37 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common import job_types
-from common.job_types import MAX_FIBONACCI_N
-from worker_svc.handlers import (
-    BUILTIN_TYPES,
+from jobqueue.worker.runner import Result, Runner
+from worker_svc.builtins import (
     INLINE_FIBONACCI_N,
+    MAX_FIBONACCI_N,
     decimal,
     fibonacci,
     fibonacci_calc,
-    reverse_string,
-    uppercase_text,
+    worker,
 )
 
-
-def run(job_type: str, payload: Any) -> str:
-    """What the worker computes for a built-in type's payload: its rule, then its handler."""
-    handler = BUILTIN_TYPES[job_type].handler
-    assert handler is not None
-    return handler(BUILTIN_TYPES.parse(job_type, payload))
+#: The migration that installs the built-in types in the job service's database.
+SEED = Path(__file__).resolve().parents[2] / "migrations" / "0010_job_types.sql"
 
 
-def test_every_built_in_type_has_its_rule_and_a_handler() -> None:
-    rules = {t.name: t for t in job_types.BUILTIN_TYPES}
-    assert list(BUILTIN_TYPES) == list(rules)
-    for name, job_type in BUILTIN_TYPES.items():
-        assert job_type.handler is not None, name
-        assert job_type.parse is rules[name].parse, name
+async def run(job_type: str, payload: Any) -> Any:
+    """What the worker computes for a built-in type's payload: its schema check, then its handler, inline."""
+    result = await Runner(worker.types, processes=0).run(job_type, payload)
+    assert result.ok, result
+    return result.value
+
+
+def test_the_built_in_types_are_declared_as_the_database_installs_them() -> None:
+    # Declared differently at the same version, the job service would refuse them and the worker would stop.
+    seed = SEED.read_text()
+    for name, job_type in worker.types.items():
+        row = f"('{name}', '{job_type.summary}',\n     '{json.dumps(dict(job_type.schema))}', {job_type.version})"
+        assert row in seed, name
+        assert (job_type.max_attempts, job_type.timeout_seconds) == (None, None)  # the seed's 0, 0
+    assert list(worker.types) == ["reverse_string", "uppercase_text", "fibonacci_calc"]
 
 
 @pytest.mark.parametrize(
@@ -46,18 +51,16 @@ def test_every_built_in_type_has_its_rule_and_a_handler() -> None:
         ("日本語", "語本日"),
     ],
 )
-def test_reverse_string_reverses_code_points(text: str, expected: str) -> None:
-    assert reverse_string(text) == expected
-    assert run("reverse_string", text) == expected
+async def test_reverse_string_reverses_code_points(text: str, expected: str) -> None:
+    assert await run("reverse_string", text) == expected
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("hello world", "HELLO WORLD"), ("", ""), ("MiXeD 123!", "MIXED 123!"), ("straße", "STRASSE"), ("ñé", "ÑÉ")],
 )
-def test_uppercase_text_uses_full_unicode_case_mapping(text: str, expected: str) -> None:
-    assert uppercase_text(text) == expected
-    assert run("uppercase_text", text) == expected
+async def test_uppercase_text_uses_full_unicode_case_mapping(text: str, expected: str) -> None:
+    assert await run("uppercase_text", text) == expected
 
 
 @pytest.mark.parametrize(("n", "expected"), [(0, "0"), (1, "1"), (2, "1"), (3, "2"), (10, "55"), (20, "6765")])
@@ -77,9 +80,19 @@ def test_fibonacci_90_is_exact() -> None:
     assert fibonacci_calc(90) == "2880067194370816120"
 
 
-def test_fibonacci_accepts_the_payload_as_json_sends_it() -> None:
+async def test_fibonacci_accepts_the_payload_as_json_sends_it() -> None:
     # google.protobuf.Value carries numbers as doubles.
-    assert run("fibonacci_calc", 10.0) == "55"
+    assert await run("fibonacci_calc", 10.0) == "55"
+
+
+@pytest.mark.parametrize(
+    ("job_type", "payload"),
+    [("fibonacci_calc", -1), ("fibonacci_calc", 2.5), ("fibonacci_calc", "10"), ("reverse_string", 5)],
+)
+async def test_a_payload_outside_the_schema_fails_for_good(job_type: str, payload: Any) -> None:
+    result = await Runner(worker.types, processes=0).run(job_type, payload)
+    assert not result.ok
+    assert result.value.startswith("payload: ")
 
 
 def test_fibonacci_largest_n_is_complete_without_touching_the_digit_limit() -> None:
@@ -119,8 +132,14 @@ def test_decimal_refuses_negative_numbers() -> None:
 
 
 def test_only_fibonacci_needs_a_process_of_its_own_and_only_when_large() -> None:
-    assert {name for name, job_type in BUILTIN_TYPES.items() if job_type.cpu_bound} == {"fibonacci_calc"}
-    small = BUILTIN_TYPES["fibonacci_calc"].small
-    assert small is not None
-    assert small(INLINE_FIBONACCI_N)
-    assert not small(INLINE_FIBONACCI_N + 1)
+    assert {name for name, job_type in worker.types.items() if not job_type.is_async} == {"fibonacci_calc"}
+    fibonacci_type = worker.types["fibonacci_calc"]
+    assert fibonacci_type.runs_inline(INLINE_FIBONACCI_N)
+    assert not fibonacci_type.runs_inline(INLINE_FIBONACCI_N + 1)
+
+
+async def test_small_fibonacci_runs_inline_with_no_handler_process() -> None:
+    # processes=0: a job that needed a handler process would wait for ever.
+    assert await Runner(worker.types, processes=0).run("fibonacci_calc", INLINE_FIBONACCI_N) == Result(
+        True, fibonacci_calc(INLINE_FIBONACCI_N)
+    )

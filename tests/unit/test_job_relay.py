@@ -6,18 +6,17 @@ import uuid
 
 import pytest
 
-from common.job_types import JobTypes
 from job_svc.errors import BrokerUnavailable
 from job_svc.jobs import Jobs
 from job_svc.relay import OutboxRelay
-from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore
+from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, type_registry
 
 OWNER = uuid.uuid4()
 
 
 async def queued(store: FakeStore, count: int) -> None:
-    jobs = Jobs(store, FakeRelay(), FakePublisher(), JobTypes.load())
-    await jobs.create_batch([jobs.check_new(OWNER, "reverse_string", f"t{i}") for i in range(count)])
+    jobs = Jobs(store, FakeRelay(), FakePublisher(), type_registry())
+    await jobs.create_batch([await jobs.check_new(OWNER, "reverse_string", f"t{i}") for i in range(count)])
 
 
 async def test_drain_publishes_the_whole_outbox_in_batches_and_empties_it() -> None:

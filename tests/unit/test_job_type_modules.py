@@ -9,7 +9,7 @@ import pytest
 
 from common.job_types import BUILTIN_TYPES, JobType, JobTypes, module_names, text
 from job_svc.settings import Settings as JobSettings
-from jobqueue.runtime.settings import SettingsError, load
+from jobqueue.runtime.settings import SettingsError, describe, load
 from jobqueue.worker.runner import Runner
 from jobqueue.worker.settings import Settings as WorkerSettings
 from tests.support.flaky_jobs import AlwaysFails
@@ -22,7 +22,7 @@ from common.job_types import JobType, text
 def shout(value: str) -> str:
     return value.upper() + "!"
 
-JOB_TYPES = [JobType({name!r}, text, "a string, shouted", handler=shout)]
+JOB_TYPES = [JobType({name!r}, text, "a string, shouted", handler=shout, schema={{"type": "string"}})]
 """
 
 
@@ -57,16 +57,17 @@ def test_module_names_are_comma_separated(value: str, names: tuple[str, ...]) ->
         ("a, a", "a module is listed twice"),
     ],
 )
-def test_malformed_module_lists_are_refused_by_both_services_settings(value: str, message: str) -> None:
-    for settings in (WorkerSettings, JobSettings):
-        with pytest.raises(SettingsError, match=f"JOB_TYPE_MODULES: {message}"):
-            load(settings, {"JOB_TYPE_MODULES": value})
+def test_malformed_module_lists_are_refused_by_the_workers_settings(value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"JOB_TYPE_MODULES: {message}"):
+        load(WorkerSettings, {"JOB_TYPE_MODULES": value})
 
 
-def test_both_services_default_to_no_modules() -> None:
+def test_the_worker_defaults_to_no_modules_and_the_job_service_reads_none() -> None:
     assert load(WorkerSettings, {}).modules() == ()
-    assert load(JobSettings, {}).modules() == ()
-    assert load(JobSettings, {"JOB_TYPE_MODULES": FLAKY}).modules() == (FLAKY,)
+    assert load(WorkerSettings, {"JOB_TYPE_MODULES": FLAKY}).modules() == (FLAKY,)
+    # The job service imports no worker code: it learns types from DeclareJobTypes.
+    assert "JOB_TYPE_MODULES" not in describe(JobSettings)
+    assert "DEMO_JOB_TYPES" not in describe(JobSettings)
 
 
 def test_a_module_adds_its_types_to_the_registry(modules_dir: Path) -> None:
@@ -85,12 +86,15 @@ def test_a_module_adds_its_types_to_the_registry(modules_dir: Path) -> None:
 def test_a_registry_cannot_be_changed() -> None:
     types = JobTypes.load([FLAKY])
     with pytest.raises(TypeError):
-        types["shout"] = JobType("shout", text, "")  # type: ignore[index]
+        types["shout"] = JobType("shout", text, "", schema={})  # type: ignore[index]
     with pytest.raises(AttributeError):
         types.modules = ()  # type: ignore[misc]
     with pytest.raises(ValueError, match="'shout' is given twice"):
-        JobTypes([JobType("shout", text, ""), JobType("shout", text, "")])
+        JobTypes([JobType("shout", text, "", schema={}), JobType("shout", text, "", schema={})])
 
+
+#: A module's first line, for the broken modules below.
+IMPORT = "from common.job_types import JobType, text\n"
 
 BROKEN = [
     ("raise RuntimeError('no config file')", r"cannot be imported \(RuntimeError: no config file\)"),
@@ -99,20 +103,28 @@ BROKEN = [
     ("JOB_TYPES = {'a': 1}", "must define JOB_TYPES, a list of common.job_types.JobType"),
     ("JOB_TYPES = [('shout', str)]", "must define JOB_TYPES, a list of common.job_types.JobType"),
     (
-        "from common.job_types import JobType, text\nJOB_TYPES = [JobType('Shout-Loud', text, '', handler=str)]",
+        IMPORT + "JOB_TYPES = [JobType('Shout-Loud', text, '', handler=str, schema={})]",
         "job type name 'Shout-Loud' must be lowercase letters, digits and _",
     ),
     (
-        "from common.job_types import JobType, text\nJOB_TYPES = [JobType('shout', text, '')]",
+        IMPORT + "JOB_TYPES = [JobType('shout', text, '', schema={})]",
         "job type 'shout' has no handler",
     ),
     (
-        "from common.job_types import JobType\nJOB_TYPES = [JobType('shout', None, '', handler=str)]",
+        "from common.job_types import JobType\nJOB_TYPES = [JobType('shout', None, '', handler=str, schema={})]",
         "job type 'shout' has no callable parse rule",
     ),
     (
-        "from common.job_types import JobType, text\nJOB_TYPES = [JobType('reverse_string', text, '', handler=str)]",
+        IMPORT + "JOB_TYPES = [JobType('reverse_string', text, '', handler=str, schema={})]",
         "declares job type 'reverse_string', which already exists",
+    ),
+    (
+        IMPORT + "JOB_TYPES = [JobType('shout', text, '', handler=str)]",
+        "cannot be imported \\(TypeError: .*missing 1 required keyword-only argument: 'schema'",
+    ),
+    (
+        IMPORT + "JOB_TYPES = [JobType('shout', text, '', handler=str, schema='s')]",
+        "job type 'shout' has no schema",
     ),
 ]
 

@@ -10,27 +10,27 @@ from typing import Any
 import asyncpg
 import pytest
 
-from common.job_types import JobTypes
 from job_svc.auth import Caller
 from job_svc.errors import JobFinished, JobNotFound, NotFailed
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Status
 from job_svc.rules import RERUN_BATCH
+from job_svc.types import JobTypeRegistry
 from jobqueue.runtime.errors import InvalidArgument
-from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, stored_job
+from tests.support import flaky_jobs
+from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, stored_job, type_registry
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
-FLAKY = "tests.support.flaky_jobs"
 
 
 Service = tuple[Jobs, FakeStore, FakeRelay, FakePublisher]
 
 
-def service(store: FakeStore | None = None, types: JobTypes | None = None) -> Service:
+def service(store: FakeStore | None = None, types: JobTypeRegistry | None = None) -> Service:
     """Jobs on fakes: the store (a new one unless given), the relay and the publisher, and the built-in types."""
     store = store or FakeStore()
     relay, publisher = FakeRelay(), FakePublisher()
-    return Jobs(store, relay, publisher, types or JobTypes.load()), store, relay, publisher
+    return Jobs(store, relay, publisher, types or type_registry()), store, relay, publisher
 
 
 def user(owner: uuid.UUID, *, operator: bool = False) -> Caller:
@@ -42,7 +42,9 @@ def user(owner: uuid.UUID, *, operator: bool = False) -> Caller:
 
 async def test_concurrent_creates_share_one_transaction() -> None:
     jobs, store, relay, _ = service()
-    created = await asyncio.gather(*(jobs.create(jobs.check_new(ALICE, "reverse_string", f"t{i}")) for i in range(5)))
+    created = await asyncio.gather(
+        *[jobs.create(await jobs.check_new(ALICE, "reverse_string", f"t{i}")) for i in range(5)]
+    )
     assert [job.payload for job in created] == [f"t{i}" for i in range(5)]
     assert store.creates == [5]
     assert len(store.outbox) == 5
@@ -56,7 +58,7 @@ async def test_a_row_the_database_refuses_fails_only_its_own_call() -> None:
     jobs, store, _, _ = service(FakeStore(refuse=refuse))
     payloads = ["a", "bad", "b"]
     outcomes = await asyncio.gather(
-        *(jobs.create(jobs.check_new(ALICE, "reverse_string", p)) for p in payloads), return_exceptions=True
+        *[jobs.create(await jobs.check_new(ALICE, "reverse_string", p)) for p in payloads], return_exceptions=True
     )
     good_a, bad, good_b = outcomes
     assert isinstance(bad, asyncpg.exceptions.CheckViolationError)
@@ -72,7 +74,7 @@ async def test_a_transient_database_error_fails_every_call_of_the_batch() -> Non
     lost = asyncpg.PostgresConnectionError("connection lost")  # a PostgresError, but not the row's fault
     jobs, store, _, _ = service(FakeStore(refuse=lambda _job: lost))
     outcomes = await asyncio.gather(
-        *(jobs.create(jobs.check_new(ALICE, "reverse_string", p)) for p in "ab"), return_exceptions=True
+        *[jobs.create(await jobs.check_new(ALICE, "reverse_string", p)) for p in "ab"], return_exceptions=True
     )
     assert outcomes == [lost, lost]
     assert store.creates == [2], "a connection error is not retried row by row"
@@ -81,11 +83,11 @@ async def test_a_transient_database_error_fails_every_call_of_the_batch() -> Non
 async def test_a_repeated_request_id_returns_the_first_job() -> None:
     jobs, store, _, _ = service()
     request_id = uuid.uuid4()
-    first = await jobs.create(jobs.check_new(ALICE, "reverse_string", "x", request_id=request_id))
-    again = await jobs.create(jobs.check_new(ALICE, "reverse_string", "y", request_id=request_id))
+    first = await jobs.create(await jobs.check_new(ALICE, "reverse_string", "x", request_id=request_id))
+    again = await jobs.create(await jobs.check_new(ALICE, "reverse_string", "y", request_id=request_id))
     assert again == first
     [batch_a, batch_b] = await jobs.create_batch(
-        [jobs.check_new(BOB, "reverse_string", p, request_id=request_id) for p in "ab"]
+        [await jobs.check_new(BOB, "reverse_string", p, request_id=request_id) for p in "ab"]
     )
     assert batch_a == batch_b
     assert batch_a.payload == "a"
@@ -97,25 +99,27 @@ async def test_a_repeated_request_id_returns_the_first_job() -> None:
     [
         ("no_such_type", "x", "type", "unknown job type 'no_such_type'; expected one of: fibonacci_calc, reverse"),
         ("reverse_string", None, "payload", "is required"),
-        ("reverse_string", 5, "payload", "must be a string for reverse_string"),
-        ("fibonacci_calc", -1, "payload", "must be between 0 and 100000 for fibonacci_calc"),
+        ("reverse_string", 5, "payload", "5 is not of type 'string'"),
+        ("fibonacci_calc", -1, "payload", "-1 is less than the minimum of 0"),
         ("always_fails", "x", "type", "unknown job type 'always_fails'"),
     ],
 )
-def test_check_new_refuses_what_the_registry_refuses(job_type: str, payload: Any, field: str, message: str) -> None:
+async def test_check_new_refuses_what_the_registry_refuses(
+    job_type: str, payload: Any, field: str, message: str
+) -> None:
     jobs, *_ = service()
     with pytest.raises(InvalidArgument) as refused:
-        jobs.check_new(ALICE, job_type, payload)
+        await jobs.check_new(ALICE, job_type, payload)
     [violation] = refused.value.violations
     assert violation.field == field
     assert message in violation.description
 
 
-def test_check_new_knows_the_types_of_its_registry() -> None:
-    jobs, *_ = service(types=JobTypes.load([FLAKY]))
-    assert jobs.check_new(ALICE, "always_fails", "x").type == "always_fails"
+async def test_check_new_knows_the_types_of_its_registry() -> None:
+    jobs, *_ = service(types=type_registry(*flaky_jobs.worker.types.values()))
+    assert (await jobs.check_new(ALICE, "always_fails", "x")).type == "always_fails"
     with pytest.raises(InvalidArgument, match="expected one of: always_fails, fibonacci_calc, reverse_string, sleeps"):
-        jobs.check_new(ALICE, "shout", "x")
+        await jobs.check_new(ALICE, "shout", "x")
 
 
 # Listing
@@ -123,10 +127,10 @@ def test_check_new_knows_the_types_of_its_registry() -> None:
 
 async def test_pages_of_a_listing_cover_every_job_once_newest_first() -> None:
     jobs, *_ = service()
-    created = [await jobs.create(jobs.check_new(ALICE, "reverse_string", f"t{i}")) for i in range(7)]
+    created = [await jobs.create(await jobs.check_new(ALICE, "reverse_string", f"t{i}")) for i in range(7)]
     # Jobs created in one transaction share created_at: the id breaks the tie.
-    created += await jobs.create_batch([jobs.check_new(ALICE, "reverse_string", f"b{i}") for i in range(3)])
-    await jobs.create(jobs.check_new(BOB, "reverse_string", "not alice's"))
+    created += await jobs.create_batch([await jobs.check_new(ALICE, "reverse_string", f"b{i}") for i in range(3)])
+    await jobs.create(await jobs.check_new(BOB, "reverse_string", "not alice's"))
     seen: list[Job] = []
     token = ""
     while True:
@@ -144,7 +148,7 @@ async def test_pages_of_a_listing_cover_every_job_once_newest_first() -> None:
 async def test_a_page_token_is_bound_to_its_filters() -> None:
     jobs, *_ = service()
     for i in range(3):
-        await jobs.create(jobs.check_new(ALICE, "reverse_string", f"t{i}"))
+        await jobs.create(await jobs.check_new(ALICE, "reverse_string", f"t{i}"))
     _, token = await jobs.list(ALICE, 1, "", None, None)
     assert token
     for status, job_type in [(Status.QUEUED, None), (None, "reverse_string")]:

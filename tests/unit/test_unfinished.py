@@ -8,14 +8,13 @@ from collections.abc import Collection, Sequence
 
 import pytest
 
-from common.job_types import JobTypes
 from common.rates import Rate
 from job_svc.errors import TooManyUnfinishedJobs
 from job_svc.jobs import Jobs
 from job_svc.limits import JobLimits
 from job_svc.model import Job, NewJob
 from job_svc.unfinished import MAX_AGE_SECONDS, REFRESH_SECONDS, Estimates, UnfinishedCap
-from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore
+from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, type_registry
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
 
@@ -149,13 +148,13 @@ def service(store: FakeStore, cap: int, clock: Clock) -> Jobs:
         store,
         FakeRelay(),
         FakePublisher(),
-        JobTypes.load(),
+        type_registry(),
         JobLimits(max_unfinished=cap, other_replicas=0, clock=clock),
     )
 
 
-def new(jobs: Jobs, owner: uuid.UUID = ALICE) -> NewJob:
-    return jobs.check_new(owner, "reverse_string", "abc")
+async def new(jobs: Jobs, owner: uuid.UUID = ALICE) -> NewJob:
+    return await jobs.check_new(owner, "reverse_string", "abc")
 
 
 async def settle() -> None:
@@ -167,29 +166,29 @@ async def test_far_from_the_cap_creates_are_plain_inserts_and_near_it_exact() ->
     clock = Clock()
     store = FakeStore()
     jobs = service(store, 10, clock)
-    await jobs.create_batch([new(jobs) for _ in range(2)])
+    await jobs.create_batch([await new(jobs) for _ in range(2)])
     assert store.checked == [{ALICE}]  # never read: exact, and read in the background
     await settle()
     assert store.counts == [1]
-    await jobs.create_batch([new(jobs) for _ in range(5)])
-    await jobs.create(new(jobs))
-    await asyncio.gather(jobs.create(new(jobs)), jobs.create(new(jobs, BOB)))  # one group-commit batch
+    await jobs.create_batch([await new(jobs) for _ in range(5)])
+    await jobs.create(await new(jobs))
+    await asyncio.gather(jobs.create(await new(jobs)), jobs.create(await new(jobs, BOB)))  # one group-commit batch
     assert store.checked[1:] == [set(), set(), {BOB}]  # ALICE's on the estimate, BOB's exactly
     with pytest.raises(TooManyUnfinishedJobs):
-        await jobs.create_batch([new(jobs) for _ in range(2)])  # 9 + 2 > 10: exact, and refused
-    await jobs.create(new(jobs))
+        await jobs.create_batch([await new(jobs) for _ in range(2)])  # 9 + 2 > 10: exact, and refused
+    await jobs.create(await new(jobs))
     assert store.checked[-2:] == [{ALICE}, {ALICE}]
     assert sum(1 for r in store.rows.values() if r.job.owner_id == ALICE) == 10
     clock.now += REFRESH_SECONDS
     await jobs.cancel(ALICE, next(r.job.id for r in store.rows.values() if r.job.owner_id == ALICE))
     with pytest.raises(TooManyUnfinishedJobs):
-        await jobs.create_batch([new(jobs) for _ in range(2)])  # still 9 + 2: refused, and read again
+        await jobs.create_batch([await new(jobs) for _ in range(2)])  # still 9 + 2: refused, and read again
     await settle()
     assert store.counts[-1] == 1
-    await jobs.create(new(jobs))  # the read counted 9: one more fits on the estimate (no margin: one replica)
+    await jobs.create(await new(jobs))  # the read counted 9: one more fits on the estimate (no margin: one replica)
     assert store.checked[-1] == set()
     with pytest.raises(TooManyUnfinishedJobs):
-        await jobs.create(new(jobs))
+        await jobs.create(await new(jobs))
     assert store.checked[-1] == {ALICE}
     assert sum(1 for r in store.rows.values() if r.job.owner_id == ALICE and not r.job.status.final) == 10
 
@@ -198,14 +197,14 @@ async def test_the_exact_check_waits_for_plain_inserts_it_could_not_see() -> Non
     clock = Clock()
     store = GatedStore()
     jobs = service(store, 10, clock)
-    await jobs.create(new(jobs))
+    await jobs.create(await new(jobs))
     await settle()  # read: 1
     store.gate.clear()
-    fast = asyncio.gather(jobs.create_batch([new(jobs) for _ in range(5)]))  # 6 fit: a plain insert
+    fast = asyncio.gather(jobs.create_batch([await new(jobs) for _ in range(5)]))  # 6 fit: a plain insert
     await settle()
     assert not fast.done()
     # 6 + 6 > 10: exact. Counted before the plain insert lands it would find 1 and store all six.
-    exact = asyncio.gather(*(jobs.create(new(jobs)) for _ in range(6)), return_exceptions=True)
+    exact = asyncio.gather(*[jobs.create(await new(jobs)) for _ in range(6)], return_exceptions=True)
     await settle()
     assert not exact.done()  # it waits for the plain insert
     store.gate.set()
@@ -224,8 +223,8 @@ async def test_a_read_that_fails_leaves_the_owner_on_the_exact_check(caplog: pyt
     store = Failing()
     cap = UnfinishedCap(store, Estimates(10, lambda _age: 0.0, clock=clock))
     jobs = service(FakeStore(), 10, clock)
-    await cap.create([new(jobs)])
+    await cap.create([await new(jobs)])
     await settle()
     assert "could not count unfinished jobs" in caplog.text
-    await cap.create([new(jobs)])
+    await cap.create([await new(jobs)])
     assert store.checked == [{ALICE}, {ALICE}]

@@ -18,6 +18,7 @@ from jobqueue.jobs.v1 import delivery_pb2
 from jobqueue.runtime.messages import CANCELLATION_TYPE, MESSAGE_TYPE
 from jobqueue.runtime.signing import Signer, Verifier
 from jobqueue.worker import metrics
+from jobqueue.worker.context import JobContext
 from jobqueue.worker.delivery import DeliveryHandler
 from jobqueue.worker.reports import Failure, ReportAbandoned, ReportRefused
 from jobqueue.worker.runner import HandlerError, HandlerProcess, Result
@@ -90,9 +91,12 @@ class FakeReports:
         self.log.append(("claim", job_id, claim_id))
         return cast(int | None, self._answer(self.claim_reply))
 
-    async def complete(self, job_id: str, attempt: int, result: str) -> bool:
+    async def complete(self, job_id: str, attempt: int, result: Any) -> bool:
         self.log.append(("complete", job_id, attempt, result))
         return cast(bool, self._answer(self.complete_reply))
+
+    async def progress(self, job_id: str, claim_id: str, fraction: float, message: str) -> None:
+        self.log.append(("progress", job_id, claim_id, fraction, message))
 
     async def fail(self, job_id: str, attempt: int, error: str, *, retryable: bool = False) -> Failure:
         self.log.append(("fail", job_id, attempt, error))
@@ -113,10 +117,11 @@ class FakeRunner:
         yield
 
     async def run(
-        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, job: JobContext | None = None
     ) -> Result:
         self.ran.append((job_type, payload))
-        self.attempts.append(attempt)
+        assert job is not None
+        self.attempts.append(job.attempt)
         if isinstance(self.reply, BaseException):
             raise self.reply
         return cast(Result, self.reply)
@@ -342,7 +347,7 @@ async def test_a_message_whose_channel_closed_while_it_waited_is_not_claimed() -
 async def test_one_delivery_failing_does_not_affect_another() -> None:
     class Runner(FakeRunner):
         async def run(
-            self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+            self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, job: JobContext | None = None
         ) -> Result:
             if payload == "bad":
                 raise RuntimeError("boom")
@@ -367,7 +372,7 @@ class BlockingRunner(FakeRunner):
         self.started = asyncio.Event()
 
     async def run(
-        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, attempt: int = 1
+        self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, job: JobContext | None = None
     ) -> Result:
         self.started.set()
         await asyncio.Event().wait()
@@ -462,3 +467,34 @@ async def test_an_unsigned_cancellation_is_ignored() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_a_result_that_is_not_text_is_reported_as_the_json_value_it_is() -> None:
+    reports = FakeReports(claim_reply=2)
+    message = await handle(reports, FakeRunner(Result(True, {"message_id": "m-7", "sizes": [1, 2]})))
+    assert reports.log[-1] == ("complete", JOB_ID, 2, {"message_id": "m-7", "sizes": [1, 2]})
+    assert message.settled == [("ack", None)]
+
+
+async def test_progress_goes_under_the_claim_at_most_once_per_interval_the_latest_winning() -> None:
+    class ChattyRunner(FakeRunner):
+        async def run(
+            self, job_type: str, payload: Any, process: HandlerProcess | None = None, *, job: JobContext | None = None
+        ) -> Result:
+            assert job is not None
+            await job.progress(0.1, "started")
+            await asyncio.sleep(0.01)  # the first report leaves at once
+            for tenth in range(2, 10):
+                await job.progress(tenth / 10, f"step {tenth}")  # within the interval: only the last one leaves
+            await asyncio.sleep(0.3)
+            return Result(True, "done")
+
+    reports = FakeReports(claim_reply=1)
+    handler = DeliveryHandler(reports, ChattyRunner(), VERIFIER, requeue_delay=0, progress_interval=0.1)
+    await handler.handle(cast(AbstractIncomingMessage, FakeMessage(body())))
+    (claim_id,) = {entry[2] for entry in reports.log if entry[0] == "claim"}
+    assert [entry for entry in reports.log if entry[0] == "progress"] == [
+        ("progress", JOB_ID, claim_id, 0.1, "started"),
+        ("progress", JOB_ID, claim_id, 0.9, "step 9"),
+    ]
+    assert reports.log[-1] == ("complete", JOB_ID, 1, "done")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,14 +27,14 @@ from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 from jsonschema.protocols import Validator
 
-from jobqueue.runtime.limits import MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS
+from jobqueue.runtime.limits import (
+    MAX_ATTEMPTS,
+    MAX_SCHEMA_BYTES,
+    MAX_SUMMARY_CHARS,
+    MAX_TIMEOUT_SECONDS,
+    NAME_PATTERN,
+)
 
-#: The shape of a type name; the job service and its tables check the same.
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
-#: Longest summary the job service stores.
-MAX_SUMMARY_CHARS = 500
-#: Largest schema, as JSON, the job service takes.
-MAX_SCHEMA_BYTES = 64 * 1024
 #: Integers a JSON number (a double on the wire) holds exactly.
 _EXACT_INTEGERS = 2**53
 
@@ -165,7 +164,7 @@ def _check_schema(schema: Any, where: str) -> None:
     if not isinstance(schema, Mapping):
         raise TypeError(f"{where}: schema must be a JSON Schema (a dict) or a model class with model_json_schema")
     try:
-        encoded = json.dumps(schema, allow_nan=False)
+        encoded = json.dumps(schema, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as error:
         raise TypeError(f"{where}: schema is not JSON ({error})") from None
     if len(encoded.encode()) > MAX_SCHEMA_BYTES:

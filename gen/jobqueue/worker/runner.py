@@ -152,6 +152,7 @@ def _outcome(result: Any) -> Result:
 
 _PR_SET_PDEATHSIG = 1
 
+
 def _init_handler_process(parent: int, modules: Sequence[str]) -> None:
     """Initializer of each handler process.
 
