@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import sys
@@ -13,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from common.job_types import MAX_FIBONACCI_N
+from jobqueue.worker import Worker
+from jobqueue.worker.context import JobContext
 from jobqueue.worker.runner import UNKNOWN_TYPE, HandlerError, Result, Runner
 from tests.support import flaky_jobs
 from tests.support.processes import alive
-from worker_svc.handlers import INLINE_FIBONACCI_N, decimal, fibonacci, load_job_types
-
-FLAKY = "tests.support.flaky_jobs"
+from worker_svc import builtins
+from worker_svc.builtins import INLINE_FIBONACCI_N, MAX_FIBONACCI_N, decimal, fibonacci
 
 
 @pytest.fixture
 async def runner() -> AsyncIterator[Runner]:
-    runner = Runner(load_job_types([]), processes=1)
+    runner = Runner(builtins.worker.types, processes=1)
     yield runner
     await runner.close()
 
@@ -36,16 +37,16 @@ async def test_unknown_type_fails_the_job(runner: Runner) -> None:
 @pytest.mark.parametrize(
     ("job_type", "payload", "error"),
     [
-        ("reverse_string", 5.0, "payload: must be a string"),
-        ("uppercase_text", None, "payload: must be a string"),
-        ("fibonacci_calc", "10", "payload: must be a whole number"),
-        ("fibonacci_calc", 2.5, "payload: must be a whole number"),
-        ("fibonacci_calc", float("nan"), "payload: must be a whole number"),
-        ("fibonacci_calc", -1.0, "payload: must be between 0 and 100000"),
-        ("fibonacci_calc", 100_001.0, "payload: must be between 0 and 100000"),
+        ("reverse_string", 5.0, "payload: 5 is not of type 'string'"),
+        ("uppercase_text", None, "payload: None is not of type 'string'"),
+        ("fibonacci_calc", "10", "payload: '10' is not of type 'integer'"),
+        ("fibonacci_calc", 2.5, "payload: 2.5 is not of type 'integer'"),
+        ("fibonacci_calc", float("nan"), "payload: nan is not of type 'integer'"),
+        ("fibonacci_calc", -1.0, "payload: -1 is less than the minimum of 0"),
+        ("fibonacci_calc", 100_001.0, "payload: 100001 is greater than the maximum of 100000"),
     ],
 )
-async def test_payload_that_breaks_its_rule_fails_the_job(
+async def test_payload_that_breaks_its_schema_fails_the_job(
     runner: Runner, job_type: str, payload: object, error: str
 ) -> None:
     assert await runner.run(job_type, payload) == Result(False, error)
@@ -62,8 +63,8 @@ async def test_fibonacci_runs_in_the_pool(runner: Runner) -> None:
     assert await runner.run("fibonacci_calc", 10.0) == Result(True, "55")
     largest = await runner.run("fibonacci_calc", float(MAX_FIBONACCI_N))
     assert largest.ok
-    assert len(largest.text) == 20_899
-    assert largest.text.startswith("25974069347221724166")
+    assert len(largest.value) == 20_899
+    assert largest.value.startswith("25974069347221724166")
     assert sys.get_int_max_str_digits() == limit
 
 
@@ -72,7 +73,7 @@ async def test_a_dead_pool_process_is_replaced(runner: Runner) -> None:
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(BrokenProcessPool):
         await runner.run("fibonacci_calc", 5000.0)
-    assert (await runner.run("fibonacci_calc", 5000.0)).text.startswith("38789684543883256337")
+    assert (await runner.run("fibonacci_calc", 5000.0)).value.startswith("38789684543883256337")
     assert await runner.pids() != [pid]
 
 
@@ -115,7 +116,7 @@ async def test_a_pool_job_waits_its_turn_for_a_free_process_and_an_inline_job_do
 @pytest.fixture
 async def sleepy() -> AsyncIterator[Runner]:
     """A runner of one handler process, in a worker that loaded the test job types (``sleeps``)."""
-    runner = Runner(load_job_types([FLAKY]), processes=1)
+    runner = Runner(flaky_jobs.worker.types, processes=1)
     await runner.start()
     yield runner
     await runner.close()
@@ -146,7 +147,7 @@ async def test_a_stopped_pool_job_is_killed_with_its_process_and_the_next_job_ru
     # The one handler process is free again at once, not in ten minutes.
     async with sleepy.turn("fibonacci_calc", 5000.0) as process:
         result = await asyncio.wait_for(sleepy.run("fibonacci_calc", 5000.0, process), 30)
-    assert result.text.startswith("38789684543883256337")
+    assert result.value.startswith("38789684543883256337")
     [successor] = await sleepy.pids()
     assert successor != pid
     assert alive(successor)
@@ -178,7 +179,9 @@ async def test_a_handler_exception_in_a_handler_process_becomes_its_description(
 
 
 ODD_JOBS = """
-from common.job_types import JobType, text
+from jobqueue.worker import JobContext, PermanentError, Worker
+
+worker = Worker()
 
 
 class Odd(Exception):
@@ -186,28 +189,31 @@ class Odd(Exception):
         super().__init__(f"{a}/{b}")
 
 
+@worker.job_type("odd", schema={"type": "string"})
 def odd(value: str) -> str:
     raise Odd(1, 2)
 
 
-def numbered(value: str, attempt: int) -> str:
-    return f"{value} #{attempt}"
+@worker.job_type("numbered", schema={"type": "string"})
+def numbered(value: str, job: JobContext) -> dict:
+    return {"value": value, "job": job.job_id, "attempt": job.attempt}
 
 
-JOB_TYPES = [
-    JobType("odd", text, "", handler=odd, cpu_bound=True),
-    JobType("numbered", text, "", handler=numbered, cpu_bound=True, takes_attempt=True),
-]
+@worker.job_type("refused", schema={"type": "string"})
+def refused(value: str) -> str:
+    raise PermanentError(f"{value} will never do")
 """
 
 
 @pytest.fixture
 async def odd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runner]:
-    """A runner of one handler process whose module has a handler raising an exception that cannot be unpickled."""
+    """A runner of one handler process for a module of odd handlers (one raising an exception that cannot unpickle)."""
     name = f"odd_jobs_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(ODD_JOBS)
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned handler processes inherit sys.path
-    runner = Runner(load_job_types([name]), processes=1)
+    worker = importlib.import_module(name).worker
+    assert isinstance(worker, Worker)
+    runner = Runner(worker.types, processes=1)
     await runner.start()
     yield runner
     await runner.close()
@@ -216,10 +222,17 @@ async def odd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
 async def test_an_exception_that_cannot_cross_processes_is_still_described_and_breaks_nothing(odd: Runner) -> None:
     # Sent back as it is, Odd would fail to unpickle in the worker and break the pool (BrokenProcessPool).
     [pid] = await odd.pids()
-    with pytest.raises(HandlerError, match=r"^Odd: 1/2\n  odd_jobs_\w+\.py:11 in odd$"):
+    with pytest.raises(HandlerError, match=r"^Odd: 1/2\n  odd_jobs_\w+\.py:14 in odd$"):
         await odd.run("odd", "x")
     assert await odd.pids() == [pid]
 
 
-async def test_a_handler_in_a_handler_process_is_given_its_attempt(odd: Runner) -> None:
-    assert await odd.run("numbered", "x", attempt=7) == Result(True, "x #7")
+async def test_a_handler_in_a_handler_process_is_given_its_job_and_may_return_any_json_value(odd: Runner) -> None:
+    result = await odd.run("numbered", "x", job=JobContext("job-1", "numbered", 7))
+    assert result == Result(True, {"value": "x", "job": "job-1", "attempt": 7})
+
+
+async def test_a_permanent_error_in_a_handler_process_fails_the_job_for_good(odd: Runner) -> None:
+    [pid] = await odd.pids()
+    assert await odd.run("refused", "x") == Result(False, "PermanentError: x will never do")
+    assert await odd.pids() == [pid]
