@@ -67,7 +67,7 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def result_json(value: Any) -> str:
+def encode_json_result(value: Any) -> str:
     """A non-string result as the compact JSON text to store; INVALID_ARGUMENT on ``result_value`` if it holds NUL.
 
     jsonb cannot store NUL (U+0000) in a string or a key. json.dumps writes every

@@ -18,7 +18,7 @@ from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Priority, Progress, Report, Status
 from job_svc.reports import Reports
-from job_svc.rules import check_batch, compact_json, first_violations, parse_id, result_json
+from job_svc.rules import check_batch, compact_json, encode_json_result, first_violations, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -126,7 +126,7 @@ def _result_from_proto(request: jobs_pb2.UpdateJobRequest) -> tuple[str | None, 
         return value.string_value, None  # stored exactly as `result` would be
     if value.WhichOneof("kind") is None:
         raise InvalidArgument([FieldViolation("result_value", "must hold a JSON value (null_value for null)")])
-    return None, result_json(json_from_proto(value, "result_value"))
+    return None, encode_json_result(json_from_proto(value, "result_value"))
 
 
 def _result_to_proto(job: Job) -> tuple[str | None, struct_pb2.Value | None]:

@@ -24,9 +24,9 @@ from job_svc.rules import (
     check_batch,
     check_listing,
     decode_page_token,
+    encode_json_result,
     encode_page_token,
     parse_id,
-    result_json,
 )
 from job_svc.servicer import report_from_proto
 from jobqueue.jobs.v1 import jobs_pb2
@@ -140,13 +140,13 @@ def test_ids_are_uuids_named_by_their_field() -> None:
     ],
 )
 def test_a_json_result_is_stored_as_compact_text(value: object, text: str) -> None:
-    assert result_json(value) == text
+    assert encode_json_result(value) == text
 
 
 @pytest.mark.parametrize("value", [["a\x00b"], {"k\x00": 1}, {"k": {"deep": ["\\\x00"]}}])
 def test_a_json_result_holding_nul_is_refused(value: object) -> None:
     with pytest.raises(InvalidArgument, match=r"^result_value: must not contain NUL characters in any string or key$"):
-        result_json(value)
+        encode_json_result(value)
 
 
 def _completed(**fields: Any) -> jobs_pb2.UpdateJobRequest:
