@@ -1,4 +1,4 @@
-"""What a valid JobService request is: limits, defaults, ids, attempts, listings, page tokens, error sizes.
+"""What a valid JobService request is: limits, defaults, ids, attempts, listings, page tokens, results, error sizes.
 
 Pure functions of request values: each returns the checked value or raises
 InvalidArgument naming the offending field. No I/O, so they are unit-tested
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Container, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument
 from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
@@ -22,8 +24,11 @@ MAX_PAGE_SIZE = 500
 RERUN_BATCH = 500
 #: Most jobs in one BatchCreateJobs call, and most reports in one UpdateJobs call.
 MAX_BATCH = 1000
-#: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
+#: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB); a
+#: result of another JSON type counts the characters of its compact JSON text.
 MAX_RESULT_CHARS = 1 << 20
+#: Longest note a progress report may carry.
+MAX_PROGRESS_MESSAGE_CHARS = 200
 #: Largest error message a worker may report.
 MAX_ERROR_CHARS = 8192
 #: Longest page token accepted; those the service issues are a few hundred characters.
@@ -50,6 +55,30 @@ def first_violations(violations: Sequence[FieldViolation], rest_field: str) -> l
         return list(violations)
     unlisted = len(violations) - MAX_VIOLATIONS
     return [*violations[:MAX_VIOLATIONS], FieldViolation(rest_field, f"{unlisted} more violations are not listed")]
+
+
+#: A NUL escape in JSON text: ``\u0000`` preceded by an even number of backslashes (after an odd
+#: number, its backslash is the second half of an escaped backslash, and "u0000" is plain letters).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as JSON text without spaces, non-ASCII characters as they are: the form results are measured in."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_json_result(value: Any) -> str:
+    """A non-string result as the compact JSON text to store; INVALID_ARGUMENT on ``result_value`` if it holds NUL.
+
+    jsonb cannot store NUL (U+0000) in a string or a key. json.dumps writes every
+    NUL as an escape, so one regular expression over the text finds them all,
+    without walking the value in Python. The size is checked with the string
+    results' (job_svc/reports.py).
+    """
+    text = compact_json(value)
+    if _NUL_ESCAPE.search(text):
+        raise InvalidArgument([FieldViolation("result_value", "must not contain NUL characters in any string or key")])
+    return text
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:

@@ -1,14 +1,18 @@
-"""What a valid JobService request is: page tokens, batch sizes, attempts, listings, ids."""
+"""What a valid JobService request is: page tokens, batch sizes, attempts, listings, ids, results."""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from google.protobuf import json_format, struct_pb2
 
+from job_svc.model import Progress
 from job_svc.rules import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
@@ -17,9 +21,12 @@ from job_svc.rules import (
     check_batch,
     check_listing,
     decode_page_token,
+    encode_json_result,
     encode_page_token,
     parse_id,
 )
+from job_svc.servicer import report_from_proto
+from jobqueue.jobs.v1 import jobs_pb2
 from jobqueue.runtime.errors import InvalidArgument
 from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 
@@ -117,3 +124,84 @@ def test_ids_are_uuids_named_by_their_field() -> None:
     assert parse_id(str(JOB_ID)) == JOB_ID
     with pytest.raises(InvalidArgument, match=r"^claim_id: must be a UUID$"):
         parse_id("nope", "claim_id")
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"b": [1, 2.5, None, True], "a": "é"}, '{"b":[1,2.5,null,true],"a":"é"}'),
+        ([], "[]"),
+        (None, "null"),
+        (["\\u0000 written out"], '["\\\\u0000 written out"]'),
+        (["\\\\u0000"], '["\\\\\\\\u0000"]'),
+    ],
+)
+def test_a_json_result_is_stored_as_compact_text(value: object, text: str) -> None:
+    assert encode_json_result(value) == text
+
+
+@pytest.mark.parametrize("value", [["a\x00b"], {"k\x00": 1}, {"k": {"deep": ["\\\x00"]}}])
+def test_a_json_result_holding_nul_is_refused(value: object) -> None:
+    with pytest.raises(InvalidArgument, match=r"^result_value: must not contain NUL characters in any string or key$"):
+        encode_json_result(value)
+
+
+def _completed(**fields: Any) -> jobs_pb2.UpdateJobRequest:
+    return jobs_pb2.UpdateJobRequest(id=str(JOB_ID), status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1, **fields)
+
+
+def _value(python: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(python, struct_pb2.Value())
+
+
+@pytest.mark.parametrize(
+    ("request_", "result", "json_text"),
+    [
+        (_completed(result="55"), "55", None),
+        (_completed(result_value=_value("55")), "55", None),  # a string is stored as `result` would be
+        (_completed(result_value=_value(42.0)), None, "42"),
+        (_completed(result_value=_value({"n": [3.0, 0.5]})), None, '{"n":[3,0.5]}'),  # whole numbers at any depth
+        (_completed(result_value=_value(2.0**60)), None, "1.152921504606847e+18"),  # past 2**53: not claimed exact
+        (_completed(result_value=struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)), None, "null"),
+    ],
+)
+def test_a_report_takes_its_result_from_result_or_result_value(
+    request_: jobs_pb2.UpdateJobRequest, result: str | None, json_text: str | None
+) -> None:
+    report = report_from_proto(request_)
+    assert (report.result, report.result_json) == (result, json_text)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        _completed(result="55", result_value=_value("55")),
+        _completed(result_value=struct_pb2.Value()),
+        _completed(result_value=struct_pb2.Value(number_value=math.inf)),
+        _completed(
+            result_value=struct_pb2.Value(
+                list_value=struct_pb2.ListValue(values=[struct_pb2.Value(number_value=math.nan)])
+            )
+        ),
+    ],
+    ids=["both", "no-kind", "infinity", "nan-in-a-list"],
+)
+def test_a_bad_result_value_is_refused_on_its_field(request_: jobs_pb2.UpdateJobRequest) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        report_from_proto(request_)
+    assert [v.field for v in refused.value.violations] == ["result_value"]
+
+
+def test_a_progress_report_carries_its_fraction_and_note() -> None:
+    request = jobs_pb2.UpdateJobRequest(
+        id=str(JOB_ID),
+        status=jobs_pb2.JOB_STATUS_RUNNING,
+        claim_id=str(JOB_ID),
+        progress=jobs_pb2.JobProgress(fraction=0.5, message="half"),
+    )
+    assert report_from_proto(request).progress == Progress(0.5, "half")
+    request.ClearField("progress")
+    assert report_from_proto(request).progress is None
