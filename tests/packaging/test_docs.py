@@ -20,7 +20,7 @@ import jobqueue.worker.metrics
 from auth_svc.settings import AuthSettings
 from job_svc.settings import Settings as JobSettings
 from jobqueue.runtime.settings import env_name
-from jobqueue.worker.settings import Settings as WorkerSettings
+from worker_svc.settings import Settings as WorkerSettings
 from migrations import roles
 
 ROOT = Path(__file__).resolve().parents[2]
