@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from common import demo_jobs
 from tests.e2e.conftest import RunningSystem
 from tests.support.processes import ROOT
 from tests.support.readme import README, readme_block
+from worker_svc import demo as demo_types
 
 #: Printed between the two walkthroughs, to tell their output apart.
 BETWEEN = "=== the demo walkthrough starts here ==="
@@ -68,9 +68,9 @@ def test_the_demo_walkthrough_works_as_written(make_run: RunningSystem) -> None:
 
     # 3. Dead after its two attempts, its error naming the exception and the handler's line, as the README shows.
     assert (dead["job"]["status"], dead["job"]["attempts"]) == ("JOB_STATUS_FAILED", 2)
-    raise_line = demo_jobs.fail.__code__.co_firstlineno + 3
+    raise_line = demo_types.fail.__code__.co_firstlineno + 8  # the raise, below its decorator
     assert dead["job"]["error"] == (
-        f"DemoFailure: attempt 2 fails on purpose (the first 3 do)\n  common/demo_jobs.py:{raise_line} in fail"
+        f"DemoFailure: attempt 2 fails on purpose (the first 3 do)\n  worker_svc/demo.py:{raise_line} in fail"
     )
     assert shown_dead_job() in demo
 

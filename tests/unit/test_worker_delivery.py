@@ -485,12 +485,14 @@ async def test_progress_goes_under_the_claim_at_most_once_per_interval_the_lates
             await job.progress(0.1, "started")
             await asyncio.sleep(0.01)  # the first report leaves at once
             for tenth in range(2, 10):
-                await job.progress(tenth / 10, f"step {tenth}")  # within the interval: only the last one leaves
-            await asyncio.sleep(0.3)
+                # Within the interval: each replaces the one before, and only the last one leaves.
+                await job.progress(tenth / 10, f"step {tenth}")
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.6)
             return Result(True, "done")
 
     reports = FakeReports(claim_reply=1)
-    handler = DeliveryHandler(reports, ChattyRunner(), VERIFIER, requeue_delay=0, progress_interval=0.1)
+    handler = DeliveryHandler(reports, ChattyRunner(), VERIFIER, requeue_delay=0, progress_interval=0.5)
     await handler.handle(cast(AbstractIncomingMessage, FakeMessage(body())))
     (claim_id,) = {entry[2] for entry in reports.log if entry[0] == "claim"}
     assert [entry for entry in reports.log if entry[0] == "progress"] == [
