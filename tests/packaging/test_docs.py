@@ -20,8 +20,8 @@ import jobqueue.worker.metrics
 from auth_svc.settings import AuthSettings
 from job_svc.settings import Settings as JobSettings
 from jobqueue.runtime.settings import env_name
-from worker_svc.settings import Settings as WorkerSettings
 from migrations import roles
+from worker_svc.settings import Settings as WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")])
