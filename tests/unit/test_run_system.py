@@ -34,6 +34,13 @@ def names(groups: list[list[Child]]) -> list[list[str]]:
     return [[c.name for c in group] for group in groups]
 
 
+def test_worker_app_runs_a_worker_of_ones_own_in_place_of_the_worker_service() -> None:
+    children = plan(2, {"WORKER_APP": " my_company.jobs:worker "}, python="py")
+    assert [c.argv for c in children if c.name.startswith("worker-")] == [
+        ("py", "-m", "jobqueue.worker", "my_company.jobs:worker")
+    ] * 2
+
+
 def test_worker_health_ports_count_up_from_the_base() -> None:
     assert run_system.worker_health_ports(5003, 3) == [5003, 5004, 5005]
     assert run_system.worker_health_ports(5003, 0) == []
