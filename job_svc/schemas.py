@@ -205,8 +205,11 @@ def generic_violation(payload: Any) -> FieldViolation | None:
     """What breaks the rules every payload follows, whatever its type: present, small enough, no NUL."""
     if payload is None:
         return FieldViolation("payload", "is required")
-    # A string's JSON is at most 6 bytes a character (\uXXXX): a short one needs no encoding to be sized.
-    short = isinstance(payload, str) and len(payload) * 6 + 2 <= MAX_PAYLOAD_BYTES
+    # A number is small, and a string's JSON is at most 6 bytes a character (\uXXXX): only a long
+    # string, a list or an object needs encoding to be sized.
+    short = not isinstance(payload, str | list | dict) or (
+        isinstance(payload, str) and len(payload) * 6 + 2 <= MAX_PAYLOAD_BYTES
+    )
     if not short and len(compact_json(payload).encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
         return FieldViolation("payload", f"must be at most {MAX_PAYLOAD_BYTES} bytes as JSON")
     nul = _nul_path(payload, "payload")

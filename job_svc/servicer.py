@@ -121,7 +121,7 @@ def types_from_proto(types: Sequence[jobs_pb2.JobType]) -> list[DeclaredType]:
 
 
 def payload_from_proto(value: struct_pb2.Value, present: bool) -> Any:
-    """A payload as a plain JSON value; whole numbers become ints so they store as written."""
+    """A payload as a plain JSON value; whole numbers become ints (at any depth) so they store as written."""
     if not present or value.WhichOneof("kind") is None:
         return None
     if value.WhichOneof("kind") == "number_value":
@@ -130,7 +130,7 @@ def payload_from_proto(value: struct_pb2.Value, present: bool) -> Any:
             raise InvalidArgument([FieldViolation("payload", "must be a finite number")])
         return int(number) if number.is_integer() and abs(number) <= 2**53 else number
     try:
-        return json_format.MessageToDict(value)
+        return canonical(json_format.MessageToDict(value))
     except ValueError:  # a NaN or an infinity inside a list or struct: JSON has no form for either
         raise InvalidArgument([FieldViolation("payload", "must hold only finite numbers")]) from None
 

@@ -1,4 +1,8 @@
-"""JOB_TYPE_MODULES in real processes: handler processes load the modules; a service refuses one it cannot load."""
+"""JOB_TYPE_MODULES in real processes: handler processes load the modules; a worker refuses one it cannot load.
+
+The job service reads no modules: it learns the types from the workers (DeclareJobTypes,
+tests/integration/test_job_types.py).
+"""
 
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ async def test_handler_processes_load_the_same_modules(runner: Runner) -> None:
     assert (await runner.run("fibonacci_calc", 5000.0)).text.startswith("38789684543883256337")
 
 
-@pytest.mark.parametrize("service", ["worker_svc", "job_svc"])
-def test_a_service_refuses_to_start_with_a_module_it_cannot_load(service: str, tmp_path: Path) -> None:
+def test_a_worker_refuses_to_start_with_a_module_it_cannot_load(tmp_path: Path) -> None:
+    service = "worker_svc"
     env = {"PATH": "/usr/bin:/bin", "DEV_SECRETS_DIR": str(tmp_path), "JOB_TYPE_MODULES": f"{FLAKY},no_such_jobs"}
     done = subprocess.run(
         [sys.executable, "-m", service], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -44,9 +48,9 @@ def test_a_service_refuses_to_start_with_a_module_it_cannot_load(service: str, t
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("service", ["worker_svc", "job_svc"])
-def test_help_documents_the_setting(service: str) -> None:
+@pytest.mark.parametrize(("service", "reads"), [("worker_svc", True), ("job_svc", False)])
+def test_help_documents_the_setting_where_it_is_read(service: str, reads: bool) -> None:
     done = subprocess.run(
         [sys.executable, "-m", service, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
-    assert "JOB_TYPE_MODULES" in done.stdout
+    assert ("JOB_TYPE_MODULES" in done.stdout) is reads
