@@ -89,8 +89,12 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
                 "job_type_modules": list(settings.modules()),
             },
         )
-        if not await _declare(reports, types.values(), supervisor):
-            return
+        try:
+            if not await _declare(reports, types.values(), supervisor):
+                return
+        except SettingsError:
+            await server.stop(None)  # before the loop closes, or its end is a traceback on stderr
+            raise
         consumer.start(supervisor.spawn)
         # Give the broker a moment before the first health probe, so a normal
         # start does not log RabbitMQ as unreachable.

@@ -195,8 +195,8 @@ def numbered(value: str, attempt: int) -> str:
 
 
 JOB_TYPES = [
-    JobType("odd", text, "", handler=odd, cpu_bound=True),
-    JobType("numbered", text, "", handler=numbered, cpu_bound=True, takes_attempt=True),
+    JobType("odd", text, "", handler=odd, cpu_bound=True, schema={}),
+    JobType("numbered", text, "", handler=numbered, cpu_bound=True, takes_attempt=True, schema={}),
 ]
 """
 
