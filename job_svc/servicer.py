@@ -123,7 +123,11 @@ def _result_from_proto(request: jobs_pb2.UpdateJobRequest) -> tuple[str | None, 
         raise InvalidArgument([FieldViolation("result_value", "give result or result_value, not both")])
     value = request.result_value
     if value.WhichOneof("kind") == "string_value":
-        return value.string_value, None  # stored exactly as `result` would be
+        # Stored exactly as `result` would be, and checked as it is (job_svc/reports.py), but a NUL is
+        # named on the field the caller set. (A string past the size limit cannot fit in a request.)
+        if "\x00" in value.string_value:
+            raise InvalidArgument([FieldViolation("result_value", "must not contain NUL characters")])
+        return value.string_value, None
     if value.WhichOneof("kind") is None:
         raise InvalidArgument([FieldViolation("result_value", "must hold a JSON value (null_value for null)")])
     return None, encode_json_result(json_from_proto(value, "result_value"))

@@ -117,6 +117,7 @@ def test_bad_results_are_invalid_argument_on_result_value(jobs: JobService, secr
         {"result_value": too_long},
         {"result_value": value({"key\x00": 1})},
         {"result_value": value(["a\x00b"])},
+        {"result_value": value("a\x00b")},
     ]
     for fields in bad:
         request = jobs_pb2.UpdateJobRequest(id=job.id, status=COMPLETED, attempt=1, **fields)
