@@ -14,6 +14,7 @@ they cannot drift apart (protos/jobqueue/jobs/v1/delivery.proto is the contract)
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,17 +95,17 @@ def decode_cancellation(body: bytes) -> str:
         raise MalformedMessage("body is not a serialized JobCancellation") from None
 
 
-def json_value(value: struct_pb2.Value) -> Any:
-    """The JSON value a google.protobuf.Value holds (None for null or unset)."""
+def json_value(value: struct_pb2.Value, number: Callable[[float], Any] = float) -> Any:
+    """The JSON value a google.protobuf.Value holds (None for null or unset); ``number`` converts each number."""
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return value.string_value
     if kind == "number_value":
-        return value.number_value
+        return number(value.number_value)
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return {key: json_value(item) for key, item in value.struct_value.fields.items()}
+        return {key: json_value(item, number) for key, item in value.struct_value.fields.items()}
     if kind == "list_value":
-        return [json_value(item) for item in value.list_value.values]
+        return [json_value(item, number) for item in value.list_value.values]
     return None

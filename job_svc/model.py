@@ -65,6 +65,18 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a running job has got, as its handler last reported it."""
+
+    #: The share of the work done, 0 to 1.
+    fraction: float
+    #: A short note for a person; may be empty.
+    message: str = ""
+    #: When the service recorded it; None on a report (the service stamps it).
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """A stored job, as the jobs table holds it."""
 
@@ -73,6 +85,7 @@ class Job:
     type: str
     payload: Any
     status: Status
+    #: The answer when it is a string (the `result` column); see also ``result_json``.
     result: str | None
     error: str | None
     attempts: int
@@ -85,6 +98,10 @@ class Job:
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     #: When a failed attempt's retry is due (QUEUED only); None when none waits.
     run_after: datetime | None = None
+    #: The answer when it is any other JSON value: its JSON text (then ``result`` is None).
+    result_json: str | None = None
+    #: What the handler last said about how far it got; None if it never said (this attempt).
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -107,12 +124,17 @@ class Report:
     status: Status
     claim_id: uuid.UUID | None = None
     attempt: int = 0
+    #: With COMPLETED, a string answer.
     result: str | None = None
+    #: With COMPLETED, instead of ``result``: any other JSON answer, as compact JSON text.
+    result_json: str | None = None
     error: str | None = None
     #: With FAILED: the failure was transient, so the job may be retried.
     retryable: bool = False
     #: With a retryable FAILED: how long the retry waits, if the job has attempts left.
     retry_delay: float = 0.0
+    #: With RUNNING and the current claim: how far the handler has got (records it; claims nothing).
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,7 @@ class DeclaredType:
 
     name: str
     summary: str
-    #: The JSON Schema every payload must satisfy, in canonical form (job_svc.schemas.canonical).
+    #: The JSON Schema every payload must satisfy, whole numbers as ints (servicer.json_from_proto).
     payload_schema: dict[str, Any]
     version: int
     #: Attempts and timeout of a job that asks for none; 0 means the service's default (common/limits.py).

@@ -2,14 +2,17 @@
 
 A report moves a job QUEUED -> RUNNING (a claim, carrying a fresh claim_id) or
 RUNNING -> COMPLETED / FAILED (an outcome, carrying the attempt the claim
-returned). The store applies a report only if it still fits the job (the
-fence); when one does not, ``explain_refusal`` says why, or recognizes a
-repeat of a report already applied (a worker retrying after a lost reply) and
-answers it as applied, so reports are idempotent.
+returned). A RUNNING report with progress only notes how far the current
+claim has got: it claims nothing, so a stale one changes nothing. The store
+applies a report only if it still fits the job (the fence); when one does
+not, ``explain_refusal`` says why, or recognizes a repeat of a report already
+applied (a worker retrying after a lost reply) and answers it as applied, so
+reports are idempotent.
 
 A batch is applied as if its reports came one after another: each round holds
-at most one report per job, all its claims go in one statement and all its
-outcomes in another, so a batch of any size costs a few round trips.
+at most one report per job, all its claims go in one statement, all its
+progress in another and all its outcomes in a third, so a batch of any size
+costs a few round trips.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from common.backoff import Backoff
 from common.errors import FieldViolation, InvalidArgument, ServiceError
 from job_svc import metrics
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
-from job_svc.model import Job, Report, Status
-from job_svc.rules import MAX_ERROR_CHARS, MAX_RESULT_CHARS
+from job_svc.model import Job, Progress, Report, Status
+from job_svc.rules import MAX_ERROR_CHARS, MAX_PROGRESS_MESSAGE_CHARS, MAX_RESULT_CHARS
 
 
 class ReportStore(Protocol):
@@ -33,6 +36,9 @@ class ReportStore(Protocol):
 
     async def start(self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_grace: float) -> Sequence[Job]:
         """Mark each (job id, claim id) RUNNING if QUEUED or RUNNING; the jobs that were."""
+
+    async def note_progress(self, reports: Sequence[Report]) -> Sequence[Job]:
+        """Record each report's progress whose job is RUNNING its claim; those jobs."""
 
     async def finish(self, reports: Sequence[Report]) -> Sequence[Job]:
         """Record each outcome whose job is RUNNING the reported attempt; those jobs."""
@@ -81,17 +87,22 @@ class Reports:
         self, reports: Sequence[Report], positions: Sequence[int], outcomes: MutableSequence[Job | ServiceError | None]
     ) -> None:
         """Apply reports on distinct jobs, storing each one's outcome at its position."""
-        starts = [(r.job_id, r.claim_id) for r in reports if r.status is Status.RUNNING and r.claim_id is not None]
+        starts = [
+            (r.job_id, r.claim_id)
+            for r in reports
+            if r.status is Status.RUNNING and r.claim_id is not None and r.progress is None
+        ]
+        notes = [r for r in reports if r.status is Status.RUNNING and r.progress is not None]
         finishes = [
             dataclasses.replace(r, retry_delay=self._retry.delay(r.attempt) if r.retryable else 0.0)
             for r in reports
             if r.status is not Status.RUNNING
         ]
-        started, finished = await asyncio.gather(
-            self._store.start(starts, self._lease_grace), self._store.finish(finishes)
+        started, noted, finished = await asyncio.gather(
+            self._store.start(starts, self._lease_grace), self._store.note_progress(notes), self._store.finish(finishes)
         )
         metrics.reported(started, finished)
-        applied = {job.id: job for job in (*started, *finished)}
+        applied = {job.id: job for job in (*started, *noted, *finished)}
         refused = [r.job_id for r in reports if r.job_id not in applied]
         current = {job.id: job for job in await self._store.get_many(refused)} if refused else {}
         for position, report in zip(positions, reports, strict=True):
@@ -123,27 +134,55 @@ def check_report(report: Report) -> None:
     if report.status is Status.RUNNING:
         if report.claim_id is None:
             violations.append(FieldViolation("claim_id", "is required with JOB_STATUS_RUNNING"))
+        if report.progress is not None:
+            violations.extend(_progress_violations(report.progress))
     elif report.status in (Status.COMPLETED, Status.FAILED):
-        if report.retryable and report.status is not Status.FAILED:
-            violations.append(FieldViolation("retryable", "is only allowed with JOB_STATUS_FAILED"))
-        if report.attempt < 1:
-            violations.append(FieldViolation("attempt", "must be the attempt number RUNNING returned"))
-        completed = report.status is Status.COMPLETED
-        for field, value, wanted, limit in (
-            ("result", report.result, completed, MAX_RESULT_CHARS),
-            ("error", report.error, not completed, MAX_ERROR_CHARS),
-        ):
-            if (value is not None) != wanted:
-                verb = "is required" if wanted else "is not allowed"
-                violations.append(FieldViolation(field, f"{verb} with JOB_STATUS_{report.status.value}"))
-            elif value is not None and len(value) > limit:
-                violations.append(FieldViolation(field, f"must be at most {limit} characters"))
-            elif value is not None and "\x00" in value:
-                violations.append(FieldViolation(field, "must not contain NUL characters"))
+        violations.extend(_outcome_violations(report))
     else:
         violations.append(FieldViolation("status", "must be RUNNING, COMPLETED or FAILED"))
     if violations:
         raise InvalidArgument(violations)
+
+
+def _outcome_violations(report: Report) -> list[FieldViolation]:
+    violations = []
+    if report.retryable and report.status is not Status.FAILED:
+        violations.append(FieldViolation("retryable", "is only allowed with JOB_STATUS_FAILED"))
+    if report.attempt < 1:
+        violations.append(FieldViolation("attempt", "must be the attempt number RUNNING returned"))
+    if report.progress is not None:
+        violations.append(FieldViolation("progress", "is only allowed with JOB_STATUS_RUNNING"))
+    completed = report.status is Status.COMPLETED
+    # The servicer refuses both forms at once, so a report carries at most one; each counts the same.
+    result_field, result = (
+        ("result", report.result) if report.result_json is None else ("result_value", report.result_json)
+    )
+    for field, value, wanted, limit in (
+        (result_field, result, completed, MAX_RESULT_CHARS),
+        ("error", report.error, not completed, MAX_ERROR_CHARS),
+    ):
+        if (value is not None) != wanted:
+            verb = "is required" if wanted else "is not allowed"
+            violations.append(FieldViolation(field, f"{verb} with JOB_STATUS_{report.status.value}"))
+        elif value is not None and len(value) > limit:
+            violations.append(FieldViolation(field, f"must be at most {limit} characters"))
+        elif value is not None and "\x00" in value:
+            violations.append(FieldViolation(field, "must not contain NUL characters"))
+    return violations
+
+
+def _progress_violations(progress: Progress) -> list[FieldViolation]:
+    violations = []
+    # Written so that NaN fails it too.
+    if not 0.0 <= progress.fraction <= 1.0:
+        violations.append(FieldViolation("progress.fraction", "must be a number from 0 to 1"))
+    if len(progress.message) > MAX_PROGRESS_MESSAGE_CHARS:
+        violations.append(
+            FieldViolation("progress.message", f"must be at most {MAX_PROGRESS_MESSAGE_CHARS} characters")
+        )
+    elif "\x00" in progress.message:
+        violations.append(FieldViolation("progress.message", "must not contain NUL characters"))
+    return violations
 
 
 def explain_refusal(report: Report, job: Job | None) -> Job:
@@ -158,4 +197,6 @@ def explain_refusal(report: Report, job: Job | None) -> Job:
         return job  # the same retryable failure again: the retry is already scheduled
     if job.status is Status.QUEUED:
         raise NotRunning(f"job {report.job_id} has not been started")
+    if report.status is Status.RUNNING:  # only progress is refused while RUNNING: its claim is not the current one
+        raise StaleAttempt(f"claim {report.claim_id} of job {report.job_id} is not its current attempt {job.attempts}")
     raise StaleAttempt(f"attempt {report.attempt} of job {report.job_id} is stale; current is {job.attempts}")

@@ -1,4 +1,4 @@
-"""What a valid JobService request is: limits, defaults, ids, attempts, listings, page tokens, error sizes.
+"""What a valid JobService request is: limits, defaults, ids, attempts, listings, page tokens, results, error sizes.
 
 Pure functions of request values: each returns the checked value or raises
 InvalidArgument naming the offending field. No I/O, so they are unit-tested
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Container, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from common.errors import FieldViolation, InvalidArgument
 from common.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
+from job_svc.model import Job
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -22,10 +25,19 @@ MAX_PAGE_SIZE = 500
 RERUN_BATCH = 500
 #: Most jobs in one BatchCreateJobs call, and most reports in one UpdateJobs call.
 MAX_BATCH = 1000
-#: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB).
+#: Largest result a worker may report (F(100000) has 20,899 digits; strings are at most 64 KiB); a
+#: result of another JSON type counts the characters of its compact JSON text.
 MAX_RESULT_CHARS = 1 << 20
+#: Longest note a progress report may carry.
+MAX_PROGRESS_MESSAGE_CHARS = 200
 #: Largest error message a worker may report.
 MAX_ERROR_CHARS = 8192
+#: Most bytes of jobs one listing page holds, about: gRPC clients refuse a reply past 4 MiB by default,
+#: and 500 jobs with results of F(100000)'s size (each sent twice: result and result_value) come to twice
+#: that. A page stops short of its page_size rather than be refused whole.
+MAX_PAGE_BYTES = 3 << 20
+#: What a listed job takes besides its texts: ids, times, enums, field tags (a generous round figure).
+_JOB_BYTES = 512
 #: Longest page token accepted; those the service issues are a few hundred characters.
 MAX_PAGE_TOKEN_CHARS = 1024
 #: Most characters of a caller's own value that an error repeats back. Errors travel in trailers, which
@@ -50,6 +62,30 @@ def first_violations(violations: Sequence[FieldViolation], rest_field: str) -> l
         return list(violations)
     unlisted = len(violations) - MAX_VIOLATIONS
     return [*violations[:MAX_VIOLATIONS], FieldViolation(rest_field, f"{unlisted} more violations are not listed")]
+
+
+#: A NUL escape in JSON text: ``\u0000`` preceded by an even number of backslashes (after an odd
+#: number, its backslash is the second half of an escaped backslash, and "u0000" is plain letters).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as JSON text without spaces, non-ASCII characters as they are: the form results are measured in."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_json_result(value: Any) -> str:
+    """A non-string result as the compact JSON text to store; INVALID_ARGUMENT on ``result_value`` if it holds NUL.
+
+    jsonb cannot store NUL (U+0000) in a string or a key. json.dumps writes every
+    NUL as an escape, so one regular expression over the text finds them all,
+    without walking the value in Python. The size is checked with the string
+    results' (job_svc/reports.py).
+    """
+    text = compact_json(value)
+    if _NUL_ESCAPE.search(text):
+        raise InvalidArgument([FieldViolation("result_value", "must not contain NUL characters in any string or key")])
+    return text
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -98,6 +134,35 @@ def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, 
     if at.tzinfo is None:
         raise bad
     return at, job_id
+
+
+def page_length(jobs: Sequence[Job], size: int) -> int:
+    """How many of ``jobs``, from the first and at most ``size``, fit in one page of MAX_PAGE_BYTES (at least one)."""
+    total = 0
+    for count, job in enumerate(jobs[:size]):
+        total += _listed_bytes(job)
+        if total > MAX_PAGE_BYTES:
+            return max(count, 1)
+    return min(len(jobs), size)
+
+
+def _listed_bytes(job: Job) -> int:
+    """About how many bytes ``job`` takes in a listing reply.
+
+    A string result is sent twice (result and result_value). A JSON result is
+    counted six times its text: once as text, and up to five as a Value, whose
+    numbers take 9 bytes and more where their text may take 1.
+    """
+    payload = job.payload if isinstance(job.payload, str) else compact_json(job.payload)
+    result = _utf8_bytes(job.result) * 2 if job.result_json is None else _utf8_bytes(job.result_json) * 6
+    progress = _utf8_bytes(job.progress.message) if job.progress is not None else 0
+    return _JOB_BYTES + _utf8_bytes(payload) + result + _utf8_bytes(job.error) + progress
+
+
+def _utf8_bytes(text: str | None) -> int:
+    if text is None:
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def check_attempts(value: int, default: int = DEFAULT_MAX_ATTEMPTS) -> int:

@@ -40,7 +40,7 @@ from common.job_types import NAME_PATTERN
 from common.limits import MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS
 from job_svc.errors import PayloadUncheckable
 from job_svc.model import DeclaredType
-from job_svc.rules import MAX_ECHOED_CHARS, MAX_VIOLATIONS, echoed
+from job_svc.rules import MAX_ECHOED_CHARS, MAX_VIOLATIONS, compact_json, echoed
 
 #: Largest payload, as compact JSON (UTF-8 bytes).
 MAX_PAYLOAD_BYTES = 1 << 20
@@ -262,19 +262,3 @@ def _description(error: jsonschema.ValidationError | jsonschema.SchemaError) -> 
     if len(message) > MAX_DESCRIPTION_CHARS:
         message = f"{message[:MAX_DESCRIPTION_CHARS]}..."
     return message
-
-
-def canonical(value: Any) -> Any:
-    """``value`` with every whole float made an int: Struct numbers arrive as floats, and 1.0 must equal 1."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: canonical(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
-
-
-def compact_json(value: Any) -> str:
-    """``value`` as the compact JSON the size limits measure."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -12,13 +13,13 @@ import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from common.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
+from common.messages import json_value
 from common.tls import peer_certified
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
-from job_svc.model import DeclaredType, Job, NewJob, Priority, Report, Status
+from job_svc.model import DeclaredType, Job, NewJob, Priority, Progress, Report, Status
 from job_svc.reports import Reports
-from job_svc.rules import check_batch, first_violations, parse_id
-from job_svc.schemas import canonical
+from job_svc.rules import check_batch, compact_json, encode_json_result, first_violations, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -52,12 +53,13 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 def job_to_proto(job: Job) -> jobs_pb2.Job:
     """The API form of a stored job."""
+    result, result_value = _result_to_proto(job)
     return jobs_pb2.Job(
         id=str(job.id),
         type=job.type,
         payload=json_format.ParseDict(job.payload, struct_pb2.Value()),
         status=_STATUS_TO_PROTO[job.status],
-        result=job.result,
+        result=result,
         error=job.error,
         attempts=job.attempts,
         owner_id=str(job.owner_id),
@@ -69,6 +71,8 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         max_attempts=job.max_attempts,
         next_attempt_at=_timestamp(job.run_after),
         timeout_seconds=job.timeout_seconds,
+        result_value=result_value,
+        progress=None if job.progress is None else _progress_to_proto(job.progress),
     )
 
 
@@ -101,9 +105,9 @@ def types_from_proto(types: Sequence[jobs_pb2.JobType]) -> list[DeclaredType]:
             violations.append(FieldViolation(field, "is required ({} accepts any JSON value)"))
             continue
         try:
-            schema = canonical(json_format.MessageToDict(item.payload_schema))
-        except ValueError:  # NaN or infinity: JSON has no form for either
-            violations.append(FieldViolation(field, "must hold only finite numbers"))
+            schema = json_from_proto(struct_pb2.Value(struct_value=item.payload_schema), field)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
             continue
         declared.append(
             DeclaredType(
@@ -120,19 +124,77 @@ def types_from_proto(types: Sequence[jobs_pb2.JobType]) -> list[DeclaredType]:
     return declared
 
 
+def _progress_to_proto(progress: Progress) -> jobs_pb2.JobProgress:
+    return jobs_pb2.JobProgress(
+        fraction=progress.fraction, message=progress.message, updated_at=_timestamp(progress.updated_at)
+    )
+
+
+#: Whole numbers up to this size are ints: JSON numbers are doubles, exact only this far.
+_MAX_SAFE_INTEGER = 2**53
+
+
+def _number(number: float) -> int | float:
+    """A number as it is stored: a whole one as an int; _NotFinite for NaN and infinities."""
+    if not math.isfinite(number):
+        raise _NotFinite
+    return int(number) if number.is_integer() and abs(number) <= _MAX_SAFE_INTEGER else number
+
+
+class _NotFinite(Exception):
+    """A NaN or an infinity, for which JSON has no form."""
+
+
+def json_from_proto(value: struct_pb2.Value, field: str) -> Any:
+    """``value`` as a plain JSON value, whole numbers as ints at any depth; INVALID_ARGUMENT on ``field`` if not finite.
+
+    A whole number becomes an int so that it is stored as written (10, not 10.0).
+    """
+    try:
+        return json_value(value, _number)
+    except _NotFinite:
+        raise InvalidArgument([FieldViolation(field, "must hold only finite numbers")]) from None
+
+
 def payload_from_proto(value: struct_pb2.Value, present: bool) -> Any:
-    """A payload as a plain JSON value; whole numbers become ints (at any depth) so they store as written."""
+    """A payload as a plain JSON value (see json_from_proto); None when absent or null."""
     if not present or value.WhichOneof("kind") is None:
         return None
-    if value.WhichOneof("kind") == "number_value":
-        number = value.number_value
-        if not math.isfinite(number):
-            raise InvalidArgument([FieldViolation("payload", "must be a finite number")])
-        return int(number) if number.is_integer() and abs(number) <= 2**53 else number
-    try:
-        return canonical(json_format.MessageToDict(value))
-    except ValueError:  # a NaN or an infinity inside a list or struct: JSON has no form for either
-        raise InvalidArgument([FieldViolation("payload", "must hold only finite numbers")]) from None
+    return json_from_proto(value, "payload")
+
+
+def _result_from_proto(request: jobs_pb2.UpdateJobRequest) -> tuple[str | None, str | None]:
+    """A report's answer as (string result, or JSON text of any other): from ``result`` or ``result_value``."""
+    result = request.result if request.HasField("result") else None
+    if not request.HasField("result_value"):
+        return result, None
+    if result is not None:
+        raise InvalidArgument([FieldViolation("result_value", "give result or result_value, not both")])
+    value = request.result_value
+    if value.WhichOneof("kind") == "string_value":
+        # Stored exactly as `result` would be, and checked as it is (job_svc/reports.py), but a NUL is
+        # named on the field the caller set. (A string past the size limit cannot fit in a request.)
+        if "\x00" in value.string_value:
+            raise InvalidArgument([FieldViolation("result_value", "must not contain NUL characters")])
+        return value.string_value, None
+    if value.WhichOneof("kind") is None:
+        raise InvalidArgument([FieldViolation("result_value", "must hold a JSON value (null_value for null)")])
+    return None, encode_json_result(json_from_proto(value, "result_value"))
+
+
+def _result_to_proto(job: Job) -> tuple[str | None, struct_pb2.Value | None]:
+    """A job's answer as Job.result (the text) and Job.result_value (the JSON value) show it."""
+    if job.result is not None:
+        return job.result, struct_pb2.Value(string_value=job.result)
+    if job.result_json is None:
+        return None, None
+    value = json.loads(job.result_json, parse_int=_stored_int)
+    return compact_json(value), json_format.ParseDict(value, struct_pb2.Value())
+
+
+def _stored_int(digits: str) -> int | float:
+    """A JSON integer as jsonb gives it back: jsonb writes a float such as 1e300 with all its digits."""
+    return int(digits) if len(digits) < 16 else _number(float(digits))
 
 
 def status_from_proto(value: int, field: str, *, allow_unspecified: bool) -> Status | None:
@@ -290,12 +352,16 @@ def report_from_proto(request: jobs_pb2.UpdateJobRequest) -> Report:
     """The domain form of a worker's report; INVALID_ARGUMENT for a bad status or id."""
     status = status_from_proto(request.status, "status", allow_unspecified=False)
     assert status is not None
+    result, result_json = _result_from_proto(request)
+    progress = request.progress if request.HasField("progress") else None
     return Report(
         job_id=parse_id(request.id),
         status=status,
         claim_id=parse_id(request.claim_id, "claim_id") if request.claim_id else None,
         attempt=request.attempt,
-        result=request.result if request.HasField("result") else None,
+        result=result,
+        result_json=result_json,
         error=request.error if request.HasField("error") else None,
         retryable=request.retryable,
+        progress=None if progress is None else Progress(progress.fraction, progress.message),
     )

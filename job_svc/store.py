@@ -11,13 +11,13 @@ from typing import Any
 
 import asyncpg
 
-from job_svc.model import Encoder, Job, ListQuery, NewJob, OutboxMessage, Priority, Report, Status
+from job_svc.model import Encoder, Job, ListQuery, NewJob, OutboxMessage, Priority, Progress, Report, Status
 
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _COLUMNS = (
     "id, owner_id, type, payload, status, result, error, attempts, created_at, updated_at, started_at, finished_at,"
-    " priority, max_attempts, run_after, timeout_seconds"
+    " priority, max_attempts, run_after, timeout_seconds, result_json, progress_fraction, progress_message, progress_at"
 )
 
 #: The same columns, for statements that join the jobs table to another (e.g. UPDATE ... FROM).
@@ -25,6 +25,7 @@ _QUALIFIED = ", ".join(f"jobs.{name.strip()}" for name in _COLUMNS.split(","))
 
 
 def _job(row: asyncpg.Record) -> Job:
+    progress_at = row["progress_at"]
     return Job(
         id=row["id"],
         owner_id=row["owner_id"],
@@ -42,6 +43,10 @@ def _job(row: asyncpg.Record) -> Job:
         max_attempts=row["max_attempts"],
         run_after=row["run_after"],
         timeout_seconds=row["timeout_seconds"],
+        result_json=row["result_json"],
+        progress=None
+        if progress_at is None
+        else Progress(row["progress_fraction"], row["progress_message"], progress_at),
     )
 
 
@@ -172,9 +177,10 @@ class JobStore:
     async def start(self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_grace: float) -> Sequence[Job]:
         """Mark each (job id, claim id) RUNNING for its claim; returns the jobs that were QUEUED or RUNNING.
 
-        A new claim counts a new attempt and takes the job over from any earlier
-        claim (whose worker died or was superseded); repeating the current claim
-        changes nothing, so a retried RUNNING report is harmless. The claim
+        A new claim counts a new attempt, clears the progress of the one before
+        and takes the job over from any earlier claim (whose worker died or was
+        superseded); repeating the current claim changes nothing, so a retried
+        RUNNING report is harmless. The claim
         holds the job for its timeout plus ``lease_grace`` seconds. Each job
         may appear once; rows are locked in id order, so concurrent batches
         cannot deadlock.
@@ -192,6 +198,11 @@ class JobStore:
                                     THEN attempts ELSE attempts + 1 END,
                     started_at = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
                                       THEN started_at ELSE now() END,
+                    progress_fraction = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
+                                             THEN progress_fraction END,
+                    progress_message = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
+                                            THEN progress_message END,
+                    progress_at = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id THEN progress_at END,
                     claim_id = input.claim_id,
                     run_after = NULL,
                     lease_until = now() + make_interval(secs => timeout_seconds + $3),
@@ -220,20 +231,53 @@ class JobStore:
         )
         return None if row is None else (_job(row), Status(row["previous"]))
 
+    async def note_progress(self, reports: Sequence[Report]) -> Sequence[Job]:
+        """Record each report's progress, stamped now, if its job is RUNNING the report's claim; returns those jobs.
+
+        A report for any other claim, or a job in any other status, changes
+        nothing. Unlike a claim, it leaves the lease alone: how long an attempt
+        may run does not grow with its progress reports. Each job may appear
+        once; rows are locked in id order.
+        """
+        if not reports:
+            return []
+        rows = await self._pool.fetch(
+            f"""WITH input AS (
+                    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::text[])
+                        AS t(job_id, claim_id, fraction, message)),
+                current AS (
+                    SELECT id FROM jobs JOIN input ON jobs.id = input.job_id
+                    WHERE jobs.status = 'RUNNING' AND jobs.claim_id = input.claim_id
+                    ORDER BY id FOR UPDATE OF jobs)
+                UPDATE jobs SET
+                    progress_fraction = input.fraction,
+                    progress_message = input.message,
+                    progress_at = now(),
+                    updated_at = now()
+                FROM input, current WHERE jobs.id = input.job_id AND jobs.id = current.id
+                RETURNING {_QUALIFIED}""",
+            [r.job_id for r in reports],
+            [r.claim_id for r in reports],
+            [r.progress.fraction if r.progress else None for r in reports],
+            [r.progress.message if r.progress else None for r in reports],
+        )
+        return [_job(row) for row in rows]
+
     async def finish(self, reports: Sequence[Report]) -> Sequence[Job]:
         """Record the outcome of each reported attempt whose job is RUNNING it; returns those jobs.
 
         A retryable failure with attempts left sends the job back to QUEUED,
         due again after ``report.retry_delay`` seconds; any other outcome is
-        final. Each job may appear once; rows are locked in id order.
+        final. The job keeps the progress its attempt left. Each job may appear
+        once; rows are locked in id order.
         """
         if not reports:
             return []
         rows = await self._pool.fetch(
             f"""WITH input AS (
                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
-                                         $6::boolean[], $7::float8[])
-                        AS t(job_id, status, result, error, attempt, retryable, retry_delay)),
+                                         $6::boolean[], $7::float8[], $8::jsonb[])
+                        AS t(job_id, status, result, error, attempt, retryable, retry_delay, result_json)),
                 outcome AS (
                     SELECT id, (input.retryable AND attempts < max_attempts) AS retry
                     FROM jobs JOIN input ON jobs.id = input.job_id
@@ -242,6 +286,7 @@ class JobStore:
                 UPDATE jobs SET
                     status = CASE WHEN retry THEN 'QUEUED' ELSE input.status END,
                     result = input.result,
+                    result_json = input.result_json,
                     error = input.error,
                     run_after = CASE WHEN retry THEN now() + make_interval(secs => input.retry_delay) END,
                     lease_until = NULL,
@@ -256,6 +301,7 @@ class JobStore:
             [r.attempt for r in reports],
             [r.retryable for r in reports],
             [r.retry_delay for r in reports],
+            [r.result_json for r in reports],
         )
         return [_job(row) for row in rows]
 

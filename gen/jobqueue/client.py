@@ -124,6 +124,7 @@ __all__ = [
     "FieldViolation",
     "Job",
     "JobPriority",
+    "JobProgress",
     "JobQueueError",
     "JobStatus",
     "JobType",
@@ -341,6 +342,23 @@ def _time(message: jobs_pb2.Job, name: _TimeField) -> datetime.datetime | None:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    """How far a running job has got, as its handler last reported it (``Job.progress``)."""
+
+    #: The share of the work done, from 0 to 1.
+    fraction: float
+    #: A short note for a person; may be empty.
+    message: str
+    #: When the worker reported it.
+    updated_at: datetime.datetime
+
+    @classmethod
+    def from_proto(cls, message: jobs_pb2.JobProgress) -> JobProgress:
+        """The view of a ``jobqueue.jobs.v1.JobProgress`` message."""
+        return cls(message.fraction, message.message, message.updated_at.ToDatetime(tzinfo=datetime.UTC))
+
+
+@dataclass(frozen=True)
 class Job:
     """A job as a person and a program read it; ``proto`` is the message the service sent.
 
@@ -359,8 +377,11 @@ class Job:
     status: JobStatus
     #: The input, as submitted.
     payload: _JsonValue
-    #: The answer, once the job is COMPLETED.
+    #: The answer as text, once the job is COMPLETED: the result itself when it is a string, else its JSON.
     result: str | None
+    #: The answer as the JSON value the handler returned (str, int, float, bool, None, list or dict), once
+    #: the job is COMPLETED; ``None`` before (tell a ``null`` answer by ``status``).
+    result_value: _JsonValue
     #: Why the job (or its last attempt, while a retry waits) failed; the whole text the service stored.
     error: str | None
     #: How many times a worker has started the job, re-runs included.
@@ -383,6 +404,9 @@ class Job:
     finished_at: datetime.datetime | None
     #: When a waiting retry is due.
     next_attempt_at: datetime.datetime | None
+    #: What the handler last said about how far it got (as it was left once the job finished); ``None`` if
+    #: it never said.
+    progress: JobProgress | None
     #: The ``jobqueue.jobs.v1.Job`` message itself (for ``HasField``, serializing, a stub's request).
     proto: jobs_pb2.Job = field(repr=False, compare=False)
 
@@ -390,12 +414,15 @@ class Job:
     def from_proto(cls, message: jobs_pb2.Job) -> Job:
         """The view of ``message`` (which it keeps as ``proto``: do not change it afterwards)."""
         epoch = datetime.datetime.fromtimestamp(0, datetime.UTC)
+        result = message.result if message.HasField("result") else None
         return cls(
             id=message.id,
             type=message.type,
             status=JobStatus(message.status),
             payload=_from_value(message.payload),
-            result=message.result if message.HasField("result") else None,
+            result=result,
+            # A service older than result_value sends only the text, which was always a string result.
+            result_value=_from_value(message.result_value) if message.HasField("result_value") else result,
             error=message.error if message.HasField("error") else None,
             attempts=message.attempts,
             max_attempts=message.max_attempts,
@@ -408,14 +435,17 @@ class Job:
             started_at=_time(message, "started_at"),
             finished_at=_time(message, "finished_at"),
             next_attempt_at=_time(message, "next_attempt_at"),
+            progress=JobProgress.from_proto(message.progress) if message.HasField("progress") else None,
             proto=message,
         )
 
     def __str__(self) -> str:
-        """``job <id> (<type>): <STATUS>, attempt n of m``, then the result or the error, each in full."""
+        """``job <id> (<type>): <STATUS>, attempt n of m``, any progress, then the result or the error, each in full."""
         lines = [f"job {self.id} ({self.type}): {self.status}, attempt {self.attempts} of {self.max_attempts}"]
         if self.next_attempt_at is not None:
             lines[0] += f", next attempt at {self.next_attempt_at.isoformat()}"
+        if self.progress is not None:
+            lines.append(f"progress: {self.progress.fraction:.0%} {self.progress.message}".rstrip())
         for label, text in (("result", self.result), ("error", self.error)):
             if text is not None:
                 # Continuation lines (a traceback, say) indented under their label.

@@ -232,13 +232,16 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
         request.MergeFrom(jobs_pb2.CreateJobRequest(**fields))
         return stub.CreateJob(request, metadata=user, timeout=10).job
 
-    def claim(job: jobs_pb2.Job) -> int:
-        running = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
+    def claim(job: jobs_pb2.Job, claim_id: str | None = None) -> int:
+        running = jobs_pb2.UpdateJobRequest(
+            id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=claim_id or str(uuid.uuid4())
+        )
         return int(stub.UpdateJob(running, metadata=worker, timeout=10).job.attempts)
 
     queued = create("queued")
     running = create("running")
-    attempt = claim(running)
+    running_claim = str(uuid.uuid4())
+    attempt = claim(running, running_claim)
     dead = [create(f"dead {i}", max_attempts=1) for i in range(2)]
     for job in dead:
         failed = jobs_pb2.UpdateJobRequest(
@@ -273,6 +276,17 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
     declared_type = jobs_pb2.JobType(
         name="hostile_probe", summary="an object of strings", payload_schema=schema, version=1, default_max_attempts=2
     )
+    report_progress = jobs_pb2.UpdateJobRequest(
+        id=running.id,
+        status=jobs_pb2.JOB_STATUS_RUNNING,
+        claim_id=running_claim,
+        progress=jobs_pb2.JobProgress(fraction=0.5, message="half way"),
+    )
+    json_result = struct_pb2.Value()
+    json_result.struct_value.update({"words": ["gninnur", 1], "exact": True})
+    report_done_json = jobs_pb2.UpdateJobRequest(
+        id=running.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt, result_value=json_result
+    )
     valid: dict[str, list[Message]] = {
         "Register": [auth_pb2.RegisterRequest(email="someone@example.com", password=password, name="Someone")],
         "Login": [auth_pb2.LoginRequest(email=email, password=password)],
@@ -291,8 +305,11 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
             jobs_pb2.ListDeadJobsRequest(type="reverse_string"),
         ],
         "RerunDeadJobs": [jobs_pb2.RerunDeadJobsRequest(type="reverse_string", max_attempts=1)],
-        "UpdateJob": [report_running, report_done, report_failed],
-        "UpdateJobs": [jobs_pb2.UpdateJobsRequest(requests=[report_running, report_done])],
+        "UpdateJob": [report_running, report_progress, report_done, report_done_json, report_failed],
+        "UpdateJobs": [
+            jobs_pb2.UpdateJobsRequest(requests=[report_running, report_done]),
+            jobs_pb2.UpdateJobsRequest(requests=[report_progress, report_done_json]),
+        ],
         "DeclareJobTypes": [jobs_pb2.DeclareJobTypesRequest(job_types=[declared_type])],
     }
     credentials = {

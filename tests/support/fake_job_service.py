@@ -24,7 +24,6 @@ from typing import Any
 from common.job_types import BUILTIN_TYPES, JobType
 from job_svc.errors import BrokerUnavailable, TypeConflict
 from job_svc.model import DeclaredType, Encoder, Job, ListQuery, NewJob, OutboxMessage, Report, Status
-from job_svc.schemas import canonical
 from job_svc.type_store import Outcome
 from job_svc.types import JobTypeRegistry
 
@@ -195,9 +194,22 @@ class FakeStore:
                     started_at=row.job.started_at if same else now,
                     run_after=None,
                     updated_at=now,
+                    progress=row.job.progress if same else None,
                 )
             )
         return started
+
+    async def note_progress(self, reports: Sequence[Report]) -> Sequence[Job]:
+        now = self._tick()
+        noted = []
+        for report in reports:
+            row = self.rows.get(report.job_id)
+            if row is None or row.job.status is not Status.RUNNING or row.claim_id != report.claim_id:
+                continue
+            assert report.progress is not None
+            progress = dataclasses.replace(report.progress, updated_at=now)
+            noted.append(self._update(report.job_id, progress=progress, updated_at=now))
+        return noted
 
     async def finish(self, reports: Sequence[Report]) -> Sequence[Job]:
         now = self._tick()
@@ -214,6 +226,7 @@ class FakeStore:
                     report.job_id,
                     status=Status.QUEUED if retry else report.status,
                     result=report.result,
+                    result_json=report.result_json,
                     error=report.error,
                     run_after=now + timedelta(seconds=report.retry_delay) if retry else None,
                     finished_at=None if retry else now,
@@ -361,7 +374,7 @@ def declared(job_type: JobType) -> DeclaredType:
     return DeclaredType(
         name=job_type.name,
         summary=job_type.summary,
-        payload_schema=canonical(job_type.schema),
+        payload_schema=job_type.schema,
         version=job_type.version,
         default_max_attempts=job_type.default_max_attempts,
         default_timeout_seconds=job_type.default_timeout_seconds,

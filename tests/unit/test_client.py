@@ -31,6 +31,7 @@ from jobqueue.client import (
     FieldViolation,
     Job,
     JobPriority,
+    JobProgress,
     JobQueueError,
     JobsClient,
     JobStatus,
@@ -227,6 +228,7 @@ def test_the_job_view_converts_every_field() -> None:
         status=JobStatus.COMPLETED,
         payload=10,
         result="55",
+        result_value="55",
         error=None,
         attempts=1,
         max_attempts=3,
@@ -238,6 +240,7 @@ def test_the_job_view_converts_every_field() -> None:
         started_at=at + datetime.timedelta(seconds=3),
         finished_at=at + datetime.timedelta(seconds=4),
         next_attempt_at=None,
+        progress=None,
         proto=jobs_pb2.Job(),
     )
     assert type(job.status) is JobStatus
@@ -249,6 +252,7 @@ def test_the_job_view_converts_every_field() -> None:
 def test_absent_fields_are_none_not_empty() -> None:
     job = Job.from_proto(jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))
     assert (job.result, job.error, job.started_at, job.finished_at, job.next_attempt_at) == (None,) * 5
+    assert (job.result_value, job.progress) == (None, None)
     assert Job.from_proto(jobs_pb2.Job(result="")).result == ""  # present but empty is not absent
 
 
@@ -275,6 +279,42 @@ def test_payloads_come_back_as_python_values(value: struct_pb2.Value, expected: 
     payload = Job.from_proto(jobs_pb2.Job(payload=value)).payload
     assert payload == expected
     assert type(payload) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "text", "expected"),
+    [
+        (struct_pb2.Value(string_value="55"), "55", "55"),
+        (struct_pb2.Value(number_value=42), "42", 42),
+        (struct_pb2.Value(null_value=struct_pb2.NULL_VALUE), "null", None),
+        (
+            struct_pb2.Value(struct_value=struct_pb2.Struct(fields={"words": struct_pb2.Value(number_value=2)})),
+            '{"words":2}',
+            {"words": 2},
+        ),
+    ],
+)
+def test_a_result_comes_back_as_its_json_value_and_as_text(
+    value: struct_pb2.Value, text: str, expected: object
+) -> None:
+    job = Job.from_proto(jobs_pb2.Job(status=jobs_pb2.JOB_STATUS_COMPLETED, result=text, result_value=value))
+    assert (job.result, job.result_value) == (text, expected)
+    assert type(job.result_value) is type(expected)
+
+
+def test_a_result_from_a_service_without_result_value_is_its_string() -> None:
+    assert Job.from_proto(jobs_pb2.Job(status=jobs_pb2.JOB_STATUS_COMPLETED, result="55")).result_value == "55"
+
+
+def test_progress_is_its_fraction_note_and_time() -> None:
+    message = jobs_pb2.Job(id="j3", type="crawl", status=jobs_pb2.JOB_STATUS_RUNNING, attempts=1, max_attempts=3)
+    message.progress.fraction = 0.25
+    message.progress.message = "page 3 of 12"
+    message.progress.updated_at.FromSeconds(1_800_000_000)
+    job = Job.from_proto(message)
+    at = datetime.datetime.fromtimestamp(1_800_000_000, datetime.UTC)
+    assert job.progress == JobProgress(0.25, "page 3 of 12", at)
+    assert str(job) == "job j3 (crawl): RUNNING, attempt 1 of 3\nprogress: 25% page 3 of 12"
 
 
 def test_a_failed_job_shows_its_whole_error() -> None:

@@ -1,4 +1,6 @@
-"""Workers' reports: fenced by claim and attempt, idempotent when repeated, applied in rounds, retried with backoff."""
+"""Workers' reports: fenced by claim and attempt, idempotent when repeated, applied in rounds, retried with backoff.
+
+Progress reports are fenced by the claim alone, and record without claiming."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ import pytest
 from common.backoff import Backoff
 from common.errors import InvalidArgument, ServiceError
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
-from job_svc.model import Job, Report, Status
+from job_svc.model import Job, Progress, Report, Status
 from job_svc.reports import Reports, rounds
-from job_svc.rules import MAX_RESULT_CHARS
+from job_svc.rules import MAX_PROGRESS_MESSAGE_CHARS, MAX_RESULT_CHARS
 from tests.support.fake_job_service import FakeStore, stored_job
 
 OWNER = uuid.uuid4()
@@ -38,6 +40,10 @@ def claim(job: Job, claim_id: uuid.UUID | None = None) -> Report:
 
 def complete(job: Job, attempt: int, result: str = "olleh") -> Report:
     return Report(job.id, Status.COMPLETED, attempt=attempt, result=result)
+
+
+def note(job: Job, claim_id: uuid.UUID, fraction: float, message: str = "") -> Report:
+    return Report(job.id, Status.RUNNING, claim_id=claim_id, progress=Progress(fraction, message))
 
 
 def fail(job: Job, attempt: int, *, retryable: bool = False) -> Report:
@@ -154,6 +160,63 @@ async def test_a_retryable_failure_of_the_last_attempt_is_final() -> None:
     assert (failed.status, failed.attempts) == (Status.FAILED, 3)
 
 
+async def test_progress_under_the_current_claim_is_recorded_and_counts_no_attempt() -> None:
+    store = FakeStore()
+    job = store.add(stored_job(OWNER))
+    started = await reports(store).report(claim(job))
+    claim_id = store.rows[job.id].claim_id
+    assert claim_id is not None
+    noted = await reports(store).report(note(job, claim_id, 0.25, "a quarter"))
+    assert (noted.status, noted.attempts, noted.started_at) == (Status.RUNNING, 1, started.started_at)
+    assert noted.progress == Progress(0.25, "a quarter", noted.updated_at)
+    again = await reports(store).report(note(job, claim_id, 0.5))
+    assert (again.attempts, again.progress) == (1, Progress(0.5, "", again.updated_at))
+    assert again.updated_at > noted.updated_at
+
+
+async def test_progress_of_a_claim_that_is_not_current_is_refused_and_changes_nothing() -> None:
+    store = FakeStore()
+    job = store.add(stored_job(OWNER))
+    old, new = claim(job), claim(job)
+    assert old.claim_id is not None
+    with pytest.raises(NotRunning):
+        await reports(store).report(note(job, old.claim_id, 0.1))
+    await reports(store).report(old)
+    await reports(store).report(note(job, old.claim_id, 0.3, "old"))
+    await reports(store).report(new)  # the job is taken over: a new attempt, its progress cleared
+    before = store.rows[job.id].job
+    assert (before.attempts, before.progress) == (2, None)
+    with pytest.raises(StaleAttempt, match="not its current attempt 2"):
+        await reports(store).report(note(job, old.claim_id, 0.9, "stale"))
+    assert store.rows[job.id].job == before
+    await reports(store).report(complete(job, 2))
+    with pytest.raises(JobFinished):
+        await reports(store).report(note(job, new.claim_id or uuid.uuid4(), 1.0))
+
+
+async def test_progress_stays_as_it_was_left_when_the_job_finishes() -> None:
+    store = FakeStore()
+    job = store.add(stored_job(OWNER))
+    running = claim(job)
+    assert running.claim_id is not None
+    outcomes = await reports(store).report_batch(
+        [running, note(job, running.claim_id, 0.75, "almost"), complete(job, 1)]
+    )
+    assert [o.status for o in outcomes if isinstance(o, Job)] == [Status.RUNNING] * 2 + [Status.COMPLETED]
+    done = outcomes[-1]
+    assert isinstance(done, Job)
+    assert done.progress is not None
+    assert (done.progress.fraction, done.progress.message) == (0.75, "almost")
+
+
+async def test_a_json_result_is_stored_as_its_text() -> None:
+    store = FakeStore()
+    job = store.add(stored_job(OWNER))
+    await reports(store).report(claim(job))
+    done = await reports(store).report(Report(job.id, Status.COMPLETED, attempt=1, result_json='{"n":1}'))
+    assert (done.result, done.result_json) == (None, '{"n":1}')
+
+
 def test_rounds_hold_each_job_once_and_keep_each_jobs_reports_in_order() -> None:
     a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     assert rounds([0, 1, 2, 3, 4, 5], [a, b, a, a, c, b]) == [[0, 1, 4], [2, 5], [3]]
@@ -208,6 +271,24 @@ async def test_an_invalid_report_is_answered_alone_and_the_others_apply() -> Non
         (Report(uuid.uuid4(), Status.FAILED, attempt=1), ["error"]),
         (Report(uuid.uuid4(), Status.FAILED, attempt=1, error="a\x00b"), ["error"]),
         (Report(uuid.uuid4(), Status.COMPLETED, attempt=1, result="x" * (MAX_RESULT_CHARS + 1)), ["result"]),
+        (Report(uuid.uuid4(), Status.COMPLETED, attempt=1, result_json="1" * (MAX_RESULT_CHARS + 1)), ["result_value"]),
+        (Report(uuid.uuid4(), Status.FAILED, attempt=1, error="e", result_json="1"), ["result_value"]),
+        (Report(uuid.uuid4(), Status.COMPLETED, attempt=1, result="x", progress=Progress(1.0)), ["progress"]),
+        *(
+            (
+                Report(uuid.uuid4(), Status.RUNNING, claim_id=uuid.uuid4(), progress=Progress(fraction)),
+                ["progress.fraction"],
+            )
+            for fraction in (-0.1, 1.01, float("nan"), float("inf"))
+        ),
+        (
+            Report(uuid.uuid4(), Status.RUNNING, progress=Progress(0.5, "x" * (MAX_PROGRESS_MESSAGE_CHARS + 1))),
+            ["claim_id", "progress.message"],
+        ),
+        (
+            Report(uuid.uuid4(), Status.RUNNING, claim_id=uuid.uuid4(), progress=Progress(0.5, "a\x00b")),
+            ["progress.message"],
+        ),
     ],
 )
 async def test_malformed_reports_name_their_fields(report: Report, fields: list[str]) -> None:
