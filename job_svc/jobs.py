@@ -31,6 +31,7 @@ from job_svc.rules import (
     decode_page_token,
     echoed,
     encode_page_token,
+    page_length,
 )
 from job_svc.schemas import generic_violation
 from job_svc.types import JobTypeRegistry
@@ -246,7 +247,10 @@ class Jobs:
         status: Status | None,
         job_type: str | None,
     ) -> tuple[list[Job], str]:
-        """A page of the owner's jobs, newest first, and the token of the next page ('' if none)."""
+        """A page of the owner's jobs, newest first, and the token of the next page ('' if none).
+
+        A page of large jobs stops short of ``page_size`` at about MAX_PAGE_BYTES (job_svc/rules.py).
+        """
         if job_type is not None:
             await self._types.find(job_type)  # a type declared through another replica just now is known
         size = check_listing(page_size, job_type, self._types)
@@ -260,10 +264,11 @@ class Jobs:
             after=after,
         )
         jobs = await self._store.list(query)
-        if len(jobs) <= size:
+        length = page_length(jobs, size)
+        if length == len(jobs):
             return jobs, ""
-        last = jobs[size - 1]
-        return jobs[:size], encode_page_token(last.created_at, last.id, filters)
+        last = jobs[length - 1]
+        return jobs[:length], encode_page_token(last.created_at, last.id, filters)
 
     async def cancel(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
         """Cancel one of the owner's jobs; a RUNNING one's worker is told to stop."""
@@ -297,11 +302,12 @@ class Jobs:
         filters: list[str | None] = ["dead", job_type]
         after = decode_page_token(page_token, filters) if page_token else None
         jobs = await self._store.list_dead(size + 1, job_type, after)
-        if len(jobs) <= size:
+        length = page_length(jobs, size)
+        if length == len(jobs):
             return jobs, ""
-        last = jobs[size - 1]
+        last = jobs[length - 1]
         assert last.finished_at is not None  # FAILED jobs are finished
-        return jobs[:size], encode_page_token(last.finished_at, last.id, filters)
+        return jobs[:length], encode_page_token(last.finished_at, last.id, filters)
 
     async def job_types(self) -> Sequence[DeclaredType]:
         """Every job type CreateJob accepts, ordered by name, as the table holds them now."""

@@ -143,7 +143,7 @@ class DeclaredType:
 
     name: str
     summary: str
-    #: The JSON Schema every payload must satisfy, in canonical form (job_svc.schemas.canonical).
+    #: The JSON Schema every payload must satisfy, whole numbers as ints (servicer.json_from_proto).
     payload_schema: dict[str, Any]
     version: int
     #: Attempts and timeout of a job that asks for none; 0 means the service's default (gen/jobqueue/runtime/limits.py).

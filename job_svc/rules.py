@@ -15,6 +15,7 @@ from collections.abc import Container, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from job_svc.model import Job
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument
 from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
 
@@ -31,6 +32,12 @@ MAX_RESULT_CHARS = 1 << 20
 MAX_PROGRESS_MESSAGE_CHARS = 200
 #: Largest error message a worker may report.
 MAX_ERROR_CHARS = 8192
+#: Most bytes of jobs one listing page holds, about: gRPC clients refuse a reply past 4 MiB by default,
+#: and 500 jobs with results of F(100000)'s size (each sent twice: result and result_value) come to twice
+#: that. A page stops short of its page_size rather than be refused whole.
+MAX_PAGE_BYTES = 3 << 20
+#: What a listed job takes besides its texts: ids, times, enums, field tags (a generous round figure).
+_JOB_BYTES = 512
 #: Longest page token accepted; those the service issues are a few hundred characters.
 MAX_PAGE_TOKEN_CHARS = 1024
 #: Most characters of a caller's own value that an error repeats back. Errors travel in trailers, which
@@ -127,6 +134,35 @@ def decode_page_token(token: str, filters: list[str | None]) -> tuple[datetime, 
     if at.tzinfo is None:
         raise bad
     return at, job_id
+
+
+def page_length(jobs: Sequence[Job], size: int) -> int:
+    """How many of ``jobs``, from the first and at most ``size``, fit in one page of MAX_PAGE_BYTES (at least one)."""
+    total = 0
+    for count, job in enumerate(jobs[:size]):
+        total += _listed_bytes(job)
+        if total > MAX_PAGE_BYTES:
+            return max(count, 1)
+    return min(len(jobs), size)
+
+
+def _listed_bytes(job: Job) -> int:
+    """About how many bytes ``job`` takes in a listing reply.
+
+    A string result is sent twice (result and result_value). A JSON result is
+    counted six times its text: once as text, and up to five as a Value, whose
+    numbers take 9 bytes and more where their text may take 1.
+    """
+    payload = job.payload if isinstance(job.payload, str) else compact_json(job.payload)
+    result = _utf8_bytes(job.result) * 2 if job.result_json is None else _utf8_bytes(job.result_json) * 6
+    progress = _utf8_bytes(job.progress.message) if job.progress is not None else 0
+    return _JOB_BYTES + _utf8_bytes(payload) + result + _utf8_bytes(job.error) + progress
+
+
+def _utf8_bytes(text: str | None) -> int:
+    if text is None:
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def check_attempts(value: int, default: int = DEFAULT_MAX_ATTEMPTS) -> int:

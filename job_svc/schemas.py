@@ -37,7 +37,7 @@ from referencing.jsonschema import DRAFT202012, specification_with
 
 from job_svc.errors import PayloadUncheckable
 from job_svc.model import DeclaredType
-from job_svc.rules import MAX_ECHOED_CHARS, MAX_VIOLATIONS, echoed
+from job_svc.rules import MAX_ECHOED_CHARS, MAX_VIOLATIONS, compact_json, echoed
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument
 from jobqueue.runtime.limits import MAX_ATTEMPTS, MAX_SCHEMA_BYTES, MAX_SUMMARY_CHARS, MAX_TIMEOUT_SECONDS, NAME_PATTERN
 
@@ -200,8 +200,11 @@ def generic_violation(payload: Any) -> FieldViolation | None:
     """What breaks the rules every payload follows, whatever its type: present, small enough, no NUL."""
     if payload is None:
         return FieldViolation("payload", "is required")
-    # A string's JSON is at most 6 bytes a character (\uXXXX): a short one needs no encoding to be sized.
-    short = isinstance(payload, str) and len(payload) * 6 + 2 <= MAX_PAYLOAD_BYTES
+    # A number is small, and a string's JSON is at most 6 bytes a character (\uXXXX): only a long
+    # string, a list or an object needs encoding to be sized.
+    short = not isinstance(payload, str | list | dict) or (
+        isinstance(payload, str) and len(payload) * 6 + 2 <= MAX_PAYLOAD_BYTES
+    )
     if not short and len(compact_json(payload).encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
         return FieldViolation("payload", f"must be at most {MAX_PAYLOAD_BYTES} bytes as JSON")
     nul = _nul_path(payload, "payload")
@@ -254,19 +257,3 @@ def _description(error: jsonschema.ValidationError | jsonschema.SchemaError) -> 
     if len(message) > MAX_DESCRIPTION_CHARS:
         message = f"{message[:MAX_DESCRIPTION_CHARS]}..."
     return message
-
-
-def canonical(value: Any) -> Any:
-    """``value`` with every whole float made an int: Struct numbers arrive as floats, and 1.0 must equal 1."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: canonical(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
-
-
-def compact_json(value: Any) -> str:
-    """``value`` as the compact JSON the size limits measure."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

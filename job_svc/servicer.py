@@ -17,7 +17,6 @@ from job_svc.jobs import Jobs
 from job_svc.model import DeclaredType, Job, NewJob, Priority, Progress, Report, Status
 from job_svc.reports import Reports
 from job_svc.rules import check_batch, compact_json, encode_json_result, first_violations, parse_id
-from job_svc.schemas import canonical
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
 from jobqueue.runtime.messages import json_value
@@ -106,9 +105,9 @@ def types_from_proto(types: Sequence[jobs_pb2.JobType]) -> list[DeclaredType]:
             violations.append(FieldViolation(field, "is required ({} accepts any JSON value)"))
             continue
         try:
-            schema = canonical(json_format.MessageToDict(item.payload_schema))
-        except ValueError:  # NaN or infinity: JSON has no form for either
-            violations.append(FieldViolation(field, "must hold only finite numbers"))
+            schema = json_from_proto(struct_pb2.Value(struct_value=item.payload_schema), field)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
             continue
         declared.append(
             DeclaredType(
@@ -173,7 +172,11 @@ def _result_from_proto(request: jobs_pb2.UpdateJobRequest) -> tuple[str | None, 
         raise InvalidArgument([FieldViolation("result_value", "give result or result_value, not both")])
     value = request.result_value
     if value.WhichOneof("kind") == "string_value":
-        return value.string_value, None  # stored exactly as `result` would be
+        # Stored exactly as `result` would be, and checked as it is (job_svc/reports.py), but a NUL is
+        # named on the field the caller set. (A string past the size limit cannot fit in a request.)
+        if "\x00" in value.string_value:
+            raise InvalidArgument([FieldViolation("result_value", "must not contain NUL characters")])
+        return value.string_value, None
     if value.WhichOneof("kind") is None:
         raise InvalidArgument([FieldViolation("result_value", "must hold a JSON value (null_value for null)")])
     return None, encode_json_result(json_from_proto(value, "result_value"))

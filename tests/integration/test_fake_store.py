@@ -7,6 +7,7 @@ here runs on PostgreSQL and on the fake, and the traces must be equal.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from job_svc.model import Job, ListQuery, NewJob, Report, Status
+from job_svc.model import Job, ListQuery, NewJob, Progress, Report, Status
 from job_svc.store import JobStore
 from tests.support.fake_job_service import FakeStore
 
@@ -44,10 +45,14 @@ def seen(job: Job | None) -> tuple[Any, ...] | None:
         job.attempts,
         job.max_attempts,
         job.result,
+        None if job.result_json is None else json.loads(job.result_json),  # jsonb writes it its own way
         job.error,
         job.started_at is not None,
         job.finished_at is not None,
         job.run_after is not None,
+        None
+        if job.progress is None
+        else (job.progress.fraction, job.progress.message, job.progress.updated_at is not None),
     )
 
 
@@ -118,6 +123,29 @@ async def lifecycle(store: Store) -> list[Any]:
     await finish(Report(job.id, Status.FAILED, attempt=3, error="last", retryable=True))  # attempts used up
     await start(uuid.uuid4())
     trace.append(("get", [seen(j) for j in await store.get_many([job.id, uuid.uuid4()])]))
+    return trace
+
+
+async def progress(store: Store) -> list[Any]:
+    job, other = await one(store, new(ALICE, "x")), await one(store, new(ALICE, "y"))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    trace: list[Any] = []
+
+    async def note(claim: uuid.UUID, fraction: float, message: str = "") -> None:
+        report = Report(job.id, Status.RUNNING, claim_id=claim, progress=Progress(fraction, message))
+        trace.append(("note", [seen(j) for j in await store.note_progress([report])]))
+
+    await note(first, 0.1)  # QUEUED: no claim to fit
+    await store.start([(job.id, first), (other.id, second)], 5.0)
+    await note(first, 0.25, "a quarter")
+    await note(second, 0.5)  # another job's claim
+    trace.append(("start", [seen(j) for j in await store.start([(job.id, first)], 5.0)]))  # the same claim: kept
+    trace.append(("start", [seen(j) for j in await store.start([(job.id, second)], 5.0)]))  # a new one: cleared
+    await note(first, 0.9, "stale")
+    await note(second, 0.75, "three quarters")
+    finished = await store.finish([Report(job.id, Status.COMPLETED, attempt=2, result_json='{"b":[1,2.5],"a":null}')])
+    trace.append(("finish", [seen(j) for j in finished]))  # the progress stays as it was left
+    await note(second, 1.0)  # finished
     return trace
 
 
@@ -203,7 +231,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.mark.parametrize("scenario", [creates, caps, capped, lifecycle, cancels, reruns, listings, outbox])
+@pytest.mark.parametrize("scenario", [creates, caps, capped, lifecycle, progress, cancels, reruns, listings, outbox])
 async def test_the_fake_store_does_what_the_real_one_does(pool: asyncpg.Pool, scenario: Scenario) -> None:
     real = await scenario(JobStore(pool))
     fake = await scenario(FakeStore())

@@ -83,6 +83,8 @@ ANSWERS: dict[str, set[Code]] = {
     "/jobqueue.jobs.v1.JobService/RerunDeadJobs": _CALLER,
     "/jobqueue.jobs.v1.JobService/UpdateJob": _FENCED,
     "/jobqueue.jobs.v1.JobService/UpdateJobs": _CALLER,
+    # A type declared before at the same version with another schema, summary or defaults.
+    "/jobqueue.jobs.v1.JobService/DeclareJobTypes": _CALLER | {Code.FAILED_PRECONDITION},
 }
 #: The codes an UpdateJobsResult may carry (its comment in jobs.proto): OK, INVALID_ARGUMENT, NOT_FOUND,
 #: FAILED_PRECONDITION.
@@ -96,7 +98,7 @@ LEAK = re.compile(
     r"Traceback|<class '|\b(?:" + "|".join([*_EXCEPTION_NAMES, "DecodeError", "PostgresError", "asyncpg"]) + r")\b"
 )
 
-#: Hypothesis's budget: 12 RPCs x 3 kinds of request x this many examples, a few milliseconds each,
+#: Hypothesis's budget: 15 RPCs x 3 kinds of request x this many examples, a few milliseconds each,
 #: keeps the module under a minute with the services' start; a slow answer is itself a finding.
 EXAMPLES = 60
 # A failing example may hold a megabyte string; Hypothesis warns as it prints it, and the warning must
@@ -269,6 +271,11 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
     report_failed = jobs_pb2.UpdateJobRequest(
         id=running.id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error="boom", retryable=True
     )
+    schema = struct_pb2.Struct()
+    schema.update({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}}}})
+    declared_type = jobs_pb2.JobType(
+        name="hostile_probe", summary="an object of strings", payload_schema=schema, version=1, default_max_attempts=2
+    )
     report_progress = jobs_pb2.UpdateJobRequest(
         id=running.id,
         status=jobs_pb2.JOB_STATUS_RUNNING,
@@ -303,6 +310,7 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
             jobs_pb2.UpdateJobsRequest(requests=[report_running, report_done]),
             jobs_pb2.UpdateJobsRequest(requests=[report_progress, report_done_json]),
         ],
+        "DeclareJobTypes": [jobs_pb2.DeclareJobTypesRequest(job_types=[declared_type])],
     }
     credentials = {
         "none": (),

@@ -117,6 +117,7 @@ def test_bad_results_are_invalid_argument_on_result_value(jobs: JobService, secr
         {"result_value": too_long},
         {"result_value": value({"key\x00": 1})},
         {"result_value": value(["a\x00b"])},
+        {"result_value": value("a\x00b")},
     ]
     for fields in bad:
         request = jobs_pb2.UpdateJobRequest(id=job.id, status=COMPLETED, attempt=1, **fields)
@@ -200,3 +201,26 @@ def test_progress_rides_in_a_batch_with_other_reports(jobs: JobService, secrets_
     finished = worker.get(a.id)
     assert (finished.result, finished.progress.message) == ("done", "half")
     assert not worker.get(b.id).HasField("progress")
+
+
+def test_a_listing_of_large_results_comes_in_pages_a_client_accepts(jobs: JobService, secrets_dir: Path) -> None:
+    """Each string result is sent twice (result, result_value): 500 large ones would pass gRPC's 4 MiB reply limit."""
+    worker = Worker(jobs, secrets_dir)
+    large = "9" * 600_000  # 1.2 MB a job as listed: five would pass 4 MiB together
+    ids = set()
+    for _ in range(5):
+        job = worker.new_job()
+        worker.claim(job.id)
+        worker.update(id=job.id, status=COMPLETED, attempt=1, result=large)
+        ids.add(job.id)
+    sizes, seen, token = [], set(), ""
+    while True:  # the stub's channel keeps gRPC's default limit on what it receives
+        request = jobs_pb2.ListJobsRequest(page_size=500, page_token=token, status=COMPLETED)
+        page = jobs.stub.ListJobs(request, metadata=worker.owner)
+        sizes.append(len(page.jobs))
+        seen |= {job.id for job in page.jobs if job.result == large and job.result_value.string_value == large}
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids
+    assert sizes == [2, 2, 1]

@@ -23,7 +23,6 @@ from typing import Any
 
 from job_svc.errors import BrokerUnavailable, TypeConflict
 from job_svc.model import DeclaredType, Encoder, Job, ListQuery, NewJob, OutboxMessage, Report, Status
-from job_svc.schemas import canonical
 from job_svc.type_store import Outcome
 from job_svc.types import JobTypeRegistry
 from jobqueue.worker.job_types import JobType
@@ -376,7 +375,7 @@ def declared(job_type: JobType) -> DeclaredType:
     return DeclaredType(
         name=job_type.name,
         summary=job_type.summary,
-        payload_schema=canonical(dict(job_type.schema)),
+        payload_schema=dict(job_type.schema),
         version=job_type.version,
         default_max_attempts=job_type.max_attempts or 0,
         default_timeout_seconds=job_type.timeout_seconds or 0,

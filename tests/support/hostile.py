@@ -220,6 +220,12 @@ def _single_values(field: FieldDescriptor, *, short: bool) -> st.SearchStrategy[
         return scalars[field.type]
     if message_type.full_name == struct_pb2.Value.DESCRIPTOR.full_name:
         return values
+    if message_type.full_name == struct_pb2.Struct.DESCRIPTOR.full_name:
+        # A JSON object (a map field, which messages() cannot build): a struct value as it is, any other
+        # value under one key.
+        return values.map(
+            lambda v: v.struct_value if v.HasField("struct_value") else struct_pb2.Struct(fields={"value": v})
+        )
     return st.deferred(lambda: messages(message_factory.GetMessageClass(message_type), short=short))
 
 

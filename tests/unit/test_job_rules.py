@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import uuid
@@ -12,10 +13,11 @@ from typing import Any
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from job_svc.model import Progress
+from job_svc.model import Progress, Status
 from job_svc.rules import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
+    MAX_PAGE_BYTES,
     MAX_PAGE_SIZE,
     check_attempts,
     check_batch,
@@ -23,12 +25,14 @@ from job_svc.rules import (
     decode_page_token,
     encode_json_result,
     encode_page_token,
+    page_length,
     parse_id,
 )
 from job_svc.servicer import report_from_proto
 from jobqueue.jobs.v1 import jobs_pb2
 from jobqueue.runtime.errors import InvalidArgument
 from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS
+from tests.support.fake_job_service import stored_job
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 JOB_ID = uuid.UUID("0b6c7c1e-8f0a-4d3e-9b59-2f3b1c7d9a10")
@@ -205,3 +209,17 @@ def test_a_progress_report_carries_its_fraction_and_note() -> None:
     assert report_from_proto(request).progress == Progress(0.5, "half")
     request.ClearField("progress")
     assert report_from_proto(request).progress is None
+
+
+def test_a_page_stops_short_of_its_size_at_about_max_page_bytes() -> None:
+    owner = uuid.uuid4()
+    small = stored_job(owner, status=Status.COMPLETED)
+    large = dataclasses.replace(small, result="x" * (MAX_PAGE_BYTES // 5))  # sent twice: 2/5 of a page
+    assert page_length([small] * 11, 10) == 10
+    assert page_length([small] * 3, 10) == 3
+    assert page_length([large] * 11, 10) == 2
+    assert page_length([small, large, large, large], 10) == 3
+    assert page_length([dataclasses.replace(small, result="é" * (MAX_PAGE_BYTES // 4))] * 3, 10) == 1  # UTF-8 bytes
+    huge = dataclasses.replace(small, result=None, result_json="[" + "1," * (MAX_PAGE_BYTES // 8) + "1]")
+    assert page_length([huge] * 3, 10) == 1  # a JSON result as a Value takes more than its text: one at least
+    assert page_length([], 10) == 0

@@ -259,7 +259,7 @@ async def test_the_handler_is_told_the_attempt_the_claim_returned() -> None:
     assert runner.attempts == [4]
 
 
-HANDLER_ERROR = "DemoFailure: attempt 3 fails on purpose (the first 5 do)\n  common/demo_jobs.py:75 in fail"
+HANDLER_ERROR = "DemoFailure: attempt 3 fails on purpose (the first 5 do)\n  worker_svc/demo.py:60 in fail"
 
 
 async def test_a_handler_exception_is_a_retryable_failure_whose_error_describes_it() -> None:

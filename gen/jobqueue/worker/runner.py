@@ -104,7 +104,7 @@ def _line(text: str, limit: int) -> str:
 
 
 def _short_path(filename: str) -> str:
-    """``filename`` relative to the longest sys.path entry holding it (``common/demo_jobs.py``), else as it is."""
+    """``filename`` relative to the longest sys.path entry holding it (``worker_svc/demo.py``), else as it is."""
     roots = sorted({os.path.abspath(entry or os.curdir) for entry in sys.path}, key=len, reverse=True)
     for root in roots:
         if filename.startswith(root.rstrip(os.sep) + os.sep):
