@@ -12,7 +12,10 @@ import grpc
 import pytest
 
 from jobqueue.client import JobQueueError, connect_auth, connect_jobs
-from tests.support.clients import mint_token
+from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.worker.declare import to_proto
+from tests.support import flaky_jobs
+from tests.support.clients import mint_token, worker_metadata
 from tests.support.metrics import Samples, scrape
 from tests.support.processes import free_port
 from tests.support.system import System
@@ -146,6 +149,13 @@ def test_gauges_match_the_database_and_the_broker_on_every_replica_and_after_a_r
                 }
 
             return truth
+
+        # The test types are declared as their worker would declare them, but no worker consumes yet.
+        with grpc.insecure_channel(system.job_address) as channel:
+            declaration = [to_proto(job_type) for job_type in flaky_jobs.worker.types.values()]
+            jobs_pb2_grpc.JobServiceStub(channel).DeclareJobTypes(
+                jobs_pb2.DeclareJobTypesRequest(job_types=declaration), metadata=worker_metadata(secrets_dir)
+            )
 
         async def submit_with_no_worker_yet() -> list[str]:
             async with connect_jobs(system.job_address, token=token) as jobs:
