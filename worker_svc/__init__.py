@@ -1,1 +1,1 @@
-"""The worker service: consumes the job queue, runs each job, reports every state change via UpdateJob."""
+"""The worker service: the worker SDK (jobqueue.worker) running the built-in job types, and the demo ones on request."""
