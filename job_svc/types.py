@@ -8,10 +8,12 @@ copy of it, read by CreateJob on every call without a query:
   fingerprint (names, versions and times only), the whole table only when the
   fingerprint changed, so a declaration made through another replica is seen
   here within a few seconds;
-- a CreateJob naming a type the copy lacks reads again at once (the type may
-  have just been declared elsewhere), but at most once every
-  SOONEST_RELOAD_SECONDS, so a flood of made-up names costs the database
-  nothing more;
+- a CreateJob naming a type the copy lacks waits for a read that starts after
+  it arrived (the type may have just been declared elsewhere: a declaration
+  committed before the call is always seen), but reads happen at most once
+  every SOONEST_RELOAD_SECONDS and are shared by every call waiting, so a flood
+  of made-up names costs the database nothing more, and each such call at most
+  that long;
 - a declaration through this replica updates the copy as soon as it commits.
 
 Validators are compiled once per (name, version) and kept across reads.
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 #: How often a replica looks for types declared through the others.
 REFRESH_SECONDS = 3.0
 #: The shortest time between two reads that unknown type names may cause.
-SOONEST_RELOAD_SECONDS = 1.0
+SOONEST_RELOAD_SECONDS = 0.25
 
 
 class TypeSource(Protocol):
@@ -97,15 +99,21 @@ class JobTypeRegistry:
         return [self._types[name].declared for name in self.names()]
 
     async def find(self, name: str) -> KnownType | None:
-        """The type; if the copy lacks it, read the table again first (at most once every ``soonest_seconds``).
+        """The type; if the copy lacks it, as a read of the table that began after this call finds it.
 
-        A database that cannot be reached raises its transient error (UNAVAILABLE), not "unknown type".
+        Reads are at most once every ``soonest_seconds``: a call may wait that long for its turn, and
+        the calls waiting together share one read. A database that cannot be reached raises its
+        transient error (UNAVAILABLE), not "unknown type".
         """
         known = self._types.get(name)
         if known is not None:
             return known
+        arrived = self._clock()
         async with self._reading:
-            if self._clock() - self._read_at >= self._soonest:
+            if self._read_at < arrived:  # no read began since this call arrived: one must
+                wait = self._read_at + self._soonest - self._clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 await self._read()
         return self._types.get(name)
 
