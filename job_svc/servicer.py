@@ -19,7 +19,7 @@ from job_svc.reports import Reports
 from job_svc.rules import check_batch, compact_json, encode_json_result, first_violations, parse_id
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
-from jobqueue.runtime.messages import json_value
+from jobqueue.runtime.messages import exact_number, json_value
 from jobqueue.runtime.tls import peer_certified
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -130,15 +130,11 @@ def _progress_to_proto(progress: Progress) -> jobs_pb2.JobProgress:
     )
 
 
-#: Whole numbers up to this size are ints: JSON numbers are doubles, exact only this far.
-_MAX_SAFE_INTEGER = 2**53
-
-
 def _number(number: float) -> int | float:
     """A number as it is stored: a whole one as an int; _NotFinite for NaN and infinities."""
     if not math.isfinite(number):
         raise _NotFinite
-    return int(number) if number.is_integer() and abs(number) <= _MAX_SAFE_INTEGER else number
+    return exact_number(number)
 
 
 class _NotFinite(Exception):

@@ -95,6 +95,19 @@ def decode_cancellation(body: bytes) -> str:
         raise MalformedMessage("body is not a serialized JobCancellation") from None
 
 
+#: Integers a JSON number (a double on the wire) holds exactly.
+EXACT_INTEGERS = 2**53
+
+
+def exact_number(number: float) -> int | float:
+    """A JSON number as it was most likely written: a whole one (within EXACT_INTEGERS) as an int.
+
+    On the wire every number is a double (google.protobuf.Value), so 10 arrives as 10.0;
+    a handler expecting a count or an index should get 10, and a store write it as 10.
+    """
+    return int(number) if number.is_integer() and abs(number) <= EXACT_INTEGERS else number
+
+
 def json_value(value: struct_pb2.Value, number: Callable[[float], Any] = float) -> Any:
     """The JSON value a google.protobuf.Value holds (None for null or unset); ``number`` converts each number."""
     kind = value.WhichOneof("kind")

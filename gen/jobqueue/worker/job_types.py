@@ -34,9 +34,7 @@ from jobqueue.runtime.limits import (
     MAX_TIMEOUT_SECONDS,
     NAME_PATTERN,
 )
-
-#: Integers a JSON number (a double on the wire) holds exactly.
-_EXACT_INTEGERS = 2**53
+from jobqueue.runtime.messages import exact_number
 
 
 class PermanentError(Exception):
@@ -190,8 +188,8 @@ def whole_numbers(value: Any) -> Any:
     On the wire every number is a double (google.protobuf.Value), so 10 arrives
     as 10.0; a handler expecting a count or an index should get 10.
     """
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) <= _EXACT_INTEGERS:
-        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return exact_number(value)
     if isinstance(value, dict):
         return {key: whole_numbers(item) for key, item in value.items()}
     if isinstance(value, list):
