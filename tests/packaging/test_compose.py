@@ -285,8 +285,15 @@ def test_environment_is_what_the_service_reads(service: str) -> None:
 def test_every_service_serves_metrics_on_the_port_its_image_exposes(service: str) -> None:
     """METRICS_PORT is on (it defaults to off) and is the port the image EXPOSEs beside the gRPC one."""
     port = environment(service)["METRICS_PORT"]
-    stage = (ROOT / "Dockerfile").read_text().split(f" AS {service}\n")[1].split("\nFROM ")[0]
-    [exposed] = [line.split()[1:] for line in stage.splitlines() if line.startswith("EXPOSE ")]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = service
+    while True:  # the stage's own EXPOSE, else the one of the stage it is built FROM (worker-base)
+        text = dockerfile.split(f" AS {stage}\n")[1].split("\nFROM ")[0]
+        exposes = [line.split()[1:] for line in text.splitlines() if line.startswith("EXPOSE ")]
+        if exposes:
+            break
+        stage = dockerfile.split(f" AS {stage}\n")[0].rsplit("\nFROM ", 1)[1].split()[0]
+    [exposed] = exposes
     assert port != "0"
     assert port in exposed
 
