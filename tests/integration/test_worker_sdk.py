@@ -148,6 +148,7 @@ def test_a_worker_whose_types_the_job_service_refuses_stops_with_its_words(
         ("no_such_app:worker", "module 'no_such_app' cannot be imported (ModuleNotFoundError"),
         ("tests.support.sdk_app", "'tests.support.sdk_app' is not MODULE:ATTRIBUTE"),
         ("tests.support.sdk_app:WORDS", "'tests.support.sdk_app:WORDS' is not a jobqueue.worker.Worker (it is dict)"),
+        ("tests.support.sdk_app:nested", "job type 'nested': a plain (CPU-bound) handler runs in a handler process"),
     ],
 )
 def test_a_worker_that_cannot_be_loaded_is_refused_before_anything_starts(spec: str, message: str) -> None:

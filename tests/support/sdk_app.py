@@ -5,7 +5,8 @@
 object. ``sum_squares`` is CPU-bound (a plain function, so it runs in a handler
 process) and answers with a number. ``conflicting`` is another worker that
 declares count_words again, at the same version, with another schema: the job
-service refuses it.
+service refuses it. ``nested`` is a worker whose plain handler no handler
+process could import: it is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -56,3 +57,17 @@ conflicting = Worker()
 @conflicting.job_type("count_words", schema={"type": "array"}, summary="the same version, declared otherwise")
 async def count_differently(payload: list[Any]) -> int:
     return len(payload)
+
+
+def _make_nested() -> Worker:
+    """A worker whose plain handler is defined inside a function: no handler process could import it."""
+    nested_worker = Worker()
+
+    @nested_worker.job_type("nested", schema={})
+    def nested(payload: Any) -> Any:
+        return payload
+
+    return nested_worker
+
+
+nested = _make_nested()

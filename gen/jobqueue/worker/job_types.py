@@ -7,11 +7,11 @@ JSON Schema, a handler that takes neither ``(payload)`` nor ``(payload, job)``.
 
 A payload reaches the handler checked twice: by the job service at CreateJob,
 against the schema the worker declared, and here again, against this worker's
-own schema, since an older declaration (another worker's, of a lower version)
-may have let it in. A payload that fails here fails its job permanently
+own schema, since another declaration of the type (another worker's, of
+another version) may have let it in. A payload that fails here fails its job permanently
 (PayloadError): running it again would fail the same way.
 
-This module runs in the handler processes too, so it imports nothing costly.
+This module runs in the handler processes too, so it imports no I/O machinery (AMQP, gRPC).
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ _EXACT_INTEGERS = 2**53
 
 
 class PermanentError(Exception):
-    """Raise it from a handler to fail the job at once, without retrying: its message is the job's error.
+    """Raise it (or a subclass) from a handler to fail the job at once, without retrying.
+
+    The job's error is its type and message (``PermanentError: no such mailbox``).
 
     Any other exception a handler raises fails only the attempt, and the job is
     retried while it has attempts left.

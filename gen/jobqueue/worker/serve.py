@@ -46,7 +46,10 @@ async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: se
         raise SettingsError("the worker has no job types: decorate a handler with @worker.job_type(...)")
     token = settings.token()
     # Before anything connects: a handler a process could not import stops the worker here, not at its first job.
-    runner = Runner(types, settings.handler_processes)
+    try:
+        runner = Runner(types, settings.handler_processes)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     credentials = settings.server_credentials()
     job_service_credentials = settings.job_service_credentials()
     channel = open_channel(
