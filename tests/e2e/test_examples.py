@@ -8,6 +8,7 @@ I/O-bound one having opened real TCP connections to the system's own services.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -80,5 +81,6 @@ async def test_the_readmes_commands_and_program_work_as_written(make_run: Runnin
         [sys.executable, "-c", program], env=make_run.env, capture_output=True, text=True, timeout=120, check=False
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    # Each print's comment is what it prints.
-    assert ran.stdout.splitlines() == re.findall(r"print\(.*\)  # (.*)", program)
+    # Each print's comment is what it prints (as a value: the order of a JSON object's keys is not kept).
+    printed = [ast.literal_eval(line) for line in ran.stdout.splitlines()]
+    assert printed == [ast.literal_eval(comment) for comment in re.findall(r"print\(.*\)  # (.*)", program)]
