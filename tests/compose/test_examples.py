@@ -45,6 +45,8 @@ def examples(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield stack
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--rmi", "local", "--timeout", "60")
+        # The base too, as compose removes the images it built (its layers stay in the build cache).
+        subprocess.run(["docker", "image", "rm", BASE_IMAGE], capture_output=True, timeout=120, check=True)
 
 
 def image(name: str) -> dict[str, Any]:
