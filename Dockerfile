@@ -1,18 +1,23 @@
-# The four images of Job Queue Processor, from one file. Build context: the repository root.
+# The images of Job Queue Processor, from one file. Build context: the repository root.
 #
-#   docker compose build                                      # all four, as docker-compose.yml names them
+#   docker compose build                                      # the four services', as docker-compose.yml names them
 #   docker build --target job-service    -t jobqueue-job .    # or one at a time:
 #   docker build --target auth-service   -t jobqueue-auth .   #   auth-service, job-service,
 #   docker build --target worker-service -t jobqueue-worker . #   worker-service, migrate
+#   docker build --target worker-base -t jobqueue-worker-base .  # what your own worker's image is built FROM
 #
 # Stages:
 #   build    the one stage that installs anything: a virtual environment in /opt/jobqueue holding
 #            requirements.txt and the client library, then its installers removed. Only that
 #            folder leaves this stage.
 #   runtime  the base, the service user, that environment and common/: every image starts with
-#            these same layers, so the dependencies are stored, pushed and pulled once for all four.
-#   auth-service, job-service, worker-service, migrate
+#            these same layers, so the dependencies are stored, pushed and pulled once for all.
+#   auth-service, job-service, migrate
 #            runtime + the service's own package + how to run and probe it.
+#   worker-base
+#            runtime + how to run and probe a worker: `python -m jobqueue.worker MODULE:ATTRIBUTE`.
+#            A worker of your own is this + your package + CMD ["yourpackage:worker"]
+#            (examples/Dockerfile); worker-service is this + worker_svc, the built-in types.
 #
 # Configuration comes from the environment at run time (see .env.example); no secret is baked in:
 # in development the services generate theirs on first start. docs/containers.md says what the
@@ -31,11 +36,12 @@ RUN python -m venv /opt/jobqueue
 # fetches no build backend of its own, unchecked (./gen is built with the setuptools locked there).
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/jobqueue/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/requirements.txt
-# The client library's dependencies are pinned in requirements.txt (installed above); `pip check`
-# proves that they satisfy it. It is built with that setuptools too. Then pip and setuptools go:
-# nothing installs anything at run time.
+# The client library with its worker extra (the SDK every worker image runs): their dependencies
+# are pinned in requirements.txt, installed above, and --no-index lets pip take nothing else, so
+# this fails if the lock does not satisfy them; `pip check` proves the rest. It is built with that
+# setuptools too. Then pip and setuptools go: nothing installs anything at run time.
 COPY gen/ /tmp/gen/
-RUN /opt/jobqueue/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/gen \
+RUN /opt/jobqueue/bin/pip install --no-cache-dir --no-index --no-build-isolation "/tmp/gen[worker]" \
     && /opt/jobqueue/bin/pip check \
     && /opt/jobqueue/bin/pip uninstall --yes --quiet pip setuptools
 
@@ -79,13 +85,22 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=1s -
     CMD ["python", "-m", "jobqueue.runtime.health_check", "JOB_PORT", "5002"]
 CMD ["python", "-m", "job_svc"]
 
-FROM runtime AS worker-service
-COPY worker_svc/ ./worker_svc/
-# Health and metrics only: the worker serves no API, and compose publishes no port for it, so any
+# The base of every worker image, the built-in types' and yours: it runs the Worker its command
+# names (`docker run IMAGE --help` lists the settings; with no command it says what to name).
+# ENTRYPOINT, not CMD, so that a worker image's command is only that MODULE:ATTRIBUTE.
+FROM runtime AS worker-base
+# Health and metrics only: a worker serves no API, and compose publishes no port for it, so any
 # number of copies run side by side.
 EXPOSE 5003 9100
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=1s --retries=3 \
     CMD ["python", "-m", "jobqueue.runtime.health_check", "WORKER_HEALTH_PORT", "5003"]
+ENTRYPOINT ["python", "-m", "jobqueue.worker"]
+
+# The built-in types, run by worker_svc rather than by the SDK's entry point: its settings choose
+# the demo types too. Its command is `python -m worker_svc`, as the other images' are theirs.
+FROM worker-base AS worker-service
+COPY worker_svc/ ./worker_svc/
+ENTRYPOINT []
 CMD ["python", "-m", "worker_svc"]
 
 # The one-shot schema migration: applies migrations/*.sql and exits. It reads only DATABASE_URL.

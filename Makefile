@@ -12,7 +12,7 @@ WORKERS ?= 2
 # Python sources we lint and type-check. In gen/ the files directly in gen/jobqueue/ and the
 # runtime/ and worker/ packages are ours; the proto areas' folders are written by `make gen`
 # (see gen/README.md).
-SOURCES := common auth_svc job_svc worker_svc migrations scripts tests $(wildcard gen/jobqueue/*.py) \
+SOURCES := common auth_svc job_svc worker_svc migrations scripts tests examples $(wildcard gen/jobqueue/*.py) \
 	gen/jobqueue/runtime gen/jobqueue/worker
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
@@ -138,8 +138,8 @@ api-release: install $(BUF)  ## record protos/ as the released API that `buf bre
 	set -o pipefail; $(BUF) build protos --exclude-source-info -o -#format=json | $(PY) -m json.tool --indent 1 > $(RELEASED_API).tmp
 	mv $(RELEASED_API).tmp $(RELEASED_API)
 
-hadolint: install  ## lint every Dockerfile
-	$(VENV)/bin/hadolint Dockerfile
+hadolint: install  ## lint the Dockerfiles (the root one and the example's)
+	$(VENV)/bin/hadolint Dockerfile examples/Dockerfile
 
 test: install services lint gen-check lock-check hadolint  ## everything CI checks: lint, generated code, locks, all tests
 	# tests/compose included: it installs and starts a Docker engine where none runs, and stops

@@ -55,8 +55,9 @@ Errors: every call raises :class:`JobQueueError` when the service refuses it;
 ``e.code`` is the ``grpc.StatusCode``, ``e.reason`` the ``ErrorInfo`` reason and
 ``e.field_violations`` the ``BadRequest`` violations, e.g.
 ``(FieldViolation(field="payload", description="must be a string"),)``.
-Payloads the API could never accept (a bool, an int JSON cannot carry exactly)
-are refused locally with ``ValueError`` before any call.
+A payload is a string, a number, or a dict or list of JSON values. Payloads the
+API could never accept (a bool on its own, an int JSON cannot carry exactly) are
+refused locally with ``ValueError`` before any call.
 
 Retries: :meth:`JobsClient.wait` retries, because polling is idempotent, and so
 does :meth:`JobsClient.submit`, because every submission carries a
@@ -148,9 +149,10 @@ MAX_SAFE_INTEGER = 2**53
 #: Most jobs BatchCreateJobs takes in one call.
 BATCH_SIZE = 1000
 
-#: What ``submit`` accepts as a payload; a prepared ``google.protobuf.Value`` is passed through.
-Payload = str | int | float | struct_pb2.Value
-#: A payload as :class:`Job` shows it: any JSON value (the API's job types take strings and numbers).
+#: What ``submit`` accepts as a payload: a string, a number, or a JSON object or array (``to_value``
+#: says which values it refuses); a prepared ``google.protobuf.Value`` is passed through.
+Payload = str | int | float | Mapping[str, Any] | list[Any] | tuple[Any, ...] | struct_pb2.Value
+#: A payload as :class:`Job` shows it: any JSON value.
 _JsonValue: TypeAlias = "str | int | float | bool | list[_JsonValue] | dict[str, _JsonValue] | None"
 #: What ``connect_jobs(refresh=...)`` takes: an async callable that returns a new access token.
 TokenRefresh: TypeAlias = Callable[[], Awaitable[str]]
@@ -284,10 +286,13 @@ def auth_metadata(token: str) -> tuple[tuple[str, str]]:
 def to_value(payload: Payload) -> struct_pb2.Value:
     """``payload`` as the ``google.protobuf.Value`` CreateJob takes.
 
-    Strings become ``string_value``; ints and floats become ``number_value``.
-    Refused with ValueError: bools (``True`` would silently become 1, and no job
-    type takes one), ints beyond ±2**53 and non-finite floats (JSON numbers are
-    doubles, so they would arrive changed or not at all). Other types raise TypeError.
+    Strings become ``string_value``; ints and floats become ``number_value``;
+    dicts (string keys) and lists or tuples become JSON objects and arrays, whose
+    members may also be bools and None. Refused: None as the whole payload
+    (TypeError: every job has one); with ValueError, a bool as the
+    whole payload (``True`` would silently become 1 where a number is meant),
+    ints beyond ±2**53 and non-finite floats anywhere (JSON numbers are doubles,
+    so they would arrive changed or not at all). Other types raise TypeError.
     """
     if isinstance(payload, struct_pb2.Value):
         copy = struct_pb2.Value()
@@ -295,18 +300,43 @@ def to_value(payload: Payload) -> struct_pb2.Value:
         return copy
     # bool is a subclass of int, so it has to be ruled out before the int case.
     if isinstance(payload, bool):
-        raise ValueError("a bool is not a valid payload; no job type takes one")
-    if isinstance(payload, str):
-        return struct_pb2.Value(string_value=payload)
-    if isinstance(payload, int):
-        if abs(payload) > MAX_SAFE_INTEGER:
-            raise ValueError(f"integer payload {payload} is beyond ±2**53, which a JSON number cannot hold exactly")
-        return struct_pb2.Value(number_value=float(payload))
-    if isinstance(payload, float):
-        if not math.isfinite(payload):
-            raise ValueError(f"payload {payload} is not a finite number")
-        return struct_pb2.Value(number_value=payload)
-    raise TypeError(f"payload must be str, int or float, not {type(payload).__name__}")
+        raise ValueError("a bool is not a valid payload on its own: send it inside an object")
+    if payload is None:
+        raise TypeError("a job needs a payload: None is one only inside an object or array")
+    return _json_value(payload)
+
+
+def _json_value(item: object) -> struct_pb2.Value:
+    """``item``, a JSON value, as a ``google.protobuf.Value`` (to_value's checks)."""
+    if isinstance(item, Mapping):
+        if not all(isinstance(key, str) for key in item):
+            raise TypeError("a payload object's keys must be strings")
+        value = struct_pb2.Value(struct_value=struct_pb2.Struct())
+        for key, member in item.items():
+            value.struct_value.fields[key].CopyFrom(_json_value(member))
+        return value
+    if isinstance(item, list | tuple):
+        return struct_pb2.Value(list_value=struct_pb2.ListValue(values=[_json_value(member) for member in item]))
+    return _scalar_value(item)
+
+
+def _scalar_value(item: object) -> struct_pb2.Value:
+    """``item``, a JSON scalar (None, a bool, a string or a number), as a ``google.protobuf.Value``."""
+    if item is None:
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(item, bool):  # before int, of which bool is a subclass
+        return struct_pb2.Value(bool_value=item)
+    if isinstance(item, str):
+        return struct_pb2.Value(string_value=item)
+    if isinstance(item, int):
+        if abs(item) > MAX_SAFE_INTEGER:
+            raise ValueError(f"integer payload {item} is beyond ±2**53, which a JSON number cannot hold exactly")
+        return struct_pb2.Value(number_value=float(item))
+    if isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValueError(f"payload {item} is not a finite number")
+        return struct_pb2.Value(number_value=item)
+    raise TypeError(f"payload must be str, int, float, dict or list, not {type(item).__name__}")
 
 
 def is_final(status: JobStatus | int) -> bool:

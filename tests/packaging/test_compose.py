@@ -10,6 +10,7 @@ default. Checked statically; tests/compose/ runs the same file on a real engine.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: What `-f docker-compose.yml -f docker-compose.production.yml` adds for production mode.
 PRODUCTION_FILE = ROOT / "docker-compose.production.yml"
+#: What `-f docker-compose.yml -f docker-compose.examples.yml` adds: the example application's worker (examples/).
+EXAMPLES_FILE = ROOT / "docker-compose.examples.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 #: The long-running services and the package each runs (`python -m <package>`).
@@ -285,8 +288,15 @@ def test_environment_is_what_the_service_reads(service: str) -> None:
 def test_every_service_serves_metrics_on_the_port_its_image_exposes(service: str) -> None:
     """METRICS_PORT is on (it defaults to off) and is the port the image EXPOSEs beside the gRPC one."""
     port = environment(service)["METRICS_PORT"]
-    stage = (ROOT / "Dockerfile").read_text().split(f" AS {service}\n")[1].split("\nFROM ")[0]
-    [exposed] = [line.split()[1:] for line in stage.splitlines() if line.startswith("EXPOSE ")]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = service
+    while True:  # the stage's own EXPOSE, else the one of the stage it is built FROM (worker-base)
+        text = dockerfile.split(f" AS {stage}\n")[1].split("\nFROM ")[0]
+        exposes = [line.split()[1:] for line in text.splitlines() if line.startswith("EXPOSE ")]
+        if exposes:
+            break
+        stage = dockerfile.split(f" AS {stage}\n")[0].rsplit("\nFROM ", 1)[1].split()[0]
+    [exposed] = exposes
     assert port != "0"
     assert port in exposed
 
@@ -476,3 +486,26 @@ def test_env_example_explains_production() -> None:
     assert "APP_ENV=production" in text
     for name in ("JWT_PRIVATE_KEY_FILE", "JWT_PUBLIC_KEY_FILE", "WORKER_TOKEN"):
         assert name in text
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML as compose reads an override file: `!override` and `!reset` mark how a value merges, not what it is."""
+
+
+_ComposeLoader.add_constructor("!override", lambda loader, node: loader.construct_mapping(node))  # type: ignore[arg-type]
+
+
+def test_the_examples_file_runs_the_example_in_place_of_worker_service() -> None:
+    """example-worker is worker-service with the example's image and its Worker; worker-service is scaled to 0.
+
+    One queue holds every type's jobs and a worker fails those of a type it does not run, so the
+    example's workers replace the built-in types' rather than run beside them.
+    """
+    services = yaml.load(EXAMPLES_FILE.read_text(), Loader=_ComposeLoader)["services"]  # noqa: S506 - a SafeLoader
+    assert services["worker-service"] == {"deploy": {"replicas": 0}}
+    example = services["example-worker"]
+    assert example["extends"] == {"file": COMPOSE_FILE.name, "service": "worker-service"}
+    assert example["build"] == {"context": "examples"}
+    [cmd] = [line for line in (ROOT / "examples" / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
+    assert example["command"] == json.loads(cmd.removeprefix("CMD "))
+    assert set(services) == {"worker-service", "example-worker"}

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from tests.support.text import logical_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+#: The example application's image, built FROM the worker base as a user's own worker is.
+EXAMPLE_DOCKERFILE = ROOT / "examples" / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 #: Where compose mounts the shared `secrets` volume (the services' DEV_SECRETS_DIR).
 SECRETS_MOUNT = "/app/var/secrets"
@@ -40,6 +43,10 @@ PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}$")
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|PASS|SECRET|TOKEN|KEY|CREDENTIALS?)(_FILE)?$", re.IGNORECASE)
 #: Where the build stage installs everything, and the only thing the images take from it.
 VENV = "/opt/jobqueue"
+#: The stage every worker image is built FROM, the built-in types' and a user's.
+WORKER_BASE = "worker-base"
+#: The probe of every worker image.
+WORKER_PROBE = ["python", "-m", "jobqueue.runtime.health_check", "WORKER_HEALTH_PORT", "5003"]
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,9 @@ def test_the_images_are_the_targets_compose_builds() -> None:
     """
     assert sorted(path.relative_to(ROOT).as_posix() for path in ROOT.glob("**/Dockerfile")) == [
         "Dockerfile",
+        "examples/Dockerfile",
         *sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "scripts" / "containers").glob("**/Dockerfile")),
-    ], "a Dockerfile outside the root one (the stand-ins' are the test harness's own)"
+    ], "a Dockerfile outside the root one (the stand-ins' are the test harness's own, the example's a user's)"
     built = {name: service["build"] for name, service in SERVICES.items() if "build" in service}
     assert {build["target"] for build in built.values()} == set(IMAGES)
     for name, build in built.items():
@@ -185,11 +193,12 @@ def test_the_images_are_the_targets_compose_builds() -> None:
         ), name
 
 
-def test_hadolint_passes() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, EXAMPLE_DOCKERFILE], ids=["root", "example"])
+def test_hadolint_passes(dockerfile: Path) -> None:
     """hadolint reports nothing (a missing hadolint is a failure: `make install` provides it)."""
     assert HADOLINT.is_file(), f"{HADOLINT} is missing; run `make install`"
     result = subprocess.run(
-        [str(HADOLINT), "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True, check=False
+        [str(HADOLINT), "--no-color", str(dockerfile)], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -213,18 +222,46 @@ def test_the_base_is_python_311_slim_pinned_by_digest() -> None:
 
 
 def test_every_image_shares_the_runtime_stage() -> None:
-    """The four images are the runtime stage plus their own package: their dependency layers are one."""
+    """The four images are the runtime stage plus their own package: their dependency layers are one.
+
+    The worker's is built FROM the worker base, which adds no layer to runtime (only how to run
+    and probe a worker), so a user's worker image shares those layers too.
+    """
     for target in IMAGES:
-        assert [stage.name for stage in ancestry(target)] == [target, "runtime"], target
+        between = [WORKER_BASE] if target == "worker-service" else []
+        assert [stage.name for stage in ancestry(target)] == [target, *between, "runtime"], target
         assert STAGES[target].all("RUN") == [], f"{target} runs a command of its own: it belongs in runtime"
     assert STAGES["runtime"].base == "${PYTHON_IMAGE}"
+    assert {i.keyword for i in STAGES[WORKER_BASE].instructions} <= {"EXPOSE", "HEALTHCHECK", "ENTRYPOINT"}
+
+
+def test_the_worker_base_runs_the_worker_its_command_names() -> None:
+    """`FROM` it + a package + `CMD ["package:worker"]` is a worker image: the SDK's entry point, probe and user."""
+    assert [exec_form(e.arguments) for e in STAGES[WORKER_BASE].all("ENTRYPOINT")] == [
+        ["python", "-m", "jobqueue.worker"]
+    ]
+    assert not image_instructions(WORKER_BASE, "CMD"), "the base names no Worker: the image built FROM it does"
+    assert health_probe(WORKER_BASE) == WORKER_PROBE
+    assert [u.arguments for u in image_instructions(WORKER_BASE, "USER")] == ["10001:10001"]
+
+
+def test_the_example_is_built_from_the_worker_base_of_this_sdk_version() -> None:
+    """examples/Dockerfile: FROM the base tagged with jobqueue-client's version, its package, and its Worker."""
+    example = parse(EXAMPLE_DOCKERFILE.read_text())
+    version = tomllib.loads((ROOT / "gen" / "pyproject.toml").read_text())["project"]["version"]
+    assert [i.arguments for i in example if i.keyword == "FROM"] == [f"jobqueue-worker-base:{version}"]
+    assert [i.arguments for i in example if i.keyword == "COPY"] == ["myapp/ /app/myapp/"]
+    assert [exec_form(i.arguments) for i in example if i.keyword == "CMD"] == [["myapp:worker"]]
+    # Nothing else: one layer on the base, which holds the user, the entry point, the probe and WORKDIR /app.
+    assert [i.keyword for i in example] == ["FROM", "COPY", "CMD"]
 
 
 def test_only_the_build_stage_installs_and_it_leaves_no_installer() -> None:
     """pip runs only in `build`; it installs the lock, hash-checked, then ./gen, then removes pip and setuptools.
 
-    Nothing is installed that the lock does not pin with its hashes: ./gen without its dependencies
-    (the lock holds them), and no build fetches a backend of its own (--no-build-isolation).
+    Nothing is installed that the lock does not pin with its hashes: ./gen with its worker extra from
+    no index (the lock must already hold their dependencies), and no build fetches a backend of its
+    own (--no-build-isolation).
     """
     for stage in STAGES.values():
         if stage.name != "build":
@@ -234,7 +271,7 @@ def test_only_the_build_stage_installs_and_it_leaves_no_installer() -> None:
     pip_installs = re.findall(rf"{VENV}/bin/pip install [^&]*", installs)
     assert [command.strip() for command in pip_installs] == [
         f"{VENV}/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/requirements.txt",
-        f"{VENV}/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/gen",
+        f'{VENV}/bin/pip install --no-cache-dir --no-index --no-build-isolation "/tmp/gen[worker]"',
     ]
     requirements = installs.index(pip_installs[0])
     client = installs.index(pip_installs[1])
@@ -299,7 +336,9 @@ def test_cmd_runs_the_package(target: str) -> None:
     (cmd,) = STAGES[target].all("CMD")
     assert exec_form(cmd.arguments) == ["python", "-m", package]
     assert (ROOT / package / "__main__.py").is_file(), f"{package}/__main__.py is missing"
-    assert not image_instructions(target, "ENTRYPOINT")
+    # None, or the worker base's reset to none.
+    assert [exec_form(e.arguments) for e in STAGES[target].all("ENTRYPOINT")] in ([], [[]])
+    assert not image_instructions(target, "ENTRYPOINT") or STAGES[target].all("ENTRYPOINT")
     assert [w.arguments for w in image_instructions(target, "WORKDIR")] == ["/app"]
 
 

@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tests.support.processes import ROOT
@@ -14,12 +15,11 @@ from tests.support.processes import ROOT
 README = (ROOT / "README.md").read_text()
 
 
-def readme_block(name: str) -> str:
-    """The fenced code block between `<!-- walkthrough:NAME ... -->` and `<!-- /walkthrough:NAME -->`."""
-    match = re.search(
-        rf"<!-- walkthrough:{name}\b.*?-->\s*```\w*\n(.*?)```\s*<!-- /walkthrough:{name} -->", README, re.S
-    )
-    assert match, f"README.md has no walkthrough:{name} block"
+def readme_block(name: str, readme: Path = ROOT / "README.md") -> str:
+    """The fenced code block between `<!-- walkthrough:NAME ... -->` and `<!-- /walkthrough:NAME -->` of ``readme``."""
+    text = README if readme == ROOT / "README.md" else readme.read_text()
+    match = re.search(rf"<!-- walkthrough:{name}\b.*?-->\s*```\w*\n(.*?)```\s*<!-- /walkthrough:{name} -->", text, re.S)
+    assert match, f"{readme.relative_to(ROOT)} has no walkthrough:{name} block"
     return match.group(1)
 
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from google.protobuf import any_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -82,7 +82,28 @@ def test_non_finite_float_is_refused(number: float) -> None:
         to_value(number)
 
 
-@pytest.mark.parametrize("payload", [None, [1], {"n": 1}, b"bytes"])
+def test_objects_and_arrays_become_json_values_all_the_way_down() -> None:
+    payload = {"targets": [{"host": "a", "port": 80}, ("b", 2.5)], "verbose": True, "note": None, "empty": {}}
+    value = to_value(payload)
+    assert json_format.MessageToDict(value) == {
+        "targets": [{"host": "a", "port": 80}, ["b", 2.5]],
+        "verbose": True,
+        "note": None,
+        "empty": {},
+    }
+    assert value.struct_value.fields["verbose"].WhichOneof("kind") == "bool_value"
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [({"n": 2**60}, ValueError), ([math.nan], ValueError), ({1: "x"}, TypeError), ({"n": b"x"}, TypeError)],
+)
+def test_what_a_json_value_cannot_hold_is_refused_inside_objects_too(payload: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        to_value(payload)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("payload", [None, b"bytes", {1, 2}])
 def test_other_types_are_refused(payload: object) -> None:
     with pytest.raises(TypeError):
         to_value(payload)  # type: ignore[arg-type]
