@@ -191,13 +191,15 @@ class Jobs:
         max_attempts: int = 0,
         timeout_seconds: int = 0,
         request_id: uuid.UUID | None = None,
+        looked_up: bool = False,
     ) -> NewJob:
         """A new job from a CreateJob request's values, with its queue message; INVALID_ARGUMENT if bad.
 
         The payload must follow the rules of every payload (job_svc/schemas.py) and the type's schema;
         max_attempts and timeout_seconds left at 0 take the type's defaults, else the service's.
+        ``looked_up``: ``look_up_types`` was just called with this type among others (a batch).
         """
-        known = await self._types.find(job_type)
+        known = self._types.get(job_type) if looked_up else await self._types.find(job_type)
         if known is None:
             raise InvalidArgument([FieldViolation("type", f"unknown job type {echoed(job_type)}; {self._known()}")])
         violation = generic_violation(payload)
@@ -231,6 +233,10 @@ class Jobs:
             timeout_seconds=timeout_seconds,
             request_id=request_id,
         )
+
+    async def look_up_types(self, names: Collection[str]) -> None:
+        """Learn of any of ``names`` declared through another replica, in one read (see check_new's ``looked_up``)."""
+        await self._types.look_up(names)
 
     async def get(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
         """One of the owner's jobs."""

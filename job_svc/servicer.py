@@ -225,9 +225,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         check_batch(len(request.requests), "jobs")
         new_jobs: list[NewJob] = []
         violations: list[FieldViolation] = []
+        await self._jobs.look_up_types({item.type for item in request.requests})
         for i, item in enumerate(request.requests):
             try:
-                new_jobs.append(await self._new_job(owner, item))
+                new_jobs.append(await self._new_job(owner, item, looked_up=True))
             except InvalidArgument as error:
                 violations.extend(FieldViolation(f"requests[{i}].{v.field}", v.description) for v in error.violations)
         if violations:
@@ -235,7 +236,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         jobs = await self._jobs.create_batch(new_jobs)
         return jobs_pb2.BatchCreateJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
-    async def _new_job(self, owner: uuid.UUID, request: jobs_pb2.CreateJobRequest) -> NewJob:
+    async def _new_job(
+        self, owner: uuid.UUID, request: jobs_pb2.CreateJobRequest, *, looked_up: bool = False
+    ) -> NewJob:
         payload = payload_from_proto(request.payload, request.HasField("payload"))
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
         priority = _PRIORITY_FROM_PROTO.get(request.priority)
@@ -249,6 +252,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             max_attempts=request.max_attempts,
             timeout_seconds=request.timeout_seconds,
             request_id=request_id,
+            looked_up=looked_up,
         )
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:

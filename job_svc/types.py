@@ -25,7 +25,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,8 +106,19 @@ class JobTypeRegistry:
         transient error (UNAVAILABLE), not "unknown type".
         """
         known = self._types.get(name)
-        if known is not None:
-            return known
+        if known is None:
+            await self.look_up([name])
+            known = self._types.get(name)
+        return known
+
+    async def look_up(self, names: Collection[str]) -> None:
+        """Make the copy hold ``names`` as a read that began after this call would: one read for them all.
+
+        Then ``get`` answers for each (None: not declared). ``find`` does this for one name; a batch of
+        jobs does it once for all its names, not once for each job naming a type still unknown.
+        """
+        if all(name in self._types for name in names):
+            return
         arrived = self._clock()
         async with self._reading:
             if self._read_at < arrived:  # no read began since this call arrived: one must
@@ -115,7 +126,6 @@ class JobTypeRegistry:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self._read()
-        return self._types.get(name)
 
     async def refresh(self) -> None:
         """Read the table again if its fingerprint changed since the last read."""

@@ -199,6 +199,18 @@ async def test_an_unknown_name_waits_for_a_read_that_began_after_it_and_a_flood_
     assert source.loads == 2
 
 
+async def test_a_batch_naming_many_types_still_unknown_costs_one_read() -> None:
+    source, clock = FakeTypeSource(), Clock()
+    registry = JobTypeRegistry(source, clock=clock, soonest_seconds=0.05)
+    await registry.refresh()
+    source.types["resize"] = declaration()
+    clock.now = 0.01
+    await registry.look_up(["resize", *(f"made_up_{i}" for i in range(1000))])
+    assert source.loads == 2
+    assert registry.get("resize") is not None
+    assert registry.get("made_up_7") is None
+
+
 async def test_a_refresh_reads_the_table_only_when_it_changed_and_keeps_compiled_validators() -> None:
     source = FakeTypeSource()
     registry = JobTypeRegistry(source)
