@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
@@ -44,6 +45,10 @@ def to_proto(job_type: JobType) -> jobs_pb2.JobType:
     return declared
 
 
+#: How long the job service may stay unreachable at start before the worker logs a warning.
+PATIENCE_SECONDS = 10.0
+
+
 async def declare(
     call: Callable[[list[jobs_pb2.JobType]], Awaitable[None]],
     job_types: Iterable[JobType],
@@ -53,7 +58,8 @@ async def declare(
     """Declare ``job_types`` through ``call`` (ReportClient.declare) until the job service answers (module doc)."""
     declarations = [to_proto(job_type) for job_type in job_types]
     backoff = backoff or Backoff(base=0.2, cap=5.0)
-    waiting = False
+    started = time.monotonic()
+    said = False
     while True:
         try:
             await call(declarations)
@@ -63,8 +69,9 @@ async def declare(
                 raise DeclarationRefused(
                     f"the job service refused this worker's job types: {code.name}: {details}"
                 ) from None
-            if not waiting:
-                waiting = True
+            # Workers and the job service often start together: a short wait is normal, a long one is news.
+            if not said and time.monotonic() - started >= PATIENCE_SECONDS:
+                said = True
                 log.warning("job service unreachable; retrying the job types' declaration", extra={"code": code.name})
             await asyncio.sleep(backoff.next_delay())
         else:
