@@ -17,6 +17,7 @@ from pamqp.commands import Basic
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
 from jobqueue.runtime import rabbitmq
+from jobqueue.runtime.limits import NAME_PATTERN
 from jobqueue.runtime.messages import (
     CANCELLATION_TYPE,
     CONTENT_TYPE,
@@ -29,6 +30,8 @@ from jobqueue.runtime.signing import Signer
 
 log = logging.getLogger(__name__)
 
+#: How long a declaration of queues waits for a channel that is not open (yet).
+CONNECT_WAIT_SECONDS = 5.0
 #: What a publish can raise when the channel or connection fails under it.
 _PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
 
@@ -92,9 +95,9 @@ class Publisher:
 
         Each goes byte-identical, properties and signature included, and is acked
         only once the broker confirmed its copy: a crash in between leaves both,
-        and the worker that gets the second copy finds the job claimed and drops
-        it (the same as any redelivery). One the worker could not decode is
-        dead-lettered, as the worker would have done. It runs on a channel of its
+        a duplicate delivery that the workers' fenced reports make harmless. One
+        no worker could act on (undecodable, or naming no possible type) is
+        dead-lettered, as a worker would have done. It runs on a channel of its
         own, so that the queue's being absent (the usual case) or in use by a
         worker of the older version closes only that channel. The empty queue is
         then deleted, unless an older worker still consumes it.
@@ -115,6 +118,8 @@ class Publisher:
                 try:
                     job_type = decode_delivery(message.body).job_type
                 except MalformedDelivery:
+                    job_type = ""
+                if not NAME_PATTERN.fullmatch(job_type):
                     await underlay.basic_reject(tag, requeue=False)
                     continue
                 queue = self._topology.job_queue(job_type)
@@ -129,7 +134,7 @@ class Publisher:
                 await underlay.basic_ack(tag)
                 moved += 1
         if moved:
-            log.warning("moved messages from the legacy queue to their types' queues", extra={"count": moved})
+            log.info("moved messages from the legacy queue to their types' queues", extra={"count": moved})
         async with connection.channel() as channel:
             with contextlib.suppress(aiormq.exceptions.AMQPError):
                 await channel.queue_delete(legacy, if_unused=True, if_empty=True)
@@ -183,9 +188,14 @@ class Publisher:
             raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
 
     async def declare_queues(self, job_types: Sequence[str]) -> None:
-        """Declare the queues of ``job_types`` (DeclareJobTypes); BrokerUnavailable without a channel or if it fails."""
+        """Declare the queues of ``job_types`` (DeclareJobTypes); BrokerUnavailable without a channel or if it fails.
+
+        A channel being opened (at start, or after a blip) is waited for, up to CONNECT_WAIT_SECONDS.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._link.wait_connected(), CONNECT_WAIT_SECONDS)
         channel = self._link.channel
-        if channel is None or channel.is_closed:
+        if not self.connected or channel is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
         try:
             await self._declare(channel, job_types)

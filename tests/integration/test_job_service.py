@@ -322,7 +322,7 @@ async def _legacy_queue(url: str, topology: Topology) -> None:
 def test_at_start_the_messages_an_older_version_left_in_the_shared_queue_move_to_their_types_queues(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str, tmp_path: Path
 ) -> None:
-    """Upgrading: each goes byte-identical (signature and priority too); one no worker could decode is dead-lettered."""
+    """Upgrading: each goes byte-identical (signature and priority too); one no worker could act on is dead-lettered."""
     topology = Topology(jobs.queue)
     job_types = ("reverse_string", "fibonacci_calc")
     asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_types, 10_000, timeout=0.5))  # earlier tests'
@@ -336,7 +336,8 @@ def test_at_start_the_messages_an_older_version_left_in_the_shared_queue_move_to
     for message in published:
         body, priority, headers = message.body, message.priority, dict(message.headers)
         asyncio.run(publish_raw(rabbitmq_url, topology.queue, [body], priority=priority, headers=[headers]))
-    asyncio.run(publish_raw(rabbitmq_url, topology.queue, [b"not a job"]))
+    impossible = delivery_pb2.JobDelivery(job_id=str(uuid.uuid4()), type="No Such/Type").SerializeToString()
+    asyncio.run(publish_raw(rabbitmq_url, topology.queue, [b"not a job", impossible]))
 
     env = {
         "DATABASE_URL": jobs.process_env["DATABASE_URL"],
@@ -358,7 +359,7 @@ def test_at_start_the_messages_an_older_version_left_in_the_shared_queue_move_to
         assert (after.body, after.headers, after.priority) == (before.body, before.headers, before.priority)
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in moved.values()} == {j.id for j in created}
     assert not asyncio.run(queue_exists(rabbitmq_url, topology.queue)), "the emptied legacy queue is still there"
-    assert b"not a job" in asyncio.run(_bodies(rabbitmq_url, topology.dead_letter_queue))
+    assert {b"not a job", impossible} <= set(asyncio.run(_bodies(rabbitmq_url, topology.dead_letter_queue)))
 
 
 def test_each_job_goes_to_its_types_queue_with_its_priority(
