@@ -1,17 +1,21 @@
 """All of the worker's AMQP: stay subscribed to its job types' queues, hand each delivery to a task, stop cleanly.
 
-The connection is kept up by jobqueue.runtime.rabbitmq's Reconnector: on each fresh
-connection this module sets the prefetch, declares the queues of the job types the
-worker serves and subscribes to each, on one channel; when the connection or channel drops the Reconnector logs once,
-backs off and starts over, and ``connected`` says which state it is in for
-health. The prefetch is channel-wide (RabbitMQ's "global" QoS), shared by the
-consumers of every queue, so it bounds what the worker holds in all: the jobs
-one crash hands back, the async handlers running at once. RabbitMQ has
-deprecated global QoS: from 4.3 a broker refuses it unless its configuration
-says ``deprecated_features.permit.global_qos = true`` (docs/operations.md).
-Each delivery runs in a task of our own
-rather than aio-pika's, so a dropped connection does not cancel work whose
-report can still be stored (the redelivered copy is then just acked).
+The connection is kept up by jobqueue.runtime.rabbitmq's Reconnector: on each
+fresh connection this module sets the prefetch, declares the queues of the job
+types the worker serves (the job service created them; a worker's broker user
+may not) and subscribes to each, on one channel; when the connection or channel
+drops the Reconnector logs once, backs off and starts over, and ``connected``
+says which state it is in for health.
+
+The prefetch is channel-wide (RabbitMQ's "global" QoS), shared by the consumers
+of every queue, so it bounds what the worker holds in all: the jobs one crash
+hands back, the async handlers running at once. RabbitMQ has deprecated global
+QoS: from 4.3 a broker refuses it unless its configuration says
+``deprecated_features.permit.global_qos = true`` (docs/operations.md).
+
+Each delivery runs in a task of our own rather than aio-pika's, so a dropped
+connection does not cancel work whose report can still be stored (the
+redelivered copy is then just acked).
 """
 
 from __future__ import annotations

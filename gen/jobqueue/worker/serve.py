@@ -35,9 +35,9 @@ DESCRIPTION = """\
 Consumes the queues of its job types (JOB_TYPES: all, or some), runs each job
 and reports every state change to the job service (UpdateJob). Declares the
 job types it serves to the job service first (DeclareJobTypes). Serves
-grpc.health.v1 and reflection on WORKER_HEALTH_HOST:WORKER_HEALTH_PORT; health is SERVING only while both
-RabbitMQ and the job service are reachable (statuses "rabbitmq" and
-"job_service" tell which is not)."""
+grpc.health.v1 and reflection on WORKER_HEALTH_HOST:WORKER_HEALTH_PORT; health
+is SERVING only while both RabbitMQ and the job service are reachable
+(statuses "rabbitmq" and "job_service" tell which is not)."""
 
 
 async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: service.Supervisor) -> None:
