@@ -54,14 +54,17 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         worker_certificates=settings.worker_certificates,
     )
     pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
+    # Read from the database by its task below: the service starts (NOT_SERVING) while the database is down.
+    types = JobTypeRegistry(TypeStore(pool))
     publisher = Publisher(
-        settings.rabbitmq_url, rabbitmq.Topology(settings.rabbitmq_queue), Signer(authenticator.worker_tokens)
+        settings.rabbitmq_url,
+        rabbitmq.Topology(settings.rabbitmq_queue),
+        Signer(authenticator.worker_tokens),
+        types.names,
     )
     metrics_server = None
     try:
         store = JobStore(pool)
-        # Read from the database by its task below: the service starts (NOT_SERVING) while the database is down.
-        types = JobTypeRegistry(TypeStore(pool))
         relay = OutboxRelay(
             store,
             publisher,
@@ -118,6 +121,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             gauges = job_metrics.Gauges(
                 store,
                 publisher,
+                types.names,
                 every=settings.job_count_seconds,
                 finished_every=settings.finished_count_seconds,
             )

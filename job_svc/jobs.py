@@ -102,8 +102,11 @@ class Relay(Protocol):
         """There are new messages to publish."""
 
 
-class Announcer(Protocol):
-    """What tells the workers about cancelled jobs (job_svc.publisher.Publisher)."""
+class Broker(Protocol):
+    """What makes the types' queues and tells the workers about cancelled jobs (job_svc.publisher.Publisher)."""
+
+    async def declare_queues(self, job_types: Sequence[str]) -> None:
+        """Declare the queues of ``job_types``; BrokerUnavailable if the broker cannot."""
 
     async def announce_cancellation(self, job_id: uuid.UUID) -> None:
         """Tell every worker, best effort, that the job was cancelled."""
@@ -116,7 +119,7 @@ class Jobs:
         self,
         store: Store,
         relay: Relay,
-        publisher: Announcer,
+        publisher: Broker,
         types: JobTypeRegistry,
         limits: JobLimits | None = None,
     ) -> None:
@@ -321,8 +324,15 @@ class Jobs:
         return self._types.declared()
 
     async def declare_types(self, types: Sequence[DeclaredType]) -> Sequence[DeclaredType]:
-        """A worker's declaration of the types it runs; each type as now stored, in the request's order."""
-        return await self._types.declare(types)
+        """A worker's declaration of the types it runs; each type as now stored, in the request's order.
+
+        The types' queues are declared too before the answer, since a worker may not create them
+        itself (jobqueue.runtime.rabbitmq.worker_permissions): UNAVAILABLE while the broker is away,
+        and the worker tries again.
+        """
+        stored = await self._types.declare(types)
+        await self._publisher.declare_queues([declared.name for declared in stored])
+        return stored
 
     def _known(self) -> str:
         names = self._types.names()

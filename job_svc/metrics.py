@@ -46,11 +46,11 @@ JOBS = Gauge(
 )
 QUEUE_READY = Gauge(
     "jobqueue_queue_messages_ready",
-    "Messages waiting in a RabbitMQ queue for a consumer (the job queue and its .dead).",
+    "Messages waiting in a RabbitMQ queue for a consumer (each job type's queue, and the dead letters' <queue>.dead).",
     ["queue"],
 )
 QUEUE_CONSUMERS = Gauge(
-    "jobqueue_queue_consumers", "Consumers of a RabbitMQ queue (workers, on the job queue).", ["queue"]
+    "jobqueue_queue_consumers", "Consumers of a RabbitMQ queue (workers, on a job type's queue).", ["queue"]
 )
 
 _OUTCOME_OF = {Status.COMPLETED: "completed", Status.FAILED: "failed", Status.QUEUED: "retry_scheduled"}
@@ -92,8 +92,8 @@ class JobCounts(Protocol):
 class QueueCounts(Protocol):
     """The broker's counts of the job service's queues (Publisher)."""
 
-    async def queue_stats(self) -> Sequence[QueueStats]:
-        """Ready messages and consumers of each queue; raises BrokerUnavailable when it cannot tell."""
+    async def queue_stats(self, job_types: Iterable[str]) -> Sequence[QueueStats]:
+        """Ready messages and consumers of each type's queue and of the dead letters'; BrokerUnavailable if unknown."""
         ...
 
 
@@ -112,6 +112,7 @@ class Gauges:
         self,
         store: JobCounts,
         queues: QueueCounts,
+        job_types: Callable[[], Iterable[str]],
         *,
         every: float,
         finished_every: float,
@@ -119,12 +120,15 @@ class Gauges:
     ) -> None:
         self._store = store
         self._queues = queues
+        self._job_types = job_types
         self._every = every
         self._finished_every = finished_every
         self._clock = clock
         #: When the last count of every status was taken; None: the next round takes one.
         self._counted_all_at: float | None = None
         self._failing: set[str] = set()
+        #: The queues whose gauges the last round set.
+        self._queue_names: set[str] = set()
 
     async def run(self) -> None:
         """Refresh the gauges until cancelled."""
@@ -157,16 +161,22 @@ class Gauges:
 
     async def _count_messages(self) -> None:
         try:
-            queues = await self._queues.queue_stats()
+            queues = await self._queues.queue_stats(self._job_types())
         except BrokerUnavailable as error:
             QUEUE_READY.clear()
             QUEUE_CONSUMERS.clear()
+            self._queue_names = set()
             self._failed("rabbitmq", error)
             return
         self._recovered("rabbitmq")
         for queue in queues:
             QUEUE_READY.labels(queue.queue).set(queue.ready)
             QUEUE_CONSUMERS.labels(queue.queue).set(queue.consumers)
+        # A queue counted before but not now (its type is gone) takes its gauges along.
+        for gone in self._queue_names - {queue.queue for queue in queues}:
+            QUEUE_READY.remove(gone)
+            QUEUE_CONSUMERS.remove(gone)
+        self._queue_names = {queue.queue for queue in queues}
 
     def _failed(self, source: str, error: BaseException) -> None:
         # Once per outage: health and the relay already report it at length.

@@ -44,6 +44,8 @@ class OutboxMessage:
 
     id: int
     job_id: uuid.UUID
+    #: The job's type, which names the queue it goes to (jobqueue.runtime.rabbitmq.Topology.job_queue).
+    job_type: str
     body: bytes
     priority: Priority
 

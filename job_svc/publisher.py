@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import aio_pika
@@ -17,11 +17,21 @@ from pamqp.commands import Basic
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
 from jobqueue.runtime import rabbitmq
-from jobqueue.runtime.messages import CANCELLATION_TYPE, CONTENT_TYPE, MESSAGE_TYPE, encode_cancellation
+from jobqueue.runtime.limits import NAME_PATTERN
+from jobqueue.runtime.messages import (
+    CANCELLATION_TYPE,
+    CONTENT_TYPE,
+    MESSAGE_TYPE,
+    MalformedDelivery,
+    decode_delivery,
+    encode_cancellation,
+)
 from jobqueue.runtime.signing import Signer
 
 log = logging.getLogger(__name__)
 
+#: How long a declaration of queues waits for a channel that is not open (yet).
+CONNECT_WAIT_SECONDS = 5.0
 #: What a publish can raise when the channel or connection fails under it.
 _PUBLISH_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
 
@@ -38,11 +48,21 @@ class QueueStats:
 class Publisher:
     """Keeps one confirmed channel open, reconnecting by itself; publishes batches of messages."""
 
-    def __init__(self, url: str, topology: rabbitmq.Topology, signer: Signer) -> None:
-        """``signer`` signs every message, so that workers act only on what this service published."""
+    def __init__(
+        self, url: str, topology: rabbitmq.Topology, signer: Signer, job_types: Callable[[], Iterable[str]]
+    ) -> None:
+        """``signer`` signs every message, so that workers act only on what this service published.
+
+        ``job_types`` are the known types, whose queues are declared on each connection: workers
+        may not create them (jobqueue.runtime.rabbitmq.worker_permissions), and a broker that lost
+        them (reset) gets them back.
+        """
         self._topology = topology
         self._signer = signer
+        self._job_types = job_types
         self._control: AbstractExchange | None = None
+        #: The types' queues declared on the current channel.
+        self._declared: set[str] = set()
         self._link = rabbitmq.Reconnector(url, name="job_svc publisher", open_session=self._open)
 
     @property
@@ -60,17 +80,73 @@ class Publisher:
         await self._link.run()
 
     async def _open(self, connection: AbstractConnection) -> AbstractChannel:
-        """On a fresh connection: a confirmed channel, the topology declared, the control exchange at hand."""
+        """On a fresh connection: what an older version left in the legacy queue moved, a confirmed channel."""
+        await self._move_legacy(connection)
         channel = await connection.channel(publisher_confirms=True)
-        await rabbitmq.declare(channel, self._topology)
+        self._declared = set()
+        await rabbitmq.declare_dead_letters(channel, self._topology)
+        await self._declare(channel, list(self._job_types()))
         self._control = await rabbitmq.declare_control(channel, self._topology)
         log.info("connected to RabbitMQ", extra={"queue": self._topology.queue})
         return channel
 
-    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
-        """Publish outbox messages as persistent messages; returns once the broker confirmed all.
+    async def _move_legacy(self, connection: AbstractConnection) -> None:
+        """Move each message in the legacy queue ``<queue>`` (from before routing) to its type's queue.
 
-        Raises BrokerUnavailable if there is no channel or any message was not
+        Each goes byte-identical, properties and signature included, and is acked
+        only once the broker confirmed its copy: a crash in between leaves both,
+        a duplicate delivery that the workers' fenced reports make harmless. One
+        no worker could act on (undecodable, or naming no possible type) is
+        dead-lettered, as a worker would have done. It runs on a channel of its
+        own, so that the queue's being absent (the usual case) or in use by a
+        worker of the older version closes only that channel. The empty queue is
+        then deleted, unless an older worker still consumes it.
+        """
+        legacy = self._topology.queue
+        async with connection.channel(publisher_confirms=True) as channel:
+            try:
+                await channel.declare_queue(legacy, passive=True)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                return
+        moved = 0
+        async with connection.channel(publisher_confirms=True) as channel:
+            underlay = await channel.get_underlay_channel()
+            declared: set[str] = set()
+            while isinstance((message := await underlay.basic_get(legacy, timeout=10)).delivery, Basic.GetOk):
+                tag = message.delivery.delivery_tag
+                assert tag is not None  # a GetOk always carries one
+                try:
+                    job_type = decode_delivery(message.body).job_type
+                except MalformedDelivery:
+                    job_type = ""
+                if not NAME_PATTERN.fullmatch(job_type):
+                    await underlay.basic_reject(tag, requeue=False)
+                    continue
+                queue = self._topology.job_queue(job_type)
+                if queue not in declared:
+                    await rabbitmq.declare(channel, self._topology, queue)
+                    declared.add(queue)
+                reply = await underlay.basic_publish(
+                    message.body, routing_key=queue, properties=message.header.properties, mandatory=True, timeout=10
+                )
+                if not isinstance(reply, Basic.Ack):
+                    raise ConnectionError(f"the broker did not take a legacy message into {queue}")
+                await underlay.basic_ack(tag)
+                moved += 1
+        if moved:
+            log.info("moved messages from the legacy queue to their types' queues", extra={"count": moved})
+        async with connection.channel() as channel:
+            with contextlib.suppress(aiormq.exceptions.AMQPError):
+                await channel.queue_delete(legacy, if_unused=True, if_empty=True)
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        """Publish outbox messages, each to its type's queue, persistent; returns once the broker confirmed them all.
+
+        A type's queue is declared before the first message to it on each channel,
+        so no message is published to a queue that does not exist (the job
+        service need not know every type beforehand: another replica may have
+        taken a job of a type this one has not read yet). Raises
+        BrokerUnavailable if there is no channel or any message was not
         confirmed, or came back unroutable; the caller keeps the messages and
         tries again later.
         """
@@ -78,6 +154,7 @@ class Publisher:
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
         try:
+            await self._declare(channel, {message.job_type for message in messages})
             # aiormq's channel, under aio-pika's: the same frames for half the
             # CPU, with no aio_pika.Message built per message. Confirms for
             # concurrent publishes on one channel arrive pipelined, so a batch
@@ -87,7 +164,7 @@ class Publisher:
                 *(
                     underlay.basic_publish(
                         message.body,
-                        routing_key=self._topology.queue,
+                        routing_key=self._topology.job_queue(message.job_type),
                         properties=Basic.Properties(
                             delivery_mode=2,  # persistent
                             content_type=CONTENT_TYPE,
@@ -105,35 +182,58 @@ class Publisher:
         except _PUBLISH_ERRORS as error:
             raise BrokerUnavailable(f"publish failed: {error!r}") from error
         if undelivered := sum(not isinstance(reply, Basic.Ack) for reply in replies):
-            # Returned as unroutable: the queue is gone (deleted by hand, say).
-            # Declaring it again lets the next attempt through.
-            with contextlib.suppress(*_PUBLISH_ERRORS):
-                await rabbitmq.declare(channel, self._topology)
+            # Returned as unroutable: a queue is gone (deleted by hand, say).
+            # Declaring the queues again on the next attempt lets it through.
+            self._declared.clear()
             raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
 
-    async def queue_stats(self) -> list[QueueStats]:
-        """The job queue's and the dead-letter queue's ready messages and consumers, as the broker counts them.
+    async def declare_queues(self, job_types: Sequence[str]) -> None:
+        """Declare the queues of ``job_types`` (DeclareJobTypes); BrokerUnavailable without a channel or if it fails.
+
+        A channel being opened (at start, or after a blip) is waited for, up to CONNECT_WAIT_SECONDS.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._link.wait_connected(), CONNECT_WAIT_SECONDS)
+        channel = self._link.channel
+        if not self.connected or channel is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        try:
+            await self._declare(channel, job_types)
+        except _PUBLISH_ERRORS as error:
+            raise BrokerUnavailable(f"cannot declare the job types' queues: {error!r}") from error
+
+    async def _declare(self, channel: AbstractChannel, job_types: Iterable[str]) -> None:
+        """Declare each of ``job_types``' queues not yet declared on ``channel``."""
+        for queue in sorted({self._topology.job_queue(name) for name in job_types} - self._declared):
+            await rabbitmq.declare(channel, self._topology, queue)
+            self._declared.add(queue)
+
+    async def queue_stats(self, job_types: Iterable[str]) -> list[QueueStats]:
+        """The ready messages and consumers of each of ``job_types``' queues and of the dead-letter queue.
 
         Raises BrokerUnavailable if there is no channel or the broker does not
-        answer. The queues are declared as on connecting (the same arguments,
+        answer. The queues are declared as on publishing (the same arguments,
         so never refused), which answers with their counts, where a passive
         declare of a queue deleted by hand would close the publishing channel.
         Each declare is one round trip that publishes on this channel wait
-        behind (about 1 ms for all three on a local broker).
+        behind (well under 1 ms on a local broker).
         """
         channel = self._link.channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
         try:
-            job_queue = await rabbitmq.declare(channel, self._topology)
-            dead = await channel.declare_queue(self._topology.dead_letter_queue, durable=True)
+            queues = [
+                await rabbitmq.declare(channel, self._topology, self._topology.job_queue(job_type))
+                for job_type in job_types
+            ]
+            queues.append(await rabbitmq.declare_dead_letters(channel, self._topology))
         except _PUBLISH_ERRORS as error:
             raise BrokerUnavailable(f"cannot read the queues' counts: {error!r}") from error
         return [
             QueueStats(
                 queue.name, queue.declaration_result.message_count or 0, queue.declaration_result.consumer_count or 0
             )
-            for queue in (job_queue, dead)
+            for queue in queues
         ]
 
     async def announce_cancellation(self, job_id: uuid.UUID) -> None:

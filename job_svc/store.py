@@ -451,11 +451,16 @@ class JobStore:
         the outbox without waiting on, or publishing, each other's rows.
         """
         async with self._pool.acquire() as connection, connection.transaction():
+            # Only the outbox rows are locked: the jobs' rows stay free for the workers' reports.
             rows = await connection.fetch(
-                "SELECT id, job_id, body, priority FROM job_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                """SELECT o.id, o.job_id, j.type, o.body, o.priority
+                   FROM job_outbox o JOIN jobs j ON j.id = o.job_id
+                   ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED""",
                 limit,
             )
-            batch = [OutboxMessage(r["id"], r["job_id"], bytes(r["body"]), Priority(r["priority"])) for r in rows]
+            batch = [
+                OutboxMessage(r["id"], r["job_id"], r["type"], bytes(r["body"]), Priority(r["priority"])) for r in rows
+            ]
             yield batch
             if batch:
                 await connection.execute(

@@ -57,9 +57,10 @@ import run_system  # noqa: E402
 from jobqueue.auth.v1 import auth_pb2, auth_pb2_grpc  # noqa: E402
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
 from jobqueue.runtime.health_check import HealthCheck, tls_of  # noqa: E402
+from jobqueue.runtime.rabbitmq import Topology  # noqa: E402
 from jobqueue.runtime.secrets import ensure_dev_secrets  # noqa: E402
 from migrations.__main__ import migrate  # noqa: E402
-from tests.support.load import Spec, mixed  # noqa: E402
+from tests.support.load import MIXED_TYPES, Spec, mixed  # noqa: E402
 
 DATABASE, QUEUE = "jobqueue_bench", "jobs_bench"
 ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -305,7 +306,9 @@ async def fresh_database_and_queue() -> str:
     await migrate(url)
     async with await aio_pika.connect(RABBITMQ_URL) as connection:
         channel = await connection.channel()
-        for queue in (QUEUE, f"{QUEUE}.dead"):
+        # The queue of every type before routing, the dead letters, and the queues of the types the bench runs.
+        topology = Topology(QUEUE)
+        for queue in (QUEUE, topology.dead_letter_queue, *map(topology.job_queue, MIXED_TYPES)):
             await channel.queue_delete(queue)
     return url
 

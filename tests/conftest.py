@@ -17,6 +17,7 @@ import pytest
 
 from jobqueue.runtime.secrets import ensure_dev_secrets
 from tests.support.databases import fresh_database
+from tests.support.queues import delete_queues
 from tests.support.system import System
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -60,14 +61,10 @@ def queue_name(run_id: str) -> str:
 
 
 @pytest.fixture
-async def purge_queues(rabbitmq_url: str, queue_name: str) -> AsyncIterator[None]:
+async def purge_queues(rabbitmq_url: str, queue_name: str, database_url: str) -> AsyncIterator[None]:
     """Delete this test's queues afterwards."""
     yield
-    connection = await aio_pika.connect(rabbitmq_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in (queue_name, f"{queue_name}.dead"):
-            await channel.queue_delete(name)
+    await delete_queues(rabbitmq_url, queue_name, database_url)
 
 
 #: The auth service's rate and queue limits, lifted for the tests that are not about them.

@@ -13,6 +13,7 @@ import pytest
 
 from jobqueue.client import JobQueueError, connect_auth, connect_jobs
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.rabbitmq import Topology
 from jobqueue.worker.declare import to_proto
 from tests.support import flaky_jobs
 from tests.support.clients import mint_token, worker_metadata
@@ -84,12 +85,14 @@ GAUGE_ENV = {
     "WORKER_APP": "tests.support.flaky_jobs:worker",
 }
 STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+#: The job types whose queues the test watches.
+WATCHED = ("reverse_string", "always_fails")
 
 
 def gauges(samples: Samples, queue: str) -> dict[str, float | None]:
     """The job service's gauges in one flat dict: jobs by status, then the queues' counts."""
     values = {status: samples.get(("jobqueue_jobs", (("status", status),))) for status in STATUSES}
-    for name in (queue, f"{queue}.dead"):
+    for name in (*(Topology(queue).job_queue(job_type) for job_type in WATCHED), f"{queue}.dead"):
         values[f"{name} ready"] = samples.get(("jobqueue_queue_messages_ready", (("queue", name),)))
         values[f"{name} consumers"] = samples.get(("jobqueue_queue_consumers", (("queue", name),)))
     return values
@@ -137,16 +140,15 @@ def test_gauges_match_the_database_and_the_broker_on_every_replica_and_after_a_r
             # Each replica reports the same database- and broker-wide values (aggregate with max(), not sum()).
             return [gauges(scrape({"METRICS_PORT": str(port)}), queue) for port in ports]
 
-        def expect(queued: int, ready: int, consumers: int, dead: int) -> Callable[[], dict[str, float]]:
+        def expect(ready: tuple[int, int], consumers: int, dead: int) -> Callable[[], dict[str, float]]:
+            """The truth, where the WATCHED types' queues hold ``ready`` messages and ``consumers`` consumers each."""
+
             def truth() -> dict[str, float]:
                 counts: dict[str, float] = database_counts(system.direct_database_url)
-                return {
-                    **counts,
-                    f"{queue} ready": ready,
-                    f"{queue} consumers": consumers,
-                    f"{queue}.dead ready": dead,
-                    f"{queue}.dead consumers": 0,
-                }
+                for job_type, waiting in zip(WATCHED, ready, strict=True):
+                    counts[f"{Topology(queue).job_queue(job_type)} ready"] = waiting
+                    counts[f"{Topology(queue).job_queue(job_type)} consumers"] = consumers
+                return {**counts, f"{queue}.dead ready": dead, f"{queue}.dead consumers": 0}
 
             return truth
 
@@ -166,8 +168,9 @@ def test_gauges_match_the_database_and_the_broker_on_every_replica_and_after_a_r
                 return ids
 
         ids = asyncio.run(submit_with_no_worker_yet())
-        # Five messages published (the cancelled job's too: a worker drops it), nobody consuming yet.
-        waiting = settle(both_replicas, expect(queued=4, ready=5, consumers=0, dead=0))
+        # Five messages published, each to its type's queue (the cancelled job's too: a worker drops it),
+        # nobody consuming yet.
+        waiting = settle(both_replicas, expect(ready=(4, 1), consumers=0, dead=0))
         assert waiting["QUEUED"] == before["QUEUED"] + 4
         assert waiting["CANCELLED"] == before["CANCELLED"] + 1
 
@@ -179,8 +182,8 @@ def test_gauges_match_the_database_and_the_broker_on_every_replica_and_after_a_r
                     await jobs.wait(job_id, timeout=30)
 
         asyncio.run(wait_for_all())
-        # The failed job's message went to the dead-letter queue; the worker consumes the job queue.
-        done = settle(both_replicas, expect(queued=0, ready=0, consumers=1, dead=1))
+        # The failed job's message went to the dead-letter queue; the worker consumes each type's queue.
+        done = settle(both_replicas, expect(ready=(0, 0), consumers=1, dead=1))
         assert (done["QUEUED"], done["RUNNING"]) == (0, 0)
         assert done["COMPLETED"] == before["COMPLETED"] + 3
         assert done["FAILED"] == before["FAILED"] + 1
@@ -192,7 +195,7 @@ def test_gauges_match_the_database_and_the_broker_on_every_replica_and_after_a_r
         restarted = scrape({"METRICS_PORT": str(ports[0])})
         # The restarted process's counters start again from nothing; its gauges still tell the truth.
         assert not [key for key in restarted if key[0] == "jobqueue_job_outcomes_total"]
-        assert settle(both_replicas, expect(queued=0, ready=0, consumers=1, dead=1)) == done
+        assert settle(both_replicas, expect(ready=(0, 0), consumers=1, dead=1)) == done
     finally:
         codes = system.stop()
     assert all(code == 0 for code in codes.values()), f"not every service stopped cleanly: {codes}"

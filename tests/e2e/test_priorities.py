@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.support.clients import bearer, mint_token
 from tests.support.load import wait_all_final
-from tests.support.queues import queue_depth
+from tests.support.queues import jobs_waiting
 from tests.support.system import System
 
 
@@ -39,7 +39,7 @@ def test_a_high_priority_job_starts_before_a_thousand_queued_normal_ones(
     normal = asyncio.run(_submit(system.job_address, token, 1000, jobs_pb2.JOB_PRIORITY_UNSPECIFIED))
     [high] = asyncio.run(_submit(system.job_address, token, 1, jobs_pb2.JOB_PRIORITY_HIGH))
     deadline = time.monotonic() + 30
-    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < 1002:  # everything published, nothing taken
+    while asyncio.run(jobs_waiting(rabbitmq_url, queue_name, ["uppercase_text"])) < 1002:  # all published, none taken
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
 

@@ -17,13 +17,14 @@ import aio_pika
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2
+from jobqueue.runtime.rabbitmq import Topology
 from jobqueue.runtime.secrets import WORKER_TOKEN
 from tests.faults.scenario import JOBS, settle, start_workers
 from tests.support.clients import mint_token
-from tests.support.load import Spec, mixed, submit
+from tests.support.load import MIXED_TYPES, Spec, mixed, submit
 from tests.support.metrics import scrape
 from tests.support.processes import free_port
-from tests.support.queues import publish_raw, queue_depth
+from tests.support.queues import jobs_waiting, publish_raw
 from tests.support.system import System
 
 #: The AMQP priority of a NORMAL job's message, so a raw message takes its place among the jobs.
@@ -31,22 +32,27 @@ NORMAL = 2
 
 
 async def _put_back(url: str, queue: str, copies: Callable[[aio_pika.Message], list[aio_pika.Message]]) -> int:
-    """Take every message off ``queue`` and publish ``copies(message)`` of each instead; how many were taken.
+    """Take every message off the mixed jobs' queues and publish ``copies(message)`` of each instead; how many.
 
-    A taken message keeps its body, priority and headers (which carry the job service's signature).
+    A taken message keeps its body, priority and headers (which carry the job service's signature), and
+    its copies go back to the queue it came from.
     """
+    topology = Topology(queue)
     connection = await aio_pika.connect(url)
+    taken = 0
     async with connection:
         channel = await connection.channel()
-        source = await channel.get_queue(queue)
-        taken = []
-        while (got := await source.get(fail=False)) is not None:
-            taken.append(aio_pika.Message(got.body, headers=got.headers, priority=got.priority))
-            await got.ack()
-        for original in taken:
-            for copy in copies(original):
-                await channel.default_exchange.publish(copy, routing_key=queue)
-        return len(taken)
+        for name in map(topology.job_queue, MIXED_TYPES):
+            source = await channel.get_queue(name)
+            originals = []
+            while (got := await source.get(fail=False)) is not None:
+                originals.append(aio_pika.Message(got.body, headers=got.headers, priority=got.priority))
+                await got.ack()
+            for original in originals:
+                for copy in copies(original):
+                    await channel.default_exchange.publish(copy, routing_key=name)
+            taken += len(originals)
+    return taken
 
 
 def _thrice(message: aio_pika.Message) -> list[aio_pika.Message]:
@@ -73,7 +79,7 @@ def _published_backlog(
     token = mint_token(secrets_dir)
     specs = asyncio.run(submit(system.job_address, token, mixed(JOBS)))
     deadline = time.monotonic() + 30
-    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) < len(specs):
+    while asyncio.run(jobs_waiting(rabbitmq_url, queue_name, MIXED_TYPES)) < len(specs):
         assert time.monotonic() < deadline, "the outbox was not published"
         time.sleep(0.1)
     return token, specs
@@ -89,7 +95,7 @@ def test_duplicate_deliveries_have_exactly_one_outcome(
     # Each copy that finds its job not yet final claims it: a new attempt that takes the job over.
     settle(system, token, specs, "every message delivered 3 times", began, attempts=dict.fromkeys(specs, (1, 2, 3)))
     deadline = time.monotonic() + 30
-    while asyncio.run(queue_depth(rabbitmq_url, queue_name)) > 0:  # every copy consumed and settled
+    while asyncio.run(jobs_waiting(rabbitmq_url, queue_name, MIXED_TYPES)) > 0:  # every copy consumed and settled
         assert time.monotonic() < deadline, "duplicate copies were left in the queue"
         time.sleep(0.1)
 
@@ -108,14 +114,16 @@ def test_poison_messages_are_dead_lettered_and_never_block_a_worker(
     ]
     # One message at a time: a poison message that blocked its worker would block everything.
     [worker] = start_workers(system, 1, PREFETCH_COUNT="1", METRICS_PORT=str(free_port()))
+    # In a type's queue, where the worker takes them in turn with that type's jobs.
+    poisoned = Topology(queue_name).job_queue("reverse_string")
     began = time.time()
     backlog = mixed(JOBS)
     # Signed as the job service signs (the poison is its own bug, not a forgery: see the next scenario).
     signed_with = (secrets_dir / WORKER_TOKEN).read_bytes().strip()
-    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage + strays, priority=NORMAL, signed_with=signed_with))
+    asyncio.run(publish_raw(rabbitmq_url, poisoned, garbage + strays, priority=NORMAL, signed_with=signed_with))
     specs = asyncio.run(submit(system.job_address, token, backlog[: JOBS // 2]))
     # more, mid-backlog
-    asyncio.run(publish_raw(rabbitmq_url, queue_name, garbage, priority=NORMAL, signed_with=signed_with))
+    asyncio.run(publish_raw(rabbitmq_url, poisoned, garbage, priority=NORMAL, signed_with=signed_with))
     specs |= asyncio.run(submit(system.job_address, token, backlog[JOBS // 2 :]))
     settle(system, token, specs, "poison messages in the queue", began, dead=2 * len(garbage))
     assert worker.process.poll() is None

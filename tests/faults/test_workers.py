@@ -18,9 +18,9 @@ from jobqueue.jobs.v1 import jobs_pb2
 from jobqueue.runtime.rabbitmq import HEARTBEAT_SECONDS
 from tests.faults.scenario import JOBS, running, running_once_quiet, settle, start_workers
 from tests.support.clients import mint_token
-from tests.support.load import Spec, list_all, mixed, submit, wait_all_final, wait_started
+from tests.support.load import MIXED_TYPES, Spec, list_all, mixed, submit, wait_all_final, wait_started
 from tests.support.processes import alive, children, handler_processes
-from tests.support.queues import queue_depth
+from tests.support.queues import jobs_waiting
 from tests.support.system import System
 
 #: The PREFETCH_COUNT of a worker that is killed or stopped: the most messages it holds at once.
@@ -155,7 +155,8 @@ def unclaimed_deliveries(system: System, token: str) -> int:
     """
     jobs = asyncio.run(list_all(system.job_address, token))
     queued = sum(job.status == jobs_pb2.JOB_STATUS_QUEUED for job in jobs.values())
-    return queued - asyncio.run(queue_depth(system.env["RABBITMQ_URL"], system.env["RABBITMQ_QUEUE"]))
+    waiting = jobs_waiting(system.env["RABBITMQ_URL"], system.env["RABBITMQ_QUEUE"], MIXED_TYPES)
+    return queued - asyncio.run(waiting)
 
 
 def test_a_handler_process_that_dies_mid_job_gets_the_job_retried(system: System, secrets_dir: Path) -> None:

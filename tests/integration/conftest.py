@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.jobservice import JobService, delete_queues
+from tests.integration.jobservice import JobService
 from tests.support.databases import module_database  # noqa: F401 - the fixture `database_url`
 from tests.support.processes import start_service
 from tests.support.proxy import TcpProxy
-from tests.support.queues import wait_for_queue
+from tests.support.queues import delete_queues, wait_for_queue
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,11 @@ def jobs(  # noqa: PLR0917 - fixtures
         "LEASE_GRACE_SECONDS": "0.5",
     }
     process = start_service("job_svc", env, tmp_path_factory.mktemp("logs") / "job_svc.log")
-    wait_for_queue(rabbitmq_url, queue)
+    wait_for_queue(rabbitmq_url, f"{queue}.dead")
     service = JobService(process, process.address, proxy, queue, process.env)
     yield service
     service.channel.close()
     code = process.stop()
     proxy.stop()
-    asyncio.run(delete_queues(rabbitmq_url, queue))
+    asyncio.run(delete_queues(rabbitmq_url, queue, database_url))
     assert code == 0, process.output()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 
 import aio_pika
 import grpc
@@ -12,6 +13,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2
 
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.rabbitmq import Topology, declare
 from tests.support.clients import bearer, error_info
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
@@ -33,11 +35,6 @@ class JobService:
         self.stub = jobs_pb2_grpc.JobServiceStub(self.channel)
 
 
-async def delete_queues(url: str, queue: str) -> None:
-    for name in (queue, f"{queue}.dead"):
-        await delete_queue(url, name)
-
-
 async def delete_queue(url: str, queue: str) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
@@ -45,21 +42,29 @@ async def delete_queue(url: str, queue: str) -> None:
         await channel.queue_delete(queue)
 
 
-async def take_messages(url: str, queue: str, count: int, timeout: float = 20.0) -> list[aio_pika.IncomingMessage]:
-    """Consume ``count`` messages from ``queue`` (acking them)."""
+async def take_messages(
+    url: str, queue: str, job_types: str | Collection[str], count: int, timeout: float = 20.0
+) -> list[aio_pika.IncomingMessage]:
+    """Consume ``count`` messages from the queues of ``job_types`` (acking them), RABBITMQ_QUEUE being ``queue``.
+
+    The queues are declared as the services declare them, so a type none of whose jobs was published yet
+    has an empty queue rather than none.
+    """
+    topology = Topology(queue)
     connection = await aio_pika.connect(url)
     got: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with connection:
         channel = await connection.channel()
-        q = await channel.get_queue(queue)
+        names = [job_types] if isinstance(job_types, str) else sorted(job_types)
+        queues = [await declare(channel, topology, topology.job_queue(name)) for name in names]
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
-            message = await q.get(fail=False)
-            if message is None:
+            taken = [message for q in queues if (message := await q.get(fail=False)) is not None]
+            if not taken:
                 await asyncio.sleep(0.05)
-                continue
-            await message.ack()
-            got.append(message)
+            for message in taken:
+                await message.ack()
+            got.extend(taken)
     return got  # type: ignore[return-value]
 
 

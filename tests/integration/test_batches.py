@@ -28,8 +28,9 @@ def _owned(jobs: JobService, token: str) -> list[jobs_pb2.Job]:
 def test_a_batch_of_1000_jobs_is_stored_in_order_and_each_is_published_once(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # earlier tests' messages
     specs = mixed(1000)
+    job_types = {s.type for s in specs}
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_types, 10_000, timeout=0.5))  # earlier tests' messages
     requests = [jobs_pb2.CreateJobRequest(type=s.type, payload=s.value) for s in specs]
     token = mint_token(secrets_dir)
     reply = jobs.stub.BatchCreateJobs(jobs_pb2.BatchCreateJobsRequest(requests=requests), metadata=bearer(token))
@@ -37,7 +38,7 @@ def test_a_batch_of_1000_jobs_is_stored_in_order_and_each_is_published_once(
     assert {j.status for j in reply.jobs} == {QUEUED}
     assert len({j.id for j in reply.jobs}) == 1000
 
-    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1001, timeout=5))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_types, 1001, timeout=5))
     delivered = [delivery_pb2.JobDelivery.FromString(m.body) for m in messages]
     assert sorted(d.job_id for d in delivered) == sorted(j.id for j in reply.jobs)
     by_id = {j.id: j for j in reply.jobs}

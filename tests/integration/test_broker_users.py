@@ -25,8 +25,10 @@ from aiormq.exceptions import ChannelAccessRefused
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from jobqueue.runtime.rabbitmq import Permissions, Topology, job_service_permissions, worker_permissions
+from jobqueue.runtime.rabbitmq import Permissions, Topology, declare, job_service_permissions, worker_permissions
+from tests.integration.jobservice import delete_queue
 from tests.support.clients import bearer, mint_token
+from tests.support.queues import publish_raw, queue_depth, queue_exists
 from tests.support.system import System
 
 Stub = jobs_pb2_grpc.JobServiceStub
@@ -88,6 +90,19 @@ async def _consume_one(url: str, queue: str) -> None:
         await declared.get(no_ack=False, fail=False)
 
 
+async def _declare_legacy(url: str, topology: Topology) -> None:
+    """``topology.queue`` declared as the queue every type shared before routing was."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        await declare(await connection.channel(), topology, topology.queue)
+
+
+async def _declare_plain(url: str, queue: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        await (await connection.channel()).declare_queue(queue, auto_delete=False)
+
+
 def test_the_system_works_with_least_privileged_broker_users_and_each_is_refused_the_rest(  # noqa: PLR0917 - fixtures
     service_env: dict[str, str],
     tmp_path: Path,
@@ -95,10 +110,21 @@ def test_the_system_works_with_least_privileged_broker_users_and_each_is_refused
     users: dict[str, BrokerUser],
     queue_name: str,
     secrets_dir: Path,
+    rabbitmq_url: str,
 ) -> None:
     system = System({**service_env, "WORKER_APP": "tests.support.flaky_jobs:worker"}, tmp_path)
+    topology = Topology(queue_name)
+    # What an older version left in the queue every type shared: the job service empties it (this message,
+    # which no worker could decode, to the dead letters) and deletes it.
+    asyncio.run(_declare_legacy(rabbitmq_url, topology))
+    asyncio.run(publish_raw(rabbitmq_url, queue_name, [b"not a job"]))
     try:
         system.start_jobs(RABBITMQ_URL=users["jobs"].url)
+        deadline = time.monotonic() + 30
+        while asyncio.run(queue_exists(rabbitmq_url, queue_name)):
+            assert time.monotonic() < deadline, "the job service did not empty and delete the legacy queue"
+            time.sleep(0.1)
+        assert asyncio.run(queue_depth(rabbitmq_url, topology.dead_letter_queue)) == 1
         worker = system.start_worker(RABBITMQ_URL=users["worker"].url)
         token = mint_token(secrets_dir)
         with grpc.insecure_channel(system.job_address) as channel:
@@ -120,8 +146,18 @@ def test_the_system_works_with_least_privileged_broker_users_and_each_is_refused
     assert all(code == 0 for code in codes.values()), codes
 
     with pytest.raises(ChannelAccessRefused):
-        asyncio.run(_publish(users["worker"].url, "", queue_name))  # a job of its own making
+        asyncio.run(_publish(users["worker"].url, "", topology.job_queue("fibonacci_calc")))  # a job of its own making
     with pytest.raises(ChannelAccessRefused):
         asyncio.run(_publish(users["worker"].url, f"{queue_name}.control", ""))  # a cancellation
     with pytest.raises(ChannelAccessRefused):
         asyncio.run(_consume_one(users["jobs"].url, f"{queue_name}.dead"))
+    # A worker reads its types' queues and nothing else: not the dead letters, nor another application's queue.
+    with pytest.raises(ChannelAccessRefused):
+        asyncio.run(_consume_one(users["worker"].url, topology.dead_letter_queue))
+    for other in (f"{queue_name}_other", f"{queue_name}_other.type.fibonacci_calc"):
+        asyncio.run(_declare_plain(rabbitmq_url, other))  # there, so that only its permissions can refuse it
+        try:
+            with pytest.raises(ChannelAccessRefused):
+                asyncio.run(_consume_one(users["worker"].url, other))
+        finally:
+            asyncio.run(delete_queue(rabbitmq_url, other))

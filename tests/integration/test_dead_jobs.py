@@ -52,7 +52,8 @@ def test_a_user_reruns_their_own_failed_job_with_more_attempts(
 ) -> None:
     owner, stranger = bearer(mint_token(secrets_dir)), bearer(mint_token(secrets_dir))
     job = dead_job(jobs, secrets_dir, owner)
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))  # this test's first delivery, and leftovers
+    # This test's first delivery, and leftovers.
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=1))
 
     not_found = grpc.StatusCode.NOT_FOUND
     expect(lambda: rerun(jobs, stranger, job.id), not_found, "JOB_NOT_FOUND")
@@ -73,7 +74,7 @@ def test_a_user_reruns_their_own_failed_job_with_more_attempts(
     assert again.error == "handler crashed"  # the last attempt's error, until the next outcome
     assert not again.HasField("finished_at")
     assert not again.HasField("next_attempt_at")
-    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1))
+    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 1))
     assert delivery_pb2.JobDelivery.FromString(message.body).job_id == job.id
     expect(lambda: rerun(jobs, owner, job.id), grpc.StatusCode.FAILED_PRECONDITION, "JOB_NOT_FAILED")
 

@@ -43,7 +43,6 @@ from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime.health_check import SERVING
 from jobqueue.runtime.server import MAX_MESSAGE_BYTES
 from tests.conftest import UNLIMITED_ATTEMPTS
-from tests.integration.jobservice import delete_queues
 from tests.support.clients import bearer, error_info, mint_token, worker_metadata
 from tests.support.hostile import (
     HAND_MADE_BODIES,
@@ -57,7 +56,7 @@ from tests.support.hostile import (
     replaced,
 )
 from tests.support.processes import ServiceProcess, health_status, start_service
-from tests.support.queues import wait_for_queue
+from tests.support.queues import delete_queues, wait_for_queue
 
 Code = grpc.StatusCode
 Metadata = tuple[tuple[str, str], ...]
@@ -204,7 +203,7 @@ def services(
     }
     auth = start_service("auth_svc", env, logs / "auth_svc.log")
     jobs = start_service("job_svc", env, logs / "job_svc.log")
-    wait_for_queue(rabbitmq_url, queue)
+    wait_for_queue(rabbitmq_url, f"{queue}.dead")
     channels = {"auth": grpc.insecure_channel(auth.address), "jobs": grpc.insecure_channel(jobs.address)}
     try:
         yield _seed(auth, jobs, channels, secrets_dir)
@@ -212,7 +211,7 @@ def services(
         for channel in channels.values():
             channel.close()
         codes = {"job_svc": jobs.stop(), "auth_svc": auth.stop()}
-        asyncio.run(delete_queues(rabbitmq_url, queue))
+        asyncio.run(delete_queues(rabbitmq_url, queue, database_url))
     assert codes == {"job_svc": 0, "auth_svc": 0}, jobs.output() + auth.output()
 
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import struct_pb2
 
 from jobqueue.jobs.v1 import delivery_pb2, jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime.rabbitmq import Topology, declare
 from tests.integration.jobservice import (
     NOT_SERVING,
     SERVING,
@@ -36,7 +37,7 @@ from tests.integration.jobservice import (
 from tests.support.clients import bearer, error_info, mint_token, worker_metadata
 from tests.support.processes import health_status, start_service
 from tests.support.proxy import TcpProxy
-from tests.support.queues import queue_exists
+from tests.support.queues import publish_raw, queue_exists
 from tests.support.tls import Certificates, production_env, tls_certificates_fixture  # noqa: F401 - the fixture
 from worker_svc import builtins
 
@@ -52,7 +53,7 @@ def test_create_stores_a_queued_job_and_publishes_one_protobuf_message(
     assert job.attempts == 0
     assert not job.HasField("result")
 
-    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1))
+    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 1))
     assert message.content_type == "application/x-protobuf"
     assert message.priority == 2  # JOB_PRIORITY_NORMAL when none is given
     assert job.priority == jobs_pb2.JOB_PRIORITY_NORMAL
@@ -266,7 +267,7 @@ def test_malformed_reports_are_invalid_argument(jobs: JobService, secrets_dir: P
 def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # drain earlier tests' messages
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "uppercase_text", 10_000, timeout=0.5))  # earlier tests'
     token = mint_token(secrets_dir)
     jobs.broker_proxy.cut()
     try:
@@ -278,25 +279,106 @@ def test_jobs_are_accepted_while_the_broker_is_cut_and_published_when_it_returns
         assert health_status(jobs.address) == SERVING  # still accepting jobs
     finally:
         jobs.broker_proxy.restore()
-    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 20, timeout=30))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "uppercase_text", 20, timeout=30))
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages} == created
 
 
 def test_a_message_returned_unroutable_stays_in_the_outbox_until_the_queue_is_back(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    """Someone deletes the job queue: the broker returns the publish, and the job must not be lost."""
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=0.5))  # drain earlier tests' messages
-    asyncio.run(delete_queue(rabbitmq_url, jobs.queue))
+    """Someone deletes a type's queue: the broker returns the publish, and the job must not be lost."""
+    queue = Topology(jobs.queue).job_queue("reverse_string")
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=0.5))  # earlier tests'
+    asyncio.run(delete_queue(rabbitmq_url, queue))
 
     job = create_job(jobs, mint_token(secrets_dir), "reverse_string", text("still here"))
 
     deadline = time.monotonic() + 20
-    while not asyncio.run(queue_exists(rabbitmq_url, jobs.queue)):
-        assert time.monotonic() < deadline, "the job service never declared its queue again"
+    while not asyncio.run(queue_exists(rabbitmq_url, queue)):
+        assert time.monotonic() < deadline, "the job service never declared the queue again"
         time.sleep(0.1)
-    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1, timeout=20))
+    [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 1, timeout=20))
     assert delivery_pb2.JobDelivery.FromString(message.body).job_id == job.id
+
+
+async def _bodies(url: str, queue: str) -> list[bytes]:
+    """The bodies of the messages waiting in ``queue`` (taken off it)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        declared = await (await connection.channel()).get_queue(queue)
+        bodies = []
+        while (message := await declared.get(no_ack=True, fail=False)) is not None:
+            bodies.append(message.body)
+        return bodies
+
+
+async def _legacy_queue(url: str, topology: Topology) -> None:
+    """The one queue every type shared before routing, as the older version declared it."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        await declare(await connection.channel(), topology, topology.queue)
+
+
+def test_at_start_the_messages_an_older_version_left_in_the_shared_queue_move_to_their_types_queues(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """Upgrading: each goes byte-identical (signature and priority too); one no worker could act on is dead-lettered."""
+    topology = Topology(jobs.queue)
+    job_types = ("reverse_string", "fibonacci_calc")
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_types, 10_000, timeout=0.5))  # earlier tests'
+    token = mint_token(secrets_dir)
+    created = [
+        create_job(jobs, token, "reverse_string", text("old")),
+        create_job(jobs, token, "fibonacci_calc", number(8)),
+    ]
+    published = asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_types, 2))
+    asyncio.run(_legacy_queue(rabbitmq_url, topology))
+    for message in published:
+        body, priority, headers = message.body, message.priority, dict(message.headers)
+        asyncio.run(publish_raw(rabbitmq_url, topology.queue, [body], priority=priority, headers=[headers]))
+    impossible = delivery_pb2.JobDelivery(job_id=str(uuid.uuid4()), type="No Such/Type").SerializeToString()
+    asyncio.run(publish_raw(rabbitmq_url, topology.queue, [b"not a job", impossible]))
+
+    env = {
+        "DATABASE_URL": jobs.process_env["DATABASE_URL"],
+        "RABBITMQ_URL": rabbitmq_url,
+        "RABBITMQ_QUEUE": jobs.queue,
+        "DEV_SECRETS_DIR": str(secrets_dir),
+    }
+    upgraded = start_service("job_svc", env, tmp_path / "job_svc-2.log")
+    try:
+        moved = {}
+        for job_type in job_types:
+            [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_type, 1))
+            moved[delivery_pb2.JobDelivery.FromString(message.body).type] = message
+    finally:
+        assert upgraded.stop() == 0, upgraded.output()
+    assert "moved messages from the legacy queue" in upgraded.output()
+    for before in published:
+        after = moved[delivery_pb2.JobDelivery.FromString(before.body).type]
+        assert (after.body, after.headers, after.priority) == (before.body, before.headers, before.priority)
+    assert {delivery_pb2.JobDelivery.FromString(m.body).job_id for m in moved.values()} == {j.id for j in created}
+    assert not asyncio.run(queue_exists(rabbitmq_url, topology.queue)), "the emptied legacy queue is still there"
+    assert {b"not a job", impossible} <= set(asyncio.run(_bodies(rabbitmq_url, topology.dead_letter_queue)))
+
+
+def test_each_job_goes_to_its_types_queue_with_its_priority(
+    jobs: JobService, secrets_dir: Path, rabbitmq_url: str
+) -> None:
+    job_types = ("reverse_string", "uppercase_text", "fibonacci_calc")
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_types, 10_000, timeout=0.5))  # earlier tests'
+    token = bearer(mint_token(secrets_dir))
+    sent = {
+        jobs.stub.CreateJob(
+            jobs_pb2.CreateJobRequest(type=job_type, payload=payload, priority=jobs_pb2.JOB_PRIORITY_HIGH),
+            metadata=token,
+        ).job.id: job_type
+        for job_type, payload in zip(job_types, (text("a"), text("b"), number(7)), strict=True)
+    }
+    for job_type in job_types:
+        [message] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, job_type, 1))
+        assert sent[delivery_pb2.JobDelivery.FromString(message.body).job_id] == job_type
+        assert message.priority == jobs_pb2.JOB_PRIORITY_HIGH
 
 
 def test_a_database_outage_answers_unavailable_and_heals_by_itself(  # noqa: PLR0917 - fixtures
@@ -352,7 +434,7 @@ def test_production_refuses_to_start_without_configured_secrets(
 def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str, tmp_path: Path
 ) -> None:
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))  # start from an empty queue
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=1))  # from an empty queue
     alice, bob = mint_token(secrets_dir), mint_token(secrets_dir)
     request_id = str(uuid.uuid4())
     request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("once"), request_id=request_id)
@@ -380,7 +462,7 @@ def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
     finally:
         assert second.stop() == 0, second.output()
 
-    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=3))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=3))
     published = [delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages]
     assert published.count(first.id) == 1
     assert len(published) == 2  # Alice's job and Bob's, nothing else
@@ -398,7 +480,7 @@ def test_a_repeated_request_id_returns_the_original_job_and_creates_nothing(
 def test_priority_is_stored_and_sent_as_the_message_priority(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=1))
     token = bearer(mint_token(secrets_dir))
     created = {}
     for priority in (jobs_pb2.JOB_PRIORITY_LOW, jobs_pb2.JOB_PRIORITY_NORMAL, jobs_pb2.JOB_PRIORITY_HIGH):
@@ -407,7 +489,7 @@ def test_priority_is_stored_and_sent_as_the_message_priority(
         assert job.priority == priority
         assert jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=token).job.priority == priority
         created[job.id] = int(priority)
-    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 3))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 3))
     assert {delivery_pb2.JobDelivery.FromString(m.body).job_id: m.priority for m in messages} == created
     expect(
         lambda: jobs.stub.CreateJob(
@@ -486,13 +568,13 @@ def test_cancel_a_running_job_tells_the_workers_and_refuses_its_report(
 def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
     jobs: JobService, secrets_dir: Path, rabbitmq_url: str
 ) -> None:
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=1))
     owner = bearer(mint_token(secrets_dir))
     worker = worker_metadata(secrets_dir)
     request = jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("flaky"), max_attempts=2)
     job = jobs.stub.CreateJob(request, metadata=owner).job
     assert job.max_attempts == 2
-    [first] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1))
+    [first] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 1))
 
     def attempt_and_fail() -> jobs_pb2.Job:
         claim = jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()))
@@ -509,7 +591,7 @@ def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
     assert waiting.HasField("next_attempt_at")
     assert not waiting.HasField("finished_at")
     # The retry is published again once its backoff has passed.
-    [again] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1, timeout=15))
+    [again] = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 1, timeout=15))
     assert delivery_pb2.JobDelivery.FromString(again.body) == delivery_pb2.JobDelivery.FromString(first.body)
     assert not jobs.stub.GetJob(jobs_pb2.GetJobRequest(id=job.id), metadata=owner).job.HasField("next_attempt_at")
 
@@ -517,7 +599,7 @@ def test_a_retryable_failure_is_retried_after_a_backoff_until_attempts_run_out(
     assert (final.status, final.attempts, final.error) == (jobs_pb2.JOB_STATUS_FAILED, 2, "handler crashed")
     assert final.HasField("finished_at")
     assert not final.HasField("next_attempt_at")
-    assert asyncio.run(take_messages(rabbitmq_url, jobs.queue, 1, timeout=2)) == []
+    assert asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 1, timeout=2)) == []
 
 
 def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
@@ -550,7 +632,7 @@ def test_a_permanent_failure_is_final_at_once_and_attempt_bounds_are_checked(
 
 
 def test_a_claim_without_a_report_in_time_is_taken_back(jobs: JobService, secrets_dir: Path, rabbitmq_url: str) -> None:
-    asyncio.run(take_messages(rabbitmq_url, jobs.queue, 10_000, timeout=1))
+    asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 10_000, timeout=1))
     owner = bearer(mint_token(secrets_dir))
     worker = worker_metadata(secrets_dir)
 
@@ -577,7 +659,7 @@ def test_a_claim_without_a_report_in_time_is_taken_back(jobs: JobService, secret
     failed = wait_for(last_chance.id, jobs_pb2.JOB_STATUS_FAILED)
     assert "timed out" in failed.error
     # The retry is published again, and the silent worker's late report is refused.
-    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, 3, timeout=10))
+    messages = asyncio.run(take_messages(rabbitmq_url, jobs.queue, "reverse_string", 3, timeout=10))
     assert retried.id in [delivery_pb2.JobDelivery.FromString(m.body).job_id for m in messages]
     late = jobs_pb2.UpdateJobRequest(id=retried.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=1, result="wols")
     expect(lambda: jobs.stub.UpdateJob(late, metadata=worker), grpc.StatusCode.FAILED_PRECONDITION)

@@ -73,7 +73,7 @@ class FakeStore:
 
     def _queue_message(self, job: Job, encode: Encoder) -> None:
         body = encode(job.id, job.type, job.payload, job.timeout_seconds)
-        self.outbox.append(OutboxMessage(self._next_outbox_id, job.id, body, job.priority))
+        self.outbox.append(OutboxMessage(self._next_outbox_id, job.id, job.type, body, job.priority))
         self._next_outbox_id += 1
 
     def add(self, job: Job, *, claim_id: uuid.UUID | None = None) -> Job:
@@ -163,7 +163,7 @@ class FakeStore:
             self.rows[job.id] = _Row(job, request_id=new.request_id)
             if new.request_id is not None:
                 by_key[new.owner_id, new.request_id] = job
-            self.outbox.append(OutboxMessage(self._next_outbox_id, job.id, new.body, job.priority))
+            self.outbox.append(OutboxMessage(self._next_outbox_id, job.id, job.type, new.body, job.priority))
             self._next_outbox_id += 1
             stored.append((job, True))
         return stored
@@ -445,6 +445,7 @@ class FakePublisher:
     connected: bool = True
     published: list[OutboxMessage] = field(default_factory=list)
     announced: list[uuid.UUID] = field(default_factory=list)
+    queues: set[str] = field(default_factory=set)
 
     async def wait_connected(self) -> None:
         assert self.connected, "a test waited for a broker it never connects"
@@ -453,6 +454,11 @@ class FakePublisher:
         if not self.connected:
             raise BrokerUnavailable("not connected to RabbitMQ")
         self.published.extend(messages)
+
+    async def declare_queues(self, job_types: Sequence[str]) -> None:
+        if not self.connected:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        self.queues.update(job_types)
 
     async def announce_cancellation(self, job_id: uuid.UUID) -> None:
         self.announced.append(job_id)

@@ -63,8 +63,12 @@ class Spec:
         return decimal(fibonacci(int(self.payload)))
 
 
+#: The job types mixed() cycles through.
+MIXED_TYPES = ("reverse_string", "uppercase_text", "fibonacci_calc")
+
+
 def mixed(count: int) -> list[Spec]:
-    """``count`` jobs cycling through the three types."""
+    """``count`` jobs cycling through the three MIXED_TYPES."""
     specs = []
     for i in range(count):
         kind = i % 3

@@ -64,7 +64,7 @@ class System:
     def start_jobs(self, **env: str) -> ServiceProcess:
         self.jobs = start_service("job_svc", {**self.env, **env}, self.logs / "job_svc.log")
         if not self.broker_proxy.is_cut():
-            wait_for_queue(self.direct_rabbitmq_url, self.env["RABBITMQ_QUEUE"])
+            wait_for_queue(self.direct_rabbitmq_url, f"{self.env['RABBITMQ_QUEUE']}.dead")
         return self.jobs
 
     def start_another_job_service(self, **env: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import asyncpg
 import prometheus_client
@@ -34,14 +34,18 @@ class FakeCounts:
 
 
 class FakeQueues:
-    def __init__(self, stats: Sequence[QueueStats]) -> None:
-        self.stats = list(stats)
+    """Each type's queue, and the dead letters', with the counts ``stats`` gives them."""
+
+    def __init__(self, stats: Sequence[QueueStats], job_types: Sequence[str] = ()) -> None:
+        self.stats = {stat.queue: stat for stat in stats}
+        self.job_types = list(job_types)
         self.down = False
 
-    async def queue_stats(self) -> Sequence[QueueStats]:
+    async def queue_stats(self, job_types: Iterable[str]) -> Sequence[QueueStats]:
         if self.down:
             raise BrokerUnavailable("not connected to RabbitMQ")
-        return self.stats
+        names = [f"job_queue.type.{name}" for name in job_types] + ["job_queue.dead"]
+        return [self.stats.get(name, QueueStats(name, 0, 0)) for name in names]
 
 
 class Clock:
@@ -70,7 +74,7 @@ def queue_gauge(name: str, queue: str) -> float | None:
 
 
 def gauges(store: FakeCounts, queues: FakeQueues, clock: Clock) -> metrics.Gauges:
-    return metrics.Gauges(store, queues, every=15, finished_every=300, clock=clock)
+    return metrics.Gauges(store, queues, lambda: queues.job_types, every=15, finished_every=300, clock=clock)
 
 
 async def test_the_first_round_counts_every_status_and_shows_zero_for_those_with_no_job() -> None:
@@ -113,19 +117,33 @@ async def test_while_the_database_is_down_the_job_gauges_are_gone_then_fully_cou
 
 
 async def test_queue_gauges_follow_the_broker_and_are_gone_while_it_is_unreachable() -> None:
-    queues = FakeQueues([QueueStats("job_queue", 5, 2), QueueStats("job_queue.dead", 1, 0)])
+    queues = FakeQueues(
+        [QueueStats("job_queue.type.slow", 5, 2), QueueStats("job_queue.dead", 1, 0)], job_types=["fast", "slow"]
+    )
     refresher = gauges(FakeCounts({}), queues, Clock())
     await refresher.refresh()
-    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue") == 5
-    assert queue_gauge("jobqueue_queue_consumers", "job_queue") == 2
+    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue.type.slow") == 5
+    assert queue_gauge("jobqueue_queue_consumers", "job_queue.type.slow") == 2
+    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue.type.fast") == 0
     assert queue_gauge("jobqueue_queue_messages_ready", "job_queue.dead") == 1
     assert queue_gauge("jobqueue_queue_consumers", "job_queue.dead") == 0
     queues.down = True
     await refresher.refresh()
-    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue") is None
-    assert queue_gauge("jobqueue_queue_consumers", "job_queue") is None
+    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue.type.slow") is None
+    assert queue_gauge("jobqueue_queue_consumers", "job_queue.type.slow") is None
     # The database's gauges do not depend on the broker.
     assert jobs_gauge()["QUEUED"] == 0
+
+
+async def test_a_queue_no_longer_counted_loses_its_gauges_and_the_others_keep_theirs() -> None:
+    queues = FakeQueues([QueueStats("job_queue.type.slow", 5, 2)], job_types=["fast", "slow"])
+    refresher = gauges(FakeCounts({}), queues, Clock())
+    await refresher.refresh()
+    queues.job_types = ["slow"]
+    await refresher.refresh()
+    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue.type.fast") is None
+    assert queue_gauge("jobqueue_queue_consumers", "job_queue.type.fast") is None
+    assert queue_gauge("jobqueue_queue_messages_ready", "job_queue.type.slow") == 5
 
 
 async def test_a_database_that_refuses_the_count_empties_the_job_gauges_and_stops_nothing() -> None:

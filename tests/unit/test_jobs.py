@@ -11,14 +11,14 @@ import asyncpg
 import pytest
 
 from job_svc.auth import Caller
-from job_svc.errors import JobFinished, JobNotFound, NotFailed
+from job_svc.errors import BrokerUnavailable, JobFinished, JobNotFound, NotFailed
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Status
 from job_svc.rules import RERUN_BATCH
 from job_svc.types import JobTypeRegistry
 from jobqueue.runtime.errors import InvalidArgument
 from tests.support import flaky_jobs
-from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, stored_job, type_registry
+from tests.support.fake_job_service import FakePublisher, FakeRelay, FakeStore, declared, stored_job, type_registry
 
 ALICE, BOB = uuid.uuid4(), uuid.uuid4()
 
@@ -120,6 +120,18 @@ async def test_check_new_knows_the_types_of_its_registry() -> None:
     assert (await jobs.check_new(ALICE, "always_fails", "x")).type == "always_fails"
     with pytest.raises(InvalidArgument, match="expected one of: always_fails, fibonacci_calc, reverse_string, sleeps"):
         await jobs.check_new(ALICE, "shout", "x")
+
+
+async def test_declaring_types_makes_their_queues_and_waits_for_the_broker_to_do_so() -> None:
+    jobs, _, _, publisher = service()
+    always_fails = declared(flaky_jobs.worker.types["always_fails"])
+    publisher.connected = False
+    with pytest.raises(BrokerUnavailable):
+        await jobs.declare_types([always_fails])
+    assert publisher.queues == set()
+    publisher.connected = True
+    await jobs.declare_types([always_fails])
+    assert publisher.queues == {"always_fails"}
 
 
 # Listing

@@ -67,3 +67,30 @@ def test_token_falls_back_to_the_shared_dev_secret(tmp_path: Path) -> None:
 def test_token_must_fit_in_grpc_metadata(token: str) -> None:
     with pytest.raises(SettingsError, match="ASCII"):
         load(Settings, {"WORKER_TOKEN": token}).token()
+
+
+APP_TYPES = ("fibonacci_calc", "reverse_string", "uppercase_text")
+
+
+@pytest.mark.parametrize(
+    ("job_types", "served"),
+    [
+        ("", list(APP_TYPES)),
+        ("fibonacci_calc", ["fibonacci_calc"]),
+        (" uppercase_text, reverse_string ,", ["reverse_string", "uppercase_text"]),
+        ("reverse_string,reverse_string", ["reverse_string"]),
+    ],
+)
+def test_job_types_chooses_which_of_the_apps_types_the_worker_serves(job_types: str, served: list[str]) -> None:
+    assert load(Settings, {"JOB_TYPES": job_types}).served(APP_TYPES) == served
+
+
+def test_job_types_naming_a_type_the_app_lacks_refuses_to_start_saying_which() -> None:
+    settings = load(Settings, {"JOB_TYPES": "reverse_string,fibonaci_calc,sleep"})
+    with pytest.raises(SettingsError, match=r"JOB_TYPES .*: fibonaci_calc, sleep \(it has fibonacci_calc, "):
+        settings.served(APP_TYPES)
+
+
+def test_a_worker_with_no_job_types_refuses_to_start() -> None:
+    with pytest.raises(SettingsError, match="no job types"):
+        load(Settings, {}).served([])

@@ -3,10 +3,16 @@
 Both sides declare it identically (declaring is idempotent, and RabbitMQ refuses
 a redeclare with different arguments, so the arguments live only here):
 
-- ``<queue>``: durable classic queue of JobDelivery messages (their bodies:
-  gen/jobqueue/runtime/messages.py). Its arguments are
-  fixed at creation, so the ones later features rely on are set from the start:
-  ``x-max-priority`` (job priorities) and a dead-letter route to ``<queue>.dead``.
+- ``<queue>.type.<name>``: one durable classic queue per job type, of the
+  JobDelivery messages of that type's jobs (their bodies:
+  gen/jobqueue/runtime/messages.py). The name is a pure function of the type's,
+  so the job service routes with no configuration, and a worker consumes just
+  the queues of the types it runs: a slow type's backlog never waits in front of
+  another type's jobs. Its arguments are fixed at creation, so the ones later
+  features rely on are set from the start: ``x-max-priority`` (priorities, within
+  the type's queue) and a dead-letter route to ``<queue>.dead``.
+- ``<queue>``: the one queue of every type before routing; the job service moves
+  what an older version left there into the types' queues (job_svc/publisher.py).
 - ``<queue>.dead``: durable queue where rejected messages (undecodable ones, or
   jobs that exhausted their attempts) wait for an operator.
 - ``<queue>.control``: fanout exchange of notices to every worker (a RUNNING
@@ -39,6 +45,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from yarl import URL
 
 from jobqueue.runtime.backoff import Backoff
+from jobqueue.runtime.limits import NAME_PATTERN
 from jobqueue.runtime.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,12 @@ HEARTBEAT_SECONDS = 15
 class Topology:
     """Names of the queues for one RABBITMQ_QUEUE setting."""
 
+    #: The setting; the name of the queue every type shared before routing (the legacy queue).
     queue: str
+
+    def job_queue(self, job_type: str) -> str:
+        """The queue of ``job_type``'s jobs: ``<queue>.type.<job_type>``."""
+        return f"{self.queue}.type.{job_type}"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -85,34 +97,38 @@ class Permissions:
 
 #: Names of the queues the broker itself names (a worker's private queue of control notices).
 _SERVER_NAMED = r"amq\.gen-.*"
+#: The tail of every type's queue name, ``.type.<name>`` (NAME_PATTERN's names and no others).
+_TYPE_QUEUES = rf"\.type\.{NAME_PATTERN.pattern}"
 
 
 def job_service_permissions(topology: Topology) -> Permissions:
-    """The job service declares the topology, publishes jobs (default exchange) and notices; it consumes nothing.
+    """The job service declares the topology, publishes jobs (default exchange) and notices.
 
-    It still needs read on ``<queue>``: RabbitMQ asks it of whoever declares a queue with a
-    dead-letter route.
+    It needs read on the queues it declares with a dead-letter route (RabbitMQ asks it of
+    whoever declares one), and consumes from just one: the legacy ``<queue>``, whose messages
+    it moves to their types' queues.
     """
     queue = _quoted(topology.queue)
     return Permissions(
-        configure=rf"^{queue}(\.dead|\.control)?$",
+        configure=rf"^{queue}(\.dead|\.control|{_TYPE_QUEUES})?$",
         write=rf"^(amq\.default|{queue}\.control)$",
-        read=rf"^{queue}$",
+        read=rf"^{queue}({_TYPE_QUEUES})?$",
     )
 
 
 def worker_permissions(topology: Topology) -> Permissions:
-    """A worker declares the topology, consumes jobs and hears notices on a queue of its own; it publishes nothing.
+    """A worker declares the queues it consumes, consumes jobs, hears notices on a queue of its own; publishes nothing.
 
     Above all it has no write on ``amq.default``: a worker, which runs plug-in code, cannot put a
-    job on the queue (and could not make it pass as the job service's anyway: gen/jobqueue/runtime/signing.py).
-    Rejected messages reach ``<queue>.dead`` by the queue's dead-letter route, which needs no permission.
+    job on a queue (and could not make it pass as the job service's anyway: gen/jobqueue/runtime/signing.py).
+    Rejected messages reach ``<queue>.dead`` by the queues' dead-letter route, which needs no permission.
+    It reads the types' queues and nothing else of the job queue's (not the dead letters, nor the legacy queue).
     """
     queue = _quoted(topology.queue)
     return Permissions(
-        configure=rf"^({queue}(\.dead|\.control)?|{_SERVER_NAMED})$",
+        configure=rf"^({queue}(\.dead|\.control|{_TYPE_QUEUES})|{_SERVER_NAMED})$",
         write=rf"^{_SERVER_NAMED}$",
-        read=rf"^({queue}|{queue}\.control|{_SERVER_NAMED})$",
+        read=rf"^({queue}{_TYPE_QUEUES}|{queue}\.control|{_SERVER_NAMED})$",
     )
 
 
@@ -156,11 +172,16 @@ async def declare_control(channel: AbstractChannel, topology: Topology) -> Abstr
     return await channel.declare_exchange(topology.control_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
 
 
-async def declare(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
-    """Declare the dead-letter queue and the job queue; returns the job queue."""
-    await channel.declare_queue(topology.dead_letter_queue, durable=True)
+async def declare_dead_letters(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
+    """Declare the dead-letter queue (before any queue that routes to it)."""
+    return await channel.declare_queue(topology.dead_letter_queue, durable=True)
+
+
+async def declare(channel: AbstractChannel, topology: Topology, queue: str) -> AbstractQueue:
+    """Declare the dead-letter queue and the job queue ``queue`` (a type's, or the legacy one); returns the latter."""
+    await declare_dead_letters(channel, topology)
     return await channel.declare_queue(
-        topology.queue,
+        queue,
         durable=True,
         arguments={
             "x-max-priority": MAX_PRIORITY,

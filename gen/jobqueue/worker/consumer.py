@@ -1,12 +1,21 @@
-"""All of the worker's AMQP: stay subscribed to the job queue, hand each delivery to a task, stop cleanly.
+"""All of the worker's AMQP: stay subscribed to its job types' queues, hand each delivery to a task, stop cleanly.
 
-The connection is kept up by jobqueue.runtime.rabbitmq's Reconnector: on each fresh
-connection this module declares the topology, sets the prefetch and
-subscribes; when the connection or channel drops the Reconnector logs once,
-backs off and starts over, and ``connected`` says which state it is in for
-health. Each delivery runs in a task of our own
-rather than aio-pika's, so a dropped connection does not cancel work whose
-report can still be stored (the redelivered copy is then just acked).
+The connection is kept up by jobqueue.runtime.rabbitmq's Reconnector: on each
+fresh connection this module sets the prefetch, declares the queues of the job
+types the worker serves (the job service created them; a worker's broker user
+may not) and subscribes to each, on one channel; when the connection or channel
+drops the Reconnector logs once, backs off and starts over, and ``connected``
+says which state it is in for health.
+
+The prefetch is channel-wide (RabbitMQ's "global" QoS), shared by the consumers
+of every queue, so it bounds what the worker holds in all: the jobs one crash
+hands back, the async handlers running at once. RabbitMQ has deprecated global
+QoS: from 4.3 a broker refuses it unless its configuration says
+``deprecated_features.permit.global_qos = true`` (docs/operations.md).
+
+Each delivery runs in a task of our own rather than aio-pika's, so a dropped
+connection does not cancel work whose report can still be stored (the
+redelivered copy is then just acked).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
@@ -37,12 +46,13 @@ OnMessage = Callable[[AbstractIncomingMessage], Coroutine[Any, Any, None]]
 
 
 class QueueConsumer:
-    """Consumes ``topology.queue`` with at most ``prefetch`` unacknowledged messages, reconnecting forever."""
+    """Consumes the queues of ``job_types``, at most ``prefetch`` unacknowledged messages in all; reconnects."""
 
     def __init__(
         self,
         url: str,
         topology: Topology,
+        job_types: Sequence[str],
         on_message: OnMessage,
         *,
         prefetch: int = 100,
@@ -51,19 +61,20 @@ class QueueConsumer:
         backoff: Backoff | None = None,
     ) -> None:
         self._topology = topology
+        self._queues = [topology.job_queue(name) for name in job_types]
         self._on_message = on_message
         self._on_control = on_control
         self._prefetch = prefetch
         self._link = Reconnector(
             url, name=name, open_session=self._open, backoff=backoff or Backoff(base=0.2, cap=10.0)
         )
-        self._subscription: tuple[AbstractQueue, ConsumerTag] | None = None
+        self._subscriptions: list[tuple[AbstractQueue, ConsumerTag]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
-        """Whether the worker is subscribed to the queue right now."""
+        """Whether the worker is subscribed to its queues right now."""
         return self._link.connected
 
     async def wait_connected(self) -> None:
@@ -94,14 +105,14 @@ class QueueConsumer:
             if not self.connected:
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        # A subscription is still there only if its session was up when stop
-        # came (the link then keeps the channel it came on until close).
-        if self._subscription is not None and self._link.channel is not None:
-            queue, tag = self._subscription
-            try:
-                await queue.cancel(tag, timeout=5)
-            except BROKER_ERRORS as error:
-                log.warning("could not cancel the consumer", extra={"error": repr(error)})
+        # Subscriptions are still there only if their session was up when stop
+        # came (the link then keeps the channel they came on until close).
+        if self._link.channel is not None:
+            for queue, tag in self._subscriptions:
+                try:
+                    await queue.cancel(tag, timeout=5)
+                except BROKER_ERRORS as error:
+                    log.warning("could not cancel a consumer", extra={"queue": queue.name, "error": repr(error)})
         deadline = time.monotonic() + grace
         while self._inflight and (remaining := deadline - time.monotonic()) > 0:
             await asyncio.wait(set(self._inflight), timeout=remaining)
@@ -113,18 +124,19 @@ class QueueConsumer:
         await self._link.close()
 
     async def _open(self, connection: AbstractConnection) -> AbstractChannel:
-        """On a fresh connection: the prefetch set, the topology declared, consuming (and hearing notices)."""
-        self._subscription = None
+        """On a fresh connection: the prefetch set, the queues declared, consuming each (and hearing notices)."""
+        self._subscriptions = []
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await declare(channel, self._topology)
-        self._subscription = (queue, await queue.consume(self._deliver))
+        await channel.set_qos(prefetch_count=self._prefetch, global_=True)  # shared by the queues: see the module doc
+        for name in self._queues:
+            queue = await declare(channel, self._topology, name)
+            self._subscriptions.append((queue, await queue.consume(self._deliver)))
         if self._on_control is not None:
             # A private queue on the fanout exchange: every worker hears every notice.
             notices = await channel.declare_queue(exclusive=True, auto_delete=True)
             await notices.bind(await declare_control(channel, self._topology))
             await notices.consume(self._on_control, no_ack=True)
-        log.info("consuming", extra={"queue": self._topology.queue, "prefetch": self._prefetch})
+        log.info("consuming", extra={"queues": self._queues, "prefetch": self._prefetch})
         return channel
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:

@@ -32,18 +32,17 @@ from jobqueue.worker.settings import Settings
 log = logging.getLogger("jobqueue.worker")
 
 DESCRIPTION = """\
-Consumes the job queue, runs each job and reports every state change to the
-job service (UpdateJob). Declares its job types to the job service first
-(DeclareJobTypes). Serves grpc.health.v1 and reflection on
-WORKER_HEALTH_HOST:WORKER_HEALTH_PORT; health is SERVING only while both
-RabbitMQ and the job service are reachable (statuses "rabbitmq" and
-"job_service" tell which is not)."""
+Consumes the queues of its job types (JOB_TYPES: all, or some), runs each job
+and reports every state change to the job service (UpdateJob). Declares the
+job types it serves to the job service first (DeclareJobTypes). Serves
+grpc.health.v1 and reflection on WORKER_HEALTH_HOST:WORKER_HEALTH_PORT; health
+is SERVING only while both RabbitMQ and the job service are reachable
+(statuses "rabbitmq" and "job_service" tell which is not)."""
 
 
 async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: service.Supervisor) -> None:
     """Run ``types`` until a stop is requested, then stop gracefully."""
-    if not types:
-        raise SettingsError("the worker has no job types: decorate a handler with @worker.job_type(...)")
+    types = {name: types[name] for name in settings.served(types)}
     token = settings.token()
     # Before anything connects: a handler a process could not import stops the worker here, not at its first job.
     try:
@@ -68,6 +67,7 @@ async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: se
         consumer = QueueConsumer(
             settings.rabbitmq_url,
             Topology(settings.rabbitmq_queue),
+            list(types),
             handler.handle,
             prefetch=settings.prefetch_count,
             on_control=handler.handle_control,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -21,8 +22,18 @@ class Settings(TlsServerSettings):
         "APP_ENV=production needs a user (not guest) and password of its own",
         credentials=True,
     )
-    rabbitmq_queue: str = setting("job_queue", "the job queue; rejected messages go to <queue>.dead")
-    prefetch_count: int = setting(100, "how many unacknowledged messages this worker holds at once")
+    rabbitmq_queue: str = setting(
+        "job_queue",
+        "the job queue's name: each job type's jobs wait in <queue>.type.<type>; rejected messages go to <queue>.dead",
+    )
+    job_types: str = setting(
+        "",
+        "the job types this worker serves, comma-separated (fibonacci_calc or reverse_string,uppercase_text): "
+        "it consumes only their queues, so a pool of workers can be given a type of its own; empty: all of its types",
+    )
+    prefetch_count: int = setting(
+        100, "how many unacknowledged messages this worker holds at once, from all of its job types' queues"
+    )
     job_service_addr: str = setting(
         "127.0.0.1:5002",
         "the job service, which takes UpdateJob reports: host:port, or a gRPC target naming several replicas "
@@ -108,6 +119,23 @@ class Settings(TlsServerSettings):
         if self.worker_tls_cert_file and not (self.job_service_ca_file or self.job_service_tls):
             raise SettingsError("WORKER_TLS_CERT_FILE needs TLS to the job service: set JOB_SERVICE_CA_FILE")
         rabbitmq.check_url(self.rabbitmq_url, "RABBITMQ_URL", production=self.production)
+
+    def served(self, names: Iterable[str]) -> list[str]:
+        """Which of the worker's job types ``names`` it serves (JOB_TYPES; all of them if empty), sorted.
+
+        Raises SettingsError if it has none, or for a name in JOB_TYPES it does not have, which
+        would otherwise leave that type's jobs waiting with no one told.
+        """
+        known = set(names)
+        if not known:
+            raise SettingsError("the worker has no job types: decorate a handler with @worker.job_type(...)")
+        chosen = {name.strip() for name in self.job_types.split(",")} - {""}
+        if unknown := sorted(chosen - known):
+            raise SettingsError(
+                f"JOB_TYPES names job types this worker does not have: {', '.join(unknown)} "
+                f"(it has {', '.join(sorted(known))})"
+            )
+        return sorted(chosen or known)
 
     def job_service_credentials(self) -> grpc.ChannelCredentials | None:
         """The credentials of the channel to the job service (None: plaintext); reads the files, SettingsError."""
