@@ -495,17 +495,16 @@ class _ComposeLoader(yaml.SafeLoader):
 _ComposeLoader.add_constructor("!override", lambda loader, node: loader.construct_mapping(node))  # type: ignore[arg-type]
 
 
-def test_the_examples_file_runs_the_example_in_place_of_worker_service() -> None:
-    """example-worker is worker-service with the example's image and its Worker; worker-service is scaled to 0.
+def test_the_examples_file_runs_the_example_beside_worker_service() -> None:
+    """example-worker is worker-service with the example's image and its Worker, added beside it.
 
-    One queue holds every type's jobs and a worker fails those of a type it does not run, so the
-    example's workers replace the built-in types' rather than run beside them.
+    Each job type has a queue of its own, so the example's workers and the built-in types' each
+    receive only their own jobs, and the file leaves worker-service as it is.
     """
     services = yaml.load(EXAMPLES_FILE.read_text(), Loader=_ComposeLoader)["services"]  # noqa: S506 - a SafeLoader
-    assert services["worker-service"] == {"deploy": {"replicas": 0}}
     example = services["example-worker"]
     assert example["extends"] == {"file": COMPOSE_FILE.name, "service": "worker-service"}
     assert example["build"] == {"context": "examples"}
     [cmd] = [line for line in (ROOT / "examples" / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
     assert example["command"] == json.loads(cmd.removeprefix("CMD "))
-    assert set(services) == {"worker-service", "example-worker"}
+    assert set(services) == {"example-worker"}

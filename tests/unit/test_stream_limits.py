@@ -112,10 +112,14 @@ async def test_streams_beyond_the_per_address_bound_are_refused_and_unary_calls_
         assert [await echo(b"%d" % i) for i in range(20)] == [b"%d" % i for i in range(20)]
         # Reflection streams share the streams' budget.
         info = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+
+        async def ask() -> None:
             # The refusal may reach the client before its request is written, or after.
             await info.write(reflection_pb2.ServerReflectionRequest(list_services=""))
             await info.read()
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ask()
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # A closed stream frees its place, once the server has seen it close (the cancellation
         # travels as an RST_STREAM, so a new stream may get there first and be refused).
