@@ -97,7 +97,6 @@ async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: se
                 "job_types": sorted(types),
             },
         )
-        monitoring = supervisor.spawn(monitor.run(), name="health")
         # A stop while the job service is still away ends the wait; a refusal stops the worker, gracefully too.
         declaring = asyncio.ensure_future(declare(reports.declare, types.values()))
         stopping = asyncio.ensure_future(supervisor.wait_for_stop())
@@ -106,17 +105,15 @@ async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: se
         declaring.cancel()
         await asyncio.wait({declaring, stopping})
         refused = None if declaring.cancelled() else declaring.exception()
+        monitoring = None
         if not declaring.cancelled() and refused is None:
-            consumer.start(supervisor.spawn)
-            # Give the broker a moment before the first health probe, so a normal
-            # start does not log RabbitMQ as unreachable.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(consumer.wait_connected(), runner.start()), 2)
+            monitoring = await _consume(consumer, runner, monitor, supervisor)
             await supervisor.wait_for_stop()
 
         log.info("stopping")
         await monitor.shutdown()
-        await supervisor.cancel(monitoring)
+        if monitoring is not None:
+            await supervisor.cancel(monitoring)
         reports.begin_stop(settings.stop_report_retry_seconds)
         await consumer.stop(settings.shutdown_grace_seconds)
         await server.stop(1)
@@ -127,3 +124,17 @@ async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: se
         await runner.close()
         metrics.stop(metrics_server)
     log.info("stopped")
+
+
+async def _consume(
+    consumer: QueueConsumer, runner: Runner, monitor: HealthMonitor, supervisor: service.Supervisor
+) -> asyncio.Task[None]:
+    """Start consuming, then the health monitor (its task): the health is NOT_SERVING until then.
+
+    The broker gets a moment first, so a normal start does not log RabbitMQ as
+    unreachable; nor does the wait for the job service while the types are declared.
+    """
+    consumer.start(supervisor.spawn)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(consumer.wait_connected(), runner.start()), 2)
+    return supervisor.spawn(monitor.run(), name="health")
