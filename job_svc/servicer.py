@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -315,6 +315,26 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self._auth.operator(context.invocation_metadata())
         count = await self._jobs.rerun_dead(request.type or None, request.max_attempts)
         return jobs_pb2.RerunDeadJobsResponse(rerun_count=count)
+
+    async def WatchJob(
+        self, request: jobs_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.WatchJobResponse]:
+        """Being built (issue 12): UNIMPLEMENTED until the watch hub lands."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchJob is not served yet")
+        yield jobs_pb2.WatchJobResponse()  # type: ignore[unreachable]
+
+    async def WatchJobs(
+        self, request: jobs_pb2.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[jobs_pb2.WatchJobsResponse]:
+        """Being built (issue 12): UNIMPLEMENTED until the watch hub lands."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchJobs is not served yet")
+        yield jobs_pb2.WatchJobsResponse()  # type: ignore[unreachable]
+
+    async def GetQueueStats(
+        self, request: jobs_pb2.GetQueueStatsRequest, context: Context
+    ) -> jobs_pb2.GetQueueStatsResponse:
+        """Being built (issue 12)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetQueueStats is not served yet")
 
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""

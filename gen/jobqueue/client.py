@@ -98,7 +98,6 @@ import enum
 import math
 import os
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +120,8 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_HONOURED_RETRY_AFTER",
     "MAX_SAFE_INTEGER",
+    "Attempt",
+    "AttemptOutcome",
     "AuthClient",
     "FieldViolation",
     "Job",
@@ -211,6 +212,20 @@ class JobPriority(_ProtoEnum):
     HIGH = jobs_pb2.JOB_PRIORITY_HIGH
 
 
+class AttemptOutcome(_ProtoEnum):
+    """How one attempt ended (``jobqueue.jobs.v1.AttemptOutcome`` without the ``ATTEMPT_OUTCOME_`` prefix)."""
+
+    UNSPECIFIED = jobs_pb2.ATTEMPT_OUTCOME_UNSPECIFIED
+    #: It has not ended: a worker runs it.
+    RUNNING = jobs_pb2.ATTEMPT_OUTCOME_RUNNING
+    COMPLETED = jobs_pb2.ATTEMPT_OUTCOME_COMPLETED
+    #: The handler failed, or its worker stopped it at its timeout.
+    FAILED = jobs_pb2.ATTEMPT_OUTCOME_FAILED
+    #: The worker vanished or hung; the job service took the job back.
+    LOST = jobs_pb2.ATTEMPT_OUTCOME_LOST
+    CANCELLED = jobs_pb2.ATTEMPT_OUTCOME_CANCELLED
+
+
 def _check_mirror(mirror: type[_ProtoEnum], proto: descriptor.EnumDescriptor, prefix: str) -> None:
     """Refuse to import if ``mirror`` and the generated enum disagree, so that the two cannot drift apart.
 
@@ -225,6 +240,7 @@ def _check_mirror(mirror: type[_ProtoEnum], proto: descriptor.EnumDescriptor, pr
 
 _check_mirror(JobStatus, jobs_pb2.JobStatus.DESCRIPTOR, "JOB_STATUS_")
 _check_mirror(JobPriority, jobs_pb2.JobPriority.DESCRIPTOR, "JOB_PRIORITY_")
+_check_mirror(AttemptOutcome, jobs_pb2.AttemptOutcome.DESCRIPTOR, "ATTEMPT_OUTCOME_")
 
 #: Statuses a job never leaves.
 FINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
@@ -238,6 +254,11 @@ _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 # caller's own bound on the call (call_timeout), which a retry would stretch;
 # a submission retries it only because its outcome is otherwise unknown.
 _READ_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+# A wait is bounded by its timeout, so it may reopen a watch through a long restart.
+_WAIT_WATCH_ATTEMPTS = 1_000
+# What ends a WatchJob stream that opening it again may mend: a replica stopping (UNAVAILABLE, or
+# CANCELLED from its side), or one that lost its feed of changes (ABORTED).
+_STREAM_RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED})
 
 # The client library ships alone (pip install ./gen) and so cannot import the
 # services' gen/jobqueue/runtime/backoff.py; _retry_delay is the same policy written for the
@@ -389,6 +410,36 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One start of a job by a worker and how it ended (``Job.attempt_history``)."""
+
+    #: 1 for the first start, counting on across re-runs.
+    number: int
+    #: The worker that ran it, as it named itself; empty if it did not.
+    worker_id: str
+    #: When the worker started it.
+    started_at: datetime.datetime
+    #: When it ended; ``None`` while it runs.
+    ended_at: datetime.datetime | None
+    #: How it ended.
+    outcome: AttemptOutcome
+    #: Why it did not complete; empty when it did (or runs).
+    error: str
+
+    @classmethod
+    def from_proto(cls, message: jobs_pb2.JobAttempt) -> Attempt:
+        """The view of a ``jobqueue.jobs.v1.JobAttempt`` message."""
+        return cls(
+            number=message.number,
+            worker_id=message.worker_id,
+            started_at=message.started_at.ToDatetime(tzinfo=datetime.UTC),
+            ended_at=message.ended_at.ToDatetime(tzinfo=datetime.UTC) if message.HasField("ended_at") else None,
+            outcome=AttemptOutcome(message.outcome),
+            error=message.error,
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     """A job as a person and a program read it; ``proto`` is the message the service sent.
 
@@ -437,6 +488,9 @@ class Job:
     #: What the handler last said about how far it got (as it was left once the job finished); ``None`` if
     #: it never said.
     progress: JobProgress | None
+    #: Every attempt so far, oldest first; only from ``get(..., history=True)`` and ``watch(..., history=True)``,
+    #: empty otherwise.
+    attempt_history: tuple[Attempt, ...]
     #: The ``jobqueue.jobs.v1.Job`` message itself (for ``HasField``, serializing, a stub's request).
     proto: jobs_pb2.Job = field(repr=False, compare=False)
 
@@ -466,6 +520,7 @@ class Job:
             finished_at=_time(message, "finished_at"),
             next_attempt_at=_time(message, "next_attempt_at"),
             progress=JobProgress.from_proto(message.progress) if message.HasField("progress") else None,
+            attempt_history=tuple(Attempt.from_proto(a) for a in message.attempt_history),
             proto=message,
         )
 
@@ -877,14 +932,88 @@ class JobsClient(_Client):
         )
         return [JobType.from_proto(job_type) for job_type in reply.job_types]
 
-    async def get(self, job_id: str, *, attempts: int = 3) -> Job:
+    async def get(self, job_id: str, *, history: bool = False, attempts: int = 3) -> Job:
         """One of the caller's jobs; NOT_FOUND for an unknown id or someone else's job.
 
-        UNAVAILABLE and CANCELLED answers are retried, up to ``attempts`` calls in all.
+        With ``history``, its ``attempt_history`` too. UNAVAILABLE and CANCELLED answers are retried,
+        up to ``attempts`` calls in all.
         """
-        request = jobs_pb2.GetJobRequest(id=job_id)
+        request = jobs_pb2.GetJobRequest(id=job_id, view=_view(history))
         reply: jobs_pb2.GetJobResponse = await self._retrying(self.stub.GetJob, request, attempts, _READ_RETRIED)
         return Job.from_proto(reply.job)
+
+    async def watch(self, job_id: str, *, history: bool = False, attempts: int = 5) -> AsyncIterator[Job]:
+        """The job now, then again each time it changes, until it is final (the last one yielded).
+
+        ``async for job in jobs.watch(job_id)``. A stream the service ends early (a restart:
+        UNAVAILABLE, ABORTED, or CANCELLED from its side) is opened again, through up to ``attempts``
+        failures in a row, and a state already yielded is not yielded twice. Any other error (NOT_FOUND,
+        say) is raised. With ``history``, each job has its ``attempt_history``.
+        """
+        request = jobs_pb2.WatchJobRequest(id=job_id, view=_view(history))
+        last: jobs_pb2.Job | None = None
+        failures = 0
+        while True:
+            try:
+                async for reply in self._stream(self.stub.WatchJob, request):
+                    failures = 0
+                    if reply.job == last:
+                        continue
+                    last = reply.job
+                    yield Job.from_proto(reply.job)
+                    if is_final(reply.job.status):
+                        return
+            except JobQueueError as error:
+                failures += 1
+                if failures >= attempts or not (error.code in _STREAM_RETRIED or _honoured(error)):
+                    raise
+                await asyncio.sleep(max(_retry_delay(failures), error.retry_after or 0.0))
+                continue
+            # The service ended the stream without a final state: only a replica going away does that.
+            failures += 1
+            if failures >= attempts:
+                raise JobQueueError(grpc.StatusCode.UNAVAILABLE, "the job service kept ending the watch")
+            await asyncio.sleep(_retry_delay(failures))
+
+    async def watch_jobs(
+        self,
+        *,
+        status: JobStatus | int = JobStatus.UNSPECIFIED,
+        job_type: str = "",
+        all_users: bool = False,
+    ) -> AsyncIterator[list[Job]]:
+        """The caller's jobs as they change, a batch at a time; the first batch is empty: the watch has begun.
+
+        ``status`` and ``job_type`` filter as :meth:`list` does; ``all_users`` (operators only) watches
+        everyone's. A change committed after the first (empty) batch is never missed while the stream
+        lasts; when it ends (a JobQueueError: UNAVAILABLE on a restart, ABORTED for a reader that fell
+        behind) changes may have been missed, so watch again and list again. It is not reopened here.
+        """
+        request = jobs_pb2.WatchJobsRequest(status=_status(status), type=job_type, all_users=all_users)
+        async for reply in self._stream(self.stub.WatchJobs, request):
+            yield [Job.from_proto(job) for job in reply.jobs]
+
+    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+        """The replies of a server stream; an expired token before the first reply is renewed once (see _call)."""
+        renewed = self._refresh is None
+        while True:
+            if self._token is None and self._refresh is not None:
+                await self._renew(None, self._refresh)
+            sent = self._token
+            started = False
+            try:
+                # No deadline: a watch lasts as long as its caller reads it.
+                async for reply in method(request, metadata=self._metadata):
+                    started = True
+                    yield reply
+                return
+            except grpc.aio.AioRpcError as error:
+                failure = JobQueueError.from_rpc_error(error)
+                if started or renewed or failure.code != grpc.StatusCode.UNAUTHENTICATED:
+                    raise failure from error
+            assert self._refresh is not None
+            await self._renew(sent, self._refresh)
+            renewed = True
 
     async def cancel(self, job_id: str) -> Job:
         """Withdraw one of the caller's jobs; FAILED_PRECONDITION if it already finished."""
@@ -921,31 +1050,44 @@ class JobsClient(_Client):
         timeout: float = 60.0,  # noqa: ASYNC109
         poll_interval: float = 0.2,
     ) -> Job:
-        """Poll until the job is COMPLETED, FAILED or CANCELLED and return it.
+        """Wait until the job is COMPLETED, FAILED or CANCELLED and return it, watching it (WatchJob).
 
-        Raises TimeoutError if it is not final after ``timeout`` seconds.
-        UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED answers are polled through
-        (a service restart should not fail a wait); any other error is raised at once.
+        Raises TimeoutError if it is not final after ``timeout`` seconds. A watch the service ends
+        early (a restart) is opened again, as :meth:`watch` does; any other error is raised at once.
+        Against a job service older than WatchJob (UNIMPLEMENTED), it polls GetJob every
+        ``poll_interval`` seconds instead.
         """
-        deadline = time.monotonic() + timeout
-        last: str = "never answered"
+        seen: list[Job] = []
+
+        async def final() -> Job:
+            async for job in self.watch(job_id, attempts=_WAIT_WATCH_ATTEMPTS):
+                seen.append(job)
+            return seen[-1]
+
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    return await final()
+                except JobQueueError as error:
+                    if error.code != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                return await self._poll(job_id, poll_interval)
+        except TimeoutError:
+            last = seen[-1].status.name if seen else "never answered"
+            raise TimeoutError(f"job {job_id} is not finished after {timeout} s (last seen: {last})") from None
+
+    async def _poll(self, job_id: str, interval: float) -> Job:
+        """GetJob every ``interval`` seconds until the job is final (for a service without WatchJob)."""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"job {job_id} is not finished after {timeout} s (last seen: {last})")
-            call_timeout = remaining if self.call_timeout is None else min(remaining, self.call_timeout)
             try:
-                request = jobs_pb2.GetJobRequest(id=job_id)
-                job = (await self._call(self.stub.GetJob, request, timeout=call_timeout)).job
+                job = await self.get(job_id, attempts=1)
             except JobQueueError as error:
                 if not error.retryable:
                     raise
-                last = error.code.name
             else:
                 if is_final(job.status):
-                    return Job.from_proto(job)
-                last = JobStatus(job.status).name
-            await asyncio.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
+                    return job
+            await asyncio.sleep(interval)
 
     async def submit_and_wait(
         self,
@@ -955,7 +1097,7 @@ class JobsClient(_Client):
         *,
         poll_interval: float = 0.2,
     ) -> Job:
-        """Submit a job and wait for its final state (see ``wait``); a FAILED job is returned, not raised."""
+        """Submit a job and wait for its final state by watching it (``wait``); a FAILED job is returned."""
         job = await self.submit(job_type, payload)
         return await self.wait(job.id, timeout=timeout, poll_interval=poll_interval)
 
@@ -989,6 +1131,10 @@ class JobsClient(_Client):
             following.CopyFrom(request)
             following.page_token = reply.next_page_token
             request = following
+
+
+def _view(history: bool) -> jobs_pb2.JobView.ValueType:
+    return jobs_pb2.JOB_VIEW_FULL if history else jobs_pb2.JOB_VIEW_BASIC
 
 
 def _status(status: JobStatus | int) -> jobs_pb2.JobStatus.ValueType:

@@ -262,6 +262,7 @@ def test_the_job_view_converts_every_field() -> None:
         finished_at=at + datetime.timedelta(seconds=4),
         next_attempt_at=None,
         progress=None,
+        attempt_history=(),
         proto=jobs_pb2.Job(),
     )
     assert type(job.status) is JobStatus
@@ -493,49 +494,136 @@ def _unavailable() -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down", None)
 
 
-async def test_wait_polls_until_final_through_transient_errors(client: JobsClient) -> None:
-    get = FakeMethod(
+class FakeStream:
+    """Stands in for a grpc.aio server-streaming method: each call plays the next script of replies.
+
+    A script is a list of replies, ending (optionally) with an error the stream then raises.
+    """
+
+    def __init__(self, scripts: Sequence[Sequence[Any]]) -> None:
+        self._scripts: Iterator[Sequence[Any]] = iter(scripts)
+        self.calls: list[tuple[Any, Any]] = []
+
+    def __call__(self, request: Any, metadata: Any = None) -> AsyncIterator[Any]:
+        self.calls.append((request, metadata))
+        script = next(self._scripts)
+
+        async def replies() -> AsyncIterator[Any]:
+            for reply in script:
+                if isinstance(reply, BaseException):
+                    raise reply
+                yield reply
+
+        return replies()
+
+
+def _watched(status: jobs_pb2.JobStatus.ValueType, attempts: int = 0) -> jobs_pb2.WatchJobResponse:
+    return jobs_pb2.WatchJobResponse(job=jobs_pb2.Job(id="j1", status=status, attempts=attempts))
+
+
+async def test_wait_watches_until_final_and_reopens_a_stream_a_restart_ended(
+    client: JobsClient, delays: ImmediateRandom
+) -> None:
+    watch = FakeStream(
         [
-            _got(jobs_pb2.JOB_STATUS_QUEUED),
-            _unavailable(),
-            _got(jobs_pb2.JOB_STATUS_RUNNING),
-            _got(jobs_pb2.JOB_STATUS_COMPLETED),
+            [_watched(jobs_pb2.JOB_STATUS_QUEUED), _unavailable()],
+            [
+                _watched(jobs_pb2.JOB_STATUS_QUEUED),
+                _watched(jobs_pb2.JOB_STATUS_RUNNING, 1),
+                _answer(grpc.StatusCode.ABORTED),
+            ],
+            [_watched(jobs_pb2.JOB_STATUS_COMPLETED, 1)],
         ]
     )
-    client.stub = cast(Any, FakeStub(GetJob=get))
-    job = await client.wait("j1", timeout=5, poll_interval=0.01)
+    client.stub = cast(Any, FakeStub(WatchJob=watch))
+    job = await client.wait("j1", timeout=5)
     assert (type(job), str(job.status)) == (Job, "COMPLETED")
-    assert len(get.calls) == 4
-    request, timeout, metadata = get.calls[0]
-    assert request.id == "j1"
+    assert len(watch.calls) == 3
+    request, metadata = watch.calls[0]
+    assert (request.id, request.view) == ("j1", jobs_pb2.JOB_VIEW_BASIC)
     assert metadata == (("authorization", "Bearer t0ken"),)
-    assert timeout is not None
-    assert 0 < timeout <= 5.0
+
+
+async def test_watch_yields_each_state_once_and_stops_at_the_final_one(
+    client: JobsClient, delays: ImmediateRandom
+) -> None:
+    watch = FakeStream(
+        [
+            [_watched(jobs_pb2.JOB_STATUS_QUEUED), _watched(jobs_pb2.JOB_STATUS_RUNNING, 1), _unavailable()],
+            # The reopened stream starts with the state already yielded: it is not yielded again.
+            [_watched(jobs_pb2.JOB_STATUS_RUNNING, 1), _watched(jobs_pb2.JOB_STATUS_FAILED, 1)],
+        ]
+    )
+    client.stub = cast(Any, FakeStub(WatchJob=watch))
+    seen = [str(job.status) async for job in client.watch("j1", history=True)]
+    assert seen == ["QUEUED", "RUNNING", "FAILED"]
+    assert watch.calls[0][0].view == jobs_pb2.JOB_VIEW_FULL
+
+
+async def test_watch_gives_up_after_its_attempts(client: JobsClient, delays: ImmediateRandom) -> None:
+    client.stub = cast(Any, FakeStub(WatchJob=FakeStream([[_unavailable()]] * 3)))
+    with pytest.raises(JobQueueError) as caught:
+        async for _ in client.watch("j1", attempts=3):
+            pass
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_wait_returns_a_failed_job(client: JobsClient) -> None:
-    client.stub = cast(Any, FakeStub(GetJob=FakeMethod([_got(jobs_pb2.JOB_STATUS_FAILED)])))
-    assert (await client.wait("j1", timeout=5, poll_interval=0.01)).status == JobStatus.FAILED
+    client.stub = cast(Any, FakeStub(WatchJob=FakeStream([[_watched(jobs_pb2.JOB_STATUS_FAILED)]])))
+    assert (await client.wait("j1", timeout=5)).status == JobStatus.FAILED
 
 
 async def test_wait_raises_a_refusal_at_once(client: JobsClient) -> None:
     not_found = _rpc_error(status_for(NotFound("no such job")))
-    client.stub = cast(Any, FakeStub(GetJob=FakeMethod([not_found])))
+    watch = FakeStream([[not_found]])
+    client.stub = cast(Any, FakeStub(WatchJob=watch))
     with pytest.raises(JobQueueError) as caught:
-        await client.wait("j1", timeout=5, poll_interval=0.01)
+        await client.wait("j1", timeout=5)
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
     assert caught.value.reason == "NOT_FOUND"
+    assert len(watch.calls) == 1
 
 
 async def test_wait_times_out_naming_the_last_status(client: JobsClient) -> None:
-    client.stub = cast(Any, FakeStub(GetJob=FakeMethod([_got(jobs_pb2.JOB_STATUS_RUNNING)] * 1000)))
+    class Endless:
+        def __call__(self, request: Any, metadata: Any = None) -> AsyncIterator[Any]:
+            async def replies() -> AsyncIterator[Any]:
+                yield _watched(jobs_pb2.JOB_STATUS_RUNNING)
+                await asyncio.sleep(3600)
+
+            return replies()
+
+    client.stub = cast(Any, FakeStub(WatchJob=Endless()))
     with pytest.raises(TimeoutError, match=r"\(last seen: RUNNING\)"):
-        await client.wait("j1", timeout=0.2, poll_interval=0.02)
+        await client.wait("j1", timeout=0.2)
+
+
+async def test_wait_polls_a_service_without_watch_job(client: JobsClient) -> None:
+    get = FakeMethod([_got(jobs_pb2.JOB_STATUS_RUNNING), _unavailable(), _got(jobs_pb2.JOB_STATUS_COMPLETED)])
+    watch = FakeStream([[_answer(grpc.StatusCode.UNIMPLEMENTED)]])
+    client.stub = cast(Any, FakeStub(WatchJob=watch, GetJob=get))
+    assert (await client.wait("j1", timeout=5, poll_interval=0.01)).status == JobStatus.COMPLETED
+    assert len(get.calls) == 3
+
+
+async def test_watch_jobs_yields_batches_starting_with_the_empty_one(client: JobsClient) -> None:
+    batch = jobs_pb2.WatchJobsResponse(jobs=[jobs_pb2.Job(id="a"), jobs_pb2.Job(id="b")])
+    watch = FakeStream([[jobs_pb2.WatchJobsResponse(), batch, _answer(grpc.StatusCode.ABORTED)]])
+    client.stub = cast(Any, FakeStub(WatchJobs=watch))
+    seen: list[list[str]] = []
+    with pytest.raises(JobQueueError) as caught:
+        async for jobs in client.watch_jobs(status=JobStatus.RUNNING, job_type="t", all_users=True):
+            seen.append([job.id for job in jobs])
+    assert seen == [[], ["a", "b"]]
+    assert caught.value.code == grpc.StatusCode.ABORTED  # not reopened: changes may have been missed
+    request = watch.calls[0][0]
+    assert (request.status, request.type, request.all_users) == (jobs_pb2.JOB_STATUS_RUNNING, "t", True)
 
 
 async def test_submit_and_wait_sends_a_converted_payload(client: JobsClient) -> None:
     create = FakeMethod([jobs_pb2.CreateJobResponse(job=jobs_pb2.Job(id="j1", status=jobs_pb2.JOB_STATUS_QUEUED))])
-    client.stub = cast(Any, FakeStub(CreateJob=create, GetJob=FakeMethod([_got(jobs_pb2.JOB_STATUS_COMPLETED)])))
+    watch = FakeStream([[_watched(jobs_pb2.JOB_STATUS_COMPLETED)]])
+    client.stub = cast(Any, FakeStub(CreateJob=create, WatchJob=watch))
     job = await client.submit_and_wait("fibonacci_calc", 10, timeout=5)
     assert job.status == JobStatus.COMPLETED
     request = create.calls[0][0]
@@ -751,11 +839,11 @@ async def test_writes_other_than_create_are_not_retried(client: JobsClient, dela
     assert (len(cancel.calls), len(rerun.calls)) == (1, 1)
 
 
-async def test_wait_polls_through_a_stopping_services_cancelled(client: JobsClient) -> None:
-    get = FakeMethod([_answer(grpc.StatusCode.CANCELLED), _got(jobs_pb2.JOB_STATUS_COMPLETED)])
-    client.stub = cast(Any, FakeStub(GetJob=get))
-    assert (await client.wait("j1", timeout=5, poll_interval=0.01)).status == JobStatus.COMPLETED
-    assert len(get.calls) == 2
+async def test_wait_reopens_a_watch_a_stopping_service_cancelled(client: JobsClient) -> None:
+    watch = FakeStream([[_answer(grpc.StatusCode.CANCELLED)], [_watched(jobs_pb2.JOB_STATUS_COMPLETED)]])
+    client.stub = cast(Any, FakeStub(WatchJob=watch))
+    assert (await client.wait("j1", timeout=5)).status == JobStatus.COMPLETED
+    assert len(watch.calls) == 2
 
 
 # --- refreshing an expired token ------------------------------------------------------------------------

@@ -95,6 +95,12 @@ class FakeChannel:
 
         return invoke
 
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        def invoke(request: Any, **options: Any) -> Any:
+            raise AssertionError(f"a worker has no business watching: {method}")
+
+        return invoke
+
     async def close(self, grace: float | None) -> None:
         self.closed = True
 

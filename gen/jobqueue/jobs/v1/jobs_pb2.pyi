@@ -85,6 +85,74 @@ JOB_PRIORITY_HIGH: JobPriority.ValueType  # 3
 """Runs before every waiting NORMAL and LOW job."""
 Global___JobPriority: _TypeAlias = JobPriority  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """Not given; the same as JOB_VIEW_BASIC."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """The job without its attempt_history."""
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """The job with its attempt_history."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """JobView says how much of a job a call returns (Google AIP-157)."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""Not given; the same as JOB_VIEW_BASIC."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""The job without its attempt_history."""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""The job with its attempt_history."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
+class _AttemptOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttemptOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTEMPT_OUTCOME_UNSPECIFIED: _AttemptOutcome.ValueType  # 0
+    """Not used."""
+    ATTEMPT_OUTCOME_RUNNING: _AttemptOutcome.ValueType  # 1
+    """It has not ended: the worker is running it."""
+    ATTEMPT_OUTCOME_COMPLETED: _AttemptOutcome.ValueType  # 2
+    """The handler answered; the job COMPLETED."""
+    ATTEMPT_OUTCOME_FAILED: _AttemptOutcome.ValueType  # 3
+    """The handler failed, or the worker stopped it at its timeout; the job was
+    retried if it had attempts left.
+    """
+    ATTEMPT_OUTCOME_LOST: _AttemptOutcome.ValueType  # 4
+    """The worker vanished or hung without a report, and the job service took
+    the job back when the attempt's time ran out.
+    """
+    ATTEMPT_OUTCOME_CANCELLED: _AttemptOutcome.ValueType  # 5
+    """The job was cancelled while this attempt ran."""
+
+class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
+    """AttemptOutcome is how one attempt ended."""
+
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome.ValueType  # 0
+"""Not used."""
+ATTEMPT_OUTCOME_RUNNING: AttemptOutcome.ValueType  # 1
+"""It has not ended: the worker is running it."""
+ATTEMPT_OUTCOME_COMPLETED: AttemptOutcome.ValueType  # 2
+"""The handler answered; the job COMPLETED."""
+ATTEMPT_OUTCOME_FAILED: AttemptOutcome.ValueType  # 3
+"""The handler failed, or the worker stopped it at its timeout; the job was
+retried if it had attempts left.
+"""
+ATTEMPT_OUTCOME_LOST: AttemptOutcome.ValueType  # 4
+"""The worker vanished or hung without a report, and the job service took
+the job back when the attempt's time ran out.
+"""
+ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome.ValueType  # 5
+"""The job was cancelled while this attempt ran."""
+Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
+
 @_typing.final
 class Job(_message.Message):
     """A unit of work and everything known about how it went."""
@@ -109,6 +177,7 @@ class Job(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     RESULT_VALUE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id (a UUID), assigned by CreateJob."""
     type: _builtins.str
@@ -176,6 +245,12 @@ class Job(_message.Message):
         as it was left when the job finished); absent if it never said.
         """
 
+    @_builtins.property
+    def attempt_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobAttempt]:
+        """Every attempt so far, oldest first. Only with JOB_VIEW_FULL (GetJob,
+        WatchJob); empty otherwise, so that lists stay small.
+        """
+
     def __init__(
         self,
         *,
@@ -197,10 +272,11 @@ class Job(_message.Message):
         timeout_seconds: _builtins.int = ...,
         result_value: _struct_pb2.Value | None = ...,
         progress: Global___JobProgress | None = ...,
+        attempt_history: _abc.Iterable[Global___JobAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "progress", b"progress", "result", b"result", "result_value", b"result_value", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "progress", b"progress", "result", b"result", "result_value", b"result_value", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt_history", b"attempt_history", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "id", b"id", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "owner_id", b"owner_id", "payload", b"payload", "priority", b"priority", "progress", b"progress", "result", b"result", "result_value", b"result_value", "started_at", b"started_at", "status", b"status", "timeout_seconds", b"timeout_seconds", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
@@ -212,6 +288,56 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobAttempt(_message.Message):
+    """JobAttempt is one start of a job by a worker and how it ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    """The attempt's number: 1 for the first start, counting on across re-runs
+    (the Job.attempts the RUNNING report returned).
+    """
+    worker_id: _builtins.str
+    """The worker that ran it, as it named itself (UpdateJobRequest.worker_id);
+    empty if it did not.
+    """
+    outcome: Global___AttemptOutcome.ValueType
+    """How it ended."""
+    error: _builtins.str
+    """Why it did not complete, for FAILED, LOST and CANCELLED; empty otherwise."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the worker started it."""
+
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When it ended; absent while it runs."""
+
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___AttemptOutcome.ValueType = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "number", b"number", "outcome", b"outcome", "started_at", b"started_at", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobAttempt: _TypeAlias = JobAttempt  # noqa: Y015
 
 @_typing.final
 class JobProgress(_message.Message):
@@ -393,16 +519,20 @@ class GetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
+    view: Global___JobView.ValueType
+    """How much of the job to return; JOB_VIEW_FULL adds its attempt_history."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -495,6 +625,119 @@ class ListJobsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    """WatchJobRequest names the job to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    view: Global___JobView.ValueType
+    """How much of the job each message holds; JOB_VIEW_FULL adds its
+    attempt_history.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "view", b"view"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobResponse(_message.Message):
+    """WatchJobResponse is the watched job as it is now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    """WatchJobsRequest selects the jobs to watch, as ListJobsRequest does."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    ALL_USERS_FIELD_NUMBER: _builtins.int
+    status: Global___JobStatus.ValueType
+    """Only jobs in this status (and those leaving it, once);
+    JOB_STATUS_UNSPECIFIED means any status.
+    """
+    type: _builtins.str
+    """Only jobs of this type; empty means any type."""
+    all_users: _builtins.bool
+    """Every user's jobs, not just the caller's. Operators only
+    (PERMISSION_DENIED otherwise).
+    """
+    def __init__(
+        self,
+        *,
+        status: Global___JobStatus.ValueType = ...,
+        type: _builtins.str = ...,
+        all_users: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsResponse(_message.Message):
+    """WatchJobsResponse is jobs that changed, each as it is now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """The jobs, in the order their changes were seen; empty in the first
+        message, which says the watch has begun. A job may come again in the
+        same state; it never comes in an older one.
+        """
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsResponse: _TypeAlias = WatchJobsResponse  # noqa: Y015
 
 @_typing.final
 class ListJobTypesRequest(_message.Message):
@@ -861,6 +1104,140 @@ class RerunDeadJobsResponse(_message.Message):
 Global___RerunDeadJobsResponse: _TypeAlias = RerunDeadJobsResponse  # noqa: Y015
 
 @_typing.final
+class GetQueueStatsRequest(_message.Message):
+    """GetQueueStatsRequest says how much history to return."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINUTES_FIELD_NUMBER: _builtins.int
+    minutes: _builtins.int
+    """How many minutes back: 1 to 1,440; 0 means 60."""
+    def __init__(
+        self,
+        *,
+        minutes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minutes", b"minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueStatsRequest: _TypeAlias = GetQueueStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetQueueStatsResponse(_message.Message):
+    """GetQueueStatsResponse is the queue now and in the recent past, over every
+    user's jobs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_TYPES_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTypeCounts]:
+        """Per job type with any job QUEUED, RUNNING or FAILED, ordered by type."""
+
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MinuteCounts]:
+        """One bucket per minute, oldest first; the last one is the current minute,
+        so far. The number of unfinished jobs at the end of a minute is today's
+        (the sum of queued and running over job_types) minus what was created
+        since, plus what finished since.
+        """
+
+    def __init__(
+        self,
+        *,
+        job_types: _abc.Iterable[Global___JobTypeCounts] | None = ...,
+        minutes: _abc.Iterable[Global___MinuteCounts] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_types", b"job_types", "minutes", b"minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueStatsResponse: _TypeAlias = GetQueueStatsResponse  # noqa: Y015
+
+@_typing.final
+class JobTypeCounts(_message.Message):
+    """JobTypeCounts is how many jobs of one type are in each unfinished (and the
+    dead) status now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The job type."""
+    queued: _builtins.int
+    """Jobs QUEUED: waiting for a worker or for a retry."""
+    running: _builtins.int
+    """Jobs RUNNING."""
+    failed: _builtins.int
+    """Jobs FAILED for good (dead)."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        running: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "queued", b"queued", "running", b"running", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobTypeCounts: _TypeAlias = JobTypeCounts  # noqa: Y015
+
+@_typing.final
+class MinuteCounts(_message.Message):
+    """MinuteCounts is what happened to jobs in one minute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """Jobs created in it."""
+    completed: _builtins.int
+    """Jobs that reached COMPLETED in it."""
+    failed: _builtins.int
+    """Jobs that reached FAILED (for good) in it."""
+    cancelled: _builtins.int
+    """Jobs that reached CANCELLED in it."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The minute's start."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        created: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "completed", b"completed", "created", b"created", "failed", b"failed", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MinuteCounts: _TypeAlias = MinuteCounts  # noqa: Y015
+
+@_typing.final
 class UpdateJobRequest(_message.Message):
     """UpdateJobRequest is a worker's report on one job."""
 
@@ -875,6 +1252,7 @@ class UpdateJobRequest(_message.Message):
     RETRYABLE_FIELD_NUMBER: _builtins.int
     RESULT_VALUE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     status: Global___JobStatus.ValueType
@@ -901,6 +1279,11 @@ class UpdateJobRequest(_message.Message):
     tried again. If it has attempts left it goes back to QUEUED (the reply
     shows it with next_attempt_at); otherwise it is FAILED for good.
     """
+    worker_id: _builtins.str
+    """Which worker reports: an id it keeps for as long as it runs (say,
+    host/pid, or the container's name), at most 200 characters. Recorded as
+    the attempt's worker_id with a RUNNING report; optional.
+    """
     @_builtins.property
     def result_value(self) -> _struct_pb2.Value:
         """The answer as any JSON value, with JOB_STATUS_COMPLETED (a string value
@@ -926,10 +1309,11 @@ class UpdateJobRequest(_message.Message):
         retryable: _builtins.bool = ...,
         result_value: _struct_pb2.Value | None = ...,
         progress: Global___JobProgress | None = ...,
+        worker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "error", b"error", "progress", b"progress", "result", b"result", "result_value", b"result_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt", b"attempt", "claim_id", b"claim_id", "error", b"error", "id", b"id", "progress", b"progress", "result", b"result", "result_value", b"result_value", "retryable", b"retryable", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_result", b"_result", "attempt", b"attempt", "claim_id", b"claim_id", "error", b"error", "id", b"id", "progress", b"progress", "result", b"result", "result_value", b"result_value", "retryable", b"retryable", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015

@@ -59,6 +59,16 @@ class JobServiceStub:
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/jobqueue.jobs.v1.JobService/WatchJob',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/jobqueue.jobs.v1.JobService/WatchJobs',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobsResponse.FromString,
+                _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/ListJobs',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
@@ -93,6 +103,11 @@ class JobServiceStub:
                 '/jobqueue.jobs.v1.JobService/RerunDeadJobs',
                 request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsResponse.FromString,
+                _registered_method=True)
+        self.GetQueueStats = channel.unary_unary(
+                '/jobqueue.jobs.v1.JobService/GetQueueStats',
+                request_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetQueueStatsRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetQueueStatsResponse.FromString,
                 _registered_method=True)
         self.UpdateJob = channel.unary_unary(
                 '/jobqueue.jobs.v1.JobService/UpdateJob',
@@ -142,7 +157,37 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """GetJob returns one of the caller's jobs.
+        """GetJob returns one of the caller's jobs; with JOB_VIEW_FULL, every
+        attempt of it too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """WatchJob streams one of the caller's jobs: first the job as it is now,
+        then the job again each time it changes, until it reaches a final status
+        (COMPLETED, FAILED or CANCELLED); the stream then ends OK. A change made
+        through any job-service replica reaches watchers on every replica. A
+        reader too slow to keep up skips intermediate states, never the last one.
+        A stream counts against the caller's open watches (RESOURCE_EXHAUSTED
+        beyond them); UNAVAILABLE or ABORTED mean "watch again".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJobs(self, request, context):
+        """WatchJobs streams the caller's jobs as they change, with ListJobs'
+        filters; an operator may watch every user's (all_users). The first
+        message carries no jobs: it says the watch has begun, and every change
+        committed after it is sent. To show a list that stays current, watch
+        first, then ListJobs, and apply each change whose updated_at is newer.
+        A job that leaves the status filter is sent once more, in its new
+        status, so a view can drop it. Changes close together come in one
+        message; a reader that falls so far behind that more than 1,000 jobs
+        wait for it gets ABORTED (reason WATCH_FELL_BEHIND) and should watch and
+        list again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,6 +259,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueueStats(self, request, context):
+        """GetQueueStats says how the queue is doing, for an operator's dashboard:
+        how many jobs wait, run and are dead now, by type, and how many were
+        created and finished in each minute of the recent past. Operators only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateJob(self, request, context):
         """UpdateJob is how a worker reports progress; only the worker token may call
         it (a user's token answers PERMISSION_DENIED). Reports are fenced: a job
@@ -255,6 +309,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetJobResponse.SerializeToString,
             ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobsRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobsResponse.SerializeToString,
+            ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
@@ -289,6 +353,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RerunDeadJobs,
                     request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsRequest.FromString,
                     response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsResponse.SerializeToString,
+            ),
+            'GetQueueStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueStats,
+                    request_deserializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetQueueStatsRequest.FromString,
+                    response_serializer=jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetQueueStatsResponse.SerializeToString,
             ),
             'UpdateJob': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateJob,
@@ -392,6 +461,60 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/GetJob',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/WatchJob',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/WatchJobs',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobsRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.WatchJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -581,6 +704,33 @@ class JobService:
             '/jobqueue.jobs.v1.JobService/RerunDeadJobs',
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsRequest.SerializeToString,
             jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.RerunDeadJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.jobs.v1.JobService/GetQueueStats',
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetQueueStatsRequest.SerializeToString,
+            jobqueue_dot_jobs_dot_v1_dot_jobs__pb2.GetQueueStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

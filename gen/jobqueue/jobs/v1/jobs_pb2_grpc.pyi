@@ -58,7 +58,30 @@ class JobServiceStub:
     (or twice in the batch) returns the job it created first.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]
-    """GetJob returns one of the caller's jobs."""
+    """GetJob returns one of the caller's jobs; with JOB_VIEW_FULL, every
+    attempt of it too.
+    """
+    WatchJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.WatchJobResponse]
+    """WatchJob streams one of the caller's jobs: first the job as it is now,
+    then the job again each time it changes, until it reaches a final status
+    (COMPLETED, FAILED or CANCELLED); the stream then ends OK. A change made
+    through any job-service replica reaches watchers on every replica. A
+    reader too slow to keep up skips intermediate states, never the last one.
+    A stream counts against the caller's open watches (RESOURCE_EXHAUSTED
+    beyond them); UNAVAILABLE or ABORTED mean "watch again".
+    """
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchJobsRequest, _jobs_pb2.WatchJobsResponse]
+    """WatchJobs streams the caller's jobs as they change, with ListJobs'
+    filters; an operator may watch every user's (all_users). The first
+    message carries no jobs: it says the watch has begun, and every change
+    committed after it is sent. To show a list that stays current, watch
+    first, then ListJobs, and apply each change whose updated_at is newer.
+    A job that leaves the status filter is sent once more, in its new
+    status, so a view can drop it. Changes close together come in one
+    message; a reader that falls so far behind that more than 1,000 jobs
+    wait for it gets ABORTED (reason WATCH_FELL_BEHIND) and should watch and
+    list again.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
     ListJobTypes: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListJobTypesRequest, _jobs_pb2.ListJobTypesResponse]
@@ -95,6 +118,11 @@ class JobServiceStub:
     RerunDeadJobs: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RerunDeadJobsRequest, _jobs_pb2.RerunDeadJobsResponse]
     """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
     call began (only those of `type`, if given). Operators only.
+    """
+    GetQueueStats: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetQueueStatsRequest, _jobs_pb2.GetQueueStatsResponse]
+    """GetQueueStats says how the queue is doing, for an operator's dashboard:
+    how many jobs wait, run and are dead now, by type, and how many were
+    created and finished in each minute of the recent past. Operators only.
     """
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]
     """UpdateJob is how a worker reports progress; only the worker token may call
@@ -142,7 +170,30 @@ class JobServiceAsyncStub(JobServiceStub):
     (or twice in the batch) returns the job it created first.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetJobRequest, _jobs_pb2.GetJobResponse]  # type: ignore[assignment]
-    """GetJob returns one of the caller's jobs."""
+    """GetJob returns one of the caller's jobs; with JOB_VIEW_FULL, every
+    attempt of it too.
+    """
+    WatchJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobRequest, _jobs_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """WatchJob streams one of the caller's jobs: first the job as it is now,
+    then the job again each time it changes, until it reaches a final status
+    (COMPLETED, FAILED or CANCELLED); the stream then ends OK. A change made
+    through any job-service replica reaches watchers on every replica. A
+    reader too slow to keep up skips intermediate states, never the last one.
+    A stream counts against the caller's open watches (RESOURCE_EXHAUSTED
+    beyond them); UNAVAILABLE or ABORTED mean "watch again".
+    """
+    WatchJobs: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchJobsRequest, _jobs_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """WatchJobs streams the caller's jobs as they change, with ListJobs'
+    filters; an operator may watch every user's (all_users). The first
+    message carries no jobs: it says the watch has begun, and every change
+    committed after it is sent. To show a list that stays current, watch
+    first, then ListJobs, and apply each change whose updated_at is newer.
+    A job that leaves the status filter is sent once more, in its new
+    status, so a view can drop it. Changes close together come in one
+    message; a reader that falls so far behind that more than 1,000 jobs
+    wait for it gets ABORTED (reason WATCH_FELL_BEHIND) and should watch and
+    list again.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobsRequest, _jobs_pb2.ListJobsResponse]  # type: ignore[assignment]
     """ListJobs returns the caller's jobs, newest first, a page at a time."""
     ListJobTypes: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListJobTypesRequest, _jobs_pb2.ListJobTypesResponse]  # type: ignore[assignment]
@@ -179,6 +230,11 @@ class JobServiceAsyncStub(JobServiceStub):
     RerunDeadJobs: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RerunDeadJobsRequest, _jobs_pb2.RerunDeadJobsResponse]  # type: ignore[assignment]
     """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
     call began (only those of `type`, if given). Operators only.
+    """
+    GetQueueStats: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetQueueStatsRequest, _jobs_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
+    """GetQueueStats says how the queue is doing, for an operator's dashboard:
+    how many jobs wait, run and are dead now, by type, and how many were
+    created and finished in each minute of the recent past. Operators only.
     """
     UpdateJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]  # type: ignore[assignment]
     """UpdateJob is how a worker reports progress; only the worker token may call
@@ -241,7 +297,42 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jobs_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.GetJobResponse, _abc.Awaitable[_jobs_pb2.GetJobResponse]]:
-        """GetJob returns one of the caller's jobs."""
+        """GetJob returns one of the caller's jobs; with JOB_VIEW_FULL, every
+        attempt of it too.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _jobs_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.WatchJobResponse], _abc.AsyncIterator[_jobs_pb2.WatchJobResponse]]:
+        """WatchJob streams one of the caller's jobs: first the job as it is now,
+        then the job again each time it changes, until it reaches a final status
+        (COMPLETED, FAILED or CANCELLED); the stream then ends OK. A change made
+        through any job-service replica reaches watchers on every replica. A
+        reader too slow to keep up skips intermediate states, never the last one.
+        A stream counts against the caller's open watches (RESOURCE_EXHAUSTED
+        beyond them); UNAVAILABLE or ABORTED mean "watch again".
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _jobs_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.WatchJobsResponse], _abc.AsyncIterator[_jobs_pb2.WatchJobsResponse]]:
+        """WatchJobs streams the caller's jobs as they change, with ListJobs'
+        filters; an operator may watch every user's (all_users). The first
+        message carries no jobs: it says the watch has begun, and every change
+        committed after it is sent. To show a list that stays current, watch
+        first, then ListJobs, and apply each change whose updated_at is newer.
+        A job that leaves the status filter is sent once more, in its new
+        status, so a view can drop it. Changes close together come in one
+        message; a reader that falls so far behind that more than 1,000 jobs
+        wait for it gets ABORTED (reason WATCH_FELL_BEHIND) and should watch and
+        list again.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -320,6 +411,17 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_jobs_pb2.RerunDeadJobsResponse, _abc.Awaitable[_jobs_pb2.RerunDeadJobsResponse]]:
         """RerunDeadJobs re-runs, as RerunJob does, every job that was dead when the
         call began (only those of `type`, if given). Operators only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueueStats(
+        self,
+        request: _jobs_pb2.GetQueueStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.GetQueueStatsResponse, _abc.Awaitable[_jobs_pb2.GetQueueStatsResponse]]:
+        """GetQueueStats says how the queue is doing, for an operator's dashboard:
+        how many jobs wait, run and are dead now, by type, and how many were
+        created and finished in each minute of the recent past. Operators only.
         """
 
     @_abc_1.abstractmethod
