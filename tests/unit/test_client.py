@@ -563,8 +563,7 @@ async def test_watch_yields_each_state_once_and_stops_at_the_final_one(
 async def test_watch_gives_up_after_its_attempts(client: JobsClient, delays: ImmediateRandom) -> None:
     client.stub = cast(Any, FakeStub(WatchJob=FakeStream([[_unavailable()]] * 3)))
     with pytest.raises(JobQueueError) as caught:
-        async for _ in client.watch("j1", attempts=3):
-            pass
+        await anext(client.watch("j1", attempts=3))
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -611,9 +610,13 @@ async def test_watch_jobs_yields_batches_starting_with_the_empty_one(client: Job
     watch = FakeStream([[jobs_pb2.WatchJobsResponse(), batch, _answer(grpc.StatusCode.ABORTED)]])
     client.stub = cast(Any, FakeStub(WatchJobs=watch))
     seen: list[list[str]] = []
-    with pytest.raises(JobQueueError) as caught:
+
+    async def read() -> None:
         async for jobs in client.watch_jobs(status=JobStatus.RUNNING, job_type="t", all_users=True):
             seen.append([job.id for job in jobs])
+
+    with pytest.raises(JobQueueError) as caught:
+        await read()
     assert seen == [[], ["a", "b"]]
     assert caught.value.code == grpc.StatusCode.ABORTED  # not reopened: changes may have been missed
     request = watch.calls[0][0]
