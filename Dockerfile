@@ -5,6 +5,7 @@
 #   docker build --target auth-service   -t jobqueue-auth .   #   auth-service, job-service,
 #   docker build --target worker-service -t jobqueue-worker . #   worker-service, migrate
 #   docker build --target worker-base -t jobqueue-worker-base .  # what your own worker's image is built FROM
+#   docker build --target web-service -t jobqueue-web .        # the web dashboard
 #
 # Stages:
 #   build    the one stage that installs anything: a virtual environment in /opt/jobqueue holding
@@ -12,7 +13,7 @@
 #            folder leaves this stage.
 #   runtime  the base, the service user, that environment and common/: every image starts with
 #            these same layers, so the dependencies are stored, pushed and pulled once for all.
-#   auth-service, job-service, migrate
+#   auth-service, job-service, web-service, migrate
 #            runtime + the service's own package + how to run and probe it.
 #   worker-base
 #            runtime + how to run and probe a worker: `python -m jobqueue.worker MODULE:ATTRIBUTE`.
@@ -102,6 +103,15 @@ FROM worker-base AS worker-service
 COPY worker_svc/ ./worker_svc/
 ENTRYPOINT []
 CMD ["python", "-m", "worker_svc"]
+
+# The web dashboard: a client of auth and jobs like any other (it holds no secret of theirs), serving
+# HTTP. Its probe is GET /healthz on the port WEB_PORT names; it has no /metrics.
+FROM runtime AS web-service
+COPY web_svc/ ./web_svc/
+EXPOSE 5080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --start-interval=1s --retries=3 \
+    CMD ["python", "-m", "web_svc.probe"]
+CMD ["python", "-m", "web_svc"]
 
 # The one-shot schema migration: applies migrations/*.sql and exits. It reads only DATABASE_URL.
 FROM runtime AS migrate

@@ -1,7 +1,8 @@
-"""Run the whole system as local processes: auth, jobs and N workers; Ctrl-C stops them in order.
+"""Run the whole system as local processes: auth, jobs, N workers and the web dashboard; Ctrl-C stops them in order.
 
-This is what ``make run`` executes. Auth and jobs start first; workers start once
-both report SERVING on grpc.health.v1, so a worker's first report finds the job
+This is what ``make run`` executes. Auth and jobs start first; workers and the
+dashboard (``python -m web_svc``, whose URL the banner prints) start once both
+report SERVING on grpc.health.v1, so a worker's first report finds the job
 service up. Each child's output is passed through with its name in front.
 
 Once everything is up, a child that exits on its own is restarted, like a
@@ -21,7 +22,7 @@ Before starting anything, every port the children will listen on is tried:
 if one is taken (most often by another ``make run``), one line says which and
 what holds it, and we exit 1 with nothing started. Children listen on loopback
 unless told otherwise: BIND_HOST (default 127.0.0.1) is given to each of them
-as AUTH_HOST / JOB_HOST / WORKER_HEALTH_HOST (which also carry the metrics
+as AUTH_HOST / JOB_HOST / WORKER_HEALTH_HOST / WEB_HOST (which also carry the metrics
 endpoints), unless that variable is set itself. The banner prints the very
 addresses handed to the children.
 
@@ -29,7 +30,7 @@ The workers are ``python -m worker_svc`` (the built-in job types, and the demo
 ones with DEMO_JOB_TYPES=true), or, with WORKER_APP=MODULE:ATTRIBUTE, a worker of
 your own: ``python -m jobqueue.worker MODULE:ATTRIBUTE`` (gen/jobqueue/worker).
 
-Stopping (SIGINT, SIGTERM or SIGHUP) goes workers -> job -> auth, waiting for each
+Stopping (SIGINT, SIGTERM or SIGHUP) goes workers and dashboard -> job -> auth, waiting for each
 stage, so a worker finishing its last job can still report it. A child that has
 not exited after --stop-timeout seconds is killed (and we say so); a second
 Ctrl-C kills at once. Exit status: 0 only if every child was running when the
@@ -153,7 +154,7 @@ def metrics_ports(base: int, workers: int) -> list[dict[str, str]]:
 def bind_hosts(environ: Mapping[str, str]) -> dict[str, str]:
     """Each service's *_HOST: its own variable if set, else BIND_HOST, else loopback."""
     default = environ.get("BIND_HOST", "").strip() or DEFAULT_BIND_HOST
-    names = ("AUTH_HOST", "JOB_HOST", "WORKER_HEALTH_HOST")
+    names = ("AUTH_HOST", "JOB_HOST", "WORKER_HEALTH_HOST", "WEB_HOST")
     return {name: environ.get(name, "").strip() or default for name in names}
 
 
@@ -173,10 +174,22 @@ def worker_argv(environ: Mapping[str, str], python: str) -> tuple[str, ...]:
     return (python, "-m", "jobqueue.worker", app) if app else (python, "-m", "worker_svc")
 
 
+#: Where the web dashboard listens unless WEB_PORT says otherwise.
+DEFAULT_WEB_PORT = 5080
+
+
+def dashboard_url(environ: Mapping[str, str]) -> str:
+    """Where a browser on this machine opens the dashboard of a local run."""
+    host = probe_host(bind_hosts(environ)["WEB_HOST"])
+    return f"http://{address(host, env_int(environ, 'WEB_PORT', DEFAULT_WEB_PORT))}/"
+
+
 def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable) -> list[Child]:
-    """The children of a local run: auth and job (started first, stopped last), then the workers."""
+    """The children of a local run: auth and job (started first, stopped last), then the workers and the dashboard."""
     hosts = bind_hosts(environ)
     auth_port, job_port = env_int(environ, "AUTH_PORT", 5001), env_int(environ, "JOB_PORT", 5002)
+    web_port = env_int(environ, "WEB_PORT", DEFAULT_WEB_PORT)
+    auth = address(probe_host(hosts["AUTH_HOST"]), auth_port)
     job = address(probe_host(hosts["JOB_HOST"]), job_port)
     ports = worker_health_ports(env_int(environ, "WORKER_HEALTH_PORT", 5003), workers)
     auth_metrics, job_metrics, *worker_metrics = metrics_ports(env_int(environ, "METRICS_PORT", 0), workers)
@@ -191,7 +204,7 @@ def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable)
             "auth",
             (python, "-m", "auth_svc"),
             {"AUTH_HOST": hosts["AUTH_HOST"], **auth_metrics, **database_url(environ, roles.AUTH)},
-            health_address=address(probe_host(hosts["AUTH_HOST"]), auth_port),
+            health_address=auth,
             start_stage=0,
             stop_stage=2,
             listens=listens("grpc", hosts["AUTH_HOST"], auth_port, auth_metrics),
@@ -221,6 +234,20 @@ def plan(workers: int, environ: Mapping[str, str], python: str = sys.executable)
                 listens=listens("health", hosts["WORKER_HEALTH_HOST"], port, worker_metrics[i]),
             )
             for i, port in enumerate(ports)
+        ),
+        Child(
+            "web",
+            (python, "-m", "web_svc"),
+            # The dashboard follows the services to whatever ports they were given.
+            {
+                "WEB_HOST": hosts["WEB_HOST"],
+                "WEB_PORT": str(web_port),
+                "AUTH_SERVICE_ADDR": environ.get("AUTH_SERVICE_ADDR", auth),
+                "JOB_SERVICE_ADDR": environ.get("JOB_SERVICE_ADDR", job),
+            },
+            start_stage=1,
+            stop_stage=0,
+            listens=(Listen("http", hosts["WEB_HOST"], web_port),),
         ),
     ]
 
@@ -303,7 +330,7 @@ def taken_ports(children: Sequence[Child]) -> str | None:
     )
     return (
         f"cannot start, port{'s' if sum(map(len, by_holder.values())) > 1 else ''} taken: {taken}. Another make run? "
-        "Stop it, or choose other ports (AUTH_PORT, JOB_PORT, WORKER_HEALTH_PORT, METRICS_PORT)."
+        "Stop it, or choose other ports (AUTH_PORT, JOB_PORT, WORKER_HEALTH_PORT, WEB_PORT, METRICS_PORT)."
     )
 
 
@@ -538,7 +565,7 @@ class Supervisor:
             if failure is not None:
                 self.say(f"{failure}; stopping the rest")
             else:
-                self.say("stopping: workers, then job, then auth (Ctrl-C again to kill)")
+                self.say("stopping: workers and web, then job, then auth (Ctrl-C again to kill)")
             down = [name for name, exited in self._exits.items() if exited.done()]
             codes = await self._stop_all(force or asyncio.Event())
         bad = {name: code for name, code in codes.items() if code != 0}
@@ -594,11 +621,12 @@ class Supervisor:
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
     """The command line, with defaults from the environment."""
     parser = argparse.ArgumentParser(
-        description="Run auth_svc, job_svc and N worker_svc processes locally; Ctrl-C stops them "
-        "(workers first, then job, then auth).",
+        description="Run auth_svc, job_svc, N worker_svc processes and web_svc locally; Ctrl-C stops them "
+        "(workers and web first, then job, then auth).",
         epilog="Environment: WORKERS (default worker count, 2); BIND_HOST (127.0.0.1: loopback only; 0.0.0.0 "
-        "opens every interface), given to the services as AUTH_HOST, JOB_HOST and WORKER_HEALTH_HOST unless those "
-        "are set; AUTH_PORT (5001), JOB_PORT (5002), WORKER_HEALTH_PORT (5003: worker i gets 5003+i), METRICS_PORT "
+        "opens every interface), given to the services as AUTH_HOST, JOB_HOST, WORKER_HEALTH_HOST and WEB_HOST unless "
+        "those are set; AUTH_PORT (5001), JOB_PORT (5002), WORKER_HEALTH_PORT (5003: worker i gets 5003+i), WEB_PORT "
+        "(5080, the dashboard), METRICS_PORT "
         "(0: off; else auth gets it, job the next, then each worker). Every variable is passed on to the "
         "services; see each one's --help for theirs.",
     )
@@ -645,9 +673,10 @@ async def _main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         hints=[
             "Logs: one JSON object per line, after the process name; LOG_LEVEL=DEBUG shows more.",
             f"Try: .venv/bin/grpcurl {transport} {job_address} list",
+            f"Dashboard: {dashboard_url(environ)} (log in with an account: README, walkthrough step 1)",
         ],
     )
-    supervisor.say(f"starting auth and job, then {args.workers} worker(s), from {ROOT}")
+    supervisor.say(f"starting auth and job, then {args.workers} worker(s) and the web dashboard, from {ROOT}")
     return await supervisor.run(stop, force)
 
 

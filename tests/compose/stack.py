@@ -32,11 +32,11 @@ from tests.support.processes import ROOT, free_ports
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: Service -> the port inside its container that the tests publish on a free loopback port.
-PUBLISHED = {"auth-service": 5001, "job-service": 5002, "postgres": 5432, "rabbitmq": 5672}
+PUBLISHED = {"auth-service": 5001, "job-service": 5002, "web-service": 5080, "postgres": 5432, "rabbitmq": 5672}
 #: Services the tests run several replicas of, and how many host ports (one per replica) they get.
 REPLICA_PORTS = {"job-service": 2}
 #: The long-running services; `migrate` runs once and exits.
-SERVERS = ("rabbitmq", "postgres", "auth-service", "job-service", "worker-service")
+SERVERS = ("rabbitmq", "postgres", "auth-service", "job-service", "worker-service", "web-service")
 #: The compose file's development defaults (no .env is read: the project directory has none).
 DATABASE = {"user": "jobqueue", "password": "jobqueue-dev", "database": "jobqueue"}
 #: Variables compose reads from the tests' environment. A short connection age makes the job service

@@ -40,7 +40,7 @@ PASSWORDS = (
     "JOB_RABBITMQ_PASSWORD",
     "WORKER_RABBITMQ_PASSWORD",
 )
-APP_SERVICES = ("auth-service", "job-service", "worker-service")
+APP_SERVICES = ("auth-service", "job-service", "worker-service", "web-service")
 
 
 def make_secrets(folder: Path) -> None:
@@ -118,6 +118,7 @@ def test_every_service_runs_in_production_mode_with_only_its_own_secrets(product
         }
     assert "/run/secrets/jwt_private_key" in mounted["auth-service"]
     assert all("/run/secrets/jwt_private_key" not in mounted[s] for s in ("job-service", "worker-service"))
+    assert mounted["web-service"] == {"/run/secrets/ca_cert"}  # a client of auth and jobs: their CA only
     assert "/run/secrets/worker_token" not in mounted["auth-service"]
 
 

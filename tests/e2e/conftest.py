@@ -54,7 +54,8 @@ def make_run_env() -> dict[str, str]:
 def make_run(
     service_env: dict[str, str], make_run_env: dict[str, str], tmp_path: Path, purge_queues: None
 ) -> Iterator[RunningSystem]:
-    """`scripts/run_system.py --workers 2`, the command behind `make run`, with this test's ports and queue."""
+    """`scripts/run_system.py --workers 2`, the command behind `make run` (web dashboard included), with this test's
+    ports and queue."""
     env = {
         **os.environ,
         **service_env,
@@ -63,6 +64,8 @@ def make_run(
         "JOB_PORT": str(free_port()),
         # Worker i listens on WORKER_HEALTH_PORT + i: both must be free, not just the first.
         "WORKER_HEALTH_PORT": str(free_ports(2)),
+        # The dashboard too: another make run may hold its default port.
+        "WEB_PORT": str(free_port()),
         # grpcurl, and the python3 the README's commands call, come from the project's virtualenv.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }

@@ -183,7 +183,7 @@ async def test_a_crash_looping_child_is_reported_once_and_retried_while_the_rest
     stop.set()
     assert await running == 1  # a child was down: not a clean stop
     assert sorted(log.read_text().split()) == ["auth", "job", "worker-2"]
-    assert "stopping: workers, then job, then auth" in out.getvalue().decode()
+    assert "stopping: workers and web, then job, then auth" in out.getvalue().decode()
 
 
 async def test_a_stop_during_a_restart_backoff_starts_nothing_more(tmp_path: Path) -> None:

@@ -508,3 +508,21 @@ def test_the_examples_file_runs_the_example_beside_worker_service() -> None:
     [cmd] = [line for line in (ROOT / "examples" / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
     assert example["command"] == json.loads(cmd.removeprefix("CMD "))
     assert set(services) == {"example-worker"}
+
+
+def test_the_dashboard_is_a_client_of_auth_and_jobs_only() -> None:
+    """web-service reads what compose sets, reaches auth and every job-service replica by name, holds no
+    credentials of theirs, starts once both are healthy, and is published on loopback at 5080."""
+    dashboard = environment("web-service")
+    assert set(dashboard) <= variables_read("web_svc")
+    assert dashboard["AUTH_SERVICE_ADDR"] == f"auth-service:{PUBLISHED['auth-service']}"
+    assert dashboard["JOB_SERVICE_ADDR"] == f"dns:///job-service:{PUBLISHED['job-service']}"
+    assert not [name for name in dashboard if "DATABASE" in name or "RABBITMQ" in name or "WORKER" in name]
+    assert "volumes" not in SERVICES["web-service"]
+    assert {name: spec["condition"] for name, spec in SERVICES["web-service"]["depends_on"].items()} == {
+        "auth-service": "service_healthy",
+        "job-service": "service_healthy",
+    }
+    assert published_ports("web-service") == [("127.0.0.1", 5080, 5080)]
+    assert command("web-service") == ["python", "-m", "web_svc"]
+    assert SERVICES["web-service"]["restart"] == "unless-stopped"

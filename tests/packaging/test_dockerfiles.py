@@ -8,11 +8,13 @@ server, so a probe that could never pass fails here rather than in a container.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from concurrent import futures
@@ -57,6 +59,8 @@ class Image:
     compose_service: str
     port: int | None = None
     port_variable: str | None = None
+    #: Probed over HTTP by its own probe (the web dashboard), not grpc.health.v1; it serves no metrics.
+    http: bool = False
 
 
 #: Target -> image. Each target has the name of the compose service that runs it.
@@ -64,10 +68,12 @@ IMAGES = {
     "auth-service": Image("auth_svc", "auth-service", 5001, "AUTH_PORT"),
     "job-service": Image("job_svc", "job-service", 5002, "JOB_PORT"),
     "worker-service": Image("worker_svc", "worker-service", 5003, "WORKER_HEALTH_PORT"),
+    "web-service": Image("web_svc", "web-service", 5080, "WEB_PORT", http=True),
     # A one-shot job: no port, no health probe.
     "migrate": Image("migrations", "migrate"),
 }
-SERVERS = [name for name, image in IMAGES.items() if image.port is not None]
+#: The gRPC servers, probed by the shared grpc.health.v1 probe.
+SERVERS = [name for name, image in IMAGES.items() if image.port is not None and not image.http]
 
 
 @dataclass(frozen=True)
@@ -347,7 +353,8 @@ def test_exposes_its_ports(target: str) -> None:
     """EXPOSE names exactly the ports the service serves, gRPC and metrics (none for the one-shot migration)."""
     image = IMAGES[target]
     exposed = [port for expose in image_instructions(target, "EXPOSE") for port in expose.arguments.split()]
-    assert exposed == ([] if image.port is None else [str(image.port), COMPOSE_METRICS_PORT])
+    metrics = [] if image.http else [COMPOSE_METRICS_PORT]
+    assert exposed == ([] if image.port is None else [str(image.port), *metrics])
 
 
 @pytest.mark.parametrize("target", IMAGES)
@@ -358,11 +365,14 @@ def test_healthcheck_uses_grpc_health(target: str) -> None:
         assert [h.arguments for h in image_instructions(target, "HEALTHCHECK")] == ["NONE"]
         return
     argv = health_probe(target)
+    if image.http:
+        assert argv == ["python", "-m", f"{image.package}.probe"]
+        return
     assert argv[:3] == ["python", "-m", "jobqueue.runtime.health_check"]
     assert argv[3:] == [image.port_variable, str(image.port)]
 
 
-@pytest.mark.parametrize("target", SERVERS)
+@pytest.mark.parametrize("target", [name for name, image in IMAGES.items() if image.port is not None])
 def test_probed_port_is_the_service_setting(target: str) -> None:
     """The variable the probe reads is the service's port setting, and the image's port is its default."""
     image = IMAGES[target]
@@ -417,7 +427,7 @@ def test_probe_fails_when_nothing_listens(target: str) -> None:
     assert result.returncode == 1, result.stderr
 
 
-@pytest.mark.parametrize("target", SERVERS)
+@pytest.mark.parametrize("target", [name for name, image in IMAGES.items() if image.port is not None])
 def test_compose_runs_the_image_probe(target: str) -> None:
     """docker-compose.yml's healthcheck is the image's, so `docker run` and compose agree on health."""
     test = SERVICES[IMAGES[target].compose_service]["healthcheck"]["test"]
@@ -440,6 +450,39 @@ def test_secrets_mount_point_belongs_to_the_service_user(target: str) -> None:
     [made] = re.findall(r"mkdir -p ((?:\S+ ?)+?) &&", runs)
     assert mount in made.split(), f"{mount} is not made by the image"
     assert re.search(rf"chown -R \S+ {SECRETS_MOUNT.rsplit('/', 1)[0]}\b", runs), "the directory is not chowned"
+
+
+def test_the_dashboard_probe_passes_only_while_it_serves() -> None:
+    """web_svc.probe exits 0 while GET /healthz on WEB_PORT answers 200, and 1 when nothing listens there."""
+    answers = {"/healthz": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answers.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def probe(port: int) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "WEB_PORT": str(port)}
+        command = [sys.executable, *health_probe("web-service")[1:]]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+
+    try:
+        assert probe(server.server_address[1]).returncode == 0
+        answers["/healthz"] = 503
+        failing = probe(server.server_address[1])
+        assert failing.returncode == 1
+        assert "503" in failing.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert probe(free_port()).returncode == 1
 
 
 def test_dockerignore_keeps_local_state_and_tooling_out() -> None:

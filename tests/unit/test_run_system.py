@@ -53,8 +53,9 @@ def test_default_plan() -> None:
         ("job", ("py", "-m", "job_svc")),
         ("worker-1", ("py", "-m", "worker_svc")),
         ("worker-2", ("py", "-m", "worker_svc")),
+        ("web", ("py", "-m", "web_svc")),
     ]
-    assert [c.health_address for c in children] == ["127.0.0.1:5001", "127.0.0.1:5002", None, None]
+    assert [c.health_address for c in children] == ["127.0.0.1:5001", "127.0.0.1:5002", None, None, None]
     worker = {"WORKER_HEALTH_HOST": "127.0.0.1", "JOB_SERVICE_ADDR": "127.0.0.1:5002", "METRICS_PORT": "0"}
     assert [dict(c.env) for c in children] == [
         {
@@ -69,47 +70,62 @@ def test_default_plan() -> None:
         },
         {**worker, "WORKER_HEALTH_PORT": "5003"},
         {**worker, "WORKER_HEALTH_PORT": "5004"},
+        {
+            "WEB_HOST": "127.0.0.1",
+            "WEB_PORT": "5080",
+            "AUTH_SERVICE_ADDR": "127.0.0.1:5001",
+            "JOB_SERVICE_ADDR": "127.0.0.1:5002",
+        },
     ]
     assert [[str(listen) for listen in c.listens] for c in children] == [
         ["grpc 127.0.0.1:5001"],
         ["grpc 127.0.0.1:5002"],
         ["health 127.0.0.1:5003"],
         ["health 127.0.0.1:5004"],
+        ["http 127.0.0.1:5080"],
     ]
+    assert run_system.dashboard_url({}) == "http://127.0.0.1:5080/"
 
 
 def test_each_service_logs_in_as_its_own_role_on_the_server_and_database_the_migrations_used() -> None:
     environ = {"DATABASE_URL": "postgresql://owner:secret@db.example:6543/jq", "JOB_DATABASE_PASSWORD": "p@ss"}
-    auth, job, worker = plan(1, environ, python="py")
+    auth, job, worker, web = plan(1, environ, python="py")
     assert auth.env["DATABASE_URL"] == "postgresql://jobqueue_auth@db.example:6543/jq"
     assert job.env["DATABASE_URL"] == "postgresql://jobqueue_jobs:p%40ss@db.example:6543/jq"
     assert "DATABASE_URL" not in worker.env
+    assert "DATABASE_URL" not in web.env
 
 
 def test_bind_host_opens_every_service_unless_its_own_host_is_set() -> None:
     children = plan(1, {"BIND_HOST": "0.0.0.0", "JOB_HOST": "10.0.0.7"}, python="py")
     assert [
-        c.env.get(name) for c, name in zip(children, ["AUTH_HOST", "JOB_HOST", "WORKER_HEALTH_HOST"], strict=True)
-    ] == [
-        "0.0.0.0",
-        "10.0.0.7",
-        "0.0.0.0",
-    ]
+        c.env.get(name)
+        for c, name in zip(children, ["AUTH_HOST", "JOB_HOST", "WORKER_HEALTH_HOST", "WEB_HOST"], strict=True)
+    ] == ["0.0.0.0", "10.0.0.7", "0.0.0.0", "0.0.0.0"]
     # Probed (and followed by the workers) where this machine reaches it; printed where it listens.
     assert [c.health_address for c in children[:2]] == ["127.0.0.1:5001", "10.0.0.7:5002"]
     assert children[2].env["JOB_SERVICE_ADDR"] == "10.0.0.7:5002"
-    assert [str(c.listens[0]) for c in children] == ["grpc 0.0.0.0:5001", "grpc 10.0.0.7:5002", "health 0.0.0.0:5003"]
+    assert [str(c.listens[0]) for c in children] == [
+        "grpc 0.0.0.0:5001",
+        "grpc 10.0.0.7:5002",
+        "health 0.0.0.0:5003",
+        "http 0.0.0.0:5080",
+    ]
+    # The dashboard follows the job service too; a browser here opens it on loopback.
+    assert children[3].env["JOB_SERVICE_ADDR"] == "10.0.0.7:5002"
+    assert run_system.dashboard_url({"BIND_HOST": "0.0.0.0", "WEB_PORT": "8080"}) == "http://127.0.0.1:8080/"
 
 
 def test_an_ipv6_host_is_bracketed() -> None:
     children = plan(0, {"BIND_HOST": "::1"}, python="py")
-    assert [c.health_address for c in children] == ["[::1]:5001", "[::1]:5002"]
+    assert [c.health_address for c in children] == ["[::1]:5001", "[::1]:5002", None]
     assert str(children[0].listens[0]) == "grpc [::1]:5001"
 
 
 def test_metrics_ports_count_up_from_the_base_in_start_order() -> None:
-    children = plan(2, {"METRICS_PORT": "9100"}, python="py")
+    *children, web = plan(2, {"METRICS_PORT": "9100"}, python="py")
     assert [c.env["METRICS_PORT"] for c in children] == ["9100", "9101", "9102", "9103"]
+    assert "METRICS_PORT" not in web.env  # the dashboard serves no metrics
     # ... on the host of each one's gRPC server, and listed with it.
     assert [", ".join(map(str, c.listens)) for c in children] == [
         "grpc 127.0.0.1:5001, metrics 127.0.0.1:9100",
@@ -123,8 +139,9 @@ def test_plan_takes_addresses_and_ports_from_the_environment() -> None:
     environ = {"AUTH_PORT": "6001", "JOB_HOST": "10.1.2.3", "JOB_PORT": "6002", "WORKER_HEALTH_PORT": "7000"}
     children = plan(3, environ, python="py")
     assert [c.health_address for c in children[:2]] == ["127.0.0.1:6001", "10.1.2.3:6002"]
-    assert [c.env["WORKER_HEALTH_PORT"] for c in children[2:]] == ["7000", "7001", "7002"]
+    assert [c.env["WORKER_HEALTH_PORT"] for c in children[2:5]] == ["7000", "7001", "7002"]
     assert {c.env["JOB_SERVICE_ADDR"] for c in children[2:]} == {"10.1.2.3:6002"}
+    assert children[5].env["AUTH_SERVICE_ADDR"] == "127.0.0.1:6001"
     explicit = plan(1, {**environ, "JOB_SERVICE_ADDR": "jobs.internal:5002"}, python="py")
     assert explicit[2].env["JOB_SERVICE_ADDR"] == "jobs.internal:5002"
 
@@ -142,11 +159,11 @@ def test_wildcard_bind_is_probed_on_loopback(host: str, probe: str) -> None:
 
 
 def test_services_start_before_workers() -> None:
-    assert names(start_stages(plan(3, {}))) == [["auth", "job"], ["worker-1", "worker-2", "worker-3"]]
+    assert names(start_stages(plan(3, {}))) == [["auth", "job"], ["worker-1", "worker-2", "worker-3", "web"]]
 
 
 def test_workers_stop_first_then_job_then_auth() -> None:
-    assert names(stop_stages(plan(3, {}))) == [["worker-1", "worker-2", "worker-3"], ["job"], ["auth"]]
+    assert names(stop_stages(plan(3, {}))) == [["worker-1", "worker-2", "worker-3", "web"], ["job"], ["auth"]]
 
 
 def test_workers_default_from_the_environment() -> None:
