@@ -95,7 +95,7 @@ services:  ## start PostgreSQL and RabbitMQ if DATABASE_URL / RABBITMQ_URL point
 migrate: runtime services  ## create the database if needed and apply migrations
 	$(PY) -m migrations
 
-run: runtime services migrate  ## run auth, jobs and $(WORKERS) workers on 127.0.0.1 (BIND_HOST=0.0.0.0 opens them); Ctrl-C stops them
+run: runtime services migrate  ## run auth, jobs, $(WORKERS) workers and the web dashboard on 127.0.0.1 (BIND_HOST=0.0.0.0 opens them); Ctrl-C stops them
 	$(PY) scripts/run_system.py --workers $(WORKERS)
 
 gen: install  ## regenerate the generated folders of gen/jobqueue/ (auth/, jobs/) from protos/

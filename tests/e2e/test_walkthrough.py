@@ -13,6 +13,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from tests.e2e.conftest import RunningSystem
@@ -98,12 +100,21 @@ def listening_hosts(port: int) -> set[str]:
 
 def test_make_run_listens_where_its_banner_says_and_a_second_one_refuses(make_run: RunningSystem) -> None:
     banner = re.findall(r"^run +\| +(\S+) +((?:\w+ \S+:\d+(?:, )?)+) +pid \d+", make_run.output(), re.M)
-    assert [name for name, _ in banner] == ["auth", "job", "worker-1", "worker-2"], make_run.output()
+    assert [name for name, _ in banner] == ["auth", "job", "worker-1", "worker-2", "web"], make_run.output()
     for name, where in banner:
         for listen in where.split(", "):
             host, port = listen.split()[1].rsplit(":", 1)
             assert host == "127.0.0.1"  # loopback by default
+            # The dashboard starts with the workers, and nothing waits for it: it may still be starting.
+            deadline = time.monotonic() + 30
+            while listening_hosts(int(port)) != {host} and time.monotonic() < deadline:
+                time.sleep(0.2)
             assert listening_hosts(int(port)) == {host}, f"{name} {listen}"
+    # The banner says where the dashboard is, and it serves there.
+    url = f"http://127.0.0.1:{make_run.env['WEB_PORT']}/"
+    assert f"Dashboard: {url} " in make_run.output()
+    with urllib.request.urlopen(f"{url}login", timeout=10) as page:  # noqa: S310 - http://127.0.0.1
+        assert page.status == 200
 
     second = subprocess.run(
         [sys.executable, "scripts/run_system.py", "--workers", "2"],
