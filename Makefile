@@ -98,10 +98,11 @@ migrate: runtime services  ## create the database if needed and apply migrations
 run: runtime services migrate  ## run auth, jobs, $(WORKERS) workers and the web dashboard on 127.0.0.1 (BIND_HOST=0.0.0.0 opens them); Ctrl-C stops them
 	$(PY) scripts/run_system.py --workers $(WORKERS)
 
-gen: install  ## regenerate the generated folders of gen/jobqueue/ (auth/, jobs/) from protos/
+gen: install  ## regenerate the generated folders of gen/jobqueue/ (auth/, jobs/) and docs/api.md from protos/
 	scripts/gen_protos.sh gen
+	$(PY) scripts/api_docs.py docs/api.md
 
-gen-check: install  ## fail if gen/ is not what protos/ generates plus the hand-written files
+gen-check: install  ## fail if gen/ or docs/api.md is not what protos/ generates (plus gen/'s hand-written files)
 	scripts/check_generated.sh
 
 fmt: install  ## format the code and apply ruff's safe fixes (imports, upgrades)

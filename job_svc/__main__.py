@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import aio_pika
+import asyncpg
 
 from common import db
 from job_svc import metrics as job_metrics
@@ -28,6 +29,8 @@ from job_svc.settings import Settings
 from job_svc.store import JobStore
 from job_svc.type_store import TypeStore
 from job_svc.types import JobTypeRegistry
+from job_svc.watch import WatchHub
+from job_svc.watch_store import ChangeFeed
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime import metrics, rabbitmq, service
 from jobqueue.runtime.backoff import Backoff
@@ -71,37 +74,33 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
         )
-        health_servicer = HealthServicer()
-
-        async def broker_probe() -> None:
-            if not publisher.connected:
-                raise ConnectionError("not connected to RabbitMQ")
-
-        monitor = HealthMonitor(
-            health_servicer,
-            [SERVICE_NAME],
-            {"postgres": lambda: db.ping(pool), "rabbitmq": broker_probe},
-            # Jobs are accepted into the outbox while the broker is down, so only
-            # the database decides whether this service is ready.
-            required=["postgres"],
-        )
+        health_servicer, monitor = _health(pool, publisher)
         jobs = Jobs(store, relay, publisher, types, settings.job_limits())
         reports = Reports(
             store,
             Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
             lease_grace=settings.lease_grace_seconds,
         )
+        watches = WatchHub(
+            ChangeFeed(settings.database_url),
+            store,
+            max_per_user=settings.max_watches_per_user,
+            max_total=settings.max_watches,
+            max_pending=settings.max_watch_backlog,
+        )
         server, port = build_server(
             host=settings.job_host,
             port=settings.job_port,
             service_names=[SERVICE_NAME],
             register=lambda s: jobs_pb2_grpc.add_JobServiceServicer_to_server(
-                JobServicer(jobs, reports, authenticator), s
+                JobServicer(jobs, reports, authenticator, watches), s
             ),
             health_servicer=health_servicer,
             transient=(*db.TRANSIENT_ERRORS, aio_pika.exceptions.AMQPConnectionError),
             max_connection_age=settings.max_connection_age_seconds,
             credentials=credentials,
+            own_streams=[f"/{SERVICE_NAME}/WatchJob", f"/{SERVICE_NAME}/WatchJobs"],
+            own_stream_budget=settings.max_watches,
         )
         worker_port = None
         if worker_credentials is not None:
@@ -112,6 +111,7 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         await server.start()
         supervisor.spawn(publisher.run(), name="publisher")
         supervisor.spawn(types.run(), name="job types")
+        supervisor.spawn(watches.run(), name="watches")
         # Give the broker a moment before the first health probe, so a normal start
         # does not log RabbitMQ as unreachable.
         with contextlib.suppress(TimeoutError):
@@ -140,6 +140,9 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
 
         log.info("stopping: finishing in-flight calls")
         await monitor.shutdown()
+        # Watches last as long as their readers like: end them now (their clients watch again through
+        # another replica) rather than let them hold the grace period that in-flight calls need.
+        await watches.close()
         await server.stop(settings.shutdown_grace_seconds)
         # Jobs accepted during the grace period are in the outbox; publish what we
         # can now, and any other relay (or this one after a restart) gets the rest.
@@ -155,6 +158,25 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
         await pool.close()
         metrics.stop(metrics_server)
     log.info("job service stopped")
+
+
+def _health(pool: asyncpg.Pool, publisher: Publisher) -> tuple[HealthServicer, HealthMonitor]:
+    """The health service and the monitor that keeps it current."""
+    health_servicer = HealthServicer()
+
+    async def broker_probe() -> None:
+        if not publisher.connected:
+            raise ConnectionError("not connected to RabbitMQ")
+
+    monitor = HealthMonitor(
+        health_servicer,
+        [SERVICE_NAME],
+        {"postgres": lambda: db.ping(pool), "rabbitmq": broker_probe},
+        # Jobs are accepted into the outbox while the broker is down, so only
+        # the database decides whether this service is ready.
+        required=["postgres"],
+    )
+    return health_servicer, monitor
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jobqueue.runtime.errors import (
+    Aborted,
     FailedPrecondition,
     NotFound,
     PermissionDenied,
@@ -112,6 +113,24 @@ class TooManyUnfinishedJobs(ResourceExhausted):
     """Raised when storing a job would give its owner more than MAX_UNFINISHED_JOBS_PER_USER QUEUED or RUNNING."""
 
     reason = "TOO_MANY_UNFINISHED_JOBS"
+
+
+class TooManyWatches(ResourceExhausted):
+    """Raised when a watch would pass MAX_WATCHES_PER_USER open for its user, or MAX_WATCHES in the process."""
+
+    reason = "TOO_MANY_WATCHES"
+
+
+class WatchFellBehind(Aborted):
+    """Raised when a WatchJobs reader leaves more changed jobs unread than its buffer holds; watch and list again."""
+
+    reason = "WATCH_FELL_BEHIND"
+
+
+class WatchInterrupted(Unavailable):
+    """Raised when a watch's feed of changes broke (database connection lost) or the service is stopping."""
+
+    reason = "WATCH_INTERRUPTED"
 
 
 class BrokerUnavailable(Unavailable):

@@ -318,6 +318,12 @@ class Jobs:
         assert last.finished_at is not None  # FAILED jobs are finished
         return jobs[:length], encode_page_token(last.finished_at, last.id, filters)
 
+    async def check_type_filter(self, job_type: str | None) -> None:
+        """INVALID_ARGUMENT on ``type`` unless it names a job type (or is None: any type), as ListJobs checks it."""
+        if job_type is not None:
+            await self._types.find(job_type)
+            check_listing(0, job_type, self._types)
+
     async def job_types(self) -> Sequence[DeclaredType]:
         """Every job type CreateJob accepts, ordered by name, as the table holds them now."""
         await self._types.refresh()

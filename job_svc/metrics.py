@@ -36,6 +36,13 @@ LEASES_EXPIRED = Counter(
     "jobqueue_leases_expired_total", "RUNNING jobs taken back because their worker sent no report in time."
 )
 
+WATCHES = Gauge("jobqueue_watches_open", "WatchJob and WatchJobs streams open on this process.")
+WATCH_CHANGES = Counter(
+    "jobqueue_watch_changes_total", "Job changes announced to this process while it had watchers (LISTEN/NOTIFY)."
+)
+WATCHES_FELL_BEHIND = Counter(
+    "jobqueue_watches_fell_behind_total", "WatchJobs streams ended ABORTED because their reader fell too far behind."
+)
 #: Gauges: what is true now, read from the database and the broker, so a restart or a second replica
 #: does not change them (every replica reports the same values: aggregate them with max(), not sum()).
 JOBS = Gauge(

@@ -16,7 +16,15 @@ from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
 from job_svc.model import DeclaredType, Job, NewJob, Priority, Progress, Report, Status
 from job_svc.reports import Reports
-from job_svc.rules import check_batch, compact_json, encode_json_result, first_violations, parse_id
+from job_svc.rules import (
+    check_batch,
+    compact_json,
+    encode_json_result,
+    first_violations,
+    page_length,
+    parse_id,
+)
+from job_svc.watch import WatchHub
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError, code_number, status_code
 from jobqueue.runtime.messages import exact_number, json_value
@@ -32,6 +40,7 @@ _STATUS_TO_PROTO = {
     Status.CANCELLED: jobs_pb2.JOB_STATUS_CANCELLED,
 }
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+_FINAL = frozenset({jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED})
 _PRIORITY_TO_PROTO = {
     Priority.LOW: jobs_pb2.JOB_PRIORITY_LOW,
     Priority.NORMAL: jobs_pb2.JOB_PRIORITY_NORMAL,
@@ -206,10 +215,11 @@ def status_from_proto(value: int, field: str, *, allow_unspecified: bool) -> Sta
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     """jobqueue.jobs.v1.JobService."""
 
-    def __init__(self, jobs: Jobs, reports: Reports, authenticator: Authenticator) -> None:
+    def __init__(self, jobs: Jobs, reports: Reports, authenticator: Authenticator, watches: WatchHub) -> None:
         self._jobs = jobs
         self._reports = reports
         self._auth = authenticator
+        self._watches = watches
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> jobs_pb2.CreateJobResponse:
         """Validate, store and queue a job for the calling user."""
@@ -319,16 +329,40 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.WatchJobResponse]:
-        """Being built (issue 12): UNIMPLEMENTED until the watch hub lands."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchJob is not served yet")
-        yield jobs_pb2.WatchJobResponse()  # type: ignore[unreachable]
+        """One of the caller's jobs now, then at each change, until it is final."""
+        owner = self._auth.user(context.invocation_metadata()).id
+        job_id = parse_id(request.id)
+        async with self._watches.watch_job(owner, job_id) as watch:
+            # Read only now: every change committed from here on wakes the watch.
+            last = job_to_proto(await self._jobs.get(owner, job_id))
+            yield jobs_pb2.WatchJobResponse(job=last)
+            while last.status not in _FINAL:
+                await watch.changed()
+                job = job_to_proto(await self._jobs.get(owner, job_id))
+                if job != last:
+                    last = job
+                    yield jobs_pb2.WatchJobResponse(job=job)
 
     async def WatchJobs(
         self, request: jobs_pb2.WatchJobsRequest, context: Context
     ) -> AsyncIterator[jobs_pb2.WatchJobsResponse]:
-        """Being built (issue 12): UNIMPLEMENTED until the watch hub lands."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchJobs is not served yet")
-        yield jobs_pb2.WatchJobsResponse()  # type: ignore[unreachable]
+        """The caller's jobs (everyone's, for an operator who asks) as they change."""
+        metadata = context.invocation_metadata()
+        caller = self._auth.operator(metadata) if request.all_users else self._auth.user(metadata)
+        status = status_from_proto(request.status, "status", allow_unspecified=True)
+        job_type = request.type or None
+        await self._jobs.check_type_filter(job_type)
+        async with self._watches.watch_jobs(
+            caller.id, all_users=request.all_users, status=status, job_type=job_type
+        ) as watch:
+            yield jobs_pb2.WatchJobsResponse()  # begun: every change committed from here on follows
+            while True:
+                jobs = await watch.next_batch()
+                while jobs:
+                    # In messages a client accepts (4 MiB by default), as listings are paged.
+                    count = page_length(jobs, len(jobs))
+                    yield jobs_pb2.WatchJobsResponse(jobs=[job_to_proto(job) for job in jobs[:count]])
+                    jobs = jobs[count:]
 
     async def GetQueueStats(
         self, request: jobs_pb2.GetQueueStatsRequest, context: Context

@@ -122,6 +122,21 @@ class Settings(TlsServerSettings):
         " exactly, in PostgreSQL, near it (docs/security.md has the arithmetic across replicas);"
         " beyond: RESOURCE_EXHAUSTED with RetryInfo. 0 turns the cap off.",
     )
+    max_watches_per_user: int = setting(
+        20,
+        "WatchJob and WatchJobs streams one user may hold open at once, per job service process; beyond:"
+        " RESOURCE_EXHAUSTED with RetryInfo.",
+    )
+    max_watches: int = setting(
+        2000,
+        "WatchJob and WatchJobs streams all users together may hold open at once, per job service process;"
+        " beyond: RESOURCE_EXHAUSTED. They are counted apart from the calls that do the work (MAX_CALLS_IN_PROGRESS).",
+    )
+    max_watch_backlog: int = setting(
+        1000,
+        "Changed jobs a WatchJobs reader may leave unread (its latest state each) before its stream ends ABORTED"
+        " (WATCH_FELL_BEHIND); the memory one slow reader may hold.",
+    )
     job_service_replicas: int = setting(
         2,
         "How many job-service processes share the database, at most: the cap on unfinished jobs leaves room for"
@@ -149,8 +164,9 @@ class Settings(TlsServerSettings):
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name.upper()}={getattr(self, name)} must be 0 (off) or more")
-        if self.job_service_replicas < 1:
-            raise SettingsError(f"JOB_SERVICE_REPLICAS={self.job_service_replicas} must be at least 1")
+        for name in ("job_service_replicas", "max_watches_per_user", "max_watches", "max_watch_backlog"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.upper()}={getattr(self, name)} must be at least 1")
         if self.jobs_per_second_per_user and self.job_burst_per_user < MAX_BATCH:
             # A smaller burst would refuse every full BatchCreateJobs, however slowly it was sent.
             raise SettingsError(f"JOB_BURST_PER_USER={self.job_burst_per_user} must be at least {MAX_BATCH}")

@@ -3,6 +3,7 @@
 # listed below (gen/README.md has the same table): a stale or hand-edited
 # generated file, a generated file with no .proto any more, or any other file
 # in the package all fail, so nothing in gen/jobqueue/ can be owned by neither.
+# Fail too if docs/api.md, the API reference, is not what the protos' comments give.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The hand-written files of the package; everything else in gen/jobqueue/ is make gen's.
@@ -26,4 +27,10 @@ if ! diff -r -q -x __pycache__ "$tmp/jobqueue" gen/jobqueue >"$tmp/report" 2>&1;
     "run 'make gen', and keep hand-written code out of the area folders" >&2
   exit 1
 fi
-echo "generated code is up to date"
+# The API reference is generated from the same protos' comments.
+.venv/bin/python scripts/api_docs.py "$tmp/api.md"
+if ! diff -u --label docs/api.md --label "(make gen) docs/api.md" docs/api.md "$tmp/api.md" >&2; then
+  echo "docs/api.md is not what make gen writes from protos/: run 'make gen' and commit it" >&2
+  exit 1
+fi
+echo "generated code and docs/api.md are up to date"

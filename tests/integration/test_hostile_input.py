@@ -84,6 +84,11 @@ ANSWERS: dict[str, set[Code]] = {
     "/jobqueue.jobs.v1.JobService/UpdateJobs": _CALLER,
     # A type declared before at the same version with another schema, summary or defaults.
     "/jobqueue.jobs.v1.JobService/DeclareJobTypes": _CALLER | {Code.FAILED_PRECONDITION},
+    # Watches are bounded per user (TOO_MANY_WATCHES): each test's watch is cancelled after its first
+    # message, and the service may still be letting go of the last few.
+    "/jobqueue.jobs.v1.JobService/WatchJob": _ONE_JOB | {Code.RESOURCE_EXHAUSTED},
+    "/jobqueue.jobs.v1.JobService/WatchJobs": _CALLER | {Code.RESOURCE_EXHAUSTED},
+    "/jobqueue.jobs.v1.JobService/GetQueueStats": _CALLER,
 }
 #: The codes an UpdateJobsResult may carry (its comment in jobs.proto): OK, INVALID_ARGUMENT, NOT_FOUND,
 #: FAILED_PRECONDITION.
@@ -121,6 +126,8 @@ class Rpc:
     request: type[Message]
     response: type[Message]
     credentials: tuple[str, ...]
+    #: A server stream (WatchJob, WatchJobs): its first message, or the status it ends with, is the answer.
+    streaming: bool = False
 
     @property
     def name(self) -> str:
@@ -136,7 +143,8 @@ def _rpcs() -> list[Rpc]:
         for method in module.DESCRIPTOR.services_by_name[service].methods:
             request = getattr(module, method.input_type.name)
             response = getattr(module, method.output_type.name)
-            found.append(Rpc(f"/{method.containing_service.full_name}/{method.name}", request, response, credentials))
+            path = f"/{method.containing_service.full_name}/{method.name}"
+            found.append(Rpc(path, request, response, credentials, streaming=method.server_streaming))
     return found
 
 
@@ -173,11 +181,26 @@ class Services:
         """The answer to ``request`` (a message, or the raw body) with ``credential``: a response or the error."""
         # Serialized here, and the reply parsed here, so that a raw body goes out exactly as given.
         body = request if isinstance(request, bytes) else request.SerializeToString()
+        if rpc.streaming:
+            return self._first_of_stream(rpc, body, credential)
         method: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel(rpc).unary_unary(rpc.path)
         try:
             reply = method(body, metadata=self.credentials[credential], timeout=15)
         except grpc.RpcError as error:
             return error
+        return rpc.response.FromString(reply)
+
+    def _first_of_stream(self, rpc: Rpc, body: bytes, credential: str) -> Message | grpc.RpcError:
+        stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = self.channel(rpc).unary_stream(rpc.path)
+        call = stream(body, metadata=self.credentials[credential], timeout=15)
+        try:
+            reply = next(call)
+        except StopIteration:
+            return rpc.response()  # ended OK without a message
+        except grpc.RpcError as error:
+            return error
+        finally:
+            call.cancel()
         return rpc.response.FromString(reply)
 
 
@@ -310,6 +333,15 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
             jobs_pb2.UpdateJobsRequest(requests=[report_progress, report_done_json]),
         ],
         "DeclareJobTypes": [jobs_pb2.DeclareJobTypesRequest(job_types=[declared_type])],
+        "WatchJob": [
+            jobs_pb2.WatchJobRequest(id=queued.id),
+            jobs_pb2.WatchJobRequest(id=running.id, view=jobs_pb2.JOB_VIEW_FULL),
+        ],
+        "WatchJobs": [
+            jobs_pb2.WatchJobsRequest(status=jobs_pb2.JOB_STATUS_RUNNING, type="reverse_string"),
+            jobs_pb2.WatchJobsRequest(all_users=True),
+        ],
+        "GetQueueStats": [jobs_pb2.GetQueueStatsRequest(minutes=30)],
     }
     credentials = {
         "none": (),

@@ -92,6 +92,12 @@ class ResourceExhausted(ServiceError):
         self.retry_after = retry_after
 
 
+class Aborted(ServiceError):
+    """Raised when a call was cut short by something the caller should start over from (a watch that fell behind)."""
+
+    reason = "ABORTED"
+
+
 class Unavailable(ServiceError):
     """Raised when a dependency (database, broker) cannot be reached; safe to retry."""
 
@@ -106,6 +112,7 @@ STATUS_OF: dict[type[ServiceError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Aborted: grpc.StatusCode.ABORTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -8,9 +8,10 @@ real server in-process. Given credentials (gen/jobqueue/runtime/tls.py) a listen
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from time import monotonic
 from typing import Any, cast
 
@@ -138,12 +139,13 @@ def parse_request(parse: Callable[[bytes], Any], body: bytes) -> Any:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns what a unary handler raises into a status; nothing else ever reaches a caller.
+    """Turns what a unary or server-streaming handler raises into a status; nothing else ever reaches a caller.
 
     ServiceError -> its category's status with details; an exception listed in
     ``transient`` (a dropped database connection, say) -> UNAVAILABLE, so
     clients know to retry; anything else -> INTERNAL with no trace, logged here.
-    Every unary call's status code and handling time go to the gRPC metrics.
+    Every such call's status code and handling time (a stream's: how long it stayed open) go to the gRPC
+    metrics.
     """
 
     #: During an outage every call fails alike: log the first, then at most one line per this many seconds.
@@ -161,16 +163,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
-        # The stubs type handlers as synchronous; on a grpc.aio server they are coroutines.
-        inner = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
         method = handler_call_details.method
         record = self._recorders.get(method)
         if record is None:
             record = self._recorders[method] = metrics.rpc_recorder(method)
 
         parse = handler.request_deserializer
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._guarded_stream(method, handler.unary_stream, parse, record),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
+            return handler
+
+        # The stubs type handlers as synchronous; on a grpc.aio server they are coroutines.
+        inner = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
 
         async def guarded(body: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = monotonic()
@@ -186,26 +196,68 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except asyncio.CancelledError:
                     code = grpc.StatusCode.CANCELLED  # the caller went away, or the server is stopping
                     raise
-                except ServiceError as error:
-                    status = status_for(error)
-                    if isinstance(error, ResourceExhausted):
-                        metrics.LIMIT_REFUSALS.labels(error.reason).inc()
-                except self._transient as error:
-                    self._log_unavailable(method, error)
-                    status = _rich_status(
-                        grpc.StatusCode.UNAVAILABLE,
-                        "a dependency is unavailable; retry later",
-                        [error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)],
-                    )
-                except Exception:
-                    log.exception("unhandled error", extra={"method": method})
-                    status = _rich_status(grpc.StatusCode.INTERNAL, "internal error", [])
+                except Exception as error:  # noqa: BLE001 - every failure becomes a status; _status logs the unknown
+                    status = self._status(method, error)
                 code = status.code
                 return await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
                 record(code.name, monotonic() - started)
 
         return grpc.unary_unary_rpc_method_handler(guarded, response_serializer=handler.response_serializer)
+
+    def _guarded_stream(
+        self,
+        method: str,
+        inner: Callable[[Any, Any], Any],
+        parse: Callable[[bytes], Any] | None,
+        record: Callable[[str, float], None],
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]:
+        """A server-streaming handler whose failures become statuses, as ``guarded`` does for a unary one."""
+
+        async def guarded(body: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            started = monotonic()
+            code = grpc.StatusCode.OK
+            try:
+                try:
+                    # A handler either writes with context.write and returns (the stream limits'
+                    # wrapper, our health Watch), or is an async generator of responses.
+                    result = inner(body if parse is None else parse_request(parse, body), context)
+                    if inspect.isasyncgen(result):
+                        async for response in cast(AsyncIterator[Any], result):
+                            await context.write(response)
+                    else:
+                        await result
+                    return
+                except grpc.aio.AbortError:
+                    code = context.code()
+                    raise
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as error:  # noqa: BLE001 - as in guarded
+                    status = self._status(method, error)
+                code = status.code
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                record(code.name, monotonic() - started)
+
+        return guarded
+
+    def _status(self, method: str, error: Exception) -> grpc.Status:
+        """The status a handler's exception is answered with (logged when it is not one we expect)."""
+        if isinstance(error, ServiceError):
+            if isinstance(error, ResourceExhausted):
+                metrics.LIMIT_REFUSALS.labels(error.reason).inc()
+            return status_for(error)
+        if isinstance(error, self._transient):
+            self._log_unavailable(method, error)
+            return _rich_status(
+                grpc.StatusCode.UNAVAILABLE,
+                "a dependency is unavailable; retry later",
+                [error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain=ERROR_DOMAIN)],
+            )
+        log.error("unhandled error", exc_info=error, extra={"method": method})
+        return _rich_status(grpc.StatusCode.INTERNAL, "internal error", [])
 
     def _log_unavailable(self, method: str, error: BaseException) -> None:
         now = monotonic()
@@ -231,6 +283,8 @@ def build_server(
     max_connection_age: float = 0,
     stream_counts: StreamCounts | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    own_streams: Collection[str] = (),
+    own_stream_budget: int = 0,
 ) -> tuple[grpc.aio.Server, int]:
     """Create (not start) a server with the given servicers plus health and reflection.
 
@@ -239,7 +293,11 @@ def build_server(
     CONNECTION_AGE_GRACE_SECONDS more, and the client reconnects, resolving the server's name
     again, which is how clients of replicas behind one name find new ones. ``stream_counts``: the
     bounds on open Watch and reflection streams (gen/jobqueue/runtime/stream_limits.py; tests pass their own).
-    ``credentials``: TLS (gen/jobqueue/runtime/tls.py), else plaintext.
+    ``credentials``: TLS (gen/jobqueue/runtime/tls.py), else plaintext. ``own_streams``: full method
+    names of the service's own server streams (the job service's watches), which it bounds itself, per
+    caller, once it knows who calls; they are left out of the anonymous streams' budget, so that no one
+    without credentials can crowd them out, and the server's call limit is raised by ``own_stream_budget``,
+    the most of them it lets be open at once.
     Returns the server and the port actually bound (useful with ``port=0``).
     """
     streams = stream_counts or StreamCounts(
@@ -248,10 +306,11 @@ def build_server(
         per_connection=stream_limits.MAX_STREAMS_PER_CONNECTION,
     )
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(transient), StreamLimits(streams, stream_refusal())],
+        interceptors=[ErrorInterceptor(transient), StreamLimits(streams, stream_refusal(), exempt=own_streams)],
         # The streams anyone may hold open (health Watch, reflection) have a budget of their own,
-        # on top of the calls that do the work: holding them cannot take those calls' slots.
-        maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS + streams.total,
+        # on top of the calls that do the work: holding them cannot take those calls' slots. So do
+        # the service's own streams.
+        maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS + streams.total + own_stream_budget,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),

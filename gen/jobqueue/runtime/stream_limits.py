@@ -6,12 +6,12 @@ Watch stays open for as long as its caller likes, so without a budget of their o
 idle Watch streams, opened by anyone, would hold every call slot: Register, Login, CreateJob and the
 workers' reports would all be refused.
 
-So every server-streaming or bidirectional call (the only ones are those two, and the API has none)
-is admitted here only within three bounds: at most ``per_connection`` open at once on one
-connection, ``per_address`` from one client address, and ``total`` in all. The server's call limit
-is raised by ``total``, so the calls that do the work keep their whole budget whatever the streams
-do. A stream beyond a bound is refused at once with RESOURCE_EXHAUSTED, an ErrorInfo reason and a
-RetryInfo.
+So every server-streaming or bidirectional call but the job service's own watches (WatchJob and
+WatchJobs need a token, and job_svc/watch.py bounds them per user and in all) is admitted here
+only within three bounds: at most ``per_connection`` open at once on one connection,
+``per_address`` from one client address, and ``total`` in all. The server's call limit is raised by
+``total``, so the calls that do the work keep their whole budget whatever the streams do. A stream
+beyond a bound is refused at once with RESOURCE_EXHAUSTED, an ErrorInfo reason and a RetryInfo.
 
 Per address as well as per connection: one client can open many connections. Behind a proxy
 every caller has the proxy's address; then the per-connection and total bounds still protect the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -84,10 +84,14 @@ class StreamCounts:
 class StreamLimits(grpc.aio.ServerInterceptor):
     """Admits server-streaming and bidirectional calls within StreamCounts' bounds; unary calls pass untouched."""
 
-    def __init__(self, counts: StreamCounts, refusal: grpc.Status) -> None:
-        """``refusal``: the status a stream beyond the bounds gets (RESOURCE_EXHAUSTED with its details)."""
+    def __init__(self, counts: StreamCounts, refusal: grpc.Status, *, exempt: Collection[str] = ()) -> None:
+        """``refusal``: the status a stream beyond the bounds gets (RESOURCE_EXHAUSTED with its details).
+
+        ``exempt``: full method names of streams their service bounds itself, per authenticated caller.
+        """
         self.counts = counts
         self._refusal = refusal
+        self._exempt = frozenset(exempt)
 
     async def intercept_service(
         self,
@@ -95,8 +99,8 @@ class StreamLimits(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or handler_call_details.method in self._exempt:
+            return handler
         streams: list[tuple[Any, Callable[..., Handler]]] = [
             (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
             (handler.stream_stream, grpc.stream_stream_rpc_method_handler),

@@ -1,0 +1,47 @@
+-- Live job streams (WatchJob, WatchJobs; issue 12): every committed change to
+-- a job is announced on the channel `jobqueue_job_changes`, which each
+-- job-service replica with watchers LISTENs to (job_svc/watch.py), so a change
+-- made through one replica reaches watchers on every other.
+--
+-- Only while someone watches. NOTIFY is not free: a transaction that notified
+-- takes a database-wide lock while it commits, so committing writers queue
+-- behind each other's WAL flush. A replica with watchers keeps a row here with
+-- an expiry it renews; with no live row the trigger costs one look at this
+-- tiny table and nothing else, so the job path is as fast as before while no
+-- one watches. UNLOGGED: it is rebuilt within seconds by the replicas that
+-- need it, and a crash that empties it ends their watches (they watch again).
+CREATE UNLOGGED TABLE job_watch_interest (
+    -- A replica's own id, chosen afresh each time it starts listening.
+    replica     uuid        PRIMARY KEY,
+    expires_at  timestamptz NOT NULL
+);
+
+-- The payload is what a replica needs to decide, without reading the row,
+-- which of its watchers care: the job, its owner, its type, and its status
+-- before and after (so a watcher filtering on a status also hears of a job
+-- leaving it). Well under NOTIFY's 8,000-byte limit: a type is at most 63
+-- characters.
+CREATE FUNCTION jobqueue_announce_job_change() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    -- clock_timestamp(), not now(): a long transaction must not see an expired
+    -- interest as live. A volatile function's query takes a fresh snapshot, so
+    -- an interest committed before this statement began is seen.
+    IF EXISTS (SELECT 1 FROM job_watch_interest WHERE expires_at > clock_timestamp()) THEN
+        PERFORM pg_notify(
+            'jobqueue_job_changes',
+            concat_ws(' ', NEW.id, NEW.owner_id, NEW.type,
+                      CASE WHEN TG_OP = 'UPDATE' THEN OLD.status ELSE '-' END, NEW.status)
+        );
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_announce_change
+    AFTER INSERT OR UPDATE ON jobs
+    FOR EACH ROW EXECUTE FUNCTION jobqueue_announce_job_change();
+
+-- The job service registers and renews its interest, and removes it (and
+-- those of replicas that died holding one) when its last watcher leaves.
+GRANT SELECT, INSERT, UPDATE, DELETE ON job_watch_interest TO jobqueue_jobs;
