@@ -62,11 +62,21 @@ def failure_rate(stats: QueueStats) -> list[float]:
     return rates
 
 
+def nice_top(value: float) -> float:
+    """The smallest of 1, 2, 5, 10, 20, 50... that is at least ``value``: a scale a person reads at a glance."""
+    step = 1.0
+    while True:
+        for factor in (1.0, 2.0, 5.0):
+            if step * factor >= value:
+                return step * factor
+        step *= 10
+
+
 def chart(title: str, series: list[Series], stats: QueueStats, *, unit: str = "", top: float | None = None) -> Chart:
-    """``series`` (one value per minute of ``stats``) scaled into the chart's box."""
+    """``series`` (one value per minute of ``stats``) scaled into the chart's box (up to ``top``, or a nice top)."""
     count = max((len(s.values) for s in series), default=0)
-    highest = top if top is not None else max((max(s.values, default=0.0) for s in series), default=0.0)
-    scale_top = max(highest, 1.0)
+    highest = max((max(s.values, default=0.0) for s in series), default=0.0)
+    scale_top = top if top is not None else nice_top(highest)
     plot_w, plot_h = WIDTH - LEFT, HEIGHT - BOTTOM - TOP
 
     def x(i: int) -> float:
@@ -98,5 +108,11 @@ def charts(stats: QueueStats) -> list[Chart]:
             ],
             stats,
         ),
-        chart("Failure rate (% of finished)", [Series("failed", "failed", failure_rate(stats))], stats, unit="%"),
+        chart(
+            "Failure rate (% of finished)",
+            [Series("failed", "failed", failure_rate(stats))],
+            stats,
+            unit="%",
+            top=100.0,
+        ),
     ]

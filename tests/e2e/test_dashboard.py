@@ -170,7 +170,9 @@ def test_dashboard_in_a_browser(system: System, dashboard: WebProcess) -> None:
         _wait(driver, "the operator page never opened", lambda d: d.current_url.endswith("/ops"))
         assert driver.find_elements(By.CSS_SELECTOR, f"#dead tr[data-id='{doomed}']"), "the dead job is not listed"
         assert len(driver.find_elements(By.CSS_SELECTOR, ".chart svg polyline")) >= 3
+        driver.set_window_size(1400, 1300)  # the charts and the dead jobs in one picture
         driver.save_screenshot(str(SCREENSHOTS / "operators.png"))
+        driver.set_window_size(1400, 900)
         driver.find_element(By.CSS_SELECTOR, f"#dead tr[data-id='{doomed}'] button.rerun").click()
         _wait(driver, "re-running said nothing", lambda d: d.find_elements(By.CSS_SELECTOR, ".flash.ok"))
         assert f"Job {doomed} is queued again" in driver.find_element(By.CSS_SELECTOR, ".flash.ok").text

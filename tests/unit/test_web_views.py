@@ -37,12 +37,18 @@ def test_charts_fit_their_box() -> None:
     drawn = chart.charts(stats((4, 0, 0, 0), (0, 4, 0, 0)))
     assert [c.title.split(" (")[0] for c in drawn] == ["Queue depth", "Throughput", "Failure rate"]
     throughput = drawn[1]
-    assert throughput.top == 4.0
+    assert throughput.top == 5.0  # 4, rounded up to a scale a person reads at a glance
     created, points = throughput.lines[0]
     assert created.name == "created"
-    assert points == f"{chart.LEFT:.1f},{chart.TOP:.1f} {chart.WIDTH:.1f},{chart.HEIGHT - chart.BOTTOM:.1f}"
+    high = chart.TOP + (chart.HEIGHT - chart.BOTTOM - chart.TOP) * (1 - 4 / 5)
+    assert points == f"{chart.LEFT:.1f},{high:.1f} {chart.WIDTH:.1f},{chart.HEIGHT - chart.BOTTOM:.1f}"
     assert throughput.labels == [(float(chart.LEFT), "12:00"), (float(chart.WIDTH), "12:01")]
     assert chart.charts(QueueStats([], []))[0].empty
+    assert drawn[2].top == 100.0  # a rate's scale is always the whole
+
+
+def test_nice_tops() -> None:
+    assert [chart.nice_top(v) for v in (0, 1, 1.5, 3, 7, 10, 11, 480)] == [1, 1, 2, 5, 10, 10, 20, 500]
 
 
 def test_streams_are_limited_per_session_and_per_address() -> None:
