@@ -101,6 +101,12 @@ def _row_status(driver: WebDriver, job_id: str) -> str:
     return rows[0].text if rows else ""
 
 
+def _outcomes(driver: WebDriver) -> list[str]:
+    """The outcome of each attempt the job's page shows, oldest first."""
+    rows = driver.find_elements(By.CSS_SELECTOR, "#attempts tr")
+    return [row.find_elements(By.TAG_NAME, "td")[4].text for row in rows]
+
+
 def _status(driver: WebDriver) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, "[data-field=status]").text)
 
@@ -141,9 +147,12 @@ def test_dashboard_in_a_browser(system: System, dashboard: WebProcess) -> None:
         driver.get(f"{dashboard.url}/jobs")
         long = _submit(driver, "sleep", "120")
         _wait(driver, "the long job never showed RUNNING", lambda d: _status(d) == "RUNNING")
+        # Its attempt arrives with it (WatchJob's JOB_VIEW_FULL carries the attempt history).
+        _wait(driver, "the running attempt never showed", lambda d: _outcomes(d) == ["RUNNING"])
         driver.save_screenshot(str(SCREENSHOTS / "job-running.png"))
         driver.find_element(By.CSS_SELECTOR, "#actions button.cancel").click()
         _wait(driver, "cancelling did not show CANCELLED", lambda d: _status(d) == "CANCELLED")
+        assert _outcomes(driver) == ["CANCELLED"]
         assert f"Cancelled job {long}" in driver.find_element(By.CSS_SELECTOR, ".flash.ok").text
         assert driver.find_elements(By.CSS_SELECTOR, "#actions button") == []
 
@@ -178,11 +187,7 @@ def test_dashboard_in_a_browser(system: System, dashboard: WebProcess) -> None:
         assert f"Job {doomed} is queued again" in driver.find_element(By.CSS_SELECTOR, ".flash.ok").text
         driver.get(f"{dashboard.url}/jobs/{doomed}")
         _wait(driver, "the re-run job never completed", lambda d: _status(d) == "COMPLETED")
-        outcomes = [
-            row.find_elements(By.TAG_NAME, "td")[4].text
-            for row in driver.find_elements(By.CSS_SELECTOR, "#attempts tr")
-        ]
-        assert outcomes == ["FAILED", "COMPLETED"]
+        assert _outcomes(driver) == ["FAILED", "COMPLETED"]
         driver.save_screenshot(str(SCREENSHOTS / "job-rerun.png"))
 
         # The API reference is one click away.
