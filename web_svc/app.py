@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
@@ -60,7 +61,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse a cross-site POST by its Origin; give every answer the security headers, and pages no caching."""
     if request.method == "POST":
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        # The host only, not the scheme: behind a TLS proxy the browser says https and we see http.
+        if origin is not None and urlsplit(origin).netloc != request.host:
             raise web.HTTPForbidden(text="cross-site request refused")
     try:
         response = await handler(request)

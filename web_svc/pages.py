@@ -181,8 +181,8 @@ async def submit(request: web.Request) -> web.StreamResponse:
                 max_attempts=max_attempts,
             )
         )
-    except (ValueError, TypeError) as error:
-        session.flash("error", f"Not a valid payload: {error}")
+    except (ValueError, TypeError) as error:  # a payload to_value refuses, or attempts that are no number
+        session.flash("error", f"Not submitted: {error}")
         back_to("/jobs")
     except JobQueueError as refused:
         session.flash("error", f"Not submitted: {views.refusal(refused)}")
