@@ -31,6 +31,10 @@ def test_the_grpcurl_walkthrough_works_as_written_twice_in_a_row(make_run: Runni
         assert '"status": "SERVING"' in done.stdout
         assert done.stdout.count('"status": "JOB_STATUS_QUEUED"') >= 3  # each CreateJob answered at once
         assert ("Code: AlreadyExists" in done.stderr) == (run == 2), done.stderr
+        # WatchJob printed the job until it finished, with its attempts.
+        watched = done.stdout[done.stdout.rindex('"payload": "watch me"') :]
+        assert '"result": "em hctaw"' in watched, watched
+        assert '"attemptHistory"' in watched or '"attempt_history"' in watched, watched
 
     list_command = make_run.localize(
         'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"page_size": 10}\' '
@@ -38,13 +42,14 @@ def test_the_grpcurl_walkthrough_works_as_written_twice_in_a_row(make_run: Runni
     )
     assert list_command.split(" -d ")[0].replace("$TOKEN", "") in make_run.localize(script).replace("$TOKEN", "")
     jobs = wait_listed_completed(list_command, {**make_run.env, "TOKEN": token})
-    assert len(jobs) == 8  # four from each run
+    assert len(jobs) == 10  # five from each run
     results = {(job["type"], job["result"]) for job in jobs}
     assert results == {
         ("reverse_string", "dlrow olleh"),
         ("uppercase_text", "HELLO WORLD"),
         ("fibonacci_calc", "55"),
         ("reverse_string", "tnegru"),
+        ("reverse_string", "em hctaw"),
     }
 
 
@@ -64,6 +69,7 @@ def test_the_python_walkthrough_works_as_written(make_run: RunningSystem) -> Non
     assert any(line.endswith(" 55") for line in lines[3:-1])
     # The client speaks words: a status prints as its name, not its number.
     assert any(line.endswith(" COMPLETED 55") for line in lines[3:-1]), lines[3:6]
+    assert "COMPLETED 832040" in lines  # the last state jobs.watch() yielded
     assert lines[-1] == "batch 1200 9911 boj"
 
 

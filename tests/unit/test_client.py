@@ -927,6 +927,20 @@ async def test_a_second_unauthenticated_is_raised(refreshing: tuple[JobsClient, 
     assert (len(cancel.calls), refresh.calls) == (2, 1)
 
 
+async def test_a_watch_opened_with_an_expired_token_is_opened_again_with_a_fresh_one(
+    refreshing: tuple[JobsClient, Refresh],
+) -> None:
+    client, refresh = refreshing
+    watch = FakeStream([[_expired()], [_watched(jobs_pb2.JOB_STATUS_COMPLETED)]])
+    client.stub = cast(Any, FakeStub(WatchJob=watch))
+    assert [str(job.status) async for job in client.watch("j1")] == ["COMPLETED"]
+    assert [call[1] for call in watch.calls] == [
+        (("authorization", "Bearer old"),),
+        (("authorization", "Bearer fresh-1"),),
+    ]
+    assert refresh.calls == 1
+
+
 async def test_without_refresh_unauthenticated_is_raised_at_once(client: JobsClient) -> None:
     get = FakeMethod([_expired(), _got(jobs_pb2.JOB_STATUS_RUNNING)])
     client.stub = cast(Any, FakeStub(GetJob=get))
