@@ -84,7 +84,7 @@ def test_make_help_expands_its_variables() -> None:
         check=True,
     )
     assert "$(" not in done.stdout, done.stdout
-    assert "run auth, jobs and 3 workers" in done.stdout
+    assert "run auth, jobs, 3 workers and the web dashboard" in done.stdout
 
 
 def listening_hosts(port: int) -> set[str]:
