@@ -43,6 +43,17 @@ def require_session(request: web.Request) -> Session:
     raise web.HTTPSeeOther("/login")
 
 
+def client_address(request: web.Request) -> str:
+    """Who is asking, for the limits per address: the peer, or behind a trusted proxy the address it appended."""
+    if request.app[SETTINGS].trust_x_forwarded_for:
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        # The proxy appends the address it saw last; anything before it the client could have written.
+        last = ",".join(forwarded).rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.remote or ""
+
+
 def check_csrf(session: Session, form: Mapping[str, Any]) -> None:
     """Refuse (403) a form that does not carry the session's CSRF token."""
     presented = form.get("csrf")

@@ -9,7 +9,15 @@ from aiohttp import web
 
 from jobqueue.client import Job, JobQueueError
 from web_svc import views
-from web_svc.context import BACKEND, SETTINGS, STREAM_LIMITS, STREAM_TASKS, job_id, require_session
+from web_svc.context import (
+    BACKEND,
+    SETTINGS,
+    STREAM_LIMITS,
+    STREAM_TASKS,
+    client_address,
+    job_id,
+    require_session,
+)
 from web_svc.events import EventStream
 from web_svc.pages import status_filter
 from web_svc.sessions import Session
@@ -22,7 +30,7 @@ async def _bounded(
 ) -> web.StreamResponse:
     """Run the stream ``body`` within the session's and the address's limits, cancellable by the stop."""
     limits = request.app[STREAM_LIMITS]
-    address = request.remote or ""
+    address = client_address(request)
     if not limits.acquire(session.key, address):
         raise web.HTTPTooManyRequests(text="too many live streams open; close a tab")
     task = asyncio.current_task()

@@ -26,6 +26,7 @@ from web_svc.context import (
     SETTINGS,
     back_to,
     check_csrf,
+    client_address,
     job_id,
     local_path,
     render,
@@ -90,7 +91,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
     if not request.app[LOGIN_GUARD].check(request.cookies.get(LOGIN_COOKIE, ""), str(form.get("csrf", ""))):
         return _login_form(request, error="The login form had expired; try again.", email=email)
-    if request.app[LOGIN_RATES].take(request.remote or "") > 0:
+    if request.app[LOGIN_RATES].take(client_address(request)) > 0:
         return _login_form(request, error="Too many login attempts from here; wait a minute.", email=email)
     if not email or not password:
         return _login_form(request, error="Give your email and password.", email=email)
@@ -100,6 +101,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         if error.code == grpc.StatusCode.UNAUTHENTICATED:
             return _login_form(request, error="Wrong email or password.", email=email)
         return _login_form(request, error=views.refusal(error), email=email)
+    # A new id at each login (never one the browser brought), and the old session ends.
+    request.app[SESSIONS].delete(request.cookies.get(SESSION_COOKIE, ""))
     session_id, session = request.app[SESSIONS].create(token)
     log.info("logged in", extra={"session": session.key[:12], "operator": session.operator})
     redirect = web.HTTPSeeOther("/jobs")

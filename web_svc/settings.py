@@ -55,6 +55,11 @@ class WebSettings(ServiceSettings):
     max_sessions: int = setting(10_000, "sessions kept at most; beyond, the least recently used is forgotten")
     streams_per_session: int = setting(4, "live-update streams one session may hold open at once")
     streams_per_address: int = setting(16, "live-update streams one client address may hold open at once")
+    trust_x_forwarded_for: bool = setting(
+        False,
+        "true behind a proxy that appends the client's address to X-Forwarded-For: the limits per address then"
+        " count the last address there, not the proxy's (never set it without such a proxy: clients could pick)",
+    )
     logins_per_minute_per_address: int = setting(
         20, "login attempts one browser address may make a minute (the auth service sees only the dashboard's)"
     )

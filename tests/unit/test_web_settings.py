@@ -1,10 +1,13 @@
-"""web_svc/settings.py: what the dashboard refuses to start with."""
+"""web_svc/settings.py: what the dashboard refuses to start with, and which address it counts a caller by."""
 
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from jobqueue.runtime.settings import SettingsError, load
+from web_svc.context import SETTINGS, client_address
 from web_svc.settings import WebSettings
 
 
@@ -40,3 +43,19 @@ def test_a_short_session_secret_is_refused() -> None:
     with pytest.raises(SettingsError, match="at least 32"):
         load(WebSettings, {"SESSION_SECRET": "short"}).signing_secret()
     assert load(WebSettings, {"SESSION_SECRET": "s" * 32}).signing_secret() == b"s" * 32
+
+
+def test_the_client_address_is_the_peer_unless_a_proxy_is_trusted() -> None:
+    def address(environ: dict[str, str], forwarded: str | None) -> str:
+        app = web.Application()
+        app[SETTINGS] = load(WebSettings, environ)
+        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+        request = make_mocked_request("GET", "/", headers=headers, app=app)
+        return client_address(request)
+
+    peer = address({}, None)
+    assert address({}, "203.0.113.9") == peer  # not trusted: a client could write anything there
+    trusted = {"TRUST_X_FORWARDED_FOR": "true"}
+    # The proxy appends the address it saw: the last one; what comes before, the client may have made up.
+    assert address(trusted, "198.51.100.1, 203.0.113.9") == "203.0.113.9"
+    assert address(trusted, None) == peer
