@@ -100,7 +100,7 @@ def build_app(settings: WebSettings, backend: Backend, *, secret: bytes) -> web.
     app[LOGIN_GUARD] = LoginGuard(secret)
     app[LOGIN_RATES] = RateLimiter(Rate(settings.logins_per_minute_per_address, 60))
     app[STREAM_LIMITS] = StreamLimits(
-        per_session=settings.streams_per_session, per_address=settings.streams_per_address
+        per_session=settings.streams_per_session, per_address=settings.streams_per_address, total=settings.max_streams
     )
     streams: set[asyncio.Task[Any]] = set()
     app[STREAM_TASKS] = streams

@@ -13,7 +13,8 @@ snapshot).
 
 Each stream holds a watch on the job service, so they are bounded: per session
 and per client address (``StreamLimits``; beyond, 429), besides the job
-service's own limit on each user's watches. A comment line every
+service's own limit on each user's watches; and ``MAX_STREAMS`` in all, so one
+dashboard holds a bounded number of watches whoever calls. A comment line every
 ``KEEPALIVE_SECONDS`` keeps proxies from closing a quiet stream and finds a
 browser that went away. When the dashboard stops, every stream is cancelled.
 """
@@ -45,15 +46,20 @@ RETRY_MILLISECONDS = 3000
 class StreamLimits:
     """How many streams each session and each client address holds open, and the most each may."""
 
-    def __init__(self, *, per_session: int, per_address: int) -> None:
+    def __init__(self, *, per_session: int, per_address: int, total: int) -> None:
         self._per_session = per_session
         self._per_address = per_address
+        self._total = total
         self._sessions: Counter[str] = Counter()
         self._addresses: Counter[str] = Counter()
 
     def acquire(self, session: str, address: str) -> bool:
-        """Count one more stream for ``session`` and ``address``, unless either already has its most."""
-        if self._sessions[session] >= self._per_session or self._addresses[address] >= self._per_address:
+        """Count one more stream for ``session`` and ``address``, unless either (or the whole) has its most."""
+        if (
+            self._sessions[session] >= self._per_session
+            or self._addresses[address] >= self._per_address
+            or self.open() >= self._total
+        ):
             return False
         self._sessions[session] += 1
         self._addresses[address] += 1

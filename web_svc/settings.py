@@ -55,6 +55,7 @@ class WebSettings(ServiceSettings):
     max_sessions: int = setting(10_000, "sessions kept at most; beyond, the least recently used is forgotten")
     streams_per_session: int = setting(4, "live-update streams one session may hold open at once")
     streams_per_address: int = setting(16, "live-update streams one client address may hold open at once")
+    max_streams: int = setting(1000, "live-update streams open at once in all (each holds a watch on the job service)")
     trust_x_forwarded_for: bool = setting(
         False,
         "true behind a proxy that appends the client's address to X-Forwarded-For: the limits per address then"
@@ -77,6 +78,7 @@ class WebSettings(ServiceSettings):
             "max_sessions",
             "streams_per_session",
             "streams_per_address",
+            "max_streams",
             "logins_per_minute_per_address",
         ):
             if getattr(self, name) < 1:

@@ -52,7 +52,7 @@ def test_nice_tops() -> None:
 
 
 def test_streams_are_limited_per_session_and_per_address() -> None:
-    limits = StreamLimits(per_session=2, per_address=3)
+    limits = StreamLimits(per_session=2, per_address=3, total=100)
     assert limits.acquire("s1", "a")
     assert limits.acquire("s1", "a")
     assert not limits.acquire("s1", "b")  # the session has its two
@@ -61,6 +61,12 @@ def test_streams_are_limited_per_session_and_per_address() -> None:
     limits.release("s1", "a")
     assert limits.acquire("s3", "a")
     assert limits.open() == 3
+
+    full = StreamLimits(per_session=2, per_address=2, total=3)
+    assert full.acquire("s1", "a")
+    assert full.acquire("s2", "b")
+    assert full.acquire("s3", "c")
+    assert not full.acquire("s4", "d")  # the dashboard holds its most in all
 
 
 def test_refusals_in_words() -> None:
