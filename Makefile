@@ -13,7 +13,7 @@ WORKERS ?= 2
 # runtime/ and worker/ packages are ours; the proto areas' folders are written by `make gen`
 # (see gen/README.md).
 SOURCES := common auth_svc job_svc worker_svc migrations scripts tests examples $(wildcard gen/jobqueue/*.py) \
-	gen/jobqueue/runtime gen/jobqueue/worker
+	gen/jobqueue/runtime gen/jobqueue/worker gen/jobqueue/cli
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 

@@ -1,0 +1,385 @@
+"""What each ``jobq`` command does: calls to :mod:`jobqueue.client`, then lines on stdout.
+
+Every command returns its exit code (exits.Exit); the errors every command can meet (a refusal, no
+token, a bad payload or file, a wait that ran out) are turned into a code and one line on stderr
+by :func:`run`, once, rather than in each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import getpass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+
+from jobqueue.cli import config, exits, jobfile, output
+from jobqueue.cli.exits import Exit
+from jobqueue.cli.progress import ProgressBar
+from jobqueue.client import (
+    BATCH_SIZE,
+    Job,
+    JobPriority,
+    JobQueueError,
+    JobsClient,
+    connect_auth,
+    connect_jobs,
+    is_final,
+    tls_credentials,
+)
+from jobqueue.jobs.v1 import jobs_pb2
+
+#: How often ``jobq watch ID`` asks for the job when the service cannot stream it (no WatchJob).
+POLL_SECONDS = 0.5
+
+
+class UsageError(Exception):
+    """Raised for a combination of arguments and input that the parser could not check."""
+
+
+@dataclass
+class Context:
+    """What a command reads and writes besides its arguments: the environment and the three streams."""
+
+    env: config.Environment
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    #: The terminal's width, for cutting table rows.
+    width: int
+
+    def out(self, *lines: str) -> None:
+        output.write_lines(self.stdout, lines)
+
+    def note(self, line: str) -> None:
+        """A line for the person at the terminal (stderr), kept out of what a script reads."""
+        output.write_lines(self.stderr, [line])
+
+    def error(self, line: str) -> None:
+        output.write_lines(self.stderr, [f"jobq: {line}"])
+
+
+async def run(args: argparse.Namespace, context: Context) -> Exit:
+    """Run the command ``args`` name; the errors every command can meet become an exit code here."""
+    address = _auth_address(args, context) if args.command in {"login", "register"} else _jobs_address(args, context)
+    try:
+        return await COMMANDS[args.command](args, context)
+    except JobQueueError as error:
+        context.error(exits.describe(error, address))
+        return exits.for_error(error)
+    except config.NotLoggedIn as error:
+        context.error(str(error))
+        return Exit.UNAUTHENTICATED
+    except (jobfile.BadJob, UsageError) as error:
+        context.error(str(error))
+        return Exit.USAGE
+    except TimeoutError as error:
+        context.error(str(error))
+        return Exit.WAIT_TIMED_OUT
+    except OSError as error:  # --ca or --file unreadable, the config folder unwritable
+        context.error(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
+        return Exit.USAGE
+
+
+def _auth_address(args: argparse.Namespace, context: Context) -> str:
+    return str(args.auth or context.env.auth_address)
+
+
+def _jobs_address(args: argparse.Namespace, context: Context) -> str:
+    return str(args.jobs or context.env.jobs_address)
+
+
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    if args.ca is not None or args.tls:
+        return tls_credentials(args.ca)
+    return None
+
+
+def _jobs(args: argparse.Namespace, context: Context) -> JobsClient:
+    """A client of the job service with the stored token (NotLoggedIn without one)."""
+    token = config.load(context.env.credentials_path).access_token
+    return connect_jobs(_jobs_address(args, context), token=token, credentials=_credentials(args))
+
+
+def _read_password(args: argparse.Namespace, context: Context, prompt: str) -> str:
+    if args.password_stdin:
+        return context.stdin.readline().removesuffix("\n").removesuffix("\r")
+    return getpass.getpass(prompt)
+
+
+def _read_email(args: argparse.Namespace, context: Context) -> str:
+    if args.email:
+        return str(args.email)
+    if args.password_stdin:
+        # stdin carries the password, so it cannot also be asked for the email.
+        raise UsageError("--password-stdin needs --email")
+    context.stderr.write("email: ")
+    context.stderr.flush()
+    return context.stdin.readline().strip()
+
+
+async def login(args: argparse.Namespace, context: Context) -> Exit:
+    """Log in with an email and password and store the token."""
+    email = _read_email(args, context)
+    password = _read_password(args, context, "password: ")
+    async with connect_auth(_auth_address(args, context), credentials=_credentials(args)) as auth:
+        try:
+            token = await auth.login(email, password)
+        except JobQueueError as error:
+            if error.code != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            context.error(error.message or "wrong email or password")
+            return Exit.UNAUTHENTICATED
+    path = context.env.credentials_path
+    config.save(path, config.Credentials(token, email))
+    context.out(f"logged in as {email} (token in {path})")
+    return Exit.OK
+
+
+async def logout(args: argparse.Namespace, context: Context) -> Exit:
+    """Forget the stored token."""
+    path = context.env.credentials_path
+    context.out(f"logged out (removed {path})" if config.forget(path) else "not logged in")
+    return Exit.OK
+
+
+async def register(args: argparse.Namespace, context: Context) -> Exit:
+    """Create an account."""
+    email = _read_email(args, context)
+    password = _read_password(args, context, "password: ")
+    if not args.password_stdin and getpass.getpass("password again: ") != password:
+        context.error("the passwords differ")
+        return Exit.USAGE
+    name = args.name or email.split("@", 1)[0]
+    async with connect_auth(_auth_address(args, context), credentials=_credentials(args)) as auth:
+        user = await auth.register(email, password, name)
+    context.out(f"registered {user.email}: now run `jobq login`")
+    return Exit.OK
+
+
+async def submit(args: argparse.Namespace, context: Context) -> Exit:
+    """Submit one job (and maybe wait for it), or a file of jobs."""
+    if args.file is not None:
+        return await _submit_file(args, context)
+    payload = jobfile.parse_payload(args.payload)
+    async with _jobs(args, context) as jobs:
+        job = await jobs.submit(
+            args.type,
+            payload,
+            priority=args.priority or JobPriority.UNSPECIFIED,
+            max_attempts=args.max_attempts,
+            timeout_seconds=args.timeout,
+            request_id=args.request_id,
+        )
+        if not args.wait:
+            context.out(output.job_json(job) if args.json else job.id)
+            return Exit.OK
+        context.note(f"submitted {job.id}; waiting for it (Ctrl-C stops the waiting, not the job)")
+        job = await jobs.wait(job.id, timeout=args.timeout_wait)
+    context.out(output.job_json(job) if args.json else str(job))
+    return exits.for_status(job.status)
+
+
+async def _submit_file(args: argparse.Namespace, context: Context) -> Exit:
+    """``submit --file``: check every line, then send the jobs BATCH_SIZE at a time, with a bar."""
+    name = "stdin" if args.file == "-" else args.file
+    requests = await asyncio.to_thread(_read_jobs, args.file, name, context.stdin)
+    for request in requests:
+        # The command's options are the defaults of the lines that do not say.
+        request.priority = request.priority or jobs_pb2.JobPriority.ValueType(int(args.priority or 0))
+        request.max_attempts = request.max_attempts or args.max_attempts
+        request.timeout_seconds = request.timeout_seconds or args.timeout
+    if not requests:
+        context.note(f"no jobs in {name}")
+        return Exit.OK
+    bar = ProgressBar.for_terminal(len(requests), context.stderr)
+    batches = 0
+    async with _jobs(args, context) as jobs:
+        bar.start()
+        try:
+            for start in range(0, len(requests), BATCH_SIZE):
+                try:
+                    stored = await jobs.submit_many(requests[start : start + BATCH_SIZE])
+                except JobQueueError:
+                    bar.close()
+                    context.note(f"jobq: {start} of {len(requests)} jobs were stored before this batch was refused")
+                    raise
+                batches += 1
+                bar.advance(len(stored))
+                if args.json:
+                    context.out(*(output.job_json(job) for job in stored))
+        finally:
+            bar.close()
+    if not args.json:
+        context.out(f"submitted {len(requests)} jobs in {batches} batch{'es' if batches != 1 else ''}")
+    return Exit.OK
+
+
+def _read_jobs(path: str, name: str, stdin: TextIO) -> list[jobs_pb2.CreateJobRequest]:
+    """The jobs of the file at ``path`` (stdin for ``-``); BadJob names the file and the line."""
+    try:
+        if path == "-":
+            return jobfile.parse_lines(stdin)
+        with Path(path).open(encoding="utf-8") as lines:
+            return jobfile.parse_lines(lines)
+    except jobfile.BadJob as error:
+        raise jobfile.BadJob(f"{name}: {error}") from None
+
+
+async def get(args: argparse.Namespace, context: Context) -> Exit:
+    """Show one job in full."""
+    async with _jobs(args, context) as jobs:
+        job = await jobs.get(args.id, history=args.history)
+    if args.json:
+        context.out(output.job_json(job))
+        return Exit.OK
+    context.out(*output.job_details(job))
+    if args.history:
+        context.out("", *output.attempt_table(job.attempt_history, context.width))
+    return Exit.OK
+
+
+async def list_jobs(args: argparse.Namespace, context: Context) -> Exit:
+    """List the caller's jobs."""
+    async with _jobs(args, context) as jobs:
+        found = jobs.list(status=args.status or 0, job_type=args.job_type, page_size=_page(args.limit))
+        await _print_jobs(args, context, found)
+    return Exit.OK
+
+
+async def dead(args: argparse.Namespace, context: Context) -> Exit:
+    """List the dead jobs, or run them again."""
+    async with _jobs(args, context) as jobs:
+        if args.rerun:
+            count = await jobs.rerun_dead(job_type=args.job_type, max_attempts=args.max_attempts)
+            context.out(f'{{"rerunCount": {count}}}' if args.json else f"{count} jobs run again")
+            return Exit.OK
+        await _print_jobs(args, context, jobs.list_dead(job_type=args.job_type, page_size=_page(args.limit)))
+    return Exit.OK
+
+
+def _page(limit: int) -> int:
+    """The page size for at most ``limit`` jobs: no more than needed, and no more than the service's largest."""
+    return min(limit, 100) if limit else 0
+
+
+async def _print_jobs(args: argparse.Namespace, context: Context, jobs: AsyncIterator[Job]) -> None:
+    """Up to --limit jobs: JSON lines as they come, or a table once all are in (to align it)."""
+    found: list[Job] = []
+    count = 0
+    try:
+        async for job in jobs:
+            count += 1
+            if args.json:
+                context.out(output.job_json(job))
+            else:
+                found.append(job)
+            if args.limit and count >= args.limit:
+                break
+    finally:
+        # Stopping at --limit closes the pages' generator now, not at some later garbage collection.
+        if isinstance(jobs, AsyncGenerator):
+            await jobs.aclose()
+    if not args.json:
+        context.out(*output.job_table(found, context.width, _now()))
+
+
+async def watch(args: argparse.Namespace, context: Context) -> Exit:
+    """Follow one job to its end, or every change to the caller's jobs until Ctrl-C."""
+    async with _jobs(args, context) as jobs:
+        if args.id is None:
+            return await _watch_all(args, context, jobs)
+        last: Job | None = None
+        try:
+            async for job in jobs.watch(args.id):
+                last = _show_state(args, context, job)
+        except JobQueueError as error:
+            # A job service without WatchJob: ask for the job until it is final instead.
+            if error.code != grpc.StatusCode.UNIMPLEMENTED or last is not None:
+                raise
+            while last is None or not is_final(last.status):
+                job = await jobs.get(args.id)
+                if last is None or job.proto != last.proto:
+                    last = _show_state(args, context, job)
+                if not is_final(job.status):
+                    await asyncio.sleep(POLL_SECONDS)
+    assert last is not None  # watch and the polling both end at a final state
+    if not args.json:
+        for label, text in (("result", last.result), ("error", last.error)):
+            if text is not None:
+                context.out(f"{label}: " + "\n  ".join(text.split("\n")))
+    return exits.for_status(last.status)
+
+
+def _show_state(args: argparse.Namespace, context: Context, job: Job) -> Job:
+    context.out(output.job_json(job) if args.json else output.state_line(job, context.width))
+    return job
+
+
+async def _watch_all(args: argparse.Namespace, context: Context, jobs: JobsClient) -> Exit:
+    """``watch`` without an id: every change as it comes, until Ctrl-C or the service ends the stream."""
+    changes = jobs.watch_jobs(status=args.status or 0, job_type=args.job_type, all_users=args.all_users)
+    began = False
+    async for batch in changes:
+        if not began:
+            began = True
+            context.note("watching; Ctrl-C to stop")
+        for job in batch:
+            context.out(output.job_json(job) if args.json else output.change_line(job, context.width))
+    context.error("the job service ended the watch: changes from now on are not shown")
+    return Exit.UNAVAILABLE
+
+
+async def cancel(args: argparse.Namespace, context: Context) -> Exit:
+    """Cancel a job."""
+    async with _jobs(args, context) as jobs:
+        job = await jobs.cancel(args.id)
+    _print_job(args, context, job)
+    return Exit.OK
+
+
+async def rerun(args: argparse.Namespace, context: Context) -> Exit:
+    """Run a FAILED job again."""
+    async with _jobs(args, context) as jobs:
+        job = await jobs.rerun(args.id, max_attempts=args.max_attempts)
+    _print_job(args, context, job)
+    return Exit.OK
+
+
+def _print_job(args: argparse.Namespace, context: Context, job: Job) -> None:
+    context.out(output.job_json(job) if args.json else "\n".join(output.job_table([job], context.width, _now())))
+
+
+async def types(args: argparse.Namespace, context: Context) -> Exit:
+    """List the job types."""
+    async with _jobs(args, context) as jobs:
+        found = await jobs.job_types()
+    if args.json:
+        context.out(*(output.job_type_json(job_type) for job_type in found))
+    else:
+        context.out(*output.type_table(found, context.width))
+    return Exit.OK
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Context], Awaitable[Exit]]] = {
+    "login": login,
+    "logout": logout,
+    "register": register,
+    "submit": submit,
+    "get": get,
+    "list": list_jobs,
+    "watch": watch,
+    "cancel": cancel,
+    "rerun": rerun,
+    "dead": dead,
+    "types": types,
+}
