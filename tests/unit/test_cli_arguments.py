@@ -57,6 +57,7 @@ def test_service_options_come_after_the_command() -> None:
         (["list", "--status", "unspecified"], "no status 'unspecified'"),
         (["watch", "0b6c", "--status", "queued"], "--status, --type and --all-users are for watching without an id"),
         (["dead", "--max-attempts", "2"], "--max-attempts goes with --rerun"),
+        (["submit", "t", "p", "--request-id", "import-1"], "request_id must be a UUID"),
         (["get"], "the following arguments are required: ID"),
         ([], "the following arguments are required: COMMAND"),
     ],
@@ -111,7 +112,7 @@ def test_a_payload_the_api_cannot_take_is_refused_before_any_call(text: str, say
 def test_a_line_becomes_the_create_request_it_describes() -> None:
     request = jobfile.parse_line(
         '{"type": "t", "payload": {"x": [1, true]}, "priority": "low", "max_attempts": 2,'
-        ' "timeout_seconds": 9, "request_id": "r-1"}'
+        ' "timeout_seconds": 9, "request_id": "0b6c8e5e-3f0c-4a53-9c1e-1f3f6a0c2d11"}'
     )
     expected = jobs_pb2.CreateJobRequest(
         type="t",
@@ -119,7 +120,7 @@ def test_a_line_becomes_the_create_request_it_describes() -> None:
         priority=jobs_pb2.JOB_PRIORITY_LOW,
         max_attempts=2,
         timeout_seconds=9,
-        request_id="r-1",
+        request_id="0b6c8e5e-3f0c-4a53-9c1e-1f3f6a0c2d11",
     )
     assert request == expected
     assert jobfile.parse_line('{"type": "t", "payload": 3, "priority": 3}').priority == jobs_pb2.JOB_PRIORITY_HIGH
@@ -145,7 +146,8 @@ def test_the_first_bad_line_is_named_by_its_number_and_blank_lines_are_skipped()
         ('{"type": "t", "payload": 1, "timeout_seconds": 1.5}', '"timeout_seconds" must be a whole number'),
         ('{"type": "t", "payload": 1, "priority": 7}', "priority must be one of"),
         ('{"type": "t", "payload": 1, "priority": true}', "priority must be one of"),
-        ('{"type": "t", "payload": 1, "request_id": 5}', '"request_id" must be a string'),
+        ('{"type": "t", "payload": 1, "request_id": 5}', "request_id must be a UUID, not 5"),
+        ('{"type": "t", "payload": 1, "request_id": "import-1"}', "request_id must be a UUID, not 'import-1'"),
     ],
 )
 def test_bad_lines_say_what_is_wrong(line: str, says: str) -> None:
@@ -186,6 +188,14 @@ def test_an_error_is_one_line_with_the_message_and_every_field_violation() -> No
     assert exits.describe(refused, "jobs:5002") == (
         "the request is invalid (payload: must be a string; type: unknown) [INVALID_ARGUMENT]"
     )
+    # A message that names the violations itself is not followed by them again; a multi-line one is joined.
+    named = JobQueueError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "id: must be a UUID\nand more",
+        reason="INVALID_ARGUMENT",
+        field_violations=[FieldViolation("id", "must be a UUID")],
+    )
+    assert exits.describe(named, "jobs:5002") == "id: must be a UUID and more [INVALID_ARGUMENT]"
     limited = JobQueueError(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", reason="TOO_MANY_JOBS", retry_after=30)
     assert exits.describe(limited, "jobs:5002") == "slow down (try again in 30 s) [TOO_MANY_JOBS]"
     expired = exits.describe(JobQueueError(grpc.StatusCode.UNAUTHENTICATED, "token expired"), "jobs:5002")

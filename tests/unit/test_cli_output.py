@@ -6,6 +6,7 @@ import datetime
 import io
 import json
 
+from google.protobuf import message as message_pb
 from google.protobuf import timestamp_pb2
 
 from jobqueue.cli import output
@@ -37,8 +38,8 @@ def job(**fields: object) -> Job:
         updated_at=stamp(4),
     )
     for name, value in fields.items():
-        if isinstance(value, jobs_pb2.JobProgress):
-            message.progress.CopyFrom(value)
+        if isinstance(value, message_pb.Message):
+            getattr(message, name).CopyFrom(value)
         else:
             setattr(message, name, value)
     return Job.from_proto(message)
@@ -96,6 +97,9 @@ def test_json_lines_use_the_apis_json_names() -> None:
     assert data["status"] == "JOB_STATUS_COMPLETED"
     assert (data["maxAttempts"], data["timeoutSeconds"], data["payload"], data["result"]) == (3, 30, "hello", "olleh")
     assert data["createdAt"] == "2026-12-02T11:57:55Z"
+    numbers = json.loads(output.job_json(job(payload=to_value({"n": [10, 2.5]}), result_value=to_value(55))))
+    assert (numbers["payload"], numbers["resultValue"]) == ({"n": [10, 2.5]}, 55)
+    assert '"payload": {"n": [10, 2.5]}' in output.job_json(job(payload=to_value({"n": [10, 2.5]})))
 
 
 def test_job_type_json_uses_the_same_names() -> None:

@@ -88,9 +88,13 @@ def for_error(error: JobQueueError) -> Exit:
 
 def describe(error: JobQueueError, address: str) -> str:
     """One line for a person: the status message, every field violation, and what to do where it is clear."""
-    text = error.message or error.code.name.lower().replace("_", " ")
-    if error.field_violations:
-        text += " (" + "; ".join(f"{v.field}: {v.description}" for v in error.field_violations) + ")"
+    # One line, whatever the service put in its message.
+    text = " ".join(error.message.split()) or error.code.name.lower().replace("_", " ")
+    # The job service's messages already name the violations; others' may not.
+    missing = [f"{v.field}: {v.description}" for v in error.field_violations]
+    missing = [violation for violation in missing if violation not in text]
+    if missing:
+        text += " (" + "; ".join(missing) + ")"
     if error.code == grpc.StatusCode.UNAUTHENTICATED:
         return f"{text}: not logged in, or the login expired: run `jobq login`"
     if error.code == grpc.StatusCode.UNAVAILABLE:

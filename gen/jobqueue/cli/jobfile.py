@@ -15,6 +15,7 @@ so a file is never half submitted because of a typo on line 2,000.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -56,6 +57,18 @@ def parse_priority(text: str | int) -> JobPriority:
     raise BadJob(f"priority must be one of {', '.join(n.lower() for n in _PRIORITIES)}, not {text!r}")
 
 
+def parse_request_id(text: object) -> str:
+    """A request id as the API takes it: a UUID (``uuidgen`` makes one); BadJob otherwise."""
+    if isinstance(text, str):
+        try:
+            uuid.UUID(text)
+        except ValueError:
+            pass
+        else:
+            return text
+    raise BadJob(f"request_id must be a UUID, not {text!r}")
+
+
 def parse_line(text: str) -> jobs_pb2.CreateJobRequest:
     """The CreateJob request a line of a file of jobs stands for; BadJob says what is wrong with it."""
     try:
@@ -73,8 +86,8 @@ def parse_line(text: str) -> jobs_pb2.CreateJobRequest:
     if "payload" not in line:
         raise BadJob('"payload" is missing')
     request_id = line.get("request_id", "")
-    if not isinstance(request_id, str):
-        raise BadJob('"request_id" must be a string')
+    if request_id != "":
+        request_id = parse_request_id(request_id)
     return jobs_pb2.CreateJobRequest(
         type=job_type,
         payload=to_value(_checked_payload(line["payload"])),

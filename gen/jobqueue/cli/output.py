@@ -24,8 +24,14 @@ JOB_COLUMNS = ("ID", "TYPE", "STATUS", "ATTEMPTS", "AGE", "UPDATED", "RESULT/ERR
 
 
 def job_json(job: Job) -> str:
-    """The job as one line of JSON, in the API's JSON mapping."""
-    return json.dumps(json_format.MessageToDict(job.proto), ensure_ascii=False)
+    """The job as one line of JSON, in the API's JSON mapping, with whole numbers in its values as integers."""
+    data = json_format.MessageToDict(job.proto)
+    # json_format gives every number of a google.protobuf.Value as a float (a payload of 10 as 10.0);
+    # Job has them as the JSON a person wrote, which is what a script compares with.
+    data["payload"] = job.payload
+    if "resultValue" in data:
+        data["resultValue"] = job.result_value
+    return json.dumps(data, ensure_ascii=False)
 
 
 def job_type_json(job_type: JobType) -> str:

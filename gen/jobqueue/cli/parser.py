@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from jobqueue.cli.exits import EPILOG
-from jobqueue.cli.jobfile import BadJob, parse_priority
+from jobqueue.cli.jobfile import BadJob, parse_priority, parse_request_id
 from jobqueue.client import JobPriority, JobStatus
 
 DESCRIPTION = """\
@@ -24,7 +24,7 @@ string; to send a string that is also JSON (10, true), quote it: '"10"'.
 
 --file FILE (or - for stdin) has one job per line, e.g.
   {"type": "reverse_string", "payload": "abc", "priority": "high", "max_attempts": 3,
-   "timeout_seconds": 60, "request_id": "import-42"}
+   "timeout_seconds": 60, "request_id": "0b6c8e5e-3f0c-4a53-9c1e-1f3f6a0c2d11"}
 (all but type and payload optional; --priority, --max-attempts and --timeout apply to lines
 that do not say). The whole file is checked first: a bad line is reported with its number
 and nothing is sent. Jobs go 1,000 per call, each call stored whole or not at all.
@@ -69,7 +69,7 @@ def build() -> argparse.ArgumentParser:
     )
     submit.add_argument("--timeout", type=_count, default=0, metavar="SECONDS", help="how long one attempt may run")
     submit.add_argument(
-        "--request-id", metavar="ID", help="makes submitting again harmless: the same id gives the same job"
+        "--request-id", type=_request_id, metavar="UUID", help="a UUID: submitting again with it gives the same job"
     )
     submit.add_argument("--wait", action="store_true", help="wait until the job is finished (exit codes: jobq --help)")
     submit.add_argument(
@@ -161,6 +161,13 @@ def _status(text: str) -> JobStatus:
 def _priority(text: str) -> JobPriority:
     try:
         return parse_priority(text)
+    except BadJob as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _request_id(text: str) -> str:
+    try:
+        return parse_request_id(text)
     except BadJob as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
