@@ -194,6 +194,17 @@ def test_a_user_logs_in_submits_waits_and_reads_jobs(system: System, tmp_path: P
     assert shown.endswith("error: cancelled by its owner\n"), shown
     refused(jobq("cancel", stuck), Exit.REFUSED, "[")
 
+    # Ctrl-C while waiting: exit 130, no traceback, and the job goes on.
+    terminal = jobq.terminal("submit", "sleeps", "3600", "--max-attempts", "1", "--wait")
+    terminal.expect("(Ctrl-C stops the waiting, not the job)\n")
+    terminal.interrupt()
+    code, shown = terminal.finish()
+    assert code == Exit.INTERRUPTED, shown
+    assert "Traceback" not in shown
+    waited_for = shown.split()[1].rstrip(";")
+    assert json.loads(jobq("get", waited_for, "--json").stdout)["status"] in {"JOB_STATUS_QUEUED", "JOB_STATUS_RUNNING"}
+    assert jobq("cancel", waited_for).returncode == 0
+
     # rerun: the failed job is queued again, and fails again.
     again = jobq("rerun", failed_id, "--max-attempts", "1")
     assert again.returncode == 0, again.stderr

@@ -239,8 +239,11 @@ async def get(args: argparse.Namespace, context: Context) -> Exit:
         context.out(output.job_json(job))
         return Exit.OK
     context.out(*output.job_details(job))
-    if args.history:
+    if args.history and job.attempt_history:
         context.out("", *output.attempt_table(job.attempt_history, context.width))
+    elif args.history:
+        # A job service older than the attempt history answers the request without it.
+        context.out("", "no attempts yet" if job.attempts == 0 else "the job service sent no attempt history")
     return Exit.OK
 
 
