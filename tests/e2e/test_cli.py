@@ -210,6 +210,23 @@ def test_a_user_logs_in_submits_waits_and_reads_jobs(system: System, tmp_path: P
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[1].split()[:3] == [failed_id, "always_fails", "QUEUED"]
 
+    # A wait that runs out exits 8; Ctrl-C while watching exits 130, and the job goes on.
+    code, shown = jobq.in_terminal("submit", "sleeps", "3600", "--max-attempts", "1", "--wait", "--timeout-wait", "1")
+    assert code == Exit.WAIT_TIMED_OUT, shown
+    assert "is not finished after 1.0 s" in shown
+    sleeping = shown.split()[1].rstrip(";")
+    terminal = jobq.terminal("watch", sleeping)
+    terminal.expect(" attempt ")
+    terminal.interrupt()
+    code, shown = terminal.finish()
+    assert (code, "Traceback" in shown) == (Exit.INTERRUPTED, False), shown
+    assert jobq("cancel", sleeping).returncode == 0
+
+    # A token the service does not take (expired, or from another system): exit 5, log in again.
+    credentials.write_text(json.dumps({"access_token": "not-a-token", "email": EMAIL}))
+    refused(jobq("list"), Exit.UNAUTHENTICATED, "not logged in, or the login expired: run `jobq login`")
+    assert jobq("login", "--email", EMAIL, "--password-stdin", stdin=PASSWORD + "\n").returncode == 0
+
     # types, then a service that is not there, then logging out.
     code, shown = jobq.in_terminal("types")
     assert code == Exit.OK, shown
@@ -259,6 +276,23 @@ def test_submit_file_sends_the_jobs_in_batches_with_a_bar_at_a_terminal(system: 
     assert [job["type"] for job in resent] == ["reverse_string", "fibonacci_calc", "uppercase_text"]
     assert resent[0]["id"] == by_payload['"high"']["id"]
     assert resent[2]["priority"] == "JOB_PRIORITY_LOW"  # --priority for the lines that do not say
+
+    # A reader that stops early (| head -1): exit 141, quietly.
+    reader = subprocess.Popen(
+        [*JOBQ, "list", "--limit", "0", "--json"],
+        env=jobq.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    assert json.loads(reader.stdout.readline())["type"] == "uppercase_text"
+    reader.stdout.close()
+    assert reader.wait(60) == Exit.STDOUT_CLOSED
+    assert reader.stderr.read() == ""
+    reader.stderr.close()
 
     # A bad line anywhere: reported with its number, and nothing at all is sent.
     bad_file = tmp_path / "bad.jsonl"

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         # The line the terminal's ^C left unfinished is ended, so that the shell's prompt starts clean.
         sys.stderr.write("\n")
         return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit, which would fail again and print a warning:
+        # stdout becomes /dev/null instead (what the Python docs advise for SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return int(Exit.STDOUT_CLOSED)
 
 
 if __name__ == "__main__":

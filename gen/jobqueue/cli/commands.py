@@ -81,6 +81,8 @@ async def run(args: argparse.Namespace, context: Context) -> Exit:
     except TimeoutError as error:
         context.error(str(error))
         return Exit.WAIT_TIMED_OUT
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: __main__ ends quietly, as `jobq list | head` expects
     except OSError as error:  # --ca or --file unreadable, the config folder unwritable
         context.error(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
         return Exit.USAGE
@@ -198,6 +200,8 @@ async def _submit_file(args: argparse.Namespace, context: Context) -> Exit:
         context.note(f"no jobs in {name}")
         return Exit.OK
     bar = ProgressBar.for_terminal(len(requests), context.stderr)
+    # JSON lines on the same terminal as the bar would be drawn over by it.
+    bar.enabled = bar.enabled and not (args.json and context.stdout.isatty())
     batches = 0
     async with _jobs(args, context) as jobs:
         bar.start()

@@ -36,6 +36,8 @@ class Exit(enum.IntEnum):
     WAIT_TIMED_OUT = 8
     #: Interrupted with Ctrl-C (128 + SIGINT, as shells report it).
     INTERRUPTED = 130
+    #: Whatever read stdout stopped reading (``jobq list | head``): 128 + SIGPIPE, as for ``cat``.
+    STDOUT_CLOSED = 141
 
 
 EPILOG = """\
@@ -50,6 +52,7 @@ exit codes:
   7    service unavailable (not reachable, or it could not answer)
   8    --wait: the job was not finished within --timeout-wait
   130  interrupted (Ctrl-C)
+  141  stdout was closed early (jobq list | head), as for other commands
 """
 
 _REFUSALS = frozenset(
