@@ -288,7 +288,7 @@ def test_submit_file_sends_the_jobs_in_batches_with_a_bar_at_a_terminal(system: 
     )
     assert reader.stdout is not None
     assert reader.stderr is not None
-    assert json.loads(reader.stdout.readline())["type"] == "uppercase_text"
+    assert json.loads(reader.stdout.readline())["status"] == "JOB_STATUS_QUEUED"
     reader.stdout.close()
     assert reader.wait(60) == Exit.STDOUT_CLOSED
     assert reader.stderr.read() == ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
@@ -23,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         width=shutil.get_terminal_size().columns,
     )
     try:
-        return int(asyncio.run(commands.run(args, context)))
+        return int(commands.run(args, context))
     except KeyboardInterrupt:
         # The line the terminal's ^C left unfinished is ended, so that the shell's prompt starts clean.
         sys.stderr.write("\n")

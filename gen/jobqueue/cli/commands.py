@@ -1,6 +1,10 @@
 """What each ``jobq`` command does: calls to :mod:`jobqueue.client`, then lines on stdout.
 
-Every command returns its exit code (exits.Exit); the errors every command can meet (a refusal, no
+A command runs in two steps. :func:`read_input` first takes what the user gives besides the
+arguments (an email and password at a prompt, the payload, a file of jobs), before the event loop
+starts: prompts and reads block, and a thread blocked on a terminal's stdin would keep the process
+from ending on Ctrl-C (asyncio.run waits for its threads). Then the command's coroutine makes the
+calls. Each returns its exit code (exits.Exit); the errors every command can meet (a refusal, no
 token, a bad payload or file, a wait that ran out) are turned into a code and one line on stderr
 by :func:`run`, once, rather than in each command.
 """
@@ -11,10 +15,10 @@ import argparse
 import asyncio
 import datetime
 import getpass
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 
@@ -27,6 +31,7 @@ from jobqueue.client import (
     JobPriority,
     JobQueueError,
     JobsClient,
+    Payload,
     connect_auth,
     connect_jobs,
     is_final,
@@ -64,28 +69,67 @@ class Context:
         output.write_lines(self.stderr, [f"jobq: {line}"])
 
 
-async def run(args: argparse.Namespace, context: Context) -> Exit:
+def run(args: argparse.Namespace, context: Context) -> Exit:
     """Run the command ``args`` name; the errors every command can meet become an exit code here."""
     address = _auth_address(args, context) if args.command in {"login", "register"} else _jobs_address(args, context)
     try:
-        return await COMMANDS[args.command](args, context)
+        given = read_input(args, context)
+        return asyncio.run(COMMANDS[args.command](args, context, given))
     except JobQueueError as error:
         context.error(exits.describe(error, address))
         return exits.for_error(error)
-    except config.NotLoggedIn as error:
-        context.error(str(error))
-        return Exit.UNAUTHENTICATED
-    except (jobfile.BadJob, UsageError) as error:
-        context.error(str(error))
-        return Exit.USAGE
-    except TimeoutError as error:
-        context.error(str(error))
-        return Exit.WAIT_TIMED_OUT
     except BrokenPipeError:
         raise  # the reader of stdout went away: __main__ ends quietly, as `jobq list | head` expects
-    except OSError as error:  # --ca or --file unreadable, the config folder unwritable
-        context.error(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
-        return Exit.USAGE
+    except (config.NotLoggedIn, jobfile.BadJob, UsageError, EOFError, OSError) as error:
+        code, message = _local_failure(error)
+        context.error(message)
+        return code
+
+
+def _local_failure(error: Exception) -> tuple[Exit, str]:
+    """The exit code and the message for an error met before or besides any call."""
+    if isinstance(error, config.NotLoggedIn):
+        return Exit.UNAUTHENTICATED, str(error)
+    if isinstance(error, TimeoutError):  # before OSError, of which it is a subclass
+        return Exit.WAIT_TIMED_OUT, str(error)
+    if isinstance(error, EOFError):  # Ctrl-D at a prompt
+        return Exit.USAGE, "no input"
+    if isinstance(error, OSError) and error.filename:  # --ca or --file unreadable, the config folder unwritable
+        return Exit.USAGE, f"{error.strerror or error}: {error.filename}"
+    return Exit.USAGE, str(error)
+
+
+@dataclass(frozen=True)
+class Given:
+    """What the user gave besides the arguments, read before any call (see the module's docstring)."""
+
+    email: str = ""
+    password: str = field(default="", repr=False)
+    #: ``submit TYPE PAYLOAD``: the payload.
+    payload: Payload = ""
+    #: ``submit --file``: the jobs, the command's options filled in.
+    requests: list[jobs_pb2.CreateJobRequest] = field(default_factory=list)
+
+
+def read_input(args: argparse.Namespace, context: Context) -> Given:
+    """The prompts' answers, the payload or the file of jobs the command ``args`` name needs."""
+    if args.command in {"login", "register"}:
+        email = _read_email(args, context)
+        password = _read_password(args, context, "password: ")
+        if args.command == "register" and not args.password_stdin and getpass.getpass("password again: ") != password:
+            raise UsageError("the passwords differ")
+        return Given(email=email, password=password)
+    if args.command == "submit" and args.file is None:
+        return Given(payload=jobfile.parse_payload(args.payload))
+    if args.command == "submit":
+        requests = _read_jobs(args.file, context.stdin)
+        for request in requests:
+            # The command's options are the defaults of the lines that do not say.
+            request.priority = request.priority or jobs_pb2.JobPriority.ValueType(int(args.priority or 0))
+            request.max_attempts = request.max_attempts or args.max_attempts
+            request.timeout_seconds = request.timeout_seconds or args.timeout
+        return Given(requests=requests)
+    return Given()
 
 
 def _auth_address(args: argparse.Namespace, context: Context) -> str:
@@ -125,54 +169,46 @@ def _read_email(args: argparse.Namespace, context: Context) -> str:
     return context.stdin.readline().strip()
 
 
-async def login(args: argparse.Namespace, context: Context) -> Exit:
+async def login(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Log in with an email and password and store the token."""
-    email = _read_email(args, context)
-    password = _read_password(args, context, "password: ")
     async with connect_auth(_auth_address(args, context), credentials=_credentials(args)) as auth:
         try:
-            token = await auth.login(email, password)
+            token = await auth.login(given.email, given.password)
         except JobQueueError as error:
             if error.code != grpc.StatusCode.UNAUTHENTICATED:
                 raise
             context.error(error.message or "wrong email or password")
             return Exit.UNAUTHENTICATED
     path = context.env.credentials_path
-    config.save(path, config.Credentials(token, email))
-    context.out(f"logged in as {email} (token in {path})")
+    config.save(path, config.Credentials(token, given.email))
+    context.out(f"logged in as {given.email} (token in {path})")
     return Exit.OK
 
 
-async def logout(args: argparse.Namespace, context: Context) -> Exit:
+async def logout(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Forget the stored token."""
     path = context.env.credentials_path
     context.out(f"logged out (removed {path})" if config.forget(path) else "not logged in")
     return Exit.OK
 
 
-async def register(args: argparse.Namespace, context: Context) -> Exit:
+async def register(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Create an account."""
-    email = _read_email(args, context)
-    password = _read_password(args, context, "password: ")
-    if not args.password_stdin and getpass.getpass("password again: ") != password:
-        context.error("the passwords differ")
-        return Exit.USAGE
-    name = args.name or email.split("@", 1)[0]
+    name = args.name or given.email.split("@", 1)[0]
     async with connect_auth(_auth_address(args, context), credentials=_credentials(args)) as auth:
-        user = await auth.register(email, password, name)
+        user = await auth.register(given.email, given.password, name)
     context.out(f"registered {user.email}: now run `jobq login`")
     return Exit.OK
 
 
-async def submit(args: argparse.Namespace, context: Context) -> Exit:
+async def submit(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Submit one job (and maybe wait for it), or a file of jobs."""
     if args.file is not None:
-        return await _submit_file(args, context)
-    payload = jobfile.parse_payload(args.payload)
+        return await _submit_file(args, context, given.requests)
     async with _jobs(args, context) as jobs:
         job = await jobs.submit(
             args.type,
-            payload,
+            given.payload,
             priority=args.priority or JobPriority.UNSPECIFIED,
             max_attempts=args.max_attempts,
             timeout_seconds=args.timeout,
@@ -187,17 +223,10 @@ async def submit(args: argparse.Namespace, context: Context) -> Exit:
     return exits.for_status(job.status)
 
 
-async def _submit_file(args: argparse.Namespace, context: Context) -> Exit:
-    """``submit --file``: check every line, then send the jobs BATCH_SIZE at a time, with a bar."""
-    name = "stdin" if args.file == "-" else args.file
-    requests = await asyncio.to_thread(_read_jobs, args.file, name, context.stdin)
-    for request in requests:
-        # The command's options are the defaults of the lines that do not say.
-        request.priority = request.priority or jobs_pb2.JobPriority.ValueType(int(args.priority or 0))
-        request.max_attempts = request.max_attempts or args.max_attempts
-        request.timeout_seconds = request.timeout_seconds or args.timeout
+async def _submit_file(args: argparse.Namespace, context: Context, requests: list[jobs_pb2.CreateJobRequest]) -> Exit:
+    """``submit --file``: send the jobs (every line already checked) BATCH_SIZE at a time, with a bar."""
     if not requests:
-        context.note(f"no jobs in {name}")
+        context.note(f"no jobs in {_file_name(args.file)}")
         return Exit.OK
     bar = ProgressBar.for_terminal(len(requests), context.stderr)
     # JSON lines on the same terminal as the bar would be drawn over by it.
@@ -224,7 +253,11 @@ async def _submit_file(args: argparse.Namespace, context: Context) -> Exit:
     return Exit.OK
 
 
-def _read_jobs(path: str, name: str, stdin: TextIO) -> list[jobs_pb2.CreateJobRequest]:
+def _file_name(path: str) -> str:
+    return "stdin" if path == "-" else path
+
+
+def _read_jobs(path: str, stdin: TextIO) -> list[jobs_pb2.CreateJobRequest]:
     """The jobs of the file at ``path`` (stdin for ``-``); BadJob names the file and the line."""
     try:
         if path == "-":
@@ -232,10 +265,10 @@ def _read_jobs(path: str, name: str, stdin: TextIO) -> list[jobs_pb2.CreateJobRe
         with Path(path).open(encoding="utf-8") as lines:
             return jobfile.parse_lines(lines)
     except jobfile.BadJob as error:
-        raise jobfile.BadJob(f"{name}: {error}") from None
+        raise jobfile.BadJob(f"{_file_name(path)}: {error}") from None
 
 
-async def get(args: argparse.Namespace, context: Context) -> Exit:
+async def get(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Show one job in full."""
     async with _jobs(args, context) as jobs:
         job = await jobs.get(args.id, history=args.history)
@@ -251,7 +284,7 @@ async def get(args: argparse.Namespace, context: Context) -> Exit:
     return Exit.OK
 
 
-async def list_jobs(args: argparse.Namespace, context: Context) -> Exit:
+async def list_jobs(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """List the caller's jobs."""
     async with _jobs(args, context) as jobs:
         found = jobs.list(status=args.status or 0, job_type=args.job_type, page_size=_page(args.limit))
@@ -259,7 +292,7 @@ async def list_jobs(args: argparse.Namespace, context: Context) -> Exit:
     return Exit.OK
 
 
-async def dead(args: argparse.Namespace, context: Context) -> Exit:
+async def dead(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """List the dead jobs, or run them again."""
     async with _jobs(args, context) as jobs:
         if args.rerun:
@@ -296,7 +329,7 @@ async def _print_jobs(args: argparse.Namespace, context: Context, jobs: AsyncIte
         context.out(*output.job_table(found, context.width, _now()))
 
 
-async def watch(args: argparse.Namespace, context: Context) -> Exit:
+async def watch(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Follow one job to its end, or every change to the caller's jobs until Ctrl-C."""
     async with _jobs(args, context) as jobs:
         if args.id is None:
@@ -342,7 +375,7 @@ async def _watch_all(args: argparse.Namespace, context: Context, jobs: JobsClien
     return Exit.UNAVAILABLE
 
 
-async def cancel(args: argparse.Namespace, context: Context) -> Exit:
+async def cancel(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Cancel a job."""
     async with _jobs(args, context) as jobs:
         job = await jobs.cancel(args.id)
@@ -350,7 +383,7 @@ async def cancel(args: argparse.Namespace, context: Context) -> Exit:
     return Exit.OK
 
 
-async def rerun(args: argparse.Namespace, context: Context) -> Exit:
+async def rerun(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """Run a FAILED job again."""
     async with _jobs(args, context) as jobs:
         job = await jobs.rerun(args.id, max_attempts=args.max_attempts)
@@ -362,7 +395,7 @@ def _print_job(args: argparse.Namespace, context: Context, job: Job) -> None:
     context.out(output.job_json(job) if args.json else "\n".join(output.job_table([job], context.width, _now())))
 
 
-async def types(args: argparse.Namespace, context: Context) -> Exit:
+async def types(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     """List the job types."""
     async with _jobs(args, context) as jobs:
         found = await jobs.job_types()
@@ -377,7 +410,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Context], Awaitable[Exit]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Context, Given], Coroutine[Any, Any, Exit]]] = {
     "login": login,
     "logout": logout,
     "register": register,
