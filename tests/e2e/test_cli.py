@@ -327,38 +327,39 @@ def test_an_operator_lists_dead_jobs_and_runs_them_again(system: System, tmp_pat
     assert jobq("dead", "--rerun", "--max-attempts", "1").stdout == f"{len(dead)} jobs run again\n"
 
 
-def test_watching_every_change_until_ctrl_c_and_attempt_history(system: System, tmp_path: Path) -> None:
-    """Needs WatchJobs and the attempt history on the job service (they answer UNIMPLEMENTED / nothing before)."""
+def test_watching_every_change_until_ctrl_c(system: System, tmp_path: Path) -> None:
+    """Needs WatchJobs on the job service (main 97dab4d; before it, UNIMPLEMENTED: exit 7)."""
     system.start_worker()
     jobq = Jobq(system, tmp_path)
     jobq.login("watcher@example.com")
-    watching = subprocess.Popen(
-        [*JOBQ, "watch", "--json"],
-        env=jobq.env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    # As a context manager, Popen closes the pipes and waits for the process, whatever happens here.
+    with subprocess.Popen(
+        [*JOBQ, "watch", "--json"], env=jobq.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as watching:
         assert watching.stderr is not None
         assert watching.stdout is not None
-        assert watching.stderr.readline() == "watching; Ctrl-C to stop\n"
-        job_id = jobq("submit", "reverse_string", "abc").stdout.strip()
-        seen: list[str] = []
-        while not seen or seen[-1] != "JOB_STATUS_COMPLETED":
-            change = json.loads(watching.stdout.readline())
-            assert change["id"] == job_id
-            seen.append(change["status"])
-        assert seen[0] == "JOB_STATUS_QUEUED"
-        watching.send_signal(signal.SIGINT)
-        assert watching.wait(30) == Exit.INTERRUPTED
-        assert "Traceback" not in watching.stderr.read()
-    finally:
-        if watching.poll() is None:
-            watching.kill()
-            watching.wait()
+        try:
+            assert watching.stderr.readline() == "watching; Ctrl-C to stop\n"
+            job_id = jobq("submit", "reverse_string", "abc").stdout.strip()
+            seen: list[str] = []
+            while not seen or seen[-1] != "JOB_STATUS_COMPLETED":
+                change = json.loads(watching.stdout.readline())
+                assert change["id"] == job_id
+                seen.append(change["status"])
+            assert seen[0] == "JOB_STATUS_QUEUED"
+            watching.send_signal(signal.SIGINT)  # Ctrl-C
+            assert watching.wait(30) == Exit.INTERRUPTED
+            assert "Traceback" not in watching.stderr.read()
+        finally:
+            if watching.poll() is None:
+                watching.kill()
 
+
+def test_get_history_shows_every_attempt(system: System, tmp_path: Path) -> None:
+    """Needs the attempt history on the job service (GetJob's FULL view; before it: "sent no attempt history")."""
+    system.start_worker()
+    jobq = Jobq(system, tmp_path)
+    jobq.login("historian@example.com")
     failed = jobq("submit", "always_fails", "x", "--max-attempts", "2", "--wait").stdout.split()[1].rstrip(";")
     code, shown = jobq.in_terminal("get", failed, "--history")
     assert code == Exit.OK, shown
