@@ -173,7 +173,10 @@ def test_a_user_logs_in_submits_waits_and_reads_jobs(system: System, tmp_path: P
     assert [line[status_at:].split()[0] for line in lines[1:]] == [line.split()[2] for line in lines[1:]]
     listed = jobq("list", "--status", "completed", "--type", "reverse_string", "--json")
     assert [json.loads(line)["result"] for line in listed.stdout.splitlines()] == ["x", "olleh"]
-    assert len(jobq("list", "--limit", "2", "--json").stdout.splitlines()) == 2
+    limited = jobq("list", "--limit", "2", "--json")
+    assert len(limited.stdout.splitlines()) == 2
+    assert limited.stderr == "(the first 2; --limit N for more, --limit 0 for all)\n"
+    assert jobq("list", "--limit", "5").stderr == ""  # all of them: nothing more to say
 
     # A payload the type's schema refuses: exit 6, the field named.
     refused(jobq("submit", "fibonacci_calc", "abc"), Exit.REFUSED, "payload")

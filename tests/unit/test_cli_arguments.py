@@ -66,6 +66,13 @@ def test_usage_errors_exit_2_with_one_message(capsys: pytest.CaptureFixture[str]
     assert says in usage_error(capsys, *argv)
 
 
+def test_version_names_the_client_library(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse("--version")
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("jobq ")
+
+
 def test_the_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         parse("--help")

@@ -304,29 +304,33 @@ async def dead(args: argparse.Namespace, context: Context, given: Given) -> Exit
 
 
 def _page(limit: int) -> int:
-    """The page size for at most ``limit`` jobs: no more than needed, and no more than the service's largest."""
-    return min(limit, 100) if limit else 0
+    """The page size for ``limit`` jobs and one more (to tell whether there are more): no more than the largest."""
+    return min(limit + 1, 100) if limit else 0
 
 
 async def _print_jobs(args: argparse.Namespace, context: Context, jobs: AsyncIterator[Job]) -> None:
     """Up to --limit jobs: JSON lines as they come, or a table once all are in (to align it)."""
     found: list[Job] = []
     count = 0
+    more = False
     try:
         async for job in jobs:
+            if args.limit and count == args.limit:
+                more = True
+                break
             count += 1
             if args.json:
                 context.out(output.job_json(job))
             else:
                 found.append(job)
-            if args.limit and count >= args.limit:
-                break
     finally:
         # Stopping at --limit closes the pages' generator now, not at some later garbage collection.
         if isinstance(jobs, AsyncGenerator):
             await jobs.aclose()
     if not args.json:
         context.out(*output.job_table(found, context.width, _now()))
+    if more:
+        context.note(f"(the first {args.limit}; --limit N for more, --limit 0 for all)")
 
 
 async def watch(args: argparse.Namespace, context: Context, given: Given) -> Exit:

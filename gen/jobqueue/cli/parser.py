@@ -8,6 +8,7 @@ error exits 2, as argparse does, before any service is called.
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 
 from jobqueue.cli.exits import EPILOG
 from jobqueue.cli.jobfile import BadJob, parse_priority, parse_request_id
@@ -36,6 +37,7 @@ def build() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobq", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     service = _service_options()
     printing = _json_option()
@@ -124,6 +126,14 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if args.command == "dead" and not args.rerun and args.max_attempts:
         parser.error("dead: --max-attempts goes with --rerun")
     return args
+
+
+def _version() -> str:
+    """The installed client library's version (jobq is part of it)."""
+    try:
+        return metadata.version("jobqueue-client")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
 
 
 def _service_options() -> argparse.ArgumentParser:
