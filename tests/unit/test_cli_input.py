@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobqueue.cli import commands, config, jobfile, parser
+from jobqueue.cli import commands, config, inputs, jobfile, parser
 from jobqueue.cli.exits import Exit
 from jobqueue.jobs.v1 import jobs_pb2
 
@@ -17,8 +17,9 @@ def context(tmp_path: Path, stdin: str = "") -> commands.Context:
     return commands.Context(env, io.StringIO(stdin), io.StringIO(), io.StringIO(), 120)
 
 
-def given(tmp_path: Path, *argv: str, stdin: str = "") -> commands.Given:
-    return commands.read_input(parser.parse(parser.build(), list(argv)), context(tmp_path, stdin))
+def given(tmp_path: Path, *argv: str, stdin: str = "") -> inputs.Given:
+    here = context(tmp_path, stdin)
+    return inputs.read_input(parser.parse(parser.build(), list(argv)), here.stdin, here.stderr)
 
 
 def test_login_reads_the_password_from_stdin_with_the_email_from_its_flag(tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ def test_login_reads_the_password_from_stdin_with_the_email_from_its_flag(tmp_pa
 
 
 def test_password_stdin_without_email_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(commands.UsageError, match="--password-stdin needs --email"):
+    with pytest.raises(inputs.UsageError, match="--password-stdin needs --email"):
         given(tmp_path, "login", "--password-stdin", stdin="secret\n")
 
 

@@ -1,9 +1,7 @@
 """What each ``jobq`` command does: calls to :mod:`jobqueue.client`, then lines on stdout.
 
-A command runs in two steps. :func:`read_input` first takes what the user gives besides the
-arguments (an email and password at a prompt, the payload, a file of jobs), before the event loop
-starts: prompts and reads block, and a thread blocked on a terminal's stdin would keep the process
-from ending on Ctrl-C (asyncio.run waits for its threads). Then the command's coroutine makes the
+A command runs in two steps: :func:`inputs.read_input` takes what the user gives besides the
+arguments, before the event loop starts (see there why); then the command's coroutine makes the
 calls. Each returns its exit code (exits.Exit); the errors every command can meet (a refusal, no
 token, a bad payload or file, a wait that ran out) are turned into a code and one line on stderr
 by :func:`run`, once, rather than in each command.
@@ -14,15 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import getpass
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
 
-from jobqueue.cli import config, exits, jobfile, output
+from jobqueue.cli import config, exits, inputs, jobfile, output
 from jobqueue.cli.exits import Exit
 from jobqueue.cli.progress import ProgressBar
 from jobqueue.client import (
@@ -31,7 +27,6 @@ from jobqueue.client import (
     JobPriority,
     JobQueueError,
     JobsClient,
-    Payload,
     connect_auth,
     connect_jobs,
     is_final,
@@ -41,10 +36,6 @@ from jobqueue.jobs.v1 import jobs_pb2
 
 #: How often ``jobq watch ID`` asks for the job when the service cannot stream it (no WatchJob).
 POLL_SECONDS = 0.5
-
-
-class UsageError(Exception):
-    """Raised for a combination of arguments and input that the parser could not check."""
 
 
 @dataclass
@@ -73,14 +64,14 @@ def run(args: argparse.Namespace, context: Context) -> Exit:
     """Run the command ``args`` name; the errors every command can meet become an exit code here."""
     address = _auth_address(args, context) if args.command in {"login", "register"} else _jobs_address(args, context)
     try:
-        given = read_input(args, context)
+        given = inputs.read_input(args, context.stdin, context.stderr)
         return asyncio.run(COMMANDS[args.command](args, context, given))
     except JobQueueError as error:
         context.error(exits.describe(error, address))
         return exits.for_error(error)
     except BrokenPipeError:
         raise  # the reader of stdout went away: __main__ ends quietly, as `jobq list | head` expects
-    except (config.NotLoggedIn, jobfile.BadJob, UsageError, EOFError, OSError) as error:
+    except (config.NotLoggedIn, jobfile.BadJob, inputs.UsageError, EOFError, OSError) as error:
         code, message = _local_failure(error)
         context.error(message)
         return code
@@ -97,39 +88,6 @@ def _local_failure(error: Exception) -> tuple[Exit, str]:
     if isinstance(error, OSError) and error.filename:  # --ca or --file unreadable, the config folder unwritable
         return Exit.USAGE, f"{error.strerror or error}: {error.filename}"
     return Exit.USAGE, str(error)
-
-
-@dataclass(frozen=True)
-class Given:
-    """What the user gave besides the arguments, read before any call (see the module's docstring)."""
-
-    email: str = ""
-    password: str = field(default="", repr=False)
-    #: ``submit TYPE PAYLOAD``: the payload.
-    payload: Payload = ""
-    #: ``submit --file``: the jobs, the command's options filled in.
-    requests: list[jobs_pb2.CreateJobRequest] = field(default_factory=list)
-
-
-def read_input(args: argparse.Namespace, context: Context) -> Given:
-    """The prompts' answers, the payload or the file of jobs the command ``args`` name needs."""
-    if args.command in {"login", "register"}:
-        email = _read_email(args, context)
-        password = _read_password(args, context, "password: ")
-        if args.command == "register" and not args.password_stdin and getpass.getpass("password again: ") != password:
-            raise UsageError("the passwords differ")
-        return Given(email=email, password=password)
-    if args.command == "submit" and args.file is None:
-        return Given(payload=jobfile.parse_payload(args.payload))
-    if args.command == "submit":
-        requests = _read_jobs(args.file, context.stdin)
-        for request in requests:
-            # The command's options are the defaults of the lines that do not say.
-            request.priority = request.priority or jobs_pb2.JobPriority.ValueType(int(args.priority or 0))
-            request.max_attempts = request.max_attempts or args.max_attempts
-            request.timeout_seconds = request.timeout_seconds or args.timeout
-        return Given(requests=requests)
-    return Given()
 
 
 def _auth_address(args: argparse.Namespace, context: Context) -> str:
@@ -152,24 +110,7 @@ def _jobs(args: argparse.Namespace, context: Context) -> JobsClient:
     return connect_jobs(_jobs_address(args, context), token=token, credentials=_credentials(args))
 
 
-def _read_password(args: argparse.Namespace, context: Context, prompt: str) -> str:
-    if args.password_stdin:
-        return context.stdin.readline().removesuffix("\n").removesuffix("\r")
-    return getpass.getpass(prompt)
-
-
-def _read_email(args: argparse.Namespace, context: Context) -> str:
-    if args.email:
-        return str(args.email)
-    if args.password_stdin:
-        # stdin carries the password, so it cannot also be asked for the email.
-        raise UsageError("--password-stdin needs --email")
-    context.stderr.write("email: ")
-    context.stderr.flush()
-    return context.stdin.readline().strip()
-
-
-async def login(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def login(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Log in with an email and password and store the token."""
     async with connect_auth(_auth_address(args, context), credentials=_credentials(args)) as auth:
         try:
@@ -185,14 +126,14 @@ async def login(args: argparse.Namespace, context: Context, given: Given) -> Exi
     return Exit.OK
 
 
-async def logout(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def logout(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Forget the stored token."""
     path = context.env.credentials_path
     context.out(f"logged out (removed {path})" if config.forget(path) else "not logged in")
     return Exit.OK
 
 
-async def register(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def register(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Create an account."""
     name = args.name or given.email.split("@", 1)[0]
     async with connect_auth(_auth_address(args, context), credentials=_credentials(args)) as auth:
@@ -201,7 +142,7 @@ async def register(args: argparse.Namespace, context: Context, given: Given) -> 
     return Exit.OK
 
 
-async def submit(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def submit(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Submit one job (and maybe wait for it), or a file of jobs."""
     if args.file is not None:
         return await _submit_file(args, context, given.requests)
@@ -226,7 +167,7 @@ async def submit(args: argparse.Namespace, context: Context, given: Given) -> Ex
 async def _submit_file(args: argparse.Namespace, context: Context, requests: list[jobs_pb2.CreateJobRequest]) -> Exit:
     """``submit --file``: send the jobs (every line already checked) BATCH_SIZE at a time, with a bar."""
     if not requests:
-        context.note(f"no jobs in {_file_name(args.file)}")
+        context.note(f"no jobs in {inputs.file_name(args.file)}")
         return Exit.OK
     bar = ProgressBar.for_terminal(len(requests), context.stderr)
     # JSON lines on the same terminal as the bar would be drawn over by it.
@@ -253,22 +194,7 @@ async def _submit_file(args: argparse.Namespace, context: Context, requests: lis
     return Exit.OK
 
 
-def _file_name(path: str) -> str:
-    return "stdin" if path == "-" else path
-
-
-def _read_jobs(path: str, stdin: TextIO) -> list[jobs_pb2.CreateJobRequest]:
-    """The jobs of the file at ``path`` (stdin for ``-``); BadJob names the file and the line."""
-    try:
-        if path == "-":
-            return jobfile.parse_lines(stdin)
-        with Path(path).open(encoding="utf-8") as lines:
-            return jobfile.parse_lines(lines)
-    except jobfile.BadJob as error:
-        raise jobfile.BadJob(f"{_file_name(path)}: {error}") from None
-
-
-async def get(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def get(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Show one job in full."""
     async with _jobs(args, context) as jobs:
         job = await jobs.get(args.id, history=args.history)
@@ -284,7 +210,7 @@ async def get(args: argparse.Namespace, context: Context, given: Given) -> Exit:
     return Exit.OK
 
 
-async def list_jobs(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def list_jobs(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """List the caller's jobs."""
     async with _jobs(args, context) as jobs:
         found = jobs.list(status=args.status or 0, job_type=args.job_type, page_size=_page(args.limit))
@@ -292,7 +218,7 @@ async def list_jobs(args: argparse.Namespace, context: Context, given: Given) ->
     return Exit.OK
 
 
-async def dead(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def dead(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """List the dead jobs, or run them again."""
     async with _jobs(args, context) as jobs:
         if args.rerun:
@@ -333,7 +259,7 @@ async def _print_jobs(args: argparse.Namespace, context: Context, jobs: AsyncIte
         context.note(f"(the first {args.limit}; --limit N for more, --limit 0 for all)")
 
 
-async def watch(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def watch(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Follow one job to its end, or every change to the caller's jobs until Ctrl-C."""
     async with _jobs(args, context) as jobs:
         if args.id is None:
@@ -379,7 +305,7 @@ async def _watch_all(args: argparse.Namespace, context: Context, jobs: JobsClien
     return Exit.UNAVAILABLE
 
 
-async def cancel(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def cancel(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Cancel a job."""
     async with _jobs(args, context) as jobs:
         job = await jobs.cancel(args.id)
@@ -387,7 +313,7 @@ async def cancel(args: argparse.Namespace, context: Context, given: Given) -> Ex
     return Exit.OK
 
 
-async def rerun(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def rerun(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """Run a FAILED job again."""
     async with _jobs(args, context) as jobs:
         job = await jobs.rerun(args.id, max_attempts=args.max_attempts)
@@ -399,7 +325,7 @@ def _print_job(args: argparse.Namespace, context: Context, job: Job) -> None:
     context.out(output.job_json(job) if args.json else "\n".join(output.job_table([job], context.width, _now())))
 
 
-async def types(args: argparse.Namespace, context: Context, given: Given) -> Exit:
+async def types(args: argparse.Namespace, context: Context, given: inputs.Given) -> Exit:
     """List the job types."""
     async with _jobs(args, context) as jobs:
         found = await jobs.job_types()
@@ -414,7 +340,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Context, Given], Coroutine[Any, Any, Exit]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Context, inputs.Given], Coroutine[Any, Any, Exit]]] = {
     "login": login,
     "logout": logout,
     "register": register,
