@@ -140,8 +140,14 @@ def test_a_user_logs_in_submits_waits_and_reads_jobs(system: System, tmp_path: P
     bare_id = bare.stdout.strip()
     assert str(uuid.UUID(bare_id)) == bare_id
 
+    # watch ID through a pipe: one JSON line per state, the last one final (so the list below is all done).
+    for waited_id in (job["id"], bare_id):
+        watched = jobq("watch", waited_id, "--json")
+        assert watched.returncode == Exit.OK, watched
+        assert json.loads(watched.stdout.splitlines()[-1])["status"] == "JOB_STATUS_COMPLETED"
+
     # get: in full, or as JSON; unknown and malformed ids.
-    waited = jobq("submit", "reverse_string", "x", "--wait", "--json")  # after the others, so they are done too
+    waited = jobq("submit", "reverse_string", "x", "--wait", "--json")
     assert json.loads(waited.stdout)["status"] == "JOB_STATUS_COMPLETED", waited
     got = jobq("get", job["id"], "--json")
     assert json.loads(got.stdout)["result"] == "55", got
