@@ -10,7 +10,7 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 WORKERS ?= 2
 # Python sources we lint and type-check. In gen/ the files directly in gen/jobqueue/ and the
-# runtime/ and worker/ packages are ours; the proto areas' folders are written by `make gen`
+# runtime/, worker/ and cli/ packages are ours; the proto areas' folders are written by `make gen`
 # (see gen/README.md).
 SOURCES := common auth_svc job_svc worker_svc migrations scripts tests examples $(wildcard gen/jobqueue/*.py) \
 	gen/jobqueue/runtime gen/jobqueue/worker gen/jobqueue/cli
