@@ -35,6 +35,11 @@ def test_the_client_wheel_ships_generated_code_type_stubs_and_the_helper(tmp_pat
     assert "jobqueue/client.py" in names
     # The worker SDK and the runtime it runs on ship in the same wheel, their dependencies as the extra `worker`.
     assert {"jobqueue/worker/__init__.py", "jobqueue/worker/__main__.py", "jobqueue/runtime/service.py"} <= names
+    # The command line, and the console script that runs it.
+    assert {"jobqueue/cli/__main__.py", "jobqueue/cli/commands.py", "jobqueue/cli/progress.py"} <= names
+    [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[console_scripts]\njobq = jobqueue.cli.__main__:main\n" in scripts
     [metadata] = [name for name in names if name.endswith(".dist-info/METADATA")]
     requires = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Provides-Extra: worker" in requires
