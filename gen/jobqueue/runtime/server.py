@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from jobqueue.runtime import metrics, stream_limits
+from jobqueue.runtime import metrics, stream_limits, tracing
 from jobqueue.runtime.errors import (
     ERROR_DOMAIN,
     FieldViolation,
@@ -248,7 +248,12 @@ def build_server(
         per_connection=stream_limits.MAX_STREAMS_PER_CONNECTION,
     )
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(transient), StreamLimits(streams, stream_refusal())],
+        # Tracing's outermost (none when off), so that a call's span covers the whole of its handling.
+        interceptors=[
+            *tracing.server_interceptors(),
+            ErrorInterceptor(transient),
+            StreamLimits(streams, stream_refusal()),
+        ],
         # The streams anyone may hold open (health Watch, reflection) have a budget of their own,
         # on top of the calls that do the work: holding them cannot take those calls' slots.
         maximum_concurrent_rpcs=MAX_CALLS_IN_PROGRESS + streams.total,
