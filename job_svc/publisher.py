@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import aiormq
@@ -28,6 +28,9 @@ from jobqueue.runtime.messages import (
     encode_cancellation,
 )
 from jobqueue.runtime.signing import Signer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +204,7 @@ class Publisher:
             self._declared.clear()
             raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
 
-    def _start_spans(self, messages: Sequence[OutboxMessage], headers: Sequence[dict[str, Any]]) -> list[Any]:
+    def _start_spans(self, messages: Sequence[OutboxMessage], headers: Sequence[dict[str, Any]]) -> list[Span | None]:
         """A PRODUCER span per message, in the trace its outbox row kept; their contexts written into ``headers``."""
         return [
             tracing.start_publish(
