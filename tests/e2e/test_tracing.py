@@ -194,3 +194,53 @@ def test_one_jobs_spans_from_every_process_share_one_trace(
     everything = collector.spans()
     assert {"auth_svc", "job_svc", "worker_svc"} <= {s.service for s in everything}
     assert not [s for s in everything if "grpc.health" in s.name]
+
+
+async def _many_jobs(system: System, count: int) -> list[str]:
+    async with connect_auth(system.auth_address) as auth:
+        await auth.register("many@example.com", "correct horse battery", "Many")
+        token = await auth.login("many@example.com", "correct horse battery")
+    async with connect_jobs(system.job_address, token=token) as jobs:
+        ids = [
+            job.id for job in await asyncio.gather(*(jobs.submit("reverse_string", f"job {i}") for i in range(count)))
+        ]
+        done = await asyncio.gather(*(jobs.wait(job_id, timeout=30) for job_id in ids))
+    assert {job.result for job in done} == {f"job {i}"[::-1] for i in range(count)}
+    return ids
+
+
+def test_every_job_of_a_busy_worker_leads_to_the_batched_calls_that_carried_its_reports(
+    traced_system: System, receiver: tuple[TraceReceiver, int]
+) -> None:
+    collector, _ = receiver
+    count = 40
+    ids = asyncio.run(_many_jobs(traced_system, count))
+    deadline = time.monotonic() + 20
+    while True:
+        spans = collector.spans()
+        processes = {s.attributes["jobqueue.job.id"]: s for s in _find(spans, "worker_svc", CONSUMER, " process")}
+        batches = _find(spans, "worker_svc", INTERNAL, "UpdateJobs batch")
+        reports = sum(batch.attributes["jobqueue.batch.size"] for batch in batches)
+        # Every job's claim and outcome reported (the later spans may still be on their way).
+        if set(processes) == set(ids) and reports >= 2 * count:
+            break
+        assert time.monotonic() < deadline, f"{len(processes)} of {count} jobs' process spans, {reports} reports"
+        time.sleep(0.2)
+    for job_id, process in processes.items():
+        # Each job is still one trace: its process span descends from its CreateJob through the outbox.
+        [created] = [s for s in _find(spans, "job_svc", SERVER, "CreateJob") if s.trace_id == process.trace_id]
+        assert [
+            s for s in _find(spans, "job_svc", PRODUCER, "publish") if s.attributes["messaging.message.id"] == job_id
+        ]
+        # Its reports went in calls each linked to it, in its trace or, batched with another job's, in that one's.
+        carrying = [batch for batch in batches if process.span_id in batch.links]
+        assert len(carrying) >= 2, f"job {job_id}: its claim and outcome are not both linked"
+        assert created.trace_id == process.trace_id
+    # A batch span is a child of its first report's job, and the call it made is its child.
+    calls = {s.parent_span_id for s in _find(spans, "worker_svc", CLIENT, "JobService/UpdateJobs")}
+    by_id = {s.span_id: s for s in spans}
+    for batch in batches:
+        assert batch.span_id in calls
+        assert by_id[batch.parent_span_id] in processes.values()
+        assert batch.parent_span_id in batch.links
+    print(f"{len(batches)} UpdateJobs calls for {count} jobs' {reports} reports")
