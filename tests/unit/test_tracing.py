@@ -114,3 +114,35 @@ def test_a_batch_span_off_does_not_read_its_contexts() -> None:
     with tracing.batch_span("UpdateJobs batch", contexts()):
         pass
     assert not read
+
+
+UNREACHABLE = textwrap.dedent(
+    """
+    import time
+    from opentelemetry import trace
+    from jobqueue.runtime import tracing
+
+    assert tracing.setup("job_svc", "otlp")
+    with trace.get_tracer("test").start_as_current_span("a span to export"):
+        pass
+    time.sleep(0.5)  # the export has begun, and retries
+    began = time.monotonic()
+    tracing.shutdown()
+    print(round(time.monotonic() - began, 1))
+    """
+)
+
+
+def test_a_stop_waits_for_an_unreachable_collector_only_so_long() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{ROOT / 'gen'}:{ROOT}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # discard: nothing listens
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", UNREACHABLE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= tracing.SHUTDOWN_SECONDS + 0.5
+    assert "did not take them in time" in done.stderr

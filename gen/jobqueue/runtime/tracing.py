@@ -32,6 +32,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: gRPC services whose calls make no spans: probes every few seconds would bury the jobs' traces.
 UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+#: The longest a stopping process waits for its last spans to be exported.
+SHUTDOWN_SECONDS = 2.0
 #: The longest stored trace context accepted back from the outbox (a W3C traceparent is 55
 #: characters; tracestate at most 32 entries): a bigger one is dropped, not propagated.
 MAX_STORED_CONTEXT = 4096
@@ -97,7 +100,10 @@ def setup(service_name: str, traces_exporter: str, *, otlp_protocol: str = "grpc
     exporters: list[SpanExporter] = [_exporter(name, otlp_protocol)() for name in names]
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (what the detector reads) win over the default name.
     configured = OTELResourceDetector().detect().attributes
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name, **configured}))
+    # shutdown_on_exit=False: ``shutdown`` below does it, bounded, from jobqueue.runtime.service.run.
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name, **configured}), shutdown_on_exit=False
+    )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
@@ -136,12 +142,19 @@ def _instrument(provider: TracerProvider) -> None:
 
 
 def shutdown() -> None:
-    """Export what is still buffered and stop (at the end of the process); nothing when off."""
+    """Export what is still buffered and stop (at the end of the process), for SHUTDOWN_SECONDS at most."""
     global _tracer, _provider  # noqa: PLW0603
-    if _provider is None:
+    provider = _provider
+    if provider is None:
         return
-    _provider.shutdown()
     _tracer = _provider = None
+    # The SDK's own shutdown waits out the exporter's retries (5 s measured with the collector
+    # down, up to 30 s by its defaults), which would hold up every stop while tracing is broken.
+    stopping = threading.Thread(target=provider.shutdown, name="tracing shutdown", daemon=True)
+    stopping.start()
+    stopping.join(SHUTDOWN_SECONDS)
+    if stopping.is_alive():
+        log.warning("stopped without exporting the last spans: the collector did not take them in time")
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
