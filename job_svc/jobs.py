@@ -168,7 +168,9 @@ class Jobs:
         """The Coalescer's runner: one transaction for the batch, or one each if the database refused it."""
         stored: Sequence[tuple[Job, bool] | BaseException | None]
         try:
-            stored = await self._cap.create(jobs)
+            # The calls' transaction, traced as theirs: a child of the first job's CreateJob, linked to each.
+            with tracing.batch_span("store CreateJob batch", (job.trace_context for job in jobs)):
+                stored = await self._cap.create(jobs)
         except asyncpg.PostgresError as error:
             if len(jobs) == 1 or isinstance(error, db.TRANSIENT_ERRORS):
                 raise

@@ -171,7 +171,11 @@ def test_one_jobs_spans_from_every_process_share_one_trace(
 
     # The job service: CreateJob, its INSERT (asyncpg), and the relay's publish, in the trace the outbox row kept.
     assert created.parent_span_id == b""  # the client library does not trace: the call starts the trace
-    assert [s for s in _find(trace, "job_svc", CLIENT, "") if s.attributes.get("db.system") == "postgresql"]
+    # Its INSERT, in the transaction CreateJob calls share (group commit), traced as theirs.
+    [stored] = _find(trace, "job_svc", INTERNAL, "store CreateJob batch")
+    assert parent(stored) == created
+    statements = [s for s in _find(trace, "job_svc", CLIENT, "") if s.attributes.get("db.system") == "postgresql"]
+    assert [s for s in statements if s.parent_span_id == stored.span_id]
     [publish] = _find(trace, "job_svc", PRODUCER, "publish")
     assert parent(publish) == created
     assert publish.attributes["messaging.message.id"] == job_id
@@ -226,9 +230,12 @@ def test_every_job_of_a_busy_worker_leads_to_the_batched_calls_that_carried_its_
             break
         assert time.monotonic() < deadline, f"{len(processes)} of {count} jobs' process spans, {reports} reports"
         time.sleep(0.2)
+    stores = _find(spans, "job_svc", INTERNAL, "store CreateJob batch")
     for job_id, process in processes.items():
         # Each job is still one trace: its process span descends from its CreateJob through the outbox.
         [created] = [s for s in _find(spans, "job_svc", SERVER, "CreateJob") if s.trace_id == process.trace_id]
+        # Its INSERT went in a transaction linked to it, whichever CreateJob call's trace it is in.
+        assert [store for store in stores if created.span_id in store.links]
         assert [
             s for s in _find(spans, "job_svc", PRODUCER, "publish") if s.attributes["messaging.message.id"] == job_id
         ]
@@ -243,4 +250,6 @@ def test_every_job_of_a_busy_worker_leads_to_the_batched_calls_that_carried_its_
         assert batch.span_id in calls
         assert by_id[batch.parent_span_id] in processes.values()
         assert batch.parent_span_id in batch.links
-    print(f"{len(batches)} UpdateJobs calls for {count} jobs' {reports} reports")
+    print(
+        f"{len(stores)} transactions for {count} CreateJob calls, {len(batches)} UpdateJobs calls for {reports} reports"
+    )

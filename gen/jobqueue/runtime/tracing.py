@@ -241,15 +241,9 @@ def start_publish(
     from opentelemetry import propagate, trace  # noqa: PLC0415
     from opentelemetry.context import Context  # noqa: PLC0415
 
-    parent = Context()
-    if stored and len(stored) <= MAX_STORED_CONTEXT:
-        with contextlib.suppress(ValueError, TypeError):
-            carrier = json.loads(stored)
-            if isinstance(carrier, dict):
-                parent = propagate.extract({str(k): str(v) for k, v in carrier.items()}, context=Context())
     span = _tracer.start_span(
         f"{destination} publish",
-        context=parent,
+        context=_restored(stored),
         kind=trace.SpanKind.PRODUCER,
         attributes={
             "messaging.system": "rabbitmq",
@@ -260,6 +254,19 @@ def start_publish(
     )
     propagate.inject(headers, context=trace.set_span_in_context(span, Context()))
     return span
+
+
+def _restored(stored: str | None) -> Context:
+    """The context ``capture`` stored as text; an empty one (a new trace) if there is none or it does not parse."""
+    from opentelemetry import propagate  # noqa: PLC0415
+    from opentelemetry.context import Context  # noqa: PLC0415
+
+    if stored and len(stored) <= MAX_STORED_CONTEXT:
+        with contextlib.suppress(ValueError, TypeError):
+            carrier = json.loads(stored)
+            if isinstance(carrier, dict):
+                return propagate.extract({str(k): str(v) for k, v in carrier.items()}, context=Context())
+    return Context()
 
 
 def end(span: Span | None, error: str | None = None) -> None:
@@ -286,18 +293,19 @@ def job_span(operation: str, job_type: str, job_id: str) -> AbstractContextManag
     )
 
 
-def batch_span(name: str, contexts: Iterable[Context | None]) -> AbstractContextManager[object]:
-    """A span for the block: one call carrying the work of several jobs; nothing when off.
+def batch_span(name: str, contexts: Iterable[Context | str | None]) -> AbstractContextManager[object]:
+    """A span for the block: one call or transaction carrying the work of several jobs; nothing when off.
 
-    The span is a child of the first of ``contexts`` (with one, the usual case at low load, the
-    call simply belongs to that job's trace) and links to each one's span, so every job's trace
-    leads to the call that carried its part. ``contexts`` is read only when on (pass a generator).
+    ``contexts``: each job's, as ``current`` gave it or as ``capture`` stored it, None where a job
+    has none. The span is a child of the first (with one, the usual case at low load, the work
+    simply belongs to that job's trace) and links to each one's span, so every job's trace leads
+    to the call that carried its part. ``contexts`` is read only when on (pass a generator).
     """
     if _tracer is None:
         return _OFF
     from opentelemetry import trace  # noqa: PLC0415
 
-    given = list(contexts)
+    given = [_restored(context) if isinstance(context, str) else context for context in contexts]
     # One link per job's span (a job may have several reports in one call), by id: a SpanContext is unhashable.
     spans = (trace.get_current_span(context).get_span_context() for context in given if context is not None)
     distinct = {found.span_id: found for found in spans if found.is_valid}
