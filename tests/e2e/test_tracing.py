@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from jobqueue.client import connect_auth, connect_jobs
+from tests.support.processes import free_port
 from tests.support.system import System
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
@@ -126,10 +127,10 @@ def traced_system(
     assert all(code == 0 for code in codes.values()), f"not every service stopped cleanly: {codes}"
 
 
-async def _one_job(system: System) -> str:
+async def _one_job(system: System, email: str = "tracy@example.com") -> str:
     async with connect_auth(system.auth_address) as auth:
-        await auth.register("tracy@example.com", "correct horse battery", "Tracy")
-        token = await auth.login("tracy@example.com", "correct horse battery")
+        await auth.register(email, "correct horse battery", "Tracy")
+        token = await auth.login(email, "correct horse battery")
     async with connect_jobs(system.job_address, token=token) as jobs:
         job = await jobs.submit_and_wait("reverse_string", "traced", timeout=30)
     assert job.result == "decart"
@@ -253,3 +254,25 @@ def test_every_job_of_a_busy_worker_leads_to_the_batched_calls_that_carried_its_
     print(
         f"{len(stores)} transactions for {count} CreateJob calls, {len(batches)} UpdateJobs calls for {reports} reports"
     )
+
+
+def test_a_collector_that_is_down_costs_spans_never_jobs(
+    service_env: dict[str, str], tmp_path: Path, purge_queues: None
+) -> None:
+    nowhere = free_port()  # nothing listens there
+    env = {**service_env, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{nowhere}"}
+    system = System(env, tmp_path)
+    try:
+        system.start_auth()
+        system.start_jobs()
+        system.start_worker()
+        asyncio.run(_one_job(system, "untraced@example.com"))
+    finally:
+        began = time.monotonic()
+        codes = system.stop()
+    assert all(code == 0 for code in codes.values()), codes
+    # Each of the three stops waited at most 2 s (tracing.SHUTDOWN_SECONDS) for the collector: 6.7 s
+    # in all, measured; the SDK's own shutdown waits out the exporter's retries, 5 s or more each.
+    assert time.monotonic() - began < 12
+    assert system.jobs is not None
+    assert "tracing on" in system.jobs.output()
