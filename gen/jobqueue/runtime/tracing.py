@@ -16,9 +16,9 @@ cannot see, because it crosses a boundary of our own, is done here:
   publishes each message in a PRODUCER span whose parent is that stored context
   (``start_publish``), and puts that span's context in the message's AMQP headers,
   where the aio-pika instrumentation of the worker reads it;
-- the worker's reports, which leave in batches across jobs (jobqueue/worker/reports.py):
-  each report keeps its job's ``current()`` context, and a call is made inside
-  ``batch_span``, a child of the first report's job, linked to every report's.
+- work done in batches across jobs (CreateJob's group commit in job_svc/jobs.py, the
+  worker's reports in jobqueue/worker/reports.py): each job keeps its context, and the
+  batch runs inside ``batch_span``, a child of the first job's span, linked to every job's.
 
 The trace context rides in AMQP headers, outside the signature (jobqueue.runtime.signing):
 it only labels spans, never changes what a worker does, so a forged one can only
@@ -28,6 +28,7 @@ mislabel a trace, and only for whoever may publish to the queue already.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -128,17 +129,29 @@ def _exporter(name: str, otlp_protocol: str) -> Any:
     return next(iter(found)).load()
 
 
+#: The instrumentations installed when both they and their library are (a worker has no asyncpg, and
+#: the client package's tracing extra brings no asyncpg instrumentation): library -> instrumentor.
+INSTRUMENTATIONS = {
+    "asyncpg": ("opentelemetry.instrumentation.asyncpg", "AsyncPGInstrumentor"),
+    "aio_pika": ("opentelemetry.instrumentation.aio_pika", "AioPikaInstrumentor"),
+}
+
+
 def _instrument(provider: TracerProvider) -> None:
-    """Install the instrumentations of the libraries this process has (a worker has no asyncpg)."""
-    if importlib.util.find_spec("asyncpg") is not None:
-        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor  # noqa: PLC0415
+    """Install the instrumentations of the libraries this process has."""
+    for library, (module, name) in INSTRUMENTATIONS.items():
+        if not (_installed(library) and _installed(module)):
+            continue
+        instrumentor = getattr(importlib.import_module(module), name)
+        # It checks that the library's version is one it supports, and logs and skips it otherwise.
+        instrumentor().instrument(tracer_provider=provider)
 
-        # The contrib instrumentations are untyped (no py.typed): the ignores below are for that.
-        AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    if importlib.util.find_spec("aio_pika") is not None:
-        from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor  # noqa: PLC0415
 
-        AioPikaInstrumentor().instrument(tracer_provider=provider)
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is not installed either
+        return False
 
 
 def shutdown() -> None:
