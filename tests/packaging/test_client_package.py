@@ -46,12 +46,14 @@ def test_the_client_wheel_ships_generated_code_type_stubs_and_the_helper(tmp_pat
     assert 'Requires-Dist: aio-pika<11,>=10.2.1; extra == "worker"' in requires
 
 
-def test_the_locked_requirements_meet_every_dependency_of_the_package_and_its_worker_extra() -> None:
+def test_the_locked_requirements_meet_every_dependency_of_the_package_and_its_extras() -> None:
     # The images install gen/ with --no-deps after requirements.txt: its pins must satisfy the package
     # (pip check proves it there, for the installed extras only, so the worker extra is checked here).
     project = tomllib.loads((ROOT / "gen" / "pyproject.toml").read_text())["project"]
     pins = dict(re.findall(r"^([a-z0-9-]+)==([^ ]+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE))
-    for line in [*project["dependencies"], *project["optional-dependencies"]["worker"]]:
+    extras = project["optional-dependencies"]
+    assert set(extras) == {"worker", "tracing"}
+    for line in [*project["dependencies"], *extras["worker"], *extras["tracing"]]:
         requirement = Requirement(line)
         assert requirement.name in pins, f"{requirement.name} is not in requirements.txt"
         assert requirement.specifier.contains(pins[requirement.name]), (line, pins[requirement.name])
