@@ -37,12 +37,12 @@ RUN python -m venv /opt/jobqueue
 # fetches no build backend of its own, unchecked (./gen is built with the setuptools locked there).
 COPY requirements.txt /tmp/requirements.txt
 RUN /opt/jobqueue/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/requirements.txt
-# The client library with its worker extra (the SDK every worker image runs): their dependencies
+# The client library with its worker and tracing extras (the SDK every worker image runs): their dependencies
 # are pinned in requirements.txt, installed above, and --no-index lets pip take nothing else, so
 # this fails if the lock does not satisfy them; `pip check` proves the rest. It is built with that
 # setuptools too. Then pip and setuptools go: nothing installs anything at run time.
 COPY gen/ /tmp/gen/
-RUN /opt/jobqueue/bin/pip install --no-cache-dir --no-index --no-build-isolation "/tmp/gen[worker]" \
+RUN /opt/jobqueue/bin/pip install --no-cache-dir --no-index --no-build-isolation "/tmp/gen[worker,tracing]" \
     && /opt/jobqueue/bin/pip check \
     && /opt/jobqueue/bin/pip uninstall --yes --quiet pip setuptools
 

@@ -10,10 +10,10 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 WORKERS ?= 2
 # Python sources we lint and type-check. In gen/ the files directly in gen/jobqueue/ and the
-# runtime/ and worker/ packages are ours; the proto areas' folders are written by `make gen`
+# runtime/, worker/ and cli/ packages are ours; the proto areas' folders are written by `make gen`
 # (see gen/README.md).
 SOURCES := common auth_svc job_svc worker_svc web_svc migrations scripts tests examples $(wildcard gen/jobqueue/*.py) \
-	gen/jobqueue/runtime gen/jobqueue/worker
+	gen/jobqueue/runtime gen/jobqueue/worker gen/jobqueue/cli
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 

@@ -19,7 +19,7 @@ from auth_svc.store import UserStore
 from auth_svc.tokens import TokenIssuer, load_private_key
 from common import db
 from jobqueue.auth.v1 import auth_pb2_grpc
-from jobqueue.runtime import metrics, service
+from jobqueue.runtime import metrics, service, tracing
 from jobqueue.runtime.health import HealthMonitor, HealthServicer
 from jobqueue.runtime.server import build_server
 
@@ -74,7 +74,8 @@ async def serve(settings: AuthSettings, supervisor: service.Supervisor) -> None:
         metrics_server = metrics.serve(settings.auth_host, settings.metrics_port)
         await server.start()
         log.info("auth service listening", extra={"host": settings.auth_host, "port": port, "tls": settings.tls})
-        monitoring = supervisor.spawn(monitor.run(), name="health")
+        with tracing.untraced():  # its pings would each be a trace of their own
+            monitoring = supervisor.spawn(monitor.run(), name="health")
         await supervisor.wait_for_stop()
 
         log.info("stopping")

@@ -32,7 +32,7 @@ from job_svc.types import JobTypeRegistry
 from job_svc.watch import WatchHub
 from job_svc.watch_store import ChangeFeed
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
-from jobqueue.runtime import metrics, rabbitmq, service
+from jobqueue.runtime import metrics, rabbitmq, service, tracing
 from jobqueue.runtime.backoff import Backoff
 from jobqueue.runtime.health import HealthMonitor, HealthServicer
 from jobqueue.runtime.server import build_server, listen
@@ -109,24 +109,27 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
             worker_port = listen(server, settings.job_host, settings.job_worker_port, worker_credentials)
         metrics_server = metrics.serve(settings.job_host, settings.metrics_port)
         await server.start()
-        supervisor.spawn(publisher.run(), name="publisher")
-        supervisor.spawn(types.run(), name="job types")
-        supervisor.spawn(watches.run(), name="watches")
-        # Give the broker a moment before the first health probe, so a normal start
-        # does not log RabbitMQ as unreachable.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(publisher.wait_connected(), 2)
-        relaying = supervisor.spawn(relay.run(), name="relay")
-        if metrics_server is not None:
-            gauges = job_metrics.Gauges(
-                store,
-                publisher,
-                types.names,
-                every=settings.job_count_seconds,
-                finished_every=settings.finished_count_seconds,
-            )
-            supervisor.spawn(gauges.run(), name="gauges")
-        supervisor.spawn(monitor.run(), name="health")
+        # The background tasks' statements serve no one call: with tracing on, each would be a trace
+        # of its own, several a second. The relay's publish spans join the jobs' traces regardless.
+        with tracing.untraced():
+            supervisor.spawn(publisher.run(), name="publisher")
+            supervisor.spawn(types.run(), name="job types")
+            supervisor.spawn(watches.run(), name="watches")
+            # Give the broker a moment before the first health probe, so a normal start
+            # does not log RabbitMQ as unreachable.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(publisher.wait_connected(), 2)
+            relaying = supervisor.spawn(relay.run(), name="relay")
+            if metrics_server is not None:
+                gauges = job_metrics.Gauges(
+                    store,
+                    publisher,
+                    types.names,
+                    every=settings.job_count_seconds,
+                    finished_every=settings.finished_count_seconds,
+                )
+                supervisor.spawn(gauges.run(), name="gauges")
+            supervisor.spawn(monitor.run(), name="health")
         log.info(
             "job service listening",
             extra={
@@ -163,15 +166,10 @@ async def serve(settings: Settings, supervisor: service.Supervisor) -> None:
 def _health(pool: asyncpg.Pool, publisher: Publisher) -> tuple[HealthServicer, HealthMonitor]:
     """The health service and the monitor that keeps it current."""
     health_servicer = HealthServicer()
-
-    async def broker_probe() -> None:
-        if not publisher.connected:
-            raise ConnectionError("not connected to RabbitMQ")
-
     monitor = HealthMonitor(
         health_servicer,
         [SERVICE_NAME],
-        {"postgres": lambda: db.ping(pool), "rabbitmq": broker_probe},
+        {"postgres": lambda: db.ping(pool), "rabbitmq": publisher.probe},
         # Jobs are accepted into the outbox while the broker is down, so only
         # the database decides whether this service is ready.
         required=["postgres"],

@@ -36,6 +36,7 @@ from job_svc.rules import (
 from job_svc.schemas import generic_violation
 from job_svc.types import JobTypeRegistry
 from job_svc.unfinished import UnfinishedCap
+from jobqueue.runtime import tracing
 from jobqueue.runtime.batching import Coalescer
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument
 from jobqueue.runtime.limits import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
@@ -167,7 +168,9 @@ class Jobs:
         """The Coalescer's runner: one transaction for the batch, or one each if the database refused it."""
         stored: Sequence[tuple[Job, bool] | BaseException | None]
         try:
-            stored = await self._cap.create(jobs)
+            # The calls' transaction, traced as theirs: a child of the first job's CreateJob, linked to each.
+            with tracing.batch_span("store CreateJob batch", (job.trace_context for job in jobs)):
+                stored = await self._cap.create(jobs)
         except asyncpg.PostgresError as error:
             if len(jobs) == 1 or isinstance(error, db.TRANSIENT_ERRORS):
                 raise
@@ -235,6 +238,9 @@ class Jobs:
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
             request_id=request_id,
+            # Checked in the call's own task, so this is the CreateJob call's span, whichever
+            # transaction the job is then stored in.
+            trace_context=tracing.capture(),
         )
 
     async def look_up_types(self, names: Collection[str]) -> None:

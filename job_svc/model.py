@@ -48,6 +48,8 @@ class OutboxMessage:
     job_type: str
     body: bytes
     priority: Priority
+    #: The trace context of the call that stored it (jobqueue.runtime.tracing.capture), or None.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class NewJob:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     request_id: uuid.UUID | None = None
+    #: The trace context of the CreateJob call, stored with the outbox row (jobqueue.runtime.tracing); None when off.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)

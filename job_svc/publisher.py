@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import aiormq
@@ -16,7 +17,7 @@ from pamqp.commands import Basic
 
 from job_svc.errors import BrokerUnavailable
 from job_svc.model import OutboxMessage
-from jobqueue.runtime import rabbitmq
+from jobqueue.runtime import rabbitmq, tracing
 from jobqueue.runtime.limits import NAME_PATTERN
 from jobqueue.runtime.messages import (
     CANCELLATION_TYPE,
@@ -27,6 +28,9 @@ from jobqueue.runtime.messages import (
     encode_cancellation,
 )
 from jobqueue.runtime.signing import Signer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,11 @@ class Publisher:
     async def wait_connected(self) -> None:
         """Wait until a channel is open."""
         await self._link.wait_connected()
+
+    async def probe(self) -> None:
+        """Raise unless a channel is open (a HealthMonitor probe)."""
+        if not self.connected:
+            raise ConnectionError("not connected to RabbitMQ")
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until cancelled."""
@@ -153,6 +162,10 @@ class Publisher:
         channel = self._link.channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
+        headers = [self._signer.headers(MESSAGE_TYPE, message.body) for message in messages]
+        # aiormq's channel (below) is not what the aio-pika instrumentation sees, so each message's
+        # PRODUCER span is made here, in its job's trace, and its context added to the headers.
+        spans = self._start_spans(messages, headers) if tracing.enabled() else None
         try:
             await self._declare(channel, {message.job_type for message in messages})
             # aiormq's channel, under aio-pika's: the same frames for half the
@@ -171,21 +184,37 @@ class Publisher:
                             message_type=MESSAGE_TYPE,
                             message_id=str(message.job_id),
                             priority=int(message.priority),
-                            headers=self._signer.headers(MESSAGE_TYPE, message.body),
+                            headers=signed,
                         ),
                         mandatory=True,
                         timeout=10,
                     )
-                    for message in messages
+                    for message, signed in zip(messages, headers, strict=True)
                 )
             )
         except _PUBLISH_ERRORS as error:
+            for span in spans or ():
+                tracing.end(span, f"publish failed: {error!r}")
             raise BrokerUnavailable(f"publish failed: {error!r}") from error
+        for span, reply in zip(spans or (), replies, strict=False):
+            tracing.end(span, None if isinstance(reply, Basic.Ack) else "not confirmed: unroutable")
         if undelivered := sum(not isinstance(reply, Basic.Ack) for reply in replies):
             # Returned as unroutable: a queue is gone (deleted by hand, say).
             # Declaring the queues again on the next attempt lets it through.
             self._declared.clear()
             raise BrokerUnavailable(f"{undelivered} of {len(messages)} messages came back unroutable")
+
+    def _start_spans(self, messages: Sequence[OutboxMessage], headers: Sequence[dict[str, Any]]) -> list[Span | None]:
+        """A PRODUCER span per message, in the trace its outbox row kept; their contexts written into ``headers``."""
+        return [
+            tracing.start_publish(
+                message.trace_context,
+                self._topology.job_queue(message.job_type),
+                {"messaging.message.id": str(message.job_id), "jobqueue.job.type": message.job_type},
+                signed,
+            )
+            for message, signed in zip(messages, headers, strict=True)
+        ]
 
     async def declare_queues(self, job_types: Sequence[str]) -> None:
         """Declare the queues of ``job_types`` (DeclareJobTypes); BrokerUnavailable without a channel or if it fails.

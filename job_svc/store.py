@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from job_svc.model import Encoder, Job, ListQuery, NewJob, OutboxMessage, Priority, Progress, Report, Status
+from jobqueue.runtime import tracing
 
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -453,13 +454,16 @@ class JobStore:
         async with self._pool.acquire() as connection, connection.transaction():
             # Only the outbox rows are locked: the jobs' rows stay free for the workers' reports.
             rows = await connection.fetch(
-                """SELECT o.id, o.job_id, j.type, o.body, o.priority
+                """SELECT o.id, o.job_id, j.type, o.body, o.priority, o.trace_context
                    FROM job_outbox o JOIN jobs j ON j.id = o.job_id
                    ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED""",
                 limit,
             )
             batch = [
-                OutboxMessage(r["id"], r["job_id"], r["type"], bytes(r["body"]), Priority(r["priority"])) for r in rows
+                OutboxMessage(
+                    r["id"], r["job_id"], r["type"], bytes(r["body"]), Priority(r["priority"]), r["trace_context"]
+                )
+                for r in rows
             ]
             yield batch
             if batch:
@@ -515,16 +519,17 @@ async def _insert(connection: _Connection | asyncpg.Pool, jobs: Sequence[NewJob]
     rows = await connection.fetch(
         f"""WITH input AS (
                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::bytea[],
-                                     $6::uuid[], $7::smallint[], $8::integer[], $9::integer[])
-                    AS t(id, owner_id, type, payload, body, request_id, priority, max_attempts, timeout_seconds)),
+                                     $6::uuid[], $7::smallint[], $8::integer[], $9::integer[], $10::text[])
+                    AS t(id, owner_id, type, payload, body, request_id, priority, max_attempts, timeout_seconds,
+                         trace_context)),
             job AS (
                 INSERT INTO jobs (id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds)
                 SELECT id, owner_id, type, payload, request_id, priority, max_attempts, timeout_seconds FROM input
                 ON CONFLICT (owner_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
                 RETURNING {_COLUMNS}),
             outbox AS (
-                INSERT INTO job_outbox (job_id, body, priority)
-                SELECT job.id, input.body, job.priority FROM job JOIN input USING (id))
+                INSERT INTO job_outbox (job_id, body, priority, trace_context)
+                SELECT job.id, input.body, job.priority, input.trace_context FROM job JOIN input USING (id))
             SELECT * FROM job""",
         [j.id for j in ordered],
         [j.owner_id for j in ordered],
@@ -535,6 +540,8 @@ async def _insert(connection: _Connection | asyncpg.Pool, jobs: Sequence[NewJob]
         [int(j.priority) for j in ordered],
         [j.max_attempts for j in ordered],
         [j.timeout_seconds for j in ordered],
+        # Without tracing, NULL: unnest of several arrays pads a NULL one with NULLs, one per job.
+        [j.trace_context for j in ordered] if tracing.enabled() else None,
     )
     created = {row["id"]: _job(row) for row in rows}
     repeated = [j for j in jobs if j.id not in created]

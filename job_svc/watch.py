@@ -32,7 +32,7 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from job_svc import metrics
 from job_svc.errors import TooManyWatches, WatchFellBehind, WatchInterrupted
@@ -41,6 +41,7 @@ from jobqueue.runtime.backoff import Backoff
 from jobqueue.runtime.errors import ServiceError
 
 log = logging.getLogger("job_svc.watch")
+_Key = TypeVar("_Key")
 
 #: How often the hub renews its interest (well within watch_store.INTEREST_SECONDS).
 RENEW_SECONDS = 5.0
@@ -56,13 +57,19 @@ class Feed(Protocol):
     """The announcements of changes (job_svc.watch_store.ChangeFeed)."""
 
     async def open(self, on_change: Callable[[str], None], on_lost: Callable[[], None]) -> None:
-        """Start announcing; return once every change committed from now on will be announced."""
+        """Start listening (nothing is announced yet)."""
+
+    async def watch(self, owner: uuid.UUID | None) -> None:
+        """Announce changes to ``owner``'s jobs (everyone's: None); return once every one from now on is."""
+
+    async def unwatch(self, owner: uuid.UUID | None) -> None:
+        """Stop announcing changes to ``owner``'s jobs (everyone's: None)."""
 
     async def renew(self) -> bool:
-        """Keep announcing; False if announcing had lapsed."""
+        """Keep announcing; False if announcing had lapsed for someone."""
 
     async def close(self) -> None:
-        """Stop announcing."""
+        """Stop announcing and listening."""
 
 
 class JobReader(Protocol):
@@ -115,6 +122,11 @@ class _Watcher:
     failure: ServiceError | None = None
     #: Whether it began while the feed was open, and so ends when the feed does.
     live: bool = False
+
+    @property
+    def scope(self) -> uuid.UUID | None:
+        """Whose jobs' changes it needs announced: its owner's, or everyone's (None)."""
+        return None if self.all_users else self.owner
 
     def wants(self, change: Change) -> bool:
         """Whether the announced change may concern this watcher (the job's current state decides for WatchJobs)."""
@@ -188,6 +200,13 @@ class WatchHub:
         self._linger = linger_seconds
         self._watchers: set[_Watcher] = set()
         self._by_owner: Counter[uuid.UUID] = Counter()
+        self._by_scope: Counter[uuid.UUID | None] = Counter()
+        #: The interests the open feed holds (or is taking), by scope; each a task its watchers share.
+        self._interests: dict[uuid.UUID | None, asyncio.Task[None]] = {}
+        #: When each interest's last watcher left.
+        self._idle_since: dict[uuid.UUID | None, float] = {}
+        #: Counts the feeds opened, so a watcher can tell that the feed it took an interest in is gone.
+        self._generation = 0
         self._wanted = asyncio.Event()
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
@@ -223,26 +242,48 @@ class WatchHub:
             )
         self._watchers.add(watcher)
         self._by_owner[watcher.owner] += 1
+        self._by_scope[watcher.scope] += 1
+        self._idle_since.pop(watcher.scope, None)
         metrics.WATCHES.inc()
         self._wanted.set()
         try:
             try:
                 async with asyncio.timeout(READY_SECONDS):
-                    while not self._ready.is_set():
-                        await self._ready.wait()
+                    await self._until_announced(watcher.scope)
             except TimeoutError:
                 raise WatchInterrupted("the feed of changes is not available; watch again later") from None
-            # No await since ready was seen set: the feed cannot have closed without ending this watch.
+            # No await since the interest was seen in place: the feed cannot have closed without ending it.
             watcher.live = True
             yield watcher
         finally:
             self._watchers.discard(watcher)
-            self._by_owner[watcher.owner] -= 1
-            if not self._by_owner[watcher.owner]:
-                del self._by_owner[watcher.owner]
+            _release(self._by_owner, watcher.owner)
+            _release(self._by_scope, watcher.scope)
+            if watcher.scope not in self._by_scope:
+                self._idle_since[watcher.scope] = asyncio.get_running_loop().time()
             metrics.WATCHES.dec()
             if not self._watchers:
                 self._wanted.clear()
+
+    async def _until_announced(self, scope: uuid.UUID | None) -> None:
+        """Return once the feed is open and announces every change to ``scope``'s jobs."""
+        while True:
+            while not self._ready.is_set():
+                await self._ready.wait()
+            generation = self._generation
+            interest = self._interests.get(scope)
+            if interest is None or (interest.done() and interest.exception() is not None):
+                interest = self._interests[scope] = asyncio.create_task(
+                    self._feed.watch(scope), name=f"watch interest {scope}"
+                )
+            try:
+                # Shielded: the interest is shared, and one watcher giving up must not cancel it.
+                await asyncio.shield(interest)
+            except Exception as error:  # noqa: BLE001 - the next watcher tries afresh; the feed may be lost
+                log.warning("could not take an interest in changes", extra={"error": repr(error)})
+                raise WatchInterrupted("the feed of changes is not available; watch again") from None
+            if self._ready.is_set() and self._generation == generation:
+                return
 
     async def close(self) -> None:
         """End every watch (UNAVAILABLE: watch again, through another replica) and take no more."""
@@ -268,6 +309,7 @@ class WatchHub:
         self._lost.clear()
         self._incoming.clear()
         await self._feed.open(self._announced, self._lost.set)
+        self._generation += 1
         dispatching = asyncio.create_task(self._dispatch(), name="watch dispatch")
         # A dispatcher that died (it should not) is a feed lost: its watchers would wait for ever.
         dispatching.add_done_callback(lambda _: self._lost.set())
@@ -278,14 +320,19 @@ class WatchHub:
             # Before any await: a watch that saw the feed ready is live, and ended just below.
             self._ready.clear()
             self._interrupt("the feed of changes closed; watch again")
-            dispatching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatching
+            interests, self._interests = list(self._interests.values()), {}
+            self._idle_since.clear()
+            for task in [dispatching, *interests]:
+                task.cancel()
+            await asyncio.gather(dispatching, *interests, return_exceptions=True)
             await self._feed.close()
 
     async def _hold_feed(self) -> None:
-        """Renew the interest until the feed is lost (raise) or no one has watched for a while (return)."""
-        idle_since: float | None = None
+        """Renew the interests until the feed is lost (raise) or no one has watched for a while (return).
+
+        An interest whose last watcher left LINGER_SECONDS ago is withdrawn: a page reload finds it
+        still in place, and a user who closed their dashboard no longer costs anyone a NOTIFY.
+        """
         loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
@@ -293,12 +340,16 @@ class WatchHub:
             if self._lost.is_set():
                 raise ConnectionError("the listening connection closed")
             if not await self._feed.renew():
-                raise ConnectionError("the interest lapsed: changes may have gone unannounced")
-            if self._watchers:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = loop.time()
-            elif loop.time() - idle_since >= self._linger:
+                raise ConnectionError("an interest lapsed: changes may have gone unannounced")
+            now = loop.time()
+            for scope, since in list(self._idle_since.items()):
+                if now - since < self._linger or scope in self._by_scope:
+                    continue
+                del self._idle_since[scope]
+                interest = self._interests.pop(scope, None)
+                if interest is not None and interest.done() and interest.exception() is None:
+                    await self._feed.unwatch(scope)
+            if not self._watchers and not self._interests:
                 return
 
     def _announced(self, payload: str) -> None:
@@ -372,3 +423,10 @@ class WatchHub:
     def open_watches(self) -> int:
         """How many watches are open on this replica."""
         return len(self._watchers)
+
+
+def _release(counter: Counter[_Key], key: _Key) -> None:
+    """One fewer of ``key``; a key counted 0 is dropped."""
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]

@@ -1,9 +1,9 @@
 """The SQL of live job streams: LISTEN to the jobs' change announcements, and say that someone listens.
 
 migrations/0014_job_watch.sql announces every committed change to a job on CHANNEL, but only while
-some replica holds a live row in job_watch_interest, so that no one pays for NOTIFY while no one
-watches. This module is that row and the listening connection; job_svc/watch.py decides when to
-open and close them.
+some replica holds a live row in job_watch_interest for the job's owner (or for every user), so
+that no one pays for NOTIFY on jobs no one watches. This module is those rows and the listening
+connection; job_svc/watch.py decides when to open and close them.
 """
 
 from __future__ import annotations
@@ -30,56 +30,82 @@ class FeedSettleTimeout(Exception):
 
 
 class ChangeFeed:
-    """One dedicated connection that LISTENs to CHANNEL, and this replica's row in job_watch_interest."""
+    """One dedicated connection that LISTENs to CHANNEL, and this replica's rows in job_watch_interest."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._connection: asyncpg.Connection | None = None
         self.replica = uuid.uuid4()
+        #: How many interests this replica holds (each renewal must find them all live).
+        self._interests = 0
+        # One connection answers one statement at a time: the hub's renewals and its watchers'
+        # interests take turns.
+        self._lock = asyncio.Lock()
 
     async def open(self, on_change: Callable[[str], None], on_lost: Callable[[], None]) -> None:
-        """Listen, make the interest live, and return once every change committed from now on is announced.
-
-        The order is what makes a snapshot read after this returns safe to follow with the announced
-        changes: LISTEN first, so nothing announced after the interest is live is missed; then the
-        interest; then wait for the writes already under way, whose trigger may have looked before the
-        interest was there and so will commit a change without announcing it. Only the job service's
-        role writes jobs, and its sessions are the ones this role may see in pg_stat_activity.
-        """
+        """Open the connection and LISTEN; no change is announced until an interest says whose (``watch``)."""
         connection = await asyncpg.connect(self._url, timeout=5, server_settings={"application_name": APPLICATION_NAME})
         try:
             connection.add_termination_listener(lambda _: on_lost())
             await connection.add_listener(CHANNEL, lambda _c, _pid, _channel, payload: on_change(payload))
-            # Interests of replicas that died holding one lapse by themselves; this only tidies.
+            # Interests of replicas that died holding some lapse by themselves; this only tidies.
             await connection.execute(
                 "DELETE FROM job_watch_interest WHERE expires_at < clock_timestamp() - interval '1 minute'"
             )
-            await connection.execute(
-                "INSERT INTO job_watch_interest (replica, expires_at)"
-                " VALUES ($1, clock_timestamp() + make_interval(secs => $2))",
-                self.replica,
-                INTEREST_SECONDS,
-            )
-            await _settle(connection)
         except BaseException:
             await _close(connection)
             raise
         self._connection = connection
+        self._interests = 0
+
+    async def watch(self, owner: uuid.UUID | None) -> None:
+        """Have changes to ``owner``'s jobs (every user's, for None) announced; return once every one is.
+
+        The order is what makes a snapshot read after this returns safe to follow with the announced
+        changes: LISTEN came first (``open``), so nothing announced once the interest is visible is
+        missed; then the interest; then wait for the writes already under way, whose trigger may have
+        looked before the interest was there and so will commit a change without announcing it. Only
+        the job service's role writes jobs, and its sessions are the ones this role sees in
+        pg_stat_activity.
+        """
+        async with self._lock:
+            connection = self._require()
+            await connection.execute(
+                "INSERT INTO job_watch_interest (replica, owner_id, expires_at)"
+                " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))",
+                self.replica,
+                owner,
+                INTEREST_SECONDS,
+            )
+            self._interests += 1
+            await _settle(connection)
+
+    async def unwatch(self, owner: uuid.UUID | None) -> None:
+        """Stop announcing changes to ``owner``'s jobs (every user's, for None) for this replica."""
+        async with self._lock:
+            await self._require().execute(
+                "DELETE FROM job_watch_interest WHERE replica = $1 AND owner_id IS NOT DISTINCT FROM $2",
+                self.replica,
+                owner,
+            )
+            self._interests -= 1
 
     async def renew(self) -> bool:
-        """Push the interest's expiry on; False if it had lapsed (changes may have gone unannounced)."""
-        connection = self._require()
-        renewed = await connection.fetchval(
-            "UPDATE job_watch_interest SET expires_at = clock_timestamp() + make_interval(secs => $2)"
-            " WHERE replica = $1 AND expires_at > clock_timestamp() RETURNING true",
-            self.replica,
-            INTEREST_SECONDS,
-        )
-        return bool(renewed)
+        """Push every interest's expiry on; False if one had lapsed (changes may have gone unannounced)."""
+        async with self._lock:
+            renewed = await self._require().fetchval(
+                "WITH renewed AS (UPDATE job_watch_interest"
+                " SET expires_at = clock_timestamp() + make_interval(secs => $2)"
+                " WHERE replica = $1 AND expires_at > clock_timestamp() RETURNING 1) SELECT count(*) FROM renewed",
+                self.replica,
+                INTEREST_SECONDS,
+            )
+            return bool(renewed == self._interests)
 
     async def close(self) -> None:
-        """Withdraw the interest (best effort: it lapses by itself) and close the connection."""
+        """Withdraw the interests (best effort: they lapse by themselves) and close the connection."""
         connection, self._connection = self._connection, None
+        self._interests = 0
         if connection is None:
             return
         try:

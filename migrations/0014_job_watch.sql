@@ -3,18 +3,24 @@
 -- job-service replica with watchers LISTENs to (job_svc/watch.py), so a change
 -- made through one replica reaches watchers on every other.
 --
--- Only while someone watches. NOTIFY is not free: a transaction that notified
--- takes a database-wide lock while it commits, so committing writers queue
--- behind each other's WAL flush. A replica with watchers keeps a row here with
--- an expiry it renews; with no live row the trigger costs one look at this
--- tiny table and nothing else, so the job path is as fast as before while no
--- one watches. UNLOGGED: it is rebuilt within seconds by the replicas that
--- need it, and a crash that empties it ends their watches (they watch again).
+-- Only for jobs someone watches. NOTIFY is not free: a transaction that
+-- notified takes a database-wide lock while it commits, so committing writers
+-- queue behind each other's WAL flush (measured: 2.5 times fewer single-row
+-- updates a second). A replica keeps a row here for each user whose jobs it
+-- has watchers for (and one with no owner for an operator watching everyone's),
+-- with an expiry it renews. A change to a job nobody watches costs the trigger
+-- one look at this tiny table and nothing else, so one user's open dashboard
+-- does not slow anyone else's jobs. UNLOGGED: the replicas that need it
+-- rebuild it within seconds, and a crash that empties it ends their watches
+-- (they watch again).
 CREATE UNLOGGED TABLE job_watch_interest (
     -- A replica's own id, chosen afresh each time it starts listening.
-    replica     uuid        PRIMARY KEY,
+    replica     uuid        NOT NULL,
+    -- Whose jobs it watches; NULL: every user's.
+    owner_id    uuid,
     expires_at  timestamptz NOT NULL
 );
+CREATE INDEX job_watch_interest_owner ON job_watch_interest (owner_id);
 
 -- The payload is what a replica needs to decide, without reading the row,
 -- which of its watchers care: the job, its owner, its type, and its status
@@ -27,7 +33,10 @@ BEGIN
     -- clock_timestamp(), not now(): a long transaction must not see an expired
     -- interest as live. A volatile function's query takes a fresh snapshot, so
     -- an interest committed before this statement began is seen.
-    IF EXISTS (SELECT 1 FROM job_watch_interest WHERE expires_at > clock_timestamp()) THEN
+    IF EXISTS (
+        SELECT 1 FROM job_watch_interest
+        WHERE (owner_id = NEW.owner_id OR owner_id IS NULL) AND expires_at > clock_timestamp()
+    ) THEN
         PERFORM pg_notify(
             'jobqueue_job_changes',
             concat_ws(' ', NEW.id, NEW.owner_id, NEW.type,
@@ -42,6 +51,6 @@ CREATE TRIGGER jobs_announce_change
     AFTER INSERT OR UPDATE ON jobs
     FOR EACH ROW EXECUTE FUNCTION jobqueue_announce_job_change();
 
--- The job service registers and renews its interest, and removes it (and
--- those of replicas that died holding one) when its last watcher leaves.
+-- The job service registers and renews its interests, and removes them (and
+-- those of replicas that died holding some) when their last watcher leaves.
 GRANT SELECT, INSERT, UPDATE, DELETE ON job_watch_interest TO jobqueue_jobs;

@@ -899,7 +899,7 @@ class JobsClient(_Client):
 
     async def submit_many(
         self,
-        jobs: Iterable[tuple[str, Payload]],
+        jobs: Iterable[tuple[str, Payload] | jobs_pb2.CreateJobRequest],
         *,
         priority: JobPriority | int = JobPriority.UNSPECIFIED,
         max_attempts: int = 0,
@@ -912,10 +912,15 @@ class JobsClient(_Client):
         none; with more, a later call's failure leaves the earlier calls' jobs
         stored (the error says so). Each job carries a fresh ``request_id``,
         so calls are retried as :meth:`submit` retries, never creating a job twice.
+        A job given as a ``jobqueue.jobs.v1.CreateJobRequest`` (for options of its own, as a file of
+        jobs has them) is sent as it is, ``priority``, ``max_attempts`` and ``timeout_seconds`` left
+        aside, with a fresh ``request_id`` only if it has none.
         """
         requests = [
-            _create_request(job_type, payload, priority, max_attempts, timeout_seconds, None)
-            for job_type, payload in jobs
+            _own_request(job)
+            if isinstance(job, jobs_pb2.CreateJobRequest)
+            else _create_request(job[0], job[1], priority, max_attempts, timeout_seconds, None)
+            for job in jobs
         ]
         stored: list[Job] = []
         for start in range(0, len(requests), BATCH_SIZE):
@@ -1157,6 +1162,14 @@ def _create_request(  # noqa: PLR0917 -- the fields of CreateJobRequest, in orde
         timeout_seconds=timeout_seconds,
         request_id=request_id or str(uuid.uuid4()),
     )
+
+
+def _own_request(request: jobs_pb2.CreateJobRequest) -> jobs_pb2.CreateJobRequest:
+    """A copy of ``request`` (never changed under its caller) with a fresh request_id if it has none."""
+    copy = jobs_pb2.CreateJobRequest()
+    copy.CopyFrom(request)
+    copy.request_id = copy.request_id or str(uuid.uuid4())
+    return copy
 
 
 def login_with(

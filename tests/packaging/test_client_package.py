@@ -35,18 +35,25 @@ def test_the_client_wheel_ships_generated_code_type_stubs_and_the_helper(tmp_pat
     assert "jobqueue/client.py" in names
     # The worker SDK and the runtime it runs on ship in the same wheel, their dependencies as the extra `worker`.
     assert {"jobqueue/worker/__init__.py", "jobqueue/worker/__main__.py", "jobqueue/runtime/service.py"} <= names
+    # The command line, and the console script that runs it.
+    assert {"jobqueue/cli/__main__.py", "jobqueue/cli/commands.py", "jobqueue/cli/progress.py"} <= names
+    [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[console_scripts]\njobq = jobqueue.cli.__main__:main\n" in scripts
     [metadata] = [name for name in names if name.endswith(".dist-info/METADATA")]
     requires = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Provides-Extra: worker" in requires
     assert 'Requires-Dist: aio-pika<11,>=10.2.1; extra == "worker"' in requires
 
 
-def test_the_locked_requirements_meet_every_dependency_of_the_package_and_its_worker_extra() -> None:
+def test_the_locked_requirements_meet_every_dependency_of_the_package_and_its_extras() -> None:
     # The images install gen/ with --no-deps after requirements.txt: its pins must satisfy the package
     # (pip check proves it there, for the installed extras only, so the worker extra is checked here).
     project = tomllib.loads((ROOT / "gen" / "pyproject.toml").read_text())["project"]
     pins = dict(re.findall(r"^([a-z0-9-]+)==([^ ]+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE))
-    for line in [*project["dependencies"], *project["optional-dependencies"]["worker"]]:
+    extras = project["optional-dependencies"]
+    assert set(extras) == {"worker", "tracing"}
+    for line in [*project["dependencies"], *extras["worker"], *extras["tracing"]]:
         requirement = Requirement(line)
         assert requirement.name in pins, f"{requirement.name} is not in requirements.txt"
         assert requirement.specifier.contains(pins[requirement.name]), (line, pins[requirement.name])

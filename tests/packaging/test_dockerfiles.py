@@ -265,7 +265,7 @@ def test_the_example_is_built_from_the_worker_base_of_this_sdk_version() -> None
 def test_only_the_build_stage_installs_and_it_leaves_no_installer() -> None:
     """pip runs only in `build`; it installs the lock, hash-checked, then ./gen, then removes pip and setuptools.
 
-    Nothing is installed that the lock does not pin with its hashes: ./gen with its worker extra from
+    Nothing is installed that the lock does not pin with its hashes: ./gen with its worker and tracing extras from
     no index (the lock must already hold their dependencies), and no build fetches a backend of its
     own (--no-build-isolation).
     """
@@ -277,7 +277,7 @@ def test_only_the_build_stage_installs_and_it_leaves_no_installer() -> None:
     pip_installs = re.findall(rf"{VENV}/bin/pip install [^&]*", installs)
     assert [command.strip() for command in pip_installs] == [
         f"{VENV}/bin/pip install --no-cache-dir --require-hashes --no-build-isolation -r /tmp/requirements.txt",
-        f'{VENV}/bin/pip install --no-cache-dir --no-index --no-build-isolation "/tmp/gen[worker]"',
+        f'{VENV}/bin/pip install --no-cache-dir --no-index --no-build-isolation "/tmp/gen[worker,tracing]"',
     ]
     requirements = installs.index(pip_installs[0])
     client = installs.index(pip_installs[1])

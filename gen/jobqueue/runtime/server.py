@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from jobqueue.runtime import metrics, stream_limits
+from jobqueue.runtime import metrics, stream_limits, tracing
 from jobqueue.runtime.errors import (
     ERROR_DOMAIN,
     FieldViolation,
@@ -306,7 +306,12 @@ def build_server(
         per_connection=stream_limits.MAX_STREAMS_PER_CONNECTION,
     )
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(transient), StreamLimits(streams, stream_refusal(), exempt=own_streams)],
+        # Tracing's outermost (none when off), so that a call's span covers the whole of its handling.
+        interceptors=[
+            *tracing.server_interceptors(),
+            ErrorInterceptor(transient),
+            StreamLimits(streams, stream_refusal(), exempt=own_streams),
+        ],
         # The streams anyone may hold open (health Watch, reflection) have a budget of their own,
         # on top of the calls that do the work: holding them cannot take those calls' slots. So do
         # the service's own streams.

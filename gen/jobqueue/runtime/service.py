@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from jobqueue.runtime import logs
+from jobqueue.runtime import logs, tracing
 from jobqueue.runtime.server import stop_signal
 from jobqueue.runtime.settings import ServiceSettings, SettingsError, describe, load
 
@@ -145,6 +145,14 @@ def run(
     logs.setup(name, settings.log_level)
     log.info("starting", extra={"settings": settings.masked()})
     try:
+        # Before anything connects or listens: the instrumentations patch asyncpg and aio-pika, and
+        # the servers and channels built later take their interceptors from it.
+        tracing.setup(
+            name,
+            settings.otel_traces_exporter,
+            otlp_protocol=settings.otel_exporter_otlp_protocol,
+            sdk_disabled=settings.otel_sdk_disabled,
+        )
         return uvloop.run(_supervise(serve, settings))
     except SettingsError as error:
         return _refuse(name, error)
@@ -154,6 +162,9 @@ def run(
     except Exception:
         log.exception("stopped by an unexpected error")
         return EXIT_FAILED
+    finally:
+        # The spans of the last jobs and of the stop itself are still in the batch processor's buffer.
+        tracing.shutdown()
 
 
 def _refuse(name: str, error: SettingsError) -> int:

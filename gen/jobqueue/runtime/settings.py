@@ -76,6 +76,13 @@ class ServiceSettings:
     dev_secrets_dir: str = setting(
         "var/secrets", "outside production, where missing secrets are generated once and shared by the services"
     )
+    # OpenTelemetry's own variables (jobqueue/runtime/tracing.py): these decide whether the process traces;
+    # the SDK reads the others (endpoint, sampler, batching, service name) itself.
+    otel_traces_exporter: str = setting(
+        "", "empty or none: no tracing at all; otlp (and/or console, comma-separated): trace and export there"
+    )
+    otel_exporter_otlp_protocol: str = setting("grpc", "how the otlp exporter sends spans: grpc (the one installed)")
+    otel_sdk_disabled: bool = setting(False, "true: no tracing, whatever OTEL_TRACES_EXPORTER says")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -37,6 +37,7 @@ import grpc
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
+from jobqueue.runtime import tracing
 from jobqueue.runtime.messages import (
     CANCELLATION_TYPE,
     MESSAGE_TYPE,
@@ -146,15 +147,18 @@ class DeliveryHandler:
             )
             await _settle(message.reject(requeue=False), "reject")
             return
-        async with self._runner.turn(delivery.job_type, delivery.payload) as process:
-            if not _still_held(message):
-                metrics.STALE_COPIES.inc()
-                log.info(
-                    "channel closed while the message waited for its turn; the broker has redelivered it",
-                    extra={"job_id": delivery.job_id, "job_type": delivery.job_type},
-                )
-                return
-            await self._claim_and_run(message, delivery, process)
+        # A child of the message's receive span (the aio-pika instrumentation's, from the headers the
+        # relay wrote), so the claim, the run and the reports join the job's trace.
+        with tracing.job_span("process", delivery.job_type, delivery.job_id):
+            async with self._runner.turn(delivery.job_type, delivery.payload) as process:
+                if not _still_held(message):
+                    metrics.STALE_COPIES.inc()
+                    log.info(
+                        "channel closed while the message waited for its turn; the broker has redelivered it",
+                        extra={"job_id": delivery.job_id, "job_type": delivery.job_type},
+                    )
+                    return
+                await self._claim_and_run(message, delivery, process)
 
     async def _claim_and_run(
         self, message: AbstractIncomingMessage, delivery: Delivery, process: HandlerProcess | None

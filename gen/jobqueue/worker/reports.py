@@ -19,16 +19,20 @@ import asyncio
 import enum
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
 
 from jobqueue.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from jobqueue.runtime import tracing
 from jobqueue.runtime.backoff import Backoff
 from jobqueue.runtime.batching import Coalescer
 from jobqueue.runtime.errors import code_from_number
 from jobqueue.runtime.health_check import HealthCheck
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ CALL_BYTES = 512 * 1024
 
 #: How the job service answered one report: its status code, the details, and the result when stored.
 Answer = tuple[grpc.StatusCode, str, jobs_pb2.UpdateJobsResult | None]
+#: A report waiting for its call, with the trace context of the job it is about (None when not tracing).
+Pending = tuple[jobs_pb2.UpdateJobRequest, "Context | None"]
 
 
 class Outcome(enum.Enum):
@@ -128,11 +134,13 @@ def open_channel(
         # 30 s between resolutions, which would keep new or moved replicas out for that long.
         ("grpc.dns_min_time_between_resolutions_ms", 2000),
     ]
+    # None when tracing is off: a channel with no interceptor at all.
+    interceptors = tracing.client_interceptors() or None
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 class ReportClient:
@@ -157,7 +165,7 @@ class ReportClient:
         self._give_up_at: float | None = None
         self._unreachable = False
         # Reports made while a call is in flight leave together in the next one.
-        self._batches: Coalescer[jobs_pb2.UpdateJobRequest, Answer] = Coalescer(
+        self._batches: Coalescer[Pending, Answer] = Coalescer(
             self._send, max_batch=MAX_BATCH, max_concurrent=CALLS_IN_FLIGHT
         )
 
@@ -189,7 +197,7 @@ class ReportClient:
             claim_id=claim_id,
             progress=jobs_pb2.JobProgress(fraction=fraction, message=message),
         )
-        code, details, _ = await self._batches.submit(request)
+        code, details, _ = await self._batches.submit((request, tracing.current()))
         if code is not grpc.StatusCode.OK:
             log.debug("progress not stored", extra={"job_id": job_id, "code": code.name, "details": details})
 
@@ -221,21 +229,28 @@ class ReportClient:
         """Close the channel; calls still in flight are cancelled."""
         await self._channel.close(None)
 
-    async def _send(self, requests: list[jobs_pb2.UpdateJobRequest]) -> list[Answer]:
+    async def _send(self, reports: list[Pending]) -> list[Answer]:
         """Send the reports that are ready (the Coalescer's runner): each one's answer, in order.
 
         They go in one UpdateJobs call, or in several if together they would
         pass the job service's message size limit (large results).
         """
-        calls = await asyncio.gather(*(self._call(chunk) for chunk in _chunks(requests, CALL_BYTES)))
+        calls = await asyncio.gather(*(self._call(chunk) for chunk in _chunks(reports, CALL_BYTES)))
         return [answer for answers in calls for answer in answers]
 
-    async def _call(self, requests: list[jobs_pb2.UpdateJobRequest]) -> list[Answer]:
-        """One UpdateJobs call: each report's answer."""
+    async def _call(self, reports: list[Pending]) -> list[Answer]:
+        """One UpdateJobs call: each report's answer.
+
+        Traced as a span of the batch, a child of the first report's job and linked to every
+        report's (jobqueue.runtime.tracing.batch_span): the client call, and the job service's
+        handling of it, then join those traces.
+        """
+        requests = [request for request, _ in reports]
         try:
-            response = await self._stub.UpdateJobs(
-                jobs_pb2.UpdateJobsRequest(requests=requests), metadata=self._metadata, timeout=self._timeout
-            )
+            with tracing.batch_span("UpdateJobs batch", (context for _, context in reports)):
+                response = await self._stub.UpdateJobs(
+                    jobs_pb2.UpdateJobsRequest(requests=requests), metadata=self._metadata, timeout=self._timeout
+                )
         except grpc.aio.AioRpcError as error:
             # Nothing was applied: every report in the call gets the call's status.
             return [(error.code(), error.details() or "", None)] * len(requests)
@@ -247,8 +262,9 @@ class ReportClient:
     async def _report(self, request: jobs_pb2.UpdateJobRequest) -> jobs_pb2.UpdateJobsResult | None:
         """Send one report until it is stored (its result) or superseded (None); see the module doc."""
         backoff: Backoff | None = None
+        context = tracing.current()
         while True:
-            code, details, stored = await self._batches.submit(request)
+            code, details, stored = await self._batches.submit((request, context))
             if stored is not None:
                 self._reachable()
                 return stored
@@ -279,16 +295,16 @@ class ReportClient:
             log.info("job service reachable again")
 
 
-def _chunks(requests: list[jobs_pb2.UpdateJobRequest], limit: int) -> list[list[jobs_pb2.UpdateJobRequest]]:
+def _chunks(reports: list[Pending], limit: int) -> list[list[Pending]]:
     """The reports in order, cut into runs of at most ``limit`` serialized bytes (a larger report goes alone)."""
-    chunks: list[list[jobs_pb2.UpdateJobRequest]] = [[]]
+    chunks: list[list[Pending]] = [[]]
     size = 0
-    for request in requests:
+    for request, context in reports:
         # Each repeated field costs its bytes plus a tag and a length prefix (at most 6 bytes here).
         cost = request.ByteSize() + 6
         if chunks[-1] and size + cost > limit:
             chunks.append([])
             size = 0
-        chunks[-1].append(request)
+        chunks[-1].append((request, context))
         size += cost
     return chunks
