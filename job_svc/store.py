@@ -234,8 +234,9 @@ class JobStore:
             self._pool.acquire() as connection,
             connection.transaction(isolation="repeatable_read", readonly=True),
         ):
-            # JIT compiling would cost more than the scans (measured: 240 ms of 290 for a day's buckets of
-            # a million-job table): the planner overestimates the joins of the minute grid.
+            # JIT compiling costs more than the scans: the planner overestimates the joins of the minute
+            # grid. (A day's buckets of a million jobs, measured: 20 ms without, 50 with, 165 on a new
+            # connection.)
             await connection.execute(f"SET LOCAL statement_timeout = {STATS_TIMEOUT_MS}; SET LOCAL jit = off")
             types = await connection.fetch(_TYPE_COUNTS)
             buckets = await connection.fetch(_BUCKETS, minutes)
