@@ -75,6 +75,18 @@ _BUCKETS = """
     ORDER BY minute"""
 
 
+#: How a statement that moves a job ends an attempt: it writes the attempt's row whole, and on conflict
+#: with the stored row only ends it, if it still runs. Not an UPDATE: the row may come from a claim that
+#: committed after this statement's snapshot was taken (the statement waited on the job's row lock
+#: meanwhile, and READ COMMITTED re-reads only the locked row), which an UPDATE would not see, leaving the
+#: attempt RUNNING for ever; INSERT ... ON CONFLICT DO UPDATE always meets the committed row. (A job
+#: started before 0012_job_attempts.sql gets the row of the attempt that ends, its worker unknown.)
+_END_ATTEMPT = """
+    ON CONFLICT (job_id, number) DO UPDATE
+    SET outcome = EXCLUDED.outcome, ended_at = EXCLUDED.ended_at, error = EXCLUDED.error
+    WHERE job_attempts.ended_at IS NULL"""
+
+
 def _job(row: asyncpg.Record) -> Job:
     progress_at = row["progress_at"]
     return Job(
@@ -296,7 +308,8 @@ class JobStore:
             f"""WITH input AS (
                     SELECT * FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS t(job_id, claim_id, worker_id)),
                 locked AS (
-                    SELECT id, claim_id AS previous_claim FROM jobs
+                    SELECT id, claim_id AS previous_claim, status AS previous_status,
+                           attempts AS previous_attempts, started_at AS previous_started_at FROM jobs
                     WHERE id IN (SELECT job_id FROM input) AND status IN ('QUEUED', 'RUNNING')
                     ORDER BY id FOR UPDATE),
                 started AS (
@@ -317,13 +330,16 @@ class JobStore:
                     updated_at = now()
                 FROM input, locked WHERE jobs.id = input.job_id AND jobs.id = locked.id
                 RETURNING {_QUALIFIED}, input.claim_id AS new_claim_id, input.worker_id,
-                          locked.previous_claim IS DISTINCT FROM input.claim_id AS new_attempt),
+                          locked.previous_claim IS DISTINCT FROM input.claim_id AS new_attempt,
+                          locked.previous_claim, locked.previous_status, locked.previous_attempts,
+                          locked.previous_started_at),
                 taken_over AS (
-                    UPDATE job_attempts SET outcome = 'LOST', ended_at = now(),
-                                            error = format('taken over by attempt %s', started.attempts)
+                    INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
+                    SELECT id, previous_attempts, previous_claim, previous_started_at, now(), 'LOST',
+                           format('taken over by attempt %s', attempts)
                     FROM started
-                    WHERE started.new_attempt AND job_attempts.job_id = started.id
-                          AND job_attempts.number < started.attempts AND job_attempts.ended_at IS NULL),
+                    WHERE new_attempt AND previous_status = 'RUNNING' AND previous_claim IS NOT NULL
+                    {_END_ATTEMPT}),
                 attempt AS (
                     -- A history row must never make a report fail: should one exist already (it cannot
                     -- while attempts only grow), the report still counts.
@@ -344,19 +360,20 @@ class JobStore:
             # The CTE locks the row and remembers its status before the change; the running
             # attempt, if any, ends CANCELLED in the same statement.
             f"""WITH before AS (
-                    SELECT id AS job_id, status AS previous FROM jobs WHERE id = $1 AND owner_id = $2 FOR UPDATE),
+                    SELECT id AS job_id, status AS previous, claim_id AS previous_claim FROM jobs
+                    WHERE id = $1 AND owner_id = $2 FOR UPDATE),
                 cancelled AS (
                     UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner',
                                     run_after = NULL, lease_until = NULL, finished_at = now(), updated_at = now()
                     FROM before
                     WHERE id = before.job_id AND previous IN ('QUEUED', 'RUNNING')
-                    RETURNING {_COLUMNS}, previous),
+                    RETURNING {_COLUMNS}, previous, previous_claim),
                 ended AS (
-                    UPDATE job_attempts SET outcome = 'CANCELLED', ended_at = now(), error = cancelled.error
-                    FROM cancelled
-                    WHERE cancelled.previous = 'RUNNING' AND job_attempts.job_id = cancelled.id
-                          AND job_attempts.number = cancelled.attempts AND job_attempts.ended_at IS NULL)
-                SELECT * FROM cancelled""",
+                    INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
+                    SELECT id, attempts, previous_claim, started_at, now(), 'CANCELLED', error FROM cancelled
+                    WHERE previous = 'RUNNING' AND previous_claim IS NOT NULL
+                    {_END_ATTEMPT})
+                SELECT {_COLUMNS}, previous FROM cancelled""",
             job_id,
             owner_id,
         )
@@ -426,12 +443,12 @@ class JobStore:
                     finished_at = CASE WHEN retry THEN NULL ELSE now() END,
                     updated_at = now()
                 FROM input, outcome WHERE jobs.id = input.job_id AND jobs.id = outcome.id
-                RETURNING {_QUALIFIED}, input.status AS reported),
+                RETURNING {_QUALIFIED}, jobs.claim_id AS current_claim, input.status AS reported),
                 ended AS (
-                    UPDATE job_attempts SET outcome = finished.reported, ended_at = now(), error = finished.error
-                    FROM finished
-                    WHERE job_attempts.job_id = finished.id AND job_attempts.number = finished.attempts
-                          AND job_attempts.ended_at IS NULL)
+                    INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
+                    SELECT id, attempts, current_claim, started_at, now(), reported, error FROM finished
+                    WHERE current_claim IS NOT NULL
+                    {_END_ATTEMPT})
                 SELECT {_COLUMNS} FROM finished""",
             [r.job_id for r in reports],
             [r.status.value for r in reports],
@@ -452,8 +469,8 @@ class JobStore:
         The attempt ends LOST in job_attempts, in the same statement.
         """
         rows = await self._pool.fetch(
-            """WITH expired AS (
-                   SELECT id AS job_id, attempts < max_attempts AS retry FROM jobs
+            f"""WITH expired AS (
+                   SELECT id AS job_id, attempts < max_attempts AS retry, claim_id AS lost_claim FROM jobs
                    WHERE lease_until < now() AND status = 'RUNNING'
                    LIMIT $1 FOR UPDATE SKIP LOCKED),
                taken AS (
@@ -466,12 +483,12 @@ class JobStore:
                    claim_id = NULL,
                    updated_at = now()
                FROM expired WHERE id = expired.job_id
-               RETURNING id, attempts, error),
+               RETURNING id, attempts, error, started_at, lost_claim),
                lost AS (
-                   UPDATE job_attempts SET outcome = 'LOST', ended_at = now(), error = taken.error
-                   FROM taken
-                   WHERE job_attempts.job_id = taken.id AND job_attempts.number = taken.attempts
-                         AND job_attempts.ended_at IS NULL)
+                   INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
+                   SELECT id, attempts, lost_claim, started_at, now(), 'LOST', error FROM taken
+                   WHERE lost_claim IS NOT NULL
+                   {_END_ATTEMPT})
                SELECT id FROM taken""",
             limit,
         )

@@ -7,10 +7,12 @@ so each check here reads it right after the report that wrote it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import grpc
 
 from jobqueue.jobs.v1 import jobs_pb2
@@ -165,3 +167,55 @@ def test_a_bad_worker_id_is_refused_and_records_nothing(jobs: JobService, secret
     assert _claim(jobs, secrets_dir, job.id, str(uuid.uuid4()), longest).attempts == 1
     [attempt] = _full(jobs, owner, job.id).attempt_history
     assert attempt.worker_id == longest
+
+
+def test_claims_that_waited_on_each_other_still_end_the_attempts_they_took_over(
+    jobs: JobService, secrets_dir: Path, database_url: str
+) -> None:
+    """Two deliveries of one job claim it at once (a duplicate message) while its row is locked.
+
+    The one that gets the lock second started its statement before the first committed, so its
+    snapshot does not hold the first one's attempt: it must still end that attempt LOST, not leave it
+    RUNNING for ever (the faults suite found this with messages delivered three times).
+    """
+    owner = _owner(secrets_dir)
+    job = _create(jobs, owner)
+    _claim(jobs, secrets_dir, job.id, str(uuid.uuid4()), "host-a/1")
+
+    async def race() -> None:
+        holder = await asyncpg.connect(database_url)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", uuid.UUID(job.id))
+                claims = [
+                    asyncio.create_task(
+                        asyncio.to_thread(_claim, jobs, secrets_dir, job.id, str(uuid.uuid4()), f"host-{name}/2")
+                    )
+                    for name in ("b", "c")
+                ]
+                deadline = time.monotonic() + 10
+                while await _waiting_on_locks(holder) < len(claims):
+                    assert time.monotonic() < deadline, "the claims never waited on the job's lock"
+                    await asyncio.sleep(0.05)
+            await asyncio.gather(*claims)
+        finally:
+            await holder.close()
+
+    asyncio.run(race())
+    history = _full(jobs, owner, job.id).attempt_history
+    assert [(a.number, a.outcome) for a in history] == [
+        (1, jobs_pb2.ATTEMPT_OUTCOME_LOST),
+        (2, jobs_pb2.ATTEMPT_OUTCOME_LOST),
+        (3, jobs_pb2.ATTEMPT_OUTCOME_RUNNING),
+    ]
+    assert history[1].error == "taken over by attempt 3"
+
+
+async def _waiting_on_locks(connection: asyncpg.Connection) -> int:
+    """How many other sessions of this database wait on a lock."""
+    count = await connection.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"""
+    )
+    assert isinstance(count, int)
+    return count
