@@ -17,7 +17,7 @@ SOURCES := common auth_svc job_svc worker_svc web_svc migrations scripts tests e
 # The API as last released: what `buf breaking` holds protos/ to (written by `make api-release`).
 RELEASED_API := protos/released.json
 
-.PHONY: hooks help runtime install lock lock-check services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint test test-faults test-compose bench clean
+.PHONY: hooks help runtime install lock lock-check services migrate run gen gen-check fmt lint ruff mypy buf check api-release hadolint promtool test test-faults test-compose bench clean
 
 # The texts after `##` are read from this file, so a variable in one is expanded here, from the
 # environment, which holds those exported below (tests/e2e/test_walkthrough.py checks none is left).
@@ -139,10 +139,17 @@ api-release: install $(BUF)  ## record protos/ as the released API that `buf bre
 	set -o pipefail; $(BUF) build protos --exclude-source-info -o -#format=json | $(PY) -m json.tool --indent 1 > $(RELEASED_API).tmp
 	mv $(RELEASED_API).tmp $(RELEASED_API)
 
-hadolint: install  ## lint the Dockerfiles (the root one and the example's)
-	$(VENV)/bin/hadolint Dockerfile examples/Dockerfile
+hadolint: install  ## lint the Dockerfiles (the root one, the example's and Prometheus's)
+	$(VENV)/bin/hadolint Dockerfile examples/Dockerfile monitoring/prometheus/Dockerfile
 
-test: install services lint gen-check lock-check hadolint  ## everything CI checks: lint, generated code, locks, all tests
+# tests/packaging/test_monitoring.py checks monitoring/prometheus/ with promtool, from Debian's
+# prometheus package: the version the Prometheus image is built from. Installed without its
+# recommends; in a container or on CI no init system runs, so no Prometheus service starts (where
+# one does, `systemctl disable --now prometheus` stops it: the tests need only promtool).
+promtool:  ## install promtool (Debian's prometheus package) if missing, for the monitoring checks
+	command -v promtool >/dev/null || { apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends prometheus; }
+
+test: install services promtool lint gen-check lock-check hadolint  ## everything CI checks: lint, generated code, locks, all tests
 	# tests/compose included: it installs and starts a Docker engine where none runs, and stops
 	# what it started before the fault suite and the benchmark tests begin (docs/containers.md).
 	$(PY) -m pytest

@@ -133,6 +133,12 @@ class WatchInterrupted(Unavailable):
     reason = "WATCH_INTERRUPTED"
 
 
+class StatsTooCostly(ResourceExhausted):
+    """Raised when GetQueueStats' counts take longer than the store allows (job_svc/store.py STATS_TIMEOUT_MS)."""
+
+    reason = "QUEUE_STATS_TOO_COSTLY"
+
+
 class BrokerUnavailable(Unavailable):
     """Raised inside the relay when RabbitMQ cannot take messages right now; the outbox keeps them."""
 

@@ -10,6 +10,7 @@ tests/support/fake_job_service.py fakes them).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -20,14 +21,15 @@ import asyncpg
 from common import db
 from job_svc import metrics
 from job_svc.auth import Caller
-from job_svc.errors import JobFinished, JobNotFound, NotFailed
+from job_svc.errors import JobFinished, JobNotFound, NotFailed, StatsTooCostly
 from job_svc.limits import JobLimits
-from job_svc.model import DeclaredType, Encoder, Job, ListQuery, NewJob, Priority, Status
+from job_svc.model import Attempt, DeclaredType, Encoder, Job, ListQuery, NewJob, Priority, QueueStats, Status
 from job_svc.rules import (
     MAX_BATCH,
     RERUN_BATCH,
     check_attempts,
     check_listing,
+    check_stats_minutes,
     decode_page_token,
     echoed,
     encode_page_token,
@@ -90,6 +92,13 @@ class Store(Protocol):
 
     async def now(self) -> datetime:
         """The clock the stored timestamps come from."""
+
+    async def attempts(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[Attempt, ...]]:
+        """Every recorded attempt of each job, oldest first; a job with none is left out."""
+
+    async def queue_stats(self, minutes: int) -> QueueStats:
+        """The unfinished and dead jobs by type now, and per minute of the last ``minutes`` what was
+        created and finished; asyncpg.QueryCanceledError if that takes too long."""
 
     # Last: below it, ``list`` in this class body would name the method.
     async def list(self, query: ListQuery) -> list[Job]:
@@ -247,12 +256,30 @@ class Jobs:
         """Learn of any of ``names`` declared through another replica, in one read (see check_new's ``looked_up``)."""
         await self._types.look_up(names)
 
-    async def get(self, owner: uuid.UUID, job_id: uuid.UUID) -> Job:
-        """One of the owner's jobs."""
+    async def get(self, owner: uuid.UUID, job_id: uuid.UUID, *, history: bool = False) -> Job:
+        """One of the owner's jobs; with ``history``, its ``attempt_history`` too (one more read)."""
         job = await self._store.get(job_id, owner_id=owner)
         if job is None:
             raise JobNotFound(f"job {job_id} not found")
-        return job
+        return (await self.with_history([job]))[0] if history else job
+
+    async def with_history(self, jobs: Sequence[Job]) -> list[Job]:
+        """The jobs, in order, each with its ``attempt_history`` (oldest first), read in one statement."""
+        if not jobs:
+            return []
+        history = await self._store.attempts([job.id for job in jobs])
+        return [dataclasses.replace(job, attempt_history=history.get(job.id, ())) for job in jobs]
+
+    async def queue_stats(self, minutes: int) -> QueueStats:
+        """The queue now and per minute of the last ``minutes`` (1..1440; 0 means 60), over every user's jobs.
+
+        For operators (the servicer checks). RESOURCE_EXHAUSTED if the database cannot count it quickly.
+        """
+        window = check_stats_minutes(minutes)
+        try:
+            return await self._store.queue_stats(window)
+        except asyncpg.QueryCanceledError:
+            raise StatsTooCostly(f"counting {window} minutes of jobs took too long; ask for fewer minutes") from None
 
     async def list(
         self,

@@ -30,6 +30,20 @@ class Status(enum.StrEnum):
         return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
 
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt of a job ended; the values are what the `job_attempts.outcome` column holds."""
+
+    #: It has not ended: a worker runs it.
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    #: The handler failed (retryable or not), or the worker stopped it at its timeout.
+    FAILED = "FAILED"
+    #: No report came before its lease ran out: the relay took the job back (or another claim took it over).
+    LOST = "LOST"
+    #: The job was cancelled while it ran.
+    CANCELLED = "CANCELLED"
+
+
 class Priority(enum.IntEnum):
     """How urgent a job is; the value is the AMQP priority of its message."""
 
@@ -83,6 +97,22 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One start of a job by a worker, and how it ended (a `job_attempts` row)."""
+
+    #: 1 for the first start, counting on across re-runs (the job's ``attempts`` after this start).
+    number: int
+    #: As the worker named itself; '' if it did not.
+    worker_id: str
+    started_at: datetime
+    #: None while it runs.
+    ended_at: datetime | None
+    outcome: AttemptOutcome
+    #: Why it did not complete (FAILED, LOST, CANCELLED); None otherwise.
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     """A stored job, as the jobs table holds it."""
 
@@ -108,6 +138,8 @@ class Job:
     result_json: str | None = None
     #: What the handler last said about how far it got; None if it never said (this attempt).
     progress: Progress | None = None
+    #: Every attempt, oldest first, when asked for (GetJob's JOB_VIEW_FULL); empty otherwise.
+    attempt_history: tuple[Attempt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +173,37 @@ class Report:
     retry_delay: float = 0.0
     #: With RUNNING and the current claim: how far the handler has got (records it; claims nothing).
     progress: Progress | None = None
+    #: Which worker reports ('' if it did not say); recorded with the attempt a RUNNING report starts.
+    worker_id: str = ""
+
+
+@dataclass(frozen=True)
+class TypeCounts:
+    """How many jobs of one type are QUEUED, RUNNING and FAILED (dead) now."""
+
+    type: str
+    queued: int
+    running: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class MinuteCounts:
+    """What happened to jobs in one minute: created, and reached each final status."""
+
+    start: datetime
+    created: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue now (by type, ordered by type) and in the recent past (by minute, oldest first)."""
+
+    job_types: tuple[TypeCounts, ...]
+    minutes: tuple[MinuteCounts, ...]
 
 
 @dataclass(frozen=True)

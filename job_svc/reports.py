@@ -12,7 +12,8 @@ reports are idempotent.
 A batch is applied as if its reports came one after another: each round holds
 at most one report per job, all its claims go in one statement, all its
 progress in another and all its outcomes in a third, so a batch of any size
-costs a few round trips.
+costs a few round trips. The attempt history (job_attempts) is written by those
+same statements, so it costs no round trip and never disagrees with the job.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Protocol
 from job_svc import metrics
 from job_svc.errors import JobFinished, JobNotFound, NotRunning, StaleAttempt
 from job_svc.model import Job, Progress, Report, Status
-from job_svc.rules import MAX_ERROR_CHARS, MAX_PROGRESS_MESSAGE_CHARS, MAX_RESULT_CHARS
+from job_svc.rules import MAX_ERROR_CHARS, MAX_PROGRESS_MESSAGE_CHARS, MAX_RESULT_CHARS, worker_id_violation
 from jobqueue.runtime.backoff import Backoff
 from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceError
 
@@ -34,8 +35,13 @@ from jobqueue.runtime.errors import FieldViolation, InvalidArgument, ServiceErro
 class ReportStore(Protocol):
     """The fenced status changes of the jobs table (job_svc.store.JobStore; see its methods for the contract)."""
 
-    async def start(self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_grace: float) -> Sequence[Job]:
-        """Mark each (job id, claim id) RUNNING if QUEUED or RUNNING; the jobs that were."""
+    async def start(
+        self,
+        claims: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        lease_grace: float,
+        worker_ids: Sequence[str] | None = None,
+    ) -> Sequence[Job]:
+        """Mark each (job id, claim id) RUNNING if QUEUED or RUNNING, recording new attempts; the jobs that were."""
 
     async def note_progress(self, reports: Sequence[Report]) -> Sequence[Job]:
         """Record each report's progress whose job is RUNNING its claim; those jobs."""
@@ -87,11 +93,8 @@ class Reports:
         self, reports: Sequence[Report], positions: Sequence[int], outcomes: MutableSequence[Job | ServiceError | None]
     ) -> None:
         """Apply reports on distinct jobs, storing each one's outcome at its position."""
-        starts = [
-            (r.job_id, r.claim_id)
-            for r in reports
-            if r.status is Status.RUNNING and r.claim_id is not None and r.progress is None
-        ]
+        claims = [r for r in reports if r.status is Status.RUNNING and r.claim_id is not None and r.progress is None]
+        starts = [(r.job_id, r.claim_id) for r in claims if r.claim_id is not None]
         notes = [r for r in reports if r.status is Status.RUNNING and r.progress is not None]
         finishes = [
             dataclasses.replace(r, retry_delay=self._retry.delay(r.attempt) if r.retryable else 0.0)
@@ -99,7 +102,9 @@ class Reports:
             if r.status is not Status.RUNNING
         ]
         started, noted, finished = await asyncio.gather(
-            self._store.start(starts, self._lease_grace), self._store.note_progress(notes), self._store.finish(finishes)
+            self._store.start(starts, self._lease_grace, [r.worker_id for r in claims]),
+            self._store.note_progress(notes),
+            self._store.finish(finishes),
         )
         metrics.reported(started, finished)
         applied = {job.id: job for job in (*started, *noted, *finished)}
@@ -140,6 +145,8 @@ def check_report(report: Report) -> None:
         violations.extend(_outcome_violations(report))
     else:
         violations.append(FieldViolation("status", "must be RUNNING, COMPLETED or FAILED"))
+    if (violation := worker_id_violation(report.worker_id)) is not None:
+        violations.append(violation)
     if violations:
         raise InvalidArgument(violations)
 

@@ -44,6 +44,11 @@ MAX_PAGE_TOKEN_CHARS = 1024
 #: gRPC clients refuse past 8 KiB (at random up to 16 KiB, always beyond): a caller who sent a long value
 #: must still get INVALID_ARGUMENT naming the field, not RESOURCE_EXHAUSTED from their own client.
 MAX_ECHOED_CHARS = 64
+#: Longest worker id a report may carry (UpdateJobRequest.worker_id; the job_attempts CHECK agrees).
+MAX_WORKER_ID_CHARS = 200
+#: GetQueueStats' history: at most a day of minutes, an hour when the caller gives none.
+MAX_STATS_MINUTES = 1440
+DEFAULT_STATS_MINUTES = 60
 #: Most field violations one INVALID_ARGUMENT lists, for the same reason: a batch of many bad requests
 #: names the first ones and counts the rest.
 MAX_VIOLATIONS = 10
@@ -190,3 +195,26 @@ def check_listing(page_size: int, job_type: str | None, known_types: Container[s
     if violations:
         raise InvalidArgument(violations)
     return page_size or DEFAULT_PAGE_SIZE
+
+
+def worker_id_violation(worker_id: str) -> FieldViolation | None:
+    """Why a report's ``worker_id`` is refused, or None: at most MAX_WORKER_ID_CHARS printable characters.
+
+    Printable only: it is shown on dashboards and in logs, where a control character could forge a line.
+    """
+    if len(worker_id) > MAX_WORKER_ID_CHARS:
+        return FieldViolation("worker_id", f"must be at most {MAX_WORKER_ID_CHARS} characters")
+    if not worker_id.isprintable():
+        return FieldViolation("worker_id", "must hold only printable characters")
+    return None
+
+
+def check_stats_minutes(minutes: int) -> int:
+    """GetQueueStats' ``minutes``: 1 to MAX_STATS_MINUTES, 0 meaning DEFAULT_STATS_MINUTES; else INVALID_ARGUMENT."""
+    if minutes == 0:
+        return DEFAULT_STATS_MINUTES
+    if not 1 <= minutes <= MAX_STATS_MINUTES:
+        raise InvalidArgument(
+            [FieldViolation("minutes", f"must be between 1 and {MAX_STATS_MINUTES} (0 means {DEFAULT_STATS_MINUTES})")]
+        )
+    return minutes

@@ -14,7 +14,18 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from job_svc.auth import Authenticator
 from job_svc.jobs import Jobs
-from job_svc.model import DeclaredType, Job, NewJob, Priority, Progress, Report, Status
+from job_svc.model import (
+    Attempt,
+    AttemptOutcome,
+    DeclaredType,
+    Job,
+    NewJob,
+    Priority,
+    Progress,
+    QueueStats,
+    Report,
+    Status,
+)
 from job_svc.reports import Reports
 from job_svc.rules import (
     check_batch,
@@ -41,6 +52,13 @@ _STATUS_TO_PROTO = {
 }
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 _FINAL = frozenset({jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED, jobs_pb2.JOB_STATUS_CANCELLED})
+_OUTCOME_TO_PROTO = {
+    AttemptOutcome.RUNNING: jobs_pb2.ATTEMPT_OUTCOME_RUNNING,
+    AttemptOutcome.COMPLETED: jobs_pb2.ATTEMPT_OUTCOME_COMPLETED,
+    AttemptOutcome.FAILED: jobs_pb2.ATTEMPT_OUTCOME_FAILED,
+    AttemptOutcome.LOST: jobs_pb2.ATTEMPT_OUTCOME_LOST,
+    AttemptOutcome.CANCELLED: jobs_pb2.ATTEMPT_OUTCOME_CANCELLED,
+}
 _PRIORITY_TO_PROTO = {
     Priority.LOW: jobs_pb2.JOB_PRIORITY_LOW,
     Priority.NORMAL: jobs_pb2.JOB_PRIORITY_NORMAL,
@@ -82,6 +100,46 @@ def job_to_proto(job: Job) -> jobs_pb2.Job:
         timeout_seconds=job.timeout_seconds,
         result_value=result_value,
         progress=None if job.progress is None else _progress_to_proto(job.progress),
+        attempt_history=[attempt_to_proto(attempt) for attempt in job.attempt_history],
+    )
+
+
+def attempt_to_proto(attempt: Attempt) -> jobs_pb2.JobAttempt:
+    """The API form of one attempt."""
+    return jobs_pb2.JobAttempt(
+        number=attempt.number,
+        worker_id=attempt.worker_id,
+        started_at=_timestamp(attempt.started_at),
+        ended_at=_timestamp(attempt.ended_at),
+        outcome=_OUTCOME_TO_PROTO[attempt.outcome],
+        error=attempt.error or "",
+    )
+
+
+def full_view(view: int) -> bool:
+    """Whether a JobView asks for the attempt history; INVALID_ARGUMENT for a value outside the enum."""
+    if view not in jobs_pb2.JobView.values():
+        raise InvalidArgument([FieldViolation("view", f"{view} is not a valid JobView")])
+    return view == jobs_pb2.JOB_VIEW_FULL
+
+
+def stats_to_proto(stats: QueueStats) -> jobs_pb2.GetQueueStatsResponse:
+    """The API form of the queue's statistics."""
+    return jobs_pb2.GetQueueStatsResponse(
+        job_types=[
+            jobs_pb2.JobTypeCounts(type=t.type, queued=t.queued, running=t.running, failed=t.failed)
+            for t in stats.job_types
+        ],
+        minutes=[
+            jobs_pb2.MinuteCounts(
+                start=_timestamp(m.start),
+                created=m.created,
+                completed=m.completed,
+                failed=m.failed,
+                cancelled=m.cancelled,
+            )
+            for m in stats.minutes
+        ],
     )
 
 
@@ -268,7 +326,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> jobs_pb2.GetJobResponse:
         """One of the caller's jobs."""
         owner = self._auth.user(context.invocation_metadata()).id
-        job = await self._jobs.get(owner, parse_id(request.id))
+        history = full_view(request.view)
+        job = await self._jobs.get(owner, parse_id(request.id), history=history)
         return jobs_pb2.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: Context) -> jobs_pb2.ListJobsResponse:
@@ -332,13 +391,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         """One of the caller's jobs now, then at each change, until it is final."""
         owner = self._auth.user(context.invocation_metadata()).id
         job_id = parse_id(request.id)
+        history = full_view(request.view)
         async with self._watches.watch_job(owner, job_id) as watch:
             # Read only now: every change committed from here on wakes the watch.
-            last = job_to_proto(await self._jobs.get(owner, job_id))
+            last = job_to_proto(await self._jobs.get(owner, job_id, history=history))
             yield jobs_pb2.WatchJobResponse(job=last)
             while last.status not in _FINAL:
                 await watch.changed()
-                job = job_to_proto(await self._jobs.get(owner, job_id))
+                job = job_to_proto(await self._jobs.get(owner, job_id, history=history))
                 if job != last:
                     last = job
                     yield jobs_pb2.WatchJobResponse(job=job)
@@ -367,8 +427,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetQueueStats(
         self, request: jobs_pb2.GetQueueStatsRequest, context: Context
     ) -> jobs_pb2.GetQueueStatsResponse:
-        """Being built (issue 12)."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetQueueStats is not served yet")
+        """How the queue is doing, now and per minute of the recent past, for an operator."""
+        self._auth.operator(context.invocation_metadata())
+        return stats_to_proto(await self._jobs.queue_stats(request.minutes))
 
     async def UpdateJob(self, request: jobs_pb2.UpdateJobRequest, context: Context) -> jobs_pb2.UpdateJobResponse:
         """A worker's fenced report on a job."""
@@ -418,4 +479,5 @@ def report_from_proto(request: jobs_pb2.UpdateJobRequest) -> Report:
         error=request.error if request.HasField("error") else None,
         retryable=request.retryable,
         progress=None if progress is None else Progress(progress.fraction, progress.message),
+        worker_id=request.worker_id,
     )

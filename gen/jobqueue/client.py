@@ -130,8 +130,11 @@ __all__ = [
     "JobQueueError",
     "JobStatus",
     "JobType",
+    "JobTypeCounts",
     "JobsClient",
+    "MinuteCounts",
     "Payload",
+    "QueueStats",
     "TokenRefresh",
     "auth_metadata",
     "connect_auth",
@@ -436,6 +439,50 @@ class Attempt:
             ended_at=message.ended_at.ToDatetime(tzinfo=datetime.UTC) if message.HasField("ended_at") else None,
             outcome=AttemptOutcome(message.outcome),
             error=message.error,
+        )
+
+
+@dataclass(frozen=True)
+class JobTypeCounts:
+    """How many jobs of one type wait, run and are dead now (``QueueStats.job_types``)."""
+
+    job_type: str
+    queued: int
+    running: int
+    #: FAILED for good.
+    failed: int
+
+
+@dataclass(frozen=True)
+class MinuteCounts:
+    """What happened to jobs in one minute (``QueueStats.minutes``)."""
+
+    #: The minute's start.
+    start: datetime.datetime
+    created: int
+    completed: int
+    #: Reached FAILED for good.
+    failed: int
+    cancelled: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue now, by type (ordered by type), and per minute of the recent past (oldest first)."""
+
+    job_types: tuple[JobTypeCounts, ...]
+    #: The last one is the current minute, so far.
+    minutes: tuple[MinuteCounts, ...]
+
+    @classmethod
+    def from_proto(cls, message: jobs_pb2.GetQueueStatsResponse) -> QueueStats:
+        """The view of a ``jobqueue.jobs.v1.GetQueueStatsResponse`` message."""
+        return cls(
+            job_types=tuple(JobTypeCounts(t.type, t.queued, t.running, t.failed) for t in message.job_types),
+            minutes=tuple(
+                MinuteCounts(m.start.ToDatetime(tzinfo=datetime.UTC), m.created, m.completed, m.failed, m.cancelled)
+                for m in message.minutes
+            ),
         )
 
 
@@ -1045,6 +1092,15 @@ class JobsClient(_Client):
         """Run every dead job (of ``job_type``, if given) again; how many (operators only)."""
         request = jobs_pb2.RerunDeadJobsRequest(type=job_type, max_attempts=max_attempts)
         return (await self._call(self.stub.RerunDeadJobs, request)).rerun_count
+
+    async def queue_stats(self, minutes: int = 60, *, attempts: int = 3) -> QueueStats:
+        """How the queue is doing: jobs by type now, and per minute of the last ``minutes`` (1 to 1,440) what
+        was created and finished, over every user's jobs (operators only). Retried as :meth:`get` is."""
+        request = jobs_pb2.GetQueueStatsRequest(minutes=minutes)
+        reply: jobs_pb2.GetQueueStatsResponse = await self._retrying(
+            self.stub.GetQueueStats, request, attempts, _READ_RETRIED
+        )
+        return QueueStats.from_proto(reply)
 
     # `timeout` rather than asyncio.timeout (ASYNC109): it bounds each poll's
     # gRPC deadline too, and the TimeoutError can say what status was last seen.

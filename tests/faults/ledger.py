@@ -68,3 +68,22 @@ def stored_outcomes(database_url: str, job_ids: Collection[str]) -> Counter[str]
         return Counter({row["job_id"]: row["n"] for row in rows})
 
     return asyncio.run(run())
+
+
+def attempt_histories(database_url: str, job_ids: Collection[str]) -> dict[str, list[tuple[int, str]]]:
+    """Each job's recorded attempts, oldest first, as (number, outcome) (jobs never started are absent)."""
+
+    async def run() -> dict[str, list[tuple[int, str]]]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch(
+                """SELECT job_id::text, array_agg(number ORDER BY number) AS numbers,
+                          array_agg(outcome ORDER BY number) AS outcomes
+                   FROM job_attempts WHERE job_id = ANY($1::uuid[]) GROUP BY job_id""",
+                list(job_ids),
+            )
+        finally:
+            await connection.close()
+        return {row["job_id"]: list(zip(row["numbers"], row["outcomes"], strict=True)) for row in rows}
+
+    return asyncio.run(run())

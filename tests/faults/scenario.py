@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 
 from jobqueue.jobs.v1 import jobs_pb2
 from tests.faults.conftest import FaultRow, record
-from tests.faults.ledger import stored_outcomes
+from tests.faults.ledger import attempt_histories, stored_outcomes
 from tests.support import flaky_jobs
 from tests.support.load import FINAL, Spec, list_all
 from tests.support.processes import ServiceProcess
@@ -129,9 +129,40 @@ def settle(
     record(row)
     assert (row.lost, row.duplicated, row.stuck) == (0, 0, 0), row
     check_policy(jobs, specs, attempts or {})
+    check_histories(jobs, attempt_histories(system.direct_database_url, specs))
     assert outcomes == Counter(dict.fromkeys(specs, 1)), "not every job had exactly one final outcome stored"
     assert dead_now == dead, f"{dead_now} messages in <queue>.dead, expected {dead}"
     return jobs
+
+
+#: How a final job's last attempt may have ended: the report's outcome, or (FAILED) a lease that ran out.
+_LAST_OUTCOMES = {
+    jobs_pb2.JOB_STATUS_COMPLETED: {"COMPLETED"},
+    jobs_pb2.JOB_STATUS_FAILED: {"FAILED", "LOST"},
+    jobs_pb2.JOB_STATUS_CANCELLED: {"CANCELLED"},
+}
+
+
+def check_histories(jobs: Mapping[str, jobs_pb2.Job], histories: Mapping[str, list[tuple[int, str]]]) -> None:
+    """Every final job's attempt history agrees with it, whatever the fault did to the reports.
+
+    One row per attempt, numbered 1 to ``attempts``; none still RUNNING; each attempt before the last
+    FAILED (a retry) or LOST (its lease ran out, or another delivery took the job over); the last one
+    ended as the job did.
+    """
+    wrong = []
+    for job_id, job in jobs.items():
+        history = histories.get(job_id, [])
+        numbers = [number for number, _ in history]
+        outcomes = [outcome for _, outcome in history]
+        agrees = (
+            numbers == list(range(1, job.attempts + 1))
+            and all(outcome in {"FAILED", "LOST"} for outcome in outcomes[:-1])
+            and (not outcomes or outcomes[-1] in _LAST_OUTCOMES.get(job.status, set()))
+        )
+        if not agrees:
+            wrong.append((jobs_pb2.JobStatus.Name(job.status), job.attempts, history))
+    assert not wrong, f"{len(wrong)} jobs' histories disagree with them (status, attempts, history): {wrong[:5]}"
 
 
 def check_policy(jobs: Mapping[str, jobs_pb2.Job], specs: Mapping[str, Spec], attempts: Attempts) -> None:

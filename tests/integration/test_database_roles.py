@@ -49,12 +49,20 @@ async def test_the_job_services_role_is_refused_on_the_users_table(as_jobs: asyn
             await as_jobs.execute(statement)
 
 
+async def test_the_job_services_role_writes_attempts_but_never_deletes_them(as_jobs: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_jobs.execute("DELETE FROM job_attempts")
+    await as_jobs.execute("SELECT job_id, number, worker_id, outcome FROM job_attempts LIMIT 1")
+    await as_jobs.execute("UPDATE job_attempts SET outcome = outcome WHERE false")
+
+
 async def test_the_auth_services_role_is_refused_on_jobs_and_may_change_only_an_accounts_role(
     as_auth: asyncpg.Connection,
 ) -> None:
     for statement in (
         "SELECT count(*) FROM jobs",
         "SELECT count(*) FROM job_outbox",
+        "SELECT count(*) FROM job_attempts",
         "UPDATE users SET password_hash = ''",
         "UPDATE users SET email = 'someone@example.com'",
         "DELETE FROM users",

@@ -160,6 +160,27 @@ async def cancels(store: Store) -> list[Any]:
     return trace
 
 
+async def histories(store: Store) -> list[Any]:
+    """Attempts are recorded by start, ended by finish, cancel and lease expiry, and kept across a take-over."""
+    job, cancelled, lost = [await one(store, new(ALICE, p)) for p in ("h", "c", "l")]
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await store.start([(job.id, first), (cancelled.id, uuid.uuid4())], 5.0, ["w-1", "w-2"])
+    await store.start([(job.id, first)], 5.0, ["w-other"])  # the same claim: no new attempt, no new worker
+    await store.note_progress([Report(job.id, Status.RUNNING, claim_id=first, progress=Progress(0.5))])
+    await store.start([(job.id, second)], 5.0, ["w-3"])  # taken over: attempt 1 ends LOST
+    await store.finish([Report(job.id, Status.FAILED, attempt=2, error="flaky", retryable=True)])
+    await store.start([(job.id, uuid.uuid4())], 5.0)  # no worker id given
+    await store.finish([Report(job.id, Status.COMPLETED, attempt=3, result="done")])
+    await store.cancel(cancelled.id, ALICE)
+    await store.start([(lost.id, uuid.uuid4())], -3600.0, ["w-4"])  # a lease already run out
+    assert await store.expire_leases(10) == 1
+    history = await store.attempts([job.id, cancelled.id, lost.id, uuid.uuid4()])
+    return [
+        [(a.number, a.worker_id, a.outcome, a.error, a.ended_at is not None) for a in history[j.id]]
+        for j in (job, cancelled, lost)
+    ] + [len(history)]
+
+
 async def reruns(store: Store) -> list[Any]:
     dead = []
     for payload in ("d1", "d2", "d3"):
@@ -226,12 +247,14 @@ async def outbox(store: Store) -> list[Any]:
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     async with pool.acquire() as connection:
-        await connection.execute("TRUNCATE jobs, job_outbox")
+        await connection.execute("TRUNCATE jobs, job_outbox, job_attempts")
     yield pool
     await pool.close()
 
 
-@pytest.mark.parametrize("scenario", [creates, caps, capped, lifecycle, progress, cancels, reruns, listings, outbox])
+@pytest.mark.parametrize(
+    "scenario", [creates, caps, capped, lifecycle, progress, cancels, histories, reruns, listings, outbox]
+)
 async def test_the_fake_store_does_what_the_real_one_does(pool: asyncpg.Pool, scenario: Scenario) -> None:
     real = await scenario(JobStore(pool))
     fake = await scenario(FakeStore())

@@ -80,6 +80,8 @@ ANSWERS: dict[str, set[Code]] = {
     "/jobqueue.jobs.v1.JobService/RerunJob": _FENCED,
     "/jobqueue.jobs.v1.JobService/ListDeadJobs": _CALLER,
     "/jobqueue.jobs.v1.JobService/RerunDeadJobs": _CALLER,
+    # RESOURCE_EXHAUSTED (QUEUE_STATS_TOO_COSTLY): counting took longer than the service allows.
+    "/jobqueue.jobs.v1.JobService/GetQueueStats": _CALLER | {Code.RESOURCE_EXHAUSTED},
     "/jobqueue.jobs.v1.JobService/UpdateJob": _FENCED,
     "/jobqueue.jobs.v1.JobService/UpdateJobs": _CALLER,
     # A type declared before at the same version with another schema, summary or defaults.
@@ -88,7 +90,6 @@ ANSWERS: dict[str, set[Code]] = {
     # message, and the service may still be letting go of the last few.
     "/jobqueue.jobs.v1.JobService/WatchJob": _ONE_JOB | {Code.RESOURCE_EXHAUSTED},
     "/jobqueue.jobs.v1.JobService/WatchJobs": _CALLER | {Code.RESOURCE_EXHAUSTED},
-    "/jobqueue.jobs.v1.JobService/GetQueueStats": _CALLER,
 }
 #: The codes an UpdateJobsResult may carry (its comment in jobs.proto): OK, INVALID_ARGUMENT, NOT_FOUND,
 #: FAILED_PRECONDITION.
@@ -285,7 +286,7 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
     )
     fibonacci = jobs_pb2.CreateJobRequest(type="fibonacci_calc", payload=struct_pb2.Value(number_value=10))
     report_running = jobs_pb2.UpdateJobRequest(
-        id=queued.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4())
+        id=queued.id, status=jobs_pb2.JOB_STATUS_RUNNING, claim_id=str(uuid.uuid4()), worker_id="host-a/1"
     )
     report_done = jobs_pb2.UpdateJobRequest(
         id=running.id, status=jobs_pb2.JOB_STATUS_COMPLETED, attempt=attempt, result="gninnur"
@@ -314,7 +315,10 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
         "Login": [auth_pb2.LoginRequest(email=email, password=password)],
         "CreateJob": [create_request, fibonacci],
         "BatchCreateJobs": [jobs_pb2.BatchCreateJobsRequest(requests=[create_request, fibonacci])],
-        "GetJob": [jobs_pb2.GetJobRequest(id=queued.id)],
+        "GetJob": [
+            jobs_pb2.GetJobRequest(id=queued.id),
+            jobs_pb2.GetJobRequest(id=dead[0].id, view=jobs_pb2.JOB_VIEW_FULL),
+        ],
         "ListJobs": [
             jobs_pb2.ListJobsRequest(page_size=1, page_token=page.next_page_token),
             jobs_pb2.ListJobsRequest(page_size=5, status=jobs_pb2.JOB_STATUS_FAILED, type="reverse_string"),
@@ -327,6 +331,7 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
             jobs_pb2.ListDeadJobsRequest(type="reverse_string"),
         ],
         "RerunDeadJobs": [jobs_pb2.RerunDeadJobsRequest(type="reverse_string", max_attempts=1)],
+        "GetQueueStats": [jobs_pb2.GetQueueStatsRequest(minutes=5), jobs_pb2.GetQueueStatsRequest()],
         "UpdateJob": [report_running, report_progress, report_done, report_done_json, report_failed],
         "UpdateJobs": [
             jobs_pb2.UpdateJobsRequest(requests=[report_running, report_done]),
@@ -341,7 +346,6 @@ def _seed(auth: ServiceProcess, jobs: ServiceProcess, channels: dict[str, grpc.C
             jobs_pb2.WatchJobsRequest(status=jobs_pb2.JOB_STATUS_RUNNING, type="reverse_string"),
             jobs_pb2.WatchJobsRequest(all_users=True),
         ],
-        "GetQueueStats": [jobs_pb2.GetQueueStatsRequest(minutes=30)],
     }
     credentials = {
         "none": (),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -116,6 +117,41 @@ def test_a_stopped_worker_finishes_the_job_it_runs_then_exits_0(
     done = get(jobs, token, job.id)
     assert done.status == jobs_pb2.JOB_STATUS_COMPLETED, done
     assert json_format.MessageToDict(done.result_value) == {"count": 3, "longest": "ccc"}
+
+
+def _attempt_worker_ids(jobs: JobService, token: str, job_id: str) -> list[str]:
+    request = jobs_pb2.GetJobRequest(id=job_id, view=jobs_pb2.JOB_VIEW_FULL)
+    job = jobs.stub.GetJob(request, metadata=bearer(token)).job
+    return [attempt.worker_id for attempt in job.attempt_history]
+
+
+def _logged_worker_ids(process: ServiceProcess, message: str) -> set[str]:
+    lines = (json.loads(line) for line in process.output().splitlines() if line.startswith("{"))
+    return {line.get("worker_id", "") for line in lines if line["msg"] == message}
+
+
+def test_the_worker_names_itself_host_and_pid_in_its_reports_and_its_logs(
+    jobs: JobService, worker: ServiceProcess, secrets_dir: Path
+) -> None:
+    token = mint_token(secrets_dir)
+    job = create_job(jobs, token, "sum_squares", number(10))
+    wait_for(jobs, token, job.id, lambda j: j.status == jobs_pb2.JOB_STATUS_COMPLETED)
+    expected = f"{socket.gethostname()}/{worker.pid}"
+    assert _attempt_worker_ids(jobs, token, job.id) == [expected]
+    assert _logged_worker_ids(worker, "consuming") == {expected}
+
+
+def test_worker_id_names_the_worker_in_its_reports_and_its_logs(
+    jobs: JobService, rabbitmq_url: str, secrets_dir: Path, tmp_path: Path
+) -> None:
+    env = {**worker_env(jobs, rabbitmq_url, secrets_dir), "WORKER_ID": "sdk-worker (zone b)"}
+    argv = [sys.executable, "-m", "jobqueue.worker", APP]
+    with start_service("worker_svc", env, tmp_path / "named.log", argv=argv) as named:
+        token = mint_token(secrets_dir)
+        job = create_job(jobs, token, "sum_squares", number(3))
+        wait_for(jobs, token, job.id, lambda j: j.status == jobs_pb2.JOB_STATUS_COMPLETED)
+        assert _attempt_worker_ids(jobs, token, job.id) == ["sdk-worker (zone b)"]
+        assert _logged_worker_ids(named, "consuming") == {"sdk-worker (zone b)"}
 
 
 def run_worker(spec: str, env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:

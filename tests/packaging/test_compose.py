@@ -31,6 +31,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 PRODUCTION_FILE = ROOT / "docker-compose.production.yml"
 #: What `-f docker-compose.yml -f docker-compose.examples.yml` adds: the example application's worker (examples/).
 EXAMPLES_FILE = ROOT / "docker-compose.examples.yml"
+#: What `-f docker-compose.yml -f docker-compose.monitoring.yml` adds: Prometheus and Grafana (monitoring/).
+MONITORING_FILE = ROOT / "docker-compose.monitoring.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 #: The long-running services and the package each runs (`python -m <package>`).
@@ -101,9 +103,10 @@ def references(text: str) -> list[tuple[str, str | None, str]]:
 
 
 def all_references() -> list[tuple[str, str | None, str]]:
-    """Every variable reference in the compose files (the production one too), with duplicates."""
+    """Every variable reference in the compose files (the production and monitoring ones too), with duplicates."""
     production = yaml.safe_load(PRODUCTION_FILE.read_text())
-    return [ref for text in (*strings(COMPOSE), *strings(production)) for ref in references(text)]
+    monitoring = yaml.safe_load(MONITORING_FILE.read_text())
+    return [ref for text in (*strings(COMPOSE), *strings(production), *strings(monitoring)) for ref in references(text)]
 
 
 def env_example() -> dict[str, str]:

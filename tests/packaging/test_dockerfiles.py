@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 #: The example application's image, built FROM the worker base as a user's own worker is.
 EXAMPLE_DOCKERFILE = ROOT / "examples" / "Dockerfile"
+#: Prometheus's image for docker-compose.monitoring.yml, from Debian's package (tests/packaging/test_monitoring.py).
+PROMETHEUS_DOCKERFILE = ROOT / "monitoring" / "prometheus" / "Dockerfile"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 #: Where compose mounts the shared `secrets` volume (the services' DEV_SECRETS_DIR).
 SECRETS_MOUNT = "/app/var/secrets"
@@ -187,8 +189,12 @@ def test_the_images_are_the_targets_compose_builds() -> None:
     assert sorted(path.relative_to(ROOT).as_posix() for path in ROOT.glob("**/Dockerfile")) == [
         "Dockerfile",
         "examples/Dockerfile",
+        "monitoring/prometheus/Dockerfile",
         *sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "scripts" / "containers").glob("**/Dockerfile")),
-    ], "a Dockerfile outside the root one (the stand-ins' are the test harness's own, the example's a user's)"
+    ], (
+        "a Dockerfile outside the root one (the stand-ins' are the test harness's own, the example's a user's, "
+        "Prometheus's the monitoring overlay's)"
+    )
     built = {name: service["build"] for name, service in SERVICES.items() if "build" in service}
     assert {build["target"] for build in built.values()} == set(IMAGES)
     for name, build in built.items():
@@ -199,7 +205,9 @@ def test_the_images_are_the_targets_compose_builds() -> None:
         ), name
 
 
-@pytest.mark.parametrize("dockerfile", [DOCKERFILE, EXAMPLE_DOCKERFILE], ids=["root", "example"])
+@pytest.mark.parametrize(
+    "dockerfile", [DOCKERFILE, EXAMPLE_DOCKERFILE, PROMETHEUS_DOCKERFILE], ids=["root", "example", "prometheus"]
+)
 def test_hadolint_passes(dockerfile: Path) -> None:
     """hadolint reports nothing (a missing hadolint is a failure: `make install` provides it)."""
     assert HADOLINT.is_file(), f"{HADOLINT} is missing; run `make install`"

@@ -22,7 +22,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from job_svc.errors import BrokerUnavailable, TypeConflict
-from job_svc.model import DeclaredType, Encoder, Job, ListQuery, NewJob, OutboxMessage, Report, Status
+from job_svc.model import (
+    Attempt,
+    AttemptOutcome,
+    DeclaredType,
+    Encoder,
+    Job,
+    ListQuery,
+    MinuteCounts,
+    NewJob,
+    OutboxMessage,
+    QueueStats,
+    Report,
+    Status,
+    TypeCounts,
+)
 from job_svc.type_store import Outcome
 from job_svc.types import JobTypeRegistry
 from jobqueue.worker.job_types import JobType
@@ -60,6 +74,8 @@ class FakeStore:
     finished: list[Report] = field(default_factory=list)
     #: How many jobs each rerun_dead call re-queued, in order.
     sweeps: list[int] = field(default_factory=list)
+    #: The job_attempts table: each job's attempts, oldest first.
+    history: dict[uuid.UUID, list[Attempt]] = field(default_factory=dict)
     _next_outbox_id: int = 1
 
     def _tick(self) -> datetime:
@@ -75,6 +91,13 @@ class FakeStore:
         body = encode(job.id, job.type, job.payload, job.timeout_seconds)
         self.outbox.append(OutboxMessage(self._next_outbox_id, job.id, job.type, body, job.priority))
         self._next_outbox_id += 1
+
+    def _end_attempt(self, job: Job, outcome: AttemptOutcome, error: str | None, now: datetime) -> None:
+        """End the job's current attempt, if it is recorded and still running."""
+        attempts = self.history.get(job.id, [])
+        for i, attempt in enumerate(attempts):
+            if attempt.number == job.attempts and attempt.ended_at is None:
+                attempts[i] = dataclasses.replace(attempt, outcome=outcome, ended_at=now, error=error)
 
     def add(self, job: Job, *, claim_id: uuid.UUID | None = None) -> Job:
         """Put a job in the table as it is (a test's starting state)."""
@@ -177,14 +200,30 @@ class FakeStore:
     async def get_many(self, job_ids: Sequence[uuid.UUID]) -> Sequence[Job]:
         return [self.rows[i].job for i in set(job_ids) if i in self.rows]
 
-    async def start(self, claims: Sequence[tuple[uuid.UUID, uuid.UUID]], lease_grace: float) -> Sequence[Job]:
+    async def start(
+        self,
+        claims: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        lease_grace: float,
+        worker_ids: Sequence[str] | None = None,
+    ) -> Sequence[Job]:
         now = self._tick()
         started = []
-        for job_id, claim_id in claims:
+        for i, (job_id, claim_id) in enumerate(claims):
             row = self.rows.get(job_id)
             if row is None or row.job.status not in (Status.QUEUED, Status.RUNNING):
                 continue
             same = row.claim_id == claim_id
+            if not same:
+                attempts = self.history.setdefault(job_id, [])
+                number = row.job.attempts + 1
+                for k, earlier in enumerate(attempts):
+                    if earlier.ended_at is None:
+                        error = f"taken over by attempt {number}"
+                        attempts[k] = dataclasses.replace(
+                            earlier, outcome=AttemptOutcome.LOST, ended_at=now, error=error
+                        )
+                worker_id = worker_ids[i] if worker_ids is not None else ""
+                attempts.append(Attempt(number, worker_id, now, None, AttemptOutcome.RUNNING))
             row.claim_id = claim_id
             row.lease_until = now + timedelta(seconds=row.job.timeout_seconds + lease_grace)
             started.append(
@@ -222,6 +261,7 @@ class FakeStore:
                 continue
             retry = report.retryable and row.job.attempts < row.job.max_attempts
             row.lease_until = None
+            self._end_attempt(row.job, AttemptOutcome(report.status.value), report.error, now)
             finished.append(
                 self._update(
                     report.job_id,
@@ -243,6 +283,8 @@ class FakeStore:
             return None
         previous = row.job.status
         row.lease_until = None
+        if previous is Status.RUNNING:
+            self._end_attempt(row.job, AttemptOutcome.CANCELLED, "cancelled by its owner", now)
         job = self._update(
             job_id,
             status=Status.CANCELLED,
@@ -313,6 +355,37 @@ class FakeStore:
     async def now(self) -> datetime:
         return self._tick()
 
+    async def attempts(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[Attempt, ...]]:
+        return {job_id: tuple(self.history[job_id]) for job_id in job_ids if self.history.get(job_id)}
+
+    async def queue_stats(self, minutes: int) -> QueueStats:
+        now = self._tick()
+        by_type: dict[str, Counter[Status]] = {}
+        for row in self.rows.values():
+            if row.job.status in (Status.QUEUED, Status.RUNNING, Status.FAILED):
+                by_type.setdefault(row.job.type, Counter())[row.job.status] += 1
+        last = now.replace(second=0, microsecond=0)
+        starts = [last - timedelta(minutes=minutes - 1 - i) for i in range(minutes)]
+        buckets = {start: Counter[str]() for start in starts}
+        for row in self.rows.values():
+            created = row.job.created_at.replace(second=0, microsecond=0)
+            if created in buckets:
+                buckets[created]["created"] += 1
+            if row.job.finished_at is not None:
+                finished = row.job.finished_at.replace(second=0, microsecond=0)
+                if finished in buckets:
+                    buckets[finished][row.job.status.value.lower()] += 1
+        return QueueStats(
+            job_types=tuple(
+                TypeCounts(name, c[Status.QUEUED], c[Status.RUNNING], c[Status.FAILED])
+                for name, c in sorted(by_type.items())
+            ),
+            minutes=tuple(
+                MinuteCounts(start, b["created"], b["completed"], b["failed"], b["cancelled"])
+                for start, b in buckets.items()
+            ),
+        )
+
     async def expire_leases(self, limit: int) -> int:
         now = self._tick()
         expired = [
@@ -323,10 +396,12 @@ class FakeStore:
         for row in expired:
             retry = row.job.attempts < row.job.max_attempts
             row.claim_id = row.lease_until = None
+            error = f"attempt {row.job.attempts} timed out: no report within {row.job.timeout_seconds} s"
+            self._end_attempt(row.job, AttemptOutcome.LOST, error, now)
             self._update(
                 row.job.id,
                 status=Status.QUEUED if retry else Status.FAILED,
-                error=f"attempt {row.job.attempts} timed out: no report within {row.job.timeout_seconds} s",
+                error=error,
                 run_after=now if retry else None,
                 finished_at=None if retry else now,
                 updated_at=now,

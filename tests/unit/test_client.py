@@ -1070,3 +1070,35 @@ def test_a_job_type_carries_every_field_of_the_proto_with_whole_numbers_as_ints(
     assert never_declared.declared_at is None
     # The two fields of 2.3.0 still come first: JobType(name, summary) keeps working.
     assert JobType("a", "b").payload_schema == {}
+
+
+async def test_queue_stats_come_back_as_plain_values_and_unavailable_is_retried(
+    client: JobsClient, delays: ImmediateRandom
+) -> None:
+    start = datetime.datetime(2026, 12, 2, 14, 0, tzinfo=datetime.UTC)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(start)
+    reply = jobs_pb2.GetQueueStatsResponse(
+        job_types=[jobs_pb2.JobTypeCounts(type="resize", queued=3, running=2, failed=1)],
+        minutes=[jobs_pb2.MinuteCounts(start=stamp, created=5, completed=4, failed=1, cancelled=2)],
+    )
+    stats = FakeMethod([_unavailable(), reply])
+    client.stub = cast(Any, FakeStub(GetQueueStats=stats))
+    got = await client.queue_stats(15)
+    assert got == client_module.QueueStats(
+        job_types=(client_module.JobTypeCounts("resize", queued=3, running=2, failed=1),),
+        minutes=(client_module.MinuteCounts(start, created=5, completed=4, failed=1, cancelled=2),),
+    )
+    assert [call[0].minutes for call in stats.calls] == [15, 15]
+    client.stub = cast(Any, FakeStub(GetQueueStats=FakeMethod([jobs_pb2.GetQueueStatsResponse()])))
+    assert await client.queue_stats() == client_module.QueueStats((), ())
+
+
+def test_queue_stats_views_carry_every_field_of_the_proto() -> None:
+    assert set(client_module.MinuteCounts.__dataclass_fields__) == {
+        f.name for f in jobs_pb2.MinuteCounts.DESCRIPTOR.fields
+    }
+    # `type` is a builtin's name: the view calls it job_type, as JobsClient's arguments do.
+    assert set(client_module.JobTypeCounts.__dataclass_fields__) == {
+        "job_type" if f.name == "type" else f.name for f in jobs_pb2.JobTypeCounts.DESCRIPTOR.fields
+    }

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from job_svc.auth import Caller
-from job_svc.errors import BrokerUnavailable, JobFinished, JobNotFound, NotFailed
+from job_svc.errors import BrokerUnavailable, JobFinished, JobNotFound, NotFailed, StatsTooCostly
 from job_svc.jobs import Jobs
 from job_svc.model import Job, NewJob, Status
 from job_svc.rules import RERUN_BATCH
@@ -310,3 +310,45 @@ async def test_rerun_dead_refuses_an_unknown_type() -> None:
     with pytest.raises(InvalidArgument, match="unknown job type 'nope'"):
         await jobs.rerun_dead("nope", 1)
     assert store.sweeps == []
+
+
+# Attempt history and queue statistics
+
+
+async def test_get_reads_the_history_only_when_asked() -> None:
+    jobs, store, _, _ = service()
+    job = await jobs.create(await jobs.check_new(ALICE, "reverse_string", "x"))
+    await store.start([(job.id, uuid.uuid4())], 5.0, ["host/1"])
+    assert (await jobs.get(ALICE, job.id)).attempt_history == ()
+    [attempt] = (await jobs.get(ALICE, job.id, history=True)).attempt_history
+    assert (attempt.number, attempt.worker_id, attempt.ended_at) == (1, "host/1", None)
+    with pytest.raises(JobNotFound):
+        await jobs.get(BOB, job.id, history=True)
+    assert await jobs.with_history([]) == []
+
+
+@pytest.mark.parametrize(("asked", "window"), [(0, 60), (1, 1), (1440, 1440)])
+async def test_queue_stats_windows(asked: int, window: int) -> None:
+    jobs, _, _, _ = service()
+    await jobs.create(await jobs.check_new(ALICE, "reverse_string", "x"))
+    stats = await jobs.queue_stats(asked)
+    assert len(stats.minutes) == window
+    assert [(t.type, t.queued) for t in stats.job_types] == [("reverse_string", 1)]
+
+
+@pytest.mark.parametrize("minutes", [-1, 1441])
+async def test_queue_stats_refuses_a_window_out_of_range(minutes: int) -> None:
+    jobs, _, _, _ = service()
+    with pytest.raises(InvalidArgument) as caught:
+        await jobs.queue_stats(minutes)
+    assert [v.field for v in caught.value.violations] == ["minutes"]
+
+
+async def test_queue_stats_that_take_too_long_are_resource_exhausted() -> None:
+    class SlowStore(FakeStore):
+        async def queue_stats(self, minutes: int) -> Any:
+            raise asyncpg.QueryCanceledError("canceling statement due to statement timeout")
+
+    jobs, _, _, _ = service(SlowStore())
+    with pytest.raises(StatsTooCostly):
+        await jobs.queue_stats(60)

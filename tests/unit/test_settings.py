@@ -136,3 +136,22 @@ def test_help_lists_every_setting(settings: type[ServiceSettings]) -> None:
     text = describe(settings)
     for field in dataclasses.fields(settings):
         assert f"  {field.name.upper()} " in text
+
+
+def test_added_fields_appear_on_every_line_unless_the_line_sets_its_own() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter("demo_svc"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        logs.add_fields(worker_id="host-a/1")
+        logging.getLogger("demo.child").warning("consuming", extra={"queues": ["q"]})
+        logging.getLogger("demo").warning("explicit", extra={"worker_id": "other"})
+    finally:
+        root.removeHandler(handler)
+        for other in root.handlers:  # pytest's own capture handlers got the filter too
+            other.filters = [f for f in other.filters if not isinstance(f, logs._Fields)]
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["msg"], first["worker_id"], first["queues"]) == ("consuming", "host-a/1", ["q"])
+    assert second["worker_id"] == "other"

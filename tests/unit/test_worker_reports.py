@@ -275,3 +275,13 @@ async def test_reports_too_big_for_one_call_are_split_across_calls_in_order() ->
     assert len(sizes) >= 3
     assert all(size <= 512 * 1024 for size in sizes)
     assert [r.id for r in channel.updates()] == [f"job-{i}" for i in range(60)]
+
+
+async def test_every_report_names_the_worker() -> None:
+    channel = FakeChannel({UPDATE: [job(attempts=1, status=jobs_pb2.JOB_STATUS_RUNNING)]})
+    reports = ReportClient(cast(grpc.aio.Channel, channel), b"t", worker_id="host-a/4242")
+    await reports.claim(JOB_ID, "claim-1")
+    await reports.progress(JOB_ID, "claim-1", 0.5, "half")
+    await reports.complete(JOB_ID, 1, "x")
+    await reports.fail(JOB_ID, 1, "boom")
+    assert [r.worker_id for r in channel.updates()] == ["host-a/4242"] * 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,14 @@ def test_job_types_naming_a_type_the_app_lacks_refuses_to_start_saying_which() -
 def test_a_worker_with_no_job_types_refuses_to_start() -> None:
     with pytest.raises(SettingsError, match="no job types"):
         load(Settings, {}).served([])
+
+
+def test_the_worker_id_is_the_setting_else_host_and_pid() -> None:
+    assert load(Settings, {}).identity() == f"{socket.gethostname()}/{os.getpid()}"
+    assert load(Settings, {"WORKER_ID": "pod-7 (eu-west)"}).identity() == "pod-7 (eu-west)"
+
+
+@pytest.mark.parametrize("worker_id", ["w" * 201, "line\nbreak", "nul\x00"])
+def test_a_worker_id_the_job_service_would_refuse_is_refused_at_start(worker_id: str) -> None:
+    with pytest.raises(SettingsError, match="WORKER_ID"):
+        load(Settings, {"WORKER_ID": worker_id})

@@ -52,6 +52,34 @@ class JsonFormatter(logging.Formatter):
         return hide_passwords(json.dumps(entry, default=str))
 
 
+class _Fields(logging.Filter):
+    """Adds fixed fields to every record that does not carry them already (see ``add_fields``)."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def add_fields(**fields: str) -> None:
+    """Give every line logged from now on these fields (say, the worker's id), on every handler of the root logger.
+
+    On the handlers, not the root logger: a logger's filters see only the records logged through it
+    by name, never those its children pass up.
+    """
+    for handler in logging.getLogger().handlers:
+        existing = next((f for f in handler.filters if isinstance(f, _Fields)), None)
+        if existing is None:
+            handler.addFilter(_Fields(dict(fields)))
+        else:
+            existing.fields.update(fields)
+
+
 def setup(service: str, level: str = "INFO") -> None:
     """Route all logging to stderr as JSON lines tagged with the service name."""
     handler = logging.StreamHandler(sys.stderr)

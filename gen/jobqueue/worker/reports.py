@@ -154,8 +154,11 @@ class ReportClient:
         timeout: float = 5.0,
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
+        worker_id: str = "",
     ) -> None:
         self._channel = channel
+        #: Sent with every report, so that the job service records which worker ran each attempt.
+        self._worker_id = worker_id
         self._stub = jobs_pb2_grpc.JobServiceStub(channel)
         self._health = HealthCheck(channel, timeout=timeout)
         self._metadata = (("authorization", f"Bearer {token.decode()}"),)
@@ -235,6 +238,8 @@ class ReportClient:
         They go in one UpdateJobs call, or in several if together they would
         pass the job service's message size limit (large results).
         """
+        for request, _ in reports:
+            request.worker_id = self._worker_id
         calls = await asyncio.gather(*(self._call(chunk) for chunk in _chunks(reports, CALL_BYTES)))
         return [answer for answers in calls for answer in answers]
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
-from jobqueue.runtime import metrics, secrets, service
+from jobqueue.runtime import logs, metrics, secrets, service
 from jobqueue.runtime.health import NOT_SERVING, HealthMonitor, HealthServicer
 from jobqueue.runtime.rabbitmq import Topology
 from jobqueue.runtime.server import build_server
@@ -54,7 +54,10 @@ async def serve(types: Mapping[str, JobType], settings: Settings, supervisor: se
     channel = open_channel(
         settings.job_service_addr, job_service_credentials, server_name=settings.job_service_tls_name
     )
-    reports = ReportClient(channel, token, timeout=settings.report_timeout_seconds)
+    worker_id = settings.identity()
+    # Every line this process logs from now on names the worker, as its reports do.
+    logs.add_fields(worker_id=worker_id)
+    reports = ReportClient(channel, token, timeout=settings.report_timeout_seconds, worker_id=worker_id)
     metrics_server = None
     try:
         # Every worker token this worker holds: during a rotation its file lists the old and the new.

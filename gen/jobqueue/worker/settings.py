@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -10,6 +12,9 @@ import grpc
 from jobqueue.runtime import rabbitmq, secrets
 from jobqueue.runtime.settings import SettingsError, setting
 from jobqueue.runtime.tls import ClientFiles, TlsServerSettings, channel_credentials
+
+#: Longest WORKER_ID the job service accepts (UpdateJobRequest.worker_id).
+MAX_WORKER_ID_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,12 @@ class Settings(TlsServerSettings):
         "the fewest seconds between two progress reports of one job (job.progress): those in between are "
         "coalesced, the latest winning",
     )
+    worker_id: str = setting(
+        "",
+        "how this worker names itself to the job service, in every report (each attempt of a job shows it: "
+        "GetJob's JOB_VIEW_FULL) and in its log lines: at most 200 printable characters; "
+        "empty: <hostname>/<pid>, which tells copies apart even on one host",
+    )
     report_timeout_seconds: float = setting(5.0, "deadline of each UpdateJob call")
     shutdown_grace_seconds: float = setting(
         30.0, "on SIGTERM, how long in-flight jobs may take to finish before they are handed back unacknowledged"
@@ -119,6 +130,13 @@ class Settings(TlsServerSettings):
         if self.worker_tls_cert_file and not (self.job_service_ca_file or self.job_service_tls):
             raise SettingsError("WORKER_TLS_CERT_FILE needs TLS to the job service: set JOB_SERVICE_CA_FILE")
         rabbitmq.check_url(self.rabbitmq_url, "RABBITMQ_URL", production=self.production)
+        # The job service refuses a report whose worker_id breaks these rules: better said once, at start.
+        if len(self.worker_id) > MAX_WORKER_ID_CHARS or not self.worker_id.isprintable():
+            raise SettingsError(f"WORKER_ID must be at most {MAX_WORKER_ID_CHARS} printable characters")
+
+    def identity(self) -> str:
+        """The worker id to report and log: WORKER_ID, else <hostname>/<pid> (cut to fit the job service's limit)."""
+        return self.worker_id or f"{socket.gethostname()}/{os.getpid()}"[-MAX_WORKER_ID_CHARS:]
 
     def served(self, names: Iterable[str]) -> list[str]:
         """Which of the worker's job types ``names`` it serves (JOB_TYPES; all of them if empty), sorted.

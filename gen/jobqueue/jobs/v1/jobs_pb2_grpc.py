@@ -263,6 +263,8 @@ class JobServiceServicer:
         """GetQueueStats says how the queue is doing, for an operator's dashboard:
         how many jobs wait, run and are dead now, by type, and how many were
         created and finished in each minute of the recent past. Operators only.
+        Its counts may take at most a few seconds; beyond, RESOURCE_EXHAUSTED
+        (QUEUE_STATS_TOO_COSTLY): ask for fewer minutes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -123,6 +123,8 @@ class JobServiceStub:
     """GetQueueStats says how the queue is doing, for an operator's dashboard:
     how many jobs wait, run and are dead now, by type, and how many were
     created and finished in each minute of the recent past. Operators only.
+    Its counts may take at most a few seconds; beyond, RESOURCE_EXHAUSTED
+    (QUEUE_STATS_TOO_COSTLY): ask for fewer minutes.
     """
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]
     """UpdateJob is how a worker reports progress; only the worker token may call
@@ -235,6 +237,8 @@ class JobServiceAsyncStub(JobServiceStub):
     """GetQueueStats says how the queue is doing, for an operator's dashboard:
     how many jobs wait, run and are dead now, by type, and how many were
     created and finished in each minute of the recent past. Operators only.
+    Its counts may take at most a few seconds; beyond, RESOURCE_EXHAUSTED
+    (QUEUE_STATS_TOO_COSTLY): ask for fewer minutes.
     """
     UpdateJob: _aio.UnaryUnaryMultiCallable[_jobs_pb2.UpdateJobRequest, _jobs_pb2.UpdateJobResponse]  # type: ignore[assignment]
     """UpdateJob is how a worker reports progress; only the worker token may call
@@ -422,6 +426,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetQueueStats says how the queue is doing, for an operator's dashboard:
         how many jobs wait, run and are dead now, by type, and how many were
         created and finished in each minute of the recent past. Operators only.
+        Its counts may take at most a few seconds; beyond, RESOURCE_EXHAUSTED
+        (QUEUE_STATS_TOO_COSTLY): ask for fewer minutes.
         """
 
     @_abc_1.abstractmethod
