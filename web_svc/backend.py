@@ -4,14 +4,13 @@ Two channels are opened at start and shared by every browser: one to the auth
 service, one to the job service. Each request makes a ``JobsClient`` on the
 shared job channel with its session's token (a stub and the token's metadata:
 nothing to open or close). Calls the client library has no paged form of
-(one page of ListJobs or ListDeadJobs with a page token, GetQueueStats) go
-through its generated stub with the client's own metadata, and their errors are
-turned into ``JobQueueError`` as the library's are.
+(one page of ListJobs or ListDeadJobs with a page token) go through its
+generated stub with the client's own metadata, and their errors are turned into
+``JobQueueError`` as the library's are; the rest are the client's own methods.
 """
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,46 +29,6 @@ class Page:
 
     jobs: list[Job]
     next_token: str
-
-
-@dataclass(frozen=True)
-class TypeCounts:
-    """How many jobs of one type wait, run and are dead now."""
-
-    type: str
-    queued: int
-    running: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class Minute:
-    """What happened to jobs in one minute."""
-
-    start: datetime.datetime
-    created: int
-    completed: int
-    failed: int
-    cancelled: int
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """GetQueueStats' answer: the queue now, by type, and minute by minute, oldest first."""
-
-    job_types: list[TypeCounts]
-    minutes: list[Minute]
-
-    @classmethod
-    def from_proto(cls, reply: jobs_pb2.GetQueueStatsResponse) -> QueueStats:
-        """The view of a ``GetQueueStatsResponse``."""
-        return cls(
-            [TypeCounts(t.type, t.queued, t.running, t.failed) for t in reply.job_types],
-            [
-                Minute(m.start.ToDatetime(tzinfo=datetime.UTC), m.created, m.completed, m.failed, m.cancelled)
-                for m in reply.minutes
-            ],
-        )
 
 
 class Backend:
@@ -105,11 +64,6 @@ class Backend:
         request = jobs_pb2.ListDeadJobsRequest(page_size=page_size, page_token=page_token, type=job_type)
         reply: jobs_pb2.ListDeadJobsResponse = await _unary(jobs, jobs.stub.ListDeadJobs, request)
         return Page([Job.from_proto(job) for job in reply.jobs], reply.next_page_token)
-
-    async def queue_stats(self, jobs: JobsClient, *, minutes: int) -> QueueStats:
-        """The queue now and over the last ``minutes`` (operators only)."""
-        reply = await _unary(jobs, jobs.stub.GetQueueStats, jobs_pb2.GetQueueStatsRequest(minutes=minutes))
-        return QueueStats.from_proto(reply)
 
     async def close(self) -> None:
         """Close both channels; calls in flight are cancelled."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from web_svc.backend import QueueStats
+from jobqueue.client import QueueStats
 
 WIDTH, HEIGHT = 600, 160
 #: Room left of the plot for the scale's labels, and below it for the times.

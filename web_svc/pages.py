@@ -253,7 +253,7 @@ async def ops_page(request: web.Request) -> web.StreamResponse:
     except JobQueueError as refused:
         dead_error = views.refusal(refused)
     try:
-        stats = await backend.queue_stats(jobs, minutes=STATS_MINUTES)
+        stats = await jobs.queue_stats(STATS_MINUTES, attempts=1)
     except JobQueueError as refused:
         stats_error = views.refusal(refused)
     return render(

@@ -6,9 +6,8 @@ import datetime
 
 import grpc
 
-from jobqueue.client import JobQueueError
+from jobqueue.client import JobQueueError, JobTypeCounts, MinuteCounts, QueueStats
 from web_svc import chart, views
-from web_svc.backend import Minute, QueueStats, TypeCounts
 from web_svc.events import StreamLimits
 
 T0 = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
@@ -16,8 +15,8 @@ T0 = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
 
 def stats(*minutes: tuple[int, int, int, int], queued: int = 0, running: int = 0) -> QueueStats:
     return QueueStats(
-        [TypeCounts("sleep", queued, running, 0)],
-        [Minute(T0 + datetime.timedelta(minutes=i), *counts) for i, counts in enumerate(minutes)],
+        (JobTypeCounts("sleep", queued, running, 0),),
+        tuple(MinuteCounts(T0 + datetime.timedelta(minutes=i), *counts) for i, counts in enumerate(minutes)),
     )
 
 
@@ -43,7 +42,7 @@ def test_charts_fit_their_box() -> None:
     high = chart.TOP + (chart.HEIGHT - chart.BOTTOM - chart.TOP) * (1 - 4 / 5)
     assert points == f"{chart.LEFT:.1f},{high:.1f} {chart.WIDTH:.1f},{chart.HEIGHT - chart.BOTTOM:.1f}"
     assert throughput.labels == [(float(chart.LEFT), "12:00"), (float(chart.WIDTH), "12:01")]
-    assert chart.charts(QueueStats([], []))[0].empty
+    assert chart.charts(QueueStats((), ()))[0].empty
     assert drawn[2].top == 100.0  # a rate's scale is always the whole
 
 
