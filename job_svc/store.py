@@ -76,16 +76,10 @@ _BUCKETS = """
     ORDER BY minute"""
 
 
-#: How a statement that moves a job ends an attempt: it writes the attempt's row whole, and on conflict
-#: with the stored row only ends it, if it still runs. Not an UPDATE: the row may come from a claim that
-#: committed after this statement's snapshot was taken (the statement waited on the job's row lock
-#: meanwhile, and READ COMMITTED re-reads only the locked row), which an UPDATE would not see, leaving the
-#: attempt RUNNING for ever; INSERT ... ON CONFLICT DO UPDATE always meets the committed row. (A job
-#: started before 0012_job_attempts.sql gets the row of the attempt that ends, its worker unknown.)
-_END_ATTEMPT = """
-    ON CONFLICT (job_id, number) DO UPDATE
-    SET outcome = EXCLUDED.outcome, ended_at = EXCLUDED.ended_at, error = EXCLUDED.error
-    WHERE job_attempts.ended_at IS NULL"""
+#: How a statement that ends an attempt records it: one row, written once. (Should the row exist, which
+#: it cannot while a job's attempts only grow, the report still counts.)
+_RECORD_ATTEMPT = """
+    INSERT INTO job_attempts (job_id, number, worker_id, started_at, ended_at, outcome, error)"""
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -216,10 +210,18 @@ class JobStore:
         return [_job(row) for row in rows]
 
     async def attempts(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[Attempt, ...]]:
-        """Every recorded attempt of each job, oldest first (a job with none is left out); one statement."""
+        """Every attempt of each job, oldest first (a job with none is left out); one statement.
+
+        The ended attempts are job_attempts' rows; the one that runs now is read from the job itself.
+        """
         rows = await self._pool.fetch(
             """SELECT job_id, number, worker_id, started_at, ended_at, outcome, error FROM job_attempts
-               WHERE job_id = ANY($1::uuid[]) ORDER BY job_id, number""",
+               WHERE job_id = ANY($1::uuid[])
+               UNION ALL
+               SELECT id, attempts, coalesce(worker_id, ''), started_at, NULL, 'RUNNING', NULL FROM jobs
+               WHERE id = ANY($1::uuid[]) AND status = 'RUNNING'
+                 AND NOT EXISTS (SELECT 1 FROM job_attempts WHERE job_id = jobs.id AND number = jobs.attempts)
+               ORDER BY job_id, number""",
             job_ids,
         )
         history: dict[uuid.UUID, list[Attempt]] = {}
@@ -299,9 +301,9 @@ class JobStore:
         may appear once; rows are locked in id order, so concurrent batches
         cannot deadlock.
 
-        The same statement records each new attempt in job_attempts, with the
-        worker id of its claim (``worker_ids``, in the order of ``claims``; ''
-        for none), and ends an attempt a new claim took over as LOST.
+        The job keeps the worker id of its claim (``worker_ids``, in the order
+        of ``claims``; '' for none) for its running attempt, and the same
+        statement records an attempt a new claim took over as LOST in job_attempts.
         """
         if not claims:
             return []
@@ -310,7 +312,8 @@ class JobStore:
                     SELECT * FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS t(job_id, claim_id, worker_id)),
                 locked AS (
                     SELECT id, claim_id AS previous_claim, status AS previous_status,
-                           attempts AS previous_attempts, started_at AS previous_started_at FROM jobs
+                           attempts AS previous_attempts, started_at AS previous_started_at,
+                           worker_id AS previous_worker FROM jobs
                     WHERE id IN (SELECT job_id FROM input) AND status IN ('QUEUED', 'RUNNING')
                     ORDER BY id FOR UPDATE),
                 started AS (
@@ -325,27 +328,23 @@ class JobStore:
                     progress_message = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
                                             THEN progress_message END,
                     progress_at = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id THEN progress_at END,
+                    worker_id = CASE WHEN jobs.claim_id IS NOT DISTINCT FROM input.claim_id
+                                     THEN jobs.worker_id ELSE input.worker_id END,
                     claim_id = input.claim_id,
                     run_after = NULL,
                     lease_until = now() + make_interval(secs => timeout_seconds + $3),
                     updated_at = now()
                 FROM input, locked WHERE jobs.id = input.job_id AND jobs.id = locked.id
-                RETURNING {_QUALIFIED}, input.claim_id AS new_claim_id, input.worker_id,
+                RETURNING {_QUALIFIED},
                           locked.previous_claim IS DISTINCT FROM input.claim_id AS new_attempt,
-                          locked.previous_claim, locked.previous_status, locked.previous_attempts,
-                          locked.previous_started_at),
+                          locked.previous_status, locked.previous_attempts, locked.previous_started_at,
+                          locked.previous_worker),
                 taken_over AS (
-                    INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
-                    SELECT id, previous_attempts, previous_claim, previous_started_at, now(), 'LOST',
+                    {_RECORD_ATTEMPT}
+                    SELECT id, previous_attempts, coalesce(previous_worker, ''), previous_started_at, now(), 'LOST',
                            format('taken over by attempt %s', attempts)
                     FROM started
-                    WHERE new_attempt AND previous_status = 'RUNNING' AND previous_claim IS NOT NULL
-                    {_END_ATTEMPT}),
-                attempt AS (
-                    -- A history row must never make a report fail: should one exist already (it cannot
-                    -- while attempts only grow), the report still counts.
-                    INSERT INTO job_attempts (job_id, number, worker_id, claim_id, started_at)
-                    SELECT id, attempts, worker_id, new_claim_id, started_at FROM started WHERE new_attempt
+                    WHERE new_attempt AND previous_status = 'RUNNING'
                     ON CONFLICT DO NOTHING)
                 SELECT {_COLUMNS} FROM started""",
             [job_id for job_id, _ in claims],
@@ -361,19 +360,19 @@ class JobStore:
             # The CTE locks the row and remembers its status before the change; the running
             # attempt, if any, ends CANCELLED in the same statement.
             f"""WITH before AS (
-                    SELECT id AS job_id, status AS previous, claim_id AS previous_claim FROM jobs
+                    SELECT id AS job_id, status AS previous FROM jobs
                     WHERE id = $1 AND owner_id = $2 FOR UPDATE),
                 cancelled AS (
                     UPDATE jobs SET status = 'CANCELLED', error = 'cancelled by its owner',
                                     run_after = NULL, lease_until = NULL, finished_at = now(), updated_at = now()
                     FROM before
                     WHERE id = before.job_id AND previous IN ('QUEUED', 'RUNNING')
-                    RETURNING {_COLUMNS}, previous, previous_claim),
+                    RETURNING {_COLUMNS}, worker_id, previous),
                 ended AS (
-                    INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
-                    SELECT id, attempts, previous_claim, started_at, now(), 'CANCELLED', error FROM cancelled
-                    WHERE previous = 'RUNNING' AND previous_claim IS NOT NULL
-                    {_END_ATTEMPT})
+                    {_RECORD_ATTEMPT}
+                    SELECT id, attempts, coalesce(worker_id, ''), started_at, now(), 'CANCELLED', error FROM cancelled
+                    WHERE previous = 'RUNNING'
+                    ON CONFLICT DO NOTHING)
                 SELECT {_COLUMNS}, previous FROM cancelled""",
             job_id,
             owner_id,
@@ -444,12 +443,11 @@ class JobStore:
                     finished_at = CASE WHEN retry THEN NULL ELSE now() END,
                     updated_at = now()
                 FROM input, outcome WHERE jobs.id = input.job_id AND jobs.id = outcome.id
-                RETURNING {_QUALIFIED}, jobs.claim_id AS current_claim, input.status AS reported),
+                RETURNING {_QUALIFIED}, jobs.worker_id, input.status AS reported),
                 ended AS (
-                    INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
-                    SELECT id, attempts, current_claim, started_at, now(), reported, error FROM finished
-                    WHERE current_claim IS NOT NULL
-                    {_END_ATTEMPT})
+                    {_RECORD_ATTEMPT}
+                    SELECT id, attempts, coalesce(worker_id, ''), started_at, now(), reported, error FROM finished
+                    ON CONFLICT DO NOTHING)
                 SELECT {_COLUMNS} FROM finished""",
             [r.job_id for r in reports],
             [r.status.value for r in reports],
@@ -471,7 +469,7 @@ class JobStore:
         """
         rows = await self._pool.fetch(
             f"""WITH expired AS (
-                   SELECT id AS job_id, attempts < max_attempts AS retry, claim_id AS lost_claim FROM jobs
+                   SELECT id AS job_id, attempts < max_attempts AS retry FROM jobs
                    WHERE lease_until < now() AND status = 'RUNNING'
                    LIMIT $1 FOR UPDATE SKIP LOCKED),
                taken AS (
@@ -484,12 +482,11 @@ class JobStore:
                    claim_id = NULL,
                    updated_at = now()
                FROM expired WHERE id = expired.job_id
-               RETURNING id, attempts, error, started_at, lost_claim),
+               RETURNING id, attempts, error, started_at, worker_id),
                lost AS (
-                   INSERT INTO job_attempts (job_id, number, claim_id, started_at, ended_at, outcome, error)
-                   SELECT id, attempts, lost_claim, started_at, now(), 'LOST', error FROM taken
-                   WHERE lost_claim IS NOT NULL
-                   {_END_ATTEMPT})
+                   {_RECORD_ATTEMPT}
+                   SELECT id, attempts, coalesce(worker_id, ''), started_at, now(), 'LOST', error FROM taken
+                   ON CONFLICT DO NOTHING)
                SELECT id FROM taken""",
             limit,
         )

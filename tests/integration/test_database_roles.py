@@ -49,11 +49,13 @@ async def test_the_job_services_role_is_refused_on_the_users_table(as_jobs: asyn
             await as_jobs.execute(statement)
 
 
-async def test_the_job_services_role_writes_attempts_but_never_deletes_them(as_jobs: asyncpg.Connection) -> None:
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await as_jobs.execute("DELETE FROM job_attempts")
+async def test_the_job_services_role_records_attempts_but_never_changes_or_deletes_them(
+    as_jobs: asyncpg.Connection,
+) -> None:
+    for statement in ("DELETE FROM job_attempts", "UPDATE job_attempts SET outcome = outcome WHERE false"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_jobs.execute(statement)
     await as_jobs.execute("SELECT job_id, number, worker_id, outcome FROM job_attempts LIMIT 1")
-    await as_jobs.execute("UPDATE job_attempts SET outcome = outcome WHERE false")
 
 
 async def test_the_auth_services_role_is_refused_on_jobs_and_may_change_only_an_accounts_role(
