@@ -272,13 +272,18 @@ class WatchHub:
                 await self._ready.wait()
             generation = self._generation
             interest = self._interests.get(scope)
-            if interest is None or (interest.done() and interest.exception() is not None):
+            if interest is None or (interest.done() and not _succeeded(interest)):
                 interest = self._interests[scope] = asyncio.create_task(
                     self._feed.watch(scope), name=f"watch interest {scope}"
                 )
             try:
                 # Shielded: the interest is shared, and one watcher giving up must not cancel it.
                 await asyncio.shield(interest)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not interest.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                continue  # the feed closed under it (and cancelled it): wait for the next one
             except Exception as error:  # noqa: BLE001 - the next watcher tries afresh; the feed may be lost
                 log.warning("could not take an interest in changes", extra={"error": repr(error)})
                 raise WatchInterrupted("the feed of changes is not available; watch again") from None
@@ -347,7 +352,7 @@ class WatchHub:
                     continue
                 del self._idle_since[scope]
                 interest = self._interests.pop(scope, None)
-                if interest is not None and interest.done() and interest.exception() is None:
+                if interest is not None and interest.done() and _succeeded(interest):
                     await self._feed.unwatch(scope)
             if not self._watchers and not self._interests:
                 return
@@ -430,3 +435,8 @@ def _release(counter: Counter[_Key], key: _Key) -> None:
     counter[key] -= 1
     if not counter[key]:
         del counter[key]
+
+
+def _succeeded(task: asyncio.Task[None]) -> bool:
+    """Whether a finished task returned (neither raised nor was cancelled)."""
+    return not task.cancelled() and task.exception() is None
