@@ -218,11 +218,14 @@ def free_ports(count: int, start: int) -> int:
 
 
 class System:
-    """The services of run_system's plan as child processes, each writing a log file into ``logs``."""
+    """run_system's services (not the dashboard) as child processes, each writing a log file into ``logs``."""
 
     def __init__(self, workers: int, environ: Mapping[str, str], logs: Path) -> None:
         self.environ = dict(environ)
-        self.children = run_system.plan(workers, self.environ, sys.executable)
+        # Not the dashboard: a browser's view is not on the job path, and no browser is open.
+        self.children = [
+            child for child in run_system.plan(workers, self.environ, sys.executable) if child.name != "web"
+        ]
         self.logs = logs
         self.processes: dict[str, asyncio.subprocess.Process] = {}
 
