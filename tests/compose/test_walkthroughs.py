@@ -48,7 +48,9 @@ def test_the_grpcurl_walkthrough_works_against_the_containers(stack: Stack) -> N
         ("uppercase_text", "HELLO WORLD"),
         ("fibonacci_calc", "55"),
         ("reverse_string", "tnegru"),
+        ("reverse_string", "em hctaw"),  # the job WatchJob followed to the end
     }
+    assert '"result": "em hctaw"' in done.stdout  # printed by the watch itself
 
 
 def test_the_python_walkthrough_works_against_the_containers(stack: Stack) -> None:
@@ -63,4 +65,5 @@ def test_the_python_walkthrough_works_against_the_containers(stack: Stack) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["reverse_string dlrow olleh", "uppercase_text HELLO WORLD", "fibonacci_calc 55"]
+    assert "COMPLETED 832040" in lines  # the last state jobs.watch() yielded
     assert lines[-1] == "batch 1200 9911 boj"
