@@ -369,3 +369,41 @@ def test_a_stopping_service_ends_its_watches_at_once(
         # Not held for the grace period that calls in flight get.
         assert time.monotonic() - started < 15
     assert process.stop() == 0, process.output()
+
+
+def test_every_kind_of_change_is_announced(jobs: JobService, secrets_dir: Path) -> None:
+    # Each statement that changes jobs announces itself (job_svc/store.py _announce): a lease that ran
+    # out, a retry that fell due, a failure and a re-run reach a watcher like a claim does.
+    token = mint_token(secrets_dir)
+    worker = Worker(jobs.stub, secrets_dir)
+    stream = watch_jobs(jobs.stub, token)
+    job = jobs.stub.CreateJob(
+        jobs_pb2.CreateJobRequest(type="reverse_string", payload=text("abc"), max_attempts=2, timeout_seconds=1),
+        metadata=bearer(token),
+    ).job
+    seen: list[jobs_pb2.Job] = []
+
+    def until(done: Any) -> jobs_pb2.Job:
+        while True:
+            for changed in next(stream).jobs:
+                if changed.id == job.id:
+                    seen.append(changed)
+                    if done(changed):
+                        return changed
+
+    until(lambda j: j.status == QUEUED)  # created
+    worker.claim(job.id)  # and never reported: the lease (1 s + LEASE_GRACE_SECONDS) runs out
+    lost = until(lambda j: j.status == QUEUED and j.attempts == 1)
+    assert "timed out" in lost.error
+    if lost.HasField("next_attempt_at"):  # unless both changes came in one batch
+        until(lambda j: j.status == QUEUED and not j.HasField("next_attempt_at"))  # the retry fell due
+    _, attempt = worker.claim(job.id)
+    jobs.stub.UpdateJob(
+        jobs_pb2.UpdateJobRequest(id=job.id, status=jobs_pb2.JOB_STATUS_FAILED, attempt=attempt, error="no"),
+        metadata=worker.metadata,
+    )
+    until(lambda j: j.status == jobs_pb2.JOB_STATUS_FAILED)
+    jobs.stub.RerunJob(jobs_pb2.RerunJobRequest(id=job.id), metadata=bearer(token))
+    rerun = until(lambda j: j.status == QUEUED and j.max_attempts > 2)
+    assert rerun.attempts == 2
+    stream.cancel()
