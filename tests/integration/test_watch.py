@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -383,9 +383,10 @@ def test_every_kind_of_change_is_announced(jobs: JobService, secrets_dir: Path) 
     ).job
     seen: list[jobs_pb2.Job] = []
 
-    def until(done: Any) -> jobs_pb2.Job:
+    def until(done: Callable[[jobs_pb2.Job], bool]) -> jobs_pb2.Job:
         while True:
-            for changed in next(stream).jobs:
+            batch: jobs_pb2.WatchJobsResponse = next(stream)
+            for changed in batch.jobs:
                 if changed.id == job.id:
                     seen.append(changed)
                     if done(changed):
