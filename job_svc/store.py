@@ -27,7 +27,6 @@ from job_svc.model import (
     Status,
     TypeCounts,
 )
-from job_svc.watch_store import CHANNEL
 from jobqueue.runtime import tracing
 
 _Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -81,28 +80,6 @@ _BUCKETS = """
 #: it cannot while a job's attempts only grow, the report still counts.)
 _RECORD_ATTEMPT = """
     INSERT INTO job_attempts (job_id, number, worker_id, started_at, ended_at, outcome, error)"""
-
-
-def _announce(changed: str, before: str) -> str:
-    """A CTE, ``announced``, that announces each row of ``changed`` to the jobs' watchers, if anyone watches.
-
-    Every statement that changes a job carries one (migrations/0014_job_watch.sql): the row's id,
-    owner, type, its status before (``before``, an SQL expression; '-' for a new job) and after, on
-    CHANNEL, delivered when the transaction commits. The first look at job_watch_interest is one
-    scan per statement (an InitPlan), so while no one watches a statement pays that and nothing
-    per row; only then is each row's owner looked up. The main query must read ``announcing``
-    (_ANNOUNCING) for the CTE to run at all.
-    """
-    return f"""announced AS (
-        SELECT pg_notify('{CHANNEL}', concat_ws(' ', id, owner_id, type, {before}, status)) FROM {changed}
-        WHERE (SELECT EXISTS (SELECT 1 FROM job_watch_interest))
-          AND EXISTS (SELECT 1 FROM job_watch_interest AS interest
-                      WHERE (interest.owner_id = {changed}.owner_id OR interest.owner_id IS NULL)
-                        AND interest.expires_at > clock_timestamp()))"""
-
-
-#: What a statement's main query joins so that its ``announced`` CTE runs (an unread CTE is skipped).
-_ANNOUNCING = "(SELECT count(*) FROM announced) AS announcing"
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -368,9 +345,8 @@ class JobStore:
                            format('taken over by attempt %s', attempts)
                     FROM started
                     WHERE new_attempt AND previous_status = 'RUNNING'
-                    ON CONFLICT DO NOTHING),
-                {_announce("started", "previous_status")}
-                SELECT {_COLUMNS} FROM started, {_ANNOUNCING}""",
+                    ON CONFLICT DO NOTHING)
+                SELECT {_COLUMNS} FROM started""",
             [job_id for job_id, _ in claims],
             [claim_id for _, claim_id in claims],
             lease_grace,
@@ -396,9 +372,8 @@ class JobStore:
                     {_RECORD_ATTEMPT}
                     SELECT id, attempts, coalesce(worker_id, ''), started_at, now(), 'CANCELLED', error FROM cancelled
                     WHERE previous = 'RUNNING'
-                    ON CONFLICT DO NOTHING),
-                {_announce("cancelled", "previous")}
-                SELECT {_COLUMNS}, previous FROM cancelled, {_ANNOUNCING}""",
+                    ON CONFLICT DO NOTHING)
+                SELECT {_COLUMNS}, previous FROM cancelled""",
             job_id,
             owner_id,
         )
@@ -421,17 +396,14 @@ class JobStore:
                 current AS (
                     SELECT id FROM jobs JOIN input ON jobs.id = input.job_id
                     WHERE jobs.status = 'RUNNING' AND jobs.claim_id = input.claim_id
-                    ORDER BY id FOR UPDATE OF jobs),
-                noted AS (
+                    ORDER BY id FOR UPDATE OF jobs)
                 UPDATE jobs SET
                     progress_fraction = input.fraction,
                     progress_message = input.message,
                     progress_at = now(),
                     updated_at = now()
                 FROM input, current WHERE jobs.id = input.job_id AND jobs.id = current.id
-                RETURNING {_QUALIFIED}),
-                {_announce("noted", "status")}
-                SELECT {_COLUMNS} FROM noted, {_ANNOUNCING}""",
+                RETURNING {_QUALIFIED}""",
             [r.job_id for r in reports],
             [r.claim_id for r in reports],
             [r.progress.fraction if r.progress else None for r in reports],
@@ -475,9 +447,8 @@ class JobStore:
                 ended AS (
                     {_RECORD_ATTEMPT}
                     SELECT id, attempts, coalesce(worker_id, ''), started_at, now(), reported, error FROM finished
-                    ON CONFLICT DO NOTHING),
-                {_announce("finished", "'RUNNING'")}
-                SELECT {_COLUMNS} FROM finished, {_ANNOUNCING}""",
+                    ON CONFLICT DO NOTHING)
+                SELECT {_COLUMNS} FROM finished""",
             [r.job_id for r in reports],
             [r.status.value for r in reports],
             [r.result for r in reports],
@@ -511,13 +482,12 @@ class JobStore:
                    claim_id = NULL,
                    updated_at = now()
                FROM expired WHERE id = expired.job_id
-               RETURNING id, owner_id, type, status, attempts, error, started_at, worker_id),
+               RETURNING id, attempts, error, started_at, worker_id),
                lost AS (
                    {_RECORD_ATTEMPT}
                    SELECT id, attempts, coalesce(worker_id, ''), started_at, now(), 'LOST', error FROM taken
-                   ON CONFLICT DO NOTHING),
-               {_announce("taken", "'RUNNING'")}
-               SELECT id FROM taken, {_ANNOUNCING}""",
+                   ON CONFLICT DO NOTHING)
+               SELECT id FROM taken""",
             limit,
         )
         return len(rows)
@@ -537,11 +507,7 @@ class JobStore:
             if rows:
                 await _queue_messages(connection, rows, encode)
                 await connection.execute(
-                    f"""WITH due AS (
-                            UPDATE jobs SET run_after = NULL, updated_at = now() WHERE id = ANY($1::uuid[])
-                            RETURNING id, owner_id, type, status),
-                        {_announce("due", "status")}
-                        SELECT FROM due, {_ANNOUNCING}""",
+                    "UPDATE jobs SET run_after = NULL, updated_at = now() WHERE id = ANY($1::uuid[])",
                     [r["id"] for r in rows],
                 )
             return len(rows)
@@ -689,13 +655,10 @@ async def _requeue(connection: _Connection, rows: Sequence[asyncpg.Record], gran
         return []
     await _queue_messages(connection, rows, encode)
     updated = await connection.fetch(
-        f"""WITH requeued AS (
-                UPDATE jobs SET status = 'QUEUED', max_attempts = attempts + $2, finished_at = NULL,
-                                run_after = NULL, lease_until = NULL, claim_id = NULL, updated_at = now()
-                WHERE id = ANY($1::uuid[])
-                RETURNING {_COLUMNS}),
-            {_announce("requeued", "'FAILED'")}
-            SELECT {_COLUMNS} FROM requeued, {_ANNOUNCING}""",
+        f"""UPDATE jobs SET status = 'QUEUED', max_attempts = attempts + $2, finished_at = NULL,
+                            run_after = NULL, lease_until = NULL, claim_id = NULL, updated_at = now()
+            WHERE id = ANY($1::uuid[])
+            RETURNING {_COLUMNS}""",
         [r["id"] for r in rows],
         grant,
     )
@@ -727,9 +690,8 @@ async def _insert(connection: _Connection | asyncpg.Pool, jobs: Sequence[NewJob]
                 RETURNING {_COLUMNS}),
             outbox AS (
                 INSERT INTO job_outbox (job_id, body, priority, trace_context)
-                SELECT job.id, input.body, job.priority, input.trace_context FROM job JOIN input USING (id)),
-            {_announce("job", "'-'")}
-            SELECT {_COLUMNS} FROM job, {_ANNOUNCING}""",
+                SELECT job.id, input.body, job.priority, input.trace_context FROM job JOIN input USING (id))
+            SELECT * FROM job""",
         [j.id for j in ordered],
         [j.owner_id for j in ordered],
         [j.type for j in ordered],

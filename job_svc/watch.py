@@ -1,11 +1,12 @@
 """Live job streams: who watches what, and getting each committed change to them (WatchJob, WatchJobs).
 
-**Across replicas** changes travel by PostgreSQL LISTEN/NOTIFY: every statement that changes
-jobs (job_svc/store.py) announces the changed rows in the same statement, so the announcement is
-delivered when, and only if, the change commits, in commit order, whichever replica made it, and
-the broker being down changes nothing. A statement announces only the jobs of owners some replica
-watches (migrations/0014_job_watch.sql, job_svc/watch_store.py), so while no one watches the job
-path pays one look at a tiny table per statement and no NOTIFY.
+**Across replicas** changes travel by PostgreSQL LISTEN/NOTIFY: a trigger on the jobs table
+(migrations/0014_job_watch.sql) announces every committed change, whichever replica (or the
+database's own recovery of a lost attempt) made it, in commit order, and only when it commits.
+The database is already the one place every change passes through, so no replica has to
+remember to publish, and the broker being down changes nothing. The trigger announces only
+while some replica has watchers (job_svc/watch_store.py), so the job path pays nothing for
+NOTIFY while no one watches.
 
 **No change lost between the snapshot and the stream**: a watcher registers here, and the hub is
 listening (``ready``), before WatchJob reads its snapshot or WatchJobs says it has begun. Any
@@ -90,7 +91,7 @@ class Change:
 
     @classmethod
     def parse(cls, payload: str) -> Change | None:
-        """The change a notification announces; None for a payload not in the store's form."""
+        """The change a notification announces; None for a payload not in the trigger's form."""
         try:
             job_id, owner_id, job_type, before, after = payload.split(" ")
             return cls(
@@ -359,7 +360,7 @@ class WatchHub:
     def _announced(self, payload: str) -> None:
         change = Change.parse(payload)
         if change is None:
-            log.warning("ignored a change notification not in the store's form", extra={"payload": payload[:200]})
+            log.warning("ignored a change notification not in the trigger's form", extra={"payload": payload[:200]})
             return
         self._incoming.append(change)
         self._has_incoming.set()

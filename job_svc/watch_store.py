@@ -1,8 +1,8 @@
 """The SQL of live job streams: LISTEN to the jobs' change announcements, and say that someone listens.
 
-The job service's statements (job_svc/store.py) announce every committed change to a job on
-CHANNEL, but only while some replica holds a live row in job_watch_interest for the job's owner
-(or for every user), so that no one pays for NOTIFY on jobs no one watches. This module is those rows and the listening
+migrations/0014_job_watch.sql announces every committed change to a job on CHANNEL, but only while
+some replica holds a live row in job_watch_interest for the job's owner (or for every user), so
+that no one pays for NOTIFY on jobs no one watches. This module is those rows and the listening
 connection; job_svc/watch.py decides when to open and close them.
 """
 
@@ -19,14 +19,14 @@ import asyncpg
 CHANNEL = "jobqueue_job_changes"
 #: How the listening connection names itself in pg_stat_activity.
 APPLICATION_NAME = "jobqueue-watch-feed"
-#: How long after its last renewal an interest lapses (and changes to its jobs go unannounced).
+#: How long after its last renewal an interest lapses (and the trigger stops announcing changes for it).
 INTEREST_SECONDS = 30.0
-#: How long taking an interest waits, at most, for transactions that began before it was visible to end.
+#: How long opening waits, at most, for writes that began before the interest was visible to finish.
 SETTLE_SECONDS = 10.0
 
 
 class FeedSettleTimeout(Exception):
-    """A transaction that began before the interest was visible was still running after SETTLE_SECONDS."""
+    """A write that began before the interest was visible was still running after SETTLE_SECONDS."""
 
 
 class ChangeFeed:
@@ -63,9 +63,9 @@ class ChangeFeed:
 
         The order is what makes a snapshot read after this returns safe to follow with the announced
         changes: LISTEN came first (``open``), so nothing announced once the interest is visible is
-        missed; then the interest; then wait for the transactions already under way, whose statements
-        may have looked before the interest was there and so will commit a change without announcing
-        it. Only the job service's role writes jobs, and its sessions are the ones this role sees in
+        missed; then the interest; then wait for the writes already under way, whose trigger may have
+        looked before the interest was there and so will commit a change without announcing it. Only
+        the job service's role writes jobs, and its sessions are the ones this role sees in
         pg_stat_activity.
         """
         async with self._lock:
@@ -123,22 +123,16 @@ class ChangeFeed:
 
 
 async def _settle(connection: asyncpg.Connection) -> None:
-    """Wait until the transactions in progress when the interest became visible have all ended.
-
-    A statement that changes jobs looks at job_watch_interest with the snapshot it started with (the
-    guard in job_svc/store.py _announce), so one that began before the interest committed may still
-    commit a change unannounced. Transactions, not just those holding an xid: such a statement may
-    not have written yet.
-    """
+    """Wait until the writes in progress when the interest became visible have all ended."""
     query = (
-        "SELECT pid, xact_start FROM pg_stat_activity"
-        " WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid()"
+        "SELECT pid, backend_xid::text FROM pg_stat_activity"
+        " WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
     )
     waiting = {(row[0], row[1]) for row in await connection.fetch(query)}
     deadline = monotonic() + SETTLE_SECONDS
     while waiting:
         if monotonic() > deadline:
-            raise FeedSettleTimeout(f"{len(waiting)} transactions still running after {SETTLE_SECONDS} s")
+            raise FeedSettleTimeout(f"{len(waiting)} writes still running after {SETTLE_SECONDS} s")
         await asyncio.sleep(0.005)
         waiting &= {(row[0], row[1]) for row in await connection.fetch(query)}
 
