@@ -19,6 +19,11 @@ import asyncpg
 CHANNEL = "jobqueue_job_changes"
 #: How the listening connection names itself in pg_stat_activity.
 APPLICATION_NAME = "jobqueue-watch-feed"
+#: How the connection that holds (or waits for) WATCH_LOCK_KEY names itself.
+BEACON_NAME = "jobqueue-watch-beacon"
+#: The advisory lock the jobs trigger's WHEN clause tries in shared mode (migrations/0014_job_watch.sql):
+#: held or awaited exclusively by every process that has watchers, so that only then does it run.
+WATCH_LOCK_KEY = 7306205391485411329
 #: How long after its last renewal an interest lapses (and the trigger stops announcing changes for it).
 INTEREST_SECONDS = 30.0
 #: How long opening waits, at most, for writes that began before the interest was visible to finish.
@@ -35,6 +40,9 @@ class ChangeFeed:
     def __init__(self, database_url: str) -> None:
         self._url = database_url
         self._connection: asyncpg.Connection | None = None
+        #: Holds, or waits for, WATCH_LOCK_KEY exclusively for as long as the feed is open.
+        self._beacon: asyncpg.Connection | None = None
+        self._beacon_lock: asyncio.Task[None] | None = None
         self.replica = uuid.uuid4()
         #: How many interests this replica holds (each renewal must find them all live).
         self._interests = 0
@@ -52,11 +60,22 @@ class ChangeFeed:
             await connection.execute(
                 "DELETE FROM job_watch_interest WHERE expires_at < clock_timestamp() - interval '1 minute'"
             )
+            beacon = await asyncpg.connect(self._url, timeout=5, server_settings={"application_name": BEACON_NAME})
         except BaseException:
             await _close(connection)
             raise
-        self._connection = connection
+        beacon.add_termination_listener(lambda _: on_lost())
+        self._connection, self._beacon = connection, beacon
         self._interests = 0
+        # Blocks while another process holds the lock; its waiting alone already opens the gate.
+        self._beacon_lock = asyncio.create_task(self._hold_gate(beacon, on_lost), name="watch beacon")
+
+    @staticmethod
+    async def _hold_gate(beacon: asyncpg.Connection, on_lost: Callable[[], None]) -> None:
+        try:
+            await beacon.execute("SELECT pg_advisory_lock($1)", WATCH_LOCK_KEY)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            on_lost()  # without the lock held or awaited, changes may go unannounced
 
     async def watch(self, owner: uuid.UUID | None) -> None:
         """Have changes to ``owner``'s jobs (every user's, for None) announced; return once every one is.
@@ -78,7 +97,29 @@ class ChangeFeed:
                 INTEREST_SECONDS,
             )
             self._interests += 1
+            await self._gate_opened(connection)
             await _settle(connection)
+
+    async def _gate_opened(self, connection: asyncpg.Connection) -> None:
+        """Wait until the jobs trigger runs for every change: our beacon's exclusive request is queued and
+        some process holds the lock, so every transaction that skipped the trigger has committed."""
+        beacon = self._beacon
+        if beacon is None:
+            raise asyncpg.InterfaceError("the change feed is not open")
+        query = """SELECT coalesce(bool_or(pid = $2), false) AS queued,
+                          coalesce(bool_or(granted AND mode = 'ExclusiveLock'), false) AS held
+                   FROM pg_locks
+                   WHERE locktype = 'advisory' AND objsubid = 1
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                     AND classid::bigint = ($1::bigint >> 32) AND objid::bigint = ($1::bigint & 4294967295)"""
+        deadline = monotonic() + SETTLE_SECONDS
+        while True:
+            row = await connection.fetchrow(query, WATCH_LOCK_KEY, beacon.get_server_pid())
+            if row is not None and row["queued"] and row["held"]:
+                return
+            if monotonic() > deadline:
+                raise FeedSettleTimeout(f"the watch lock was not taken after {SETTLE_SECONDS} s")
+            await asyncio.sleep(0.005)
 
     async def unwatch(self, owner: uuid.UUID | None) -> None:
         """Stop announcing changes to ``owner``'s jobs (every user's, for None) for this replica."""
@@ -106,6 +147,12 @@ class ChangeFeed:
         """Withdraw the interests (best effort: they lapse by themselves) and close the connection."""
         connection, self._connection = self._connection, None
         self._interests = 0
+        beacon, self._beacon = self._beacon, None
+        if self._beacon_lock is not None:
+            self._beacon_lock.cancel()
+            self._beacon_lock = None
+        if beacon is not None:
+            beacon.terminate()  # and with it the lock: the trigger stops running if no one else watches
         if connection is None:
             return
         try:
